@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The project's whole test command: formatting, lints, one debug build, then every test
+# against a real PostgreSQL and a real S3 server (started here, stopped on exit).
+#
+#   scripts/test.sh                 # everything
+#   scripts/test.sh some_test_name  # extra args are passed to `cargo test`
+#   scripts/test.sh foo -- --nocapture   # args after `--` go to the test binaries
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lethe-target}"
+
+stage() { printf '\n==> %s\n' "$*"; }
+
+trap 'scripts/services.sh stop' EXIT
+
+stage "services: start PostgreSQL and SeaweedFS S3"
+scripts/services.sh start
+eval "$(scripts/services.sh env)"
+
+stage "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+stage "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+stage "cargo build --all-targets"
+cargo build --all-targets
+
+# Split extra args: before `--` for cargo (e.g. a test name filter), after it for libtest.
+cargo_args=()
+test_args=()
+while (($#)); do
+    if [[ "$1" == -- ]]; then
+        shift
+        test_args=("$@")
+        break
+    fi
+    cargo_args+=("$1")
+    shift
+done
+stage "cargo test --all-targets ${cargo_args[*]} -- --test-threads=4 ${test_args[*]}"
+cargo test --all-targets "${cargo_args[@]}" -- --test-threads=4 "${test_args[@]}"
+
+stage "all stages passed"

@@ -1,0 +1,522 @@
+//! Command line: parsing (the only module that imports clap), logging setup, and mapping each
+//! outcome to an exit code. Exit codes, documented in the README:
+//! 0 all done; 1 some subjects failed or were left undone; 2 usage or configuration error
+//! (nothing was deleted); 3 another lethe process is running the job.
+
+use crate::config::Settings;
+use crate::context::Context;
+use crate::db::{self, holds};
+use crate::pipeline::{self, JobReport, RunOptions, plan};
+use crate::spec::Job;
+use anyhow::{Context as _, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lethe",
+    version,
+    about = "Purges deleted subjects inside their policy windows, honours legal holds, and proves it."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Install or upgrade lethe's own schema (`lethe.*`) in the platform database.
+    Migrate {
+        /// Undo every lethe migration instead (drops lethe's tables, the audit log included).
+        #[arg(long, requires = "yes")]
+        down: bool,
+        /// Confirm --down.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Validate every job spec against the live database and print the effective configuration.
+    Check,
+    /// Say what a run would do now, per job, and why. Deletes nothing.
+    Plan {
+        /// Only these jobs (repeatable). Default: all.
+        #[arg(long = "job")]
+        jobs: Vec<String>,
+        /// `table` (counts per job) or `jsonl` (one line per subject).
+        #[arg(long, default_value = "table", value_parser = ["table", "jsonl"])]
+        format: String,
+    },
+    /// Purge what is eligible now.
+    Run(RunArgs),
+    /// Place, release and list legal or compliance holds.
+    #[command(subcommand)]
+    Hold(HoldCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Run these jobs (repeatable).
+    #[arg(long = "job", required_unless_present = "all", conflicts_with = "all")]
+    jobs: Vec<String>,
+    /// Run every job.
+    #[arg(long)]
+    all: bool,
+    /// Do every read (discovery, holds, manifests, listings) and delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Purge at most N subjects in this invocation; exit 1 if more were eligible.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    limit: Option<u64>,
+}
+
+#[derive(Subcommand, Debug)]
+enum HoldCommand {
+    /// Place a hold. Exactly one of --account, --subject, --job.
+    Place {
+        /// Everything this account owns, in every job.
+        #[arg(long, group = "scope")]
+        account: Option<String>,
+        /// One subject: JOB:KEY.
+        #[arg(long, group = "scope")]
+        subject: Option<String>,
+        /// Every subject of a job.
+        #[arg(long, group = "scope")]
+        job: Option<String>,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        by: String,
+    },
+    /// Release a hold by id.
+    Release {
+        id: i64,
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// List active holds (`--all` includes released ones).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Recompute the hash chain and name the first bad entry.
+    Verify,
+}
+
+/// An error in what the user asked for or configured: exit 2, nothing deleted.
+#[derive(Debug)]
+struct ConfigError(anyhow::Error);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn config<T>(r: Result<T>) -> Result<T> {
+    r.map_err(|e| anyhow!(ConfigError(e)))
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(if e.downcast_ref::<ConfigError>().is_some() {
+                2
+            } else {
+                1
+            })
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LETHE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("lethe=info,warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
+
+async fn dispatch(cli: Cli) -> Result<u8> {
+    let settings = config(Settings::from_env())?;
+    let ctx = config(Context::build(&settings).await)?;
+    match cli.command {
+        Command::Migrate { down, .. } => migrate(&ctx, down).await,
+        Command::Check => check(&ctx).await,
+        Command::Plan { jobs, format } => {
+            let all = ready_jobs(&ctx).await?;
+            let selected = config(select(&all, &jobs, jobs.is_empty()))?;
+            plan_cmd(&ctx, &all, &selected, &format).await
+        }
+        Command::Run(args) => {
+            let all = ready_jobs(&ctx).await?;
+            let selected = config(select(&all, &args.jobs, args.all))?;
+            run_cmd(
+                &ctx,
+                &all,
+                &selected,
+                &RunOptions {
+                    dry_run: args.dry_run,
+                    limit: args.limit,
+                },
+            )
+            .await
+        }
+        Command::Hold(h) => hold_cmd(&ctx, h).await,
+        Command::Audit(AuditCommand::Verify) => {
+            config(db::require_current_schema(&ctx.pool).await)?;
+            audit_verify(&ctx).await
+        }
+    }
+}
+
+/// Jobs loaded and validated, with lethe's schema current: the precondition of plan and run.
+async fn ready_jobs(ctx: &Context) -> Result<Vec<Job>> {
+    config(db::require_current_schema(&ctx.pool).await)?;
+    config(ctx.load_jobs().await)
+}
+
+fn select(all: &[Job], names: &[String], everything: bool) -> Result<Vec<Job>> {
+    if everything {
+        return Ok(all.to_vec());
+    }
+    names
+        .iter()
+        .map(|n| {
+            all.iter().find(|j| &j.name == n).cloned().ok_or_else(|| {
+                let known: Vec<&str> = all.iter().map(|j| j.name.as_str()).collect();
+                anyhow!("there is no job `{n}`; the jobs are: {}", known.join(", "))
+            })
+        })
+        .collect()
+}
+
+async fn migrate(ctx: &Context, down: bool) -> Result<u8> {
+    let m = db::migrator();
+    if down {
+        m.undo(&ctx.pool, 0)
+            .await
+            .context("undoing lethe's migrations")?;
+        eprintln!("lethe's schema was removed");
+    } else {
+        m.run(&ctx.pool)
+            .await
+            .context("applying lethe's migrations")?;
+        eprintln!("lethe's schema is up to date");
+    }
+    Ok(0)
+}
+
+async fn check(ctx: &Context) -> Result<u8> {
+    let jobs = config(ctx.load_jobs().await)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{} job spec(s) in {} are valid against the database",
+        jobs.len(),
+        ctx.settings.jobs_dir.display()
+    )?;
+    let now = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp(), 0)
+        .expect("now is representable");
+    for job in &jobs {
+        let w = &job.windows.default;
+        writeln!(out, "\njob {} ({})", job.name, job.file.display())?;
+        if !job.description.is_empty() {
+            writeln!(out, "  {}", job.description)?;
+        }
+        writeln!(
+            out,
+            "  subject: {}.{} clock {} ({:?}), grace {}, deadline {}",
+            job.subject_table(),
+            job.key,
+            job.clock,
+            job.clock_kind,
+            w.grace,
+            w.deadline
+        )?;
+        for (value, p) in &job.windows.overrides {
+            let col = job
+                .windows
+                .vary_by
+                .as_ref()
+                .map(|c| c.as_str())
+                .unwrap_or("?");
+            writeln!(
+                out,
+                "    when {col} = {value:?}: grace {}, deadline {}",
+                p.grace, p.deadline
+            )?;
+        }
+        let order: Vec<String> = job
+            .delete_order()
+            .iter()
+            .map(|&i| job.nodes[i].table.to_string())
+            .collect();
+        writeln!(out, "  deletes, in order: {}", order.join(" -> "))?;
+        let fires: Vec<String> = job
+            .schedule
+            .iter_after(now)
+            .take(3)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .collect();
+        writeln!(
+            out,
+            "  schedule {:?}, next (UTC): {}",
+            job.schedule_text,
+            fires.join(", ")
+        )?;
+    }
+    match db::schema_status(&ctx.pool).await? {
+        db::SchemaStatus::Current => writeln!(out, "\nlethe schema: current")?,
+        other => writeln!(out, "\nlethe schema: {other:?} (run `lethe migrate`)")?,
+    }
+    writeln!(out, "\neffective configuration: {:#?}", ctx.settings)?;
+    Ok(0)
+}
+
+async fn plan_cmd(ctx: &Context, all: &[Job], selected: &[Job], format: &str) -> Result<u8> {
+    let mut out = std::io::stdout().lock();
+    if format == "jsonl" {
+        for job in selected {
+            plan::subjects(ctx, job, all, &mut out).await?;
+        }
+        return Ok(0);
+    }
+    writeln!(
+        out,
+        "{:<28} {:>10} {:>10} {:>10} {:>10}",
+        "job", "eligible", "held", "waiting", "overdue"
+    )?;
+    for job in selected {
+        let c = plan::counts(ctx, job, all).await?;
+        writeln!(
+            out,
+            "{:<28} {:>10} {:>10} {:>10} {:>10}",
+            c.job, c.eligible, c.held, c.waiting, c.overdue
+        )?;
+    }
+    Ok(0)
+}
+
+/// Refuses to start when a bucket a spec names is missing or our credentials are refused.
+async fn preflight(ctx: &Context, jobs: &[Job]) -> Result<()> {
+    for job in jobs {
+        for src in &job.objects {
+            if let crate::spec::ObjectSource::Prefix { bucket, line, .. } = src {
+                ctx.store.versioning(bucket).await.map_err(|e| {
+                    anyhow!(
+                        "{}:{line}: job `{}`: bucket `{bucket}`: {e}",
+                        job.file.display(),
+                        job.name
+                    )
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run_cmd(ctx: &Context, all: &[Job], selected: &[Job], opts: &RunOptions) -> Result<u8> {
+    config(preflight(ctx, selected).await)?;
+    let mut budget = opts.limit;
+    let mut reports: Vec<JobReport> = Vec::new();
+    let mut locked_out = false;
+    for job in selected {
+        let Some(lock) = crate::db::runs::try_lock_job(&ctx.pool, &job.name).await? else {
+            eprintln!(
+                "job `{}` is being run by another lethe process; skipped",
+                job.name
+            );
+            locked_out = true;
+            continue;
+        };
+        let report = pipeline::run_job(ctx, job, all, opts, &mut budget).await;
+        crate::db::runs::unlock_job(lock, &job.name).await;
+        reports.push(report?);
+    }
+    print_summary(&reports, opts.dry_run)?;
+    let undone = reports
+        .iter()
+        .any(|r| r.incomplete() || !r.errors.is_empty());
+    Ok(if undone {
+        1
+    } else if locked_out {
+        3
+    } else {
+        0
+    })
+}
+
+fn print_summary(reports: &[JobReport], dry_run: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let verb = if dry_run { "would purge" } else { "purged" };
+    writeln!(
+        out,
+        "{:<28} {:>11} {:>8} {:>8} {:>8} {:>12} {:>12} {:>9}",
+        "job", verb, "held", "failed", "busy", "rows", "versions", "markers"
+    )?;
+    for r in reports {
+        let n = if dry_run { r.would_purge } else { r.purged };
+        writeln!(
+            out,
+            "{:<28} {:>11} {:>8} {:>8} {:>8} {:>12} {:>12} {:>9}",
+            r.job,
+            n,
+            r.held,
+            r.failed,
+            r.busy,
+            r.rows_deleted,
+            r.object_versions_deleted,
+            r.delete_markers_deleted
+        )?;
+        if r.left_by_limit {
+            writeln!(
+                out,
+                "  {}: --limit reached; more subjects are eligible",
+                r.job
+            )?;
+        }
+    }
+    for r in reports {
+        for e in r.errors.iter().take(20) {
+            eprintln!("{}: {e}", r.job);
+        }
+    }
+    Ok(())
+}
+
+async fn hold_cmd(ctx: &Context, cmd: HoldCommand) -> Result<u8> {
+    config(db::require_current_schema(&ctx.pool).await)?;
+    match cmd {
+        HoldCommand::Place {
+            account,
+            subject,
+            job,
+            reason,
+            by,
+        } => {
+            let scope = match (account, subject, job) {
+                (Some(a), None, None) => holds::Scope::Account(a),
+                (None, Some(s), None) => {
+                    let (job, key) = config(
+                        s.split_once(':')
+                            .ok_or_else(|| anyhow!("--subject takes JOB:KEY, got `{s}`")),
+                    )?;
+                    config(known_job(ctx, job))?;
+                    holds::Scope::Subject {
+                        job: job.into(),
+                        key: key.into(),
+                    }
+                }
+                (None, None, Some(j)) => {
+                    config(known_job(ctx, &j))?;
+                    holds::Scope::Job(j)
+                }
+                _ => {
+                    return config(Err(anyhow!(
+                        "give exactly one of --account, --subject JOB:KEY, --job NAME"
+                    )));
+                }
+            };
+            let id = config(holds::place(&ctx.pool, &scope, &reason, &by).await)?;
+            println!("{id}");
+            eprintln!("hold {id} placed on {scope:?}");
+        }
+        HoldCommand::Release { id, by, reason } => {
+            config(holds::release(&ctx.pool, id, &reason, &by).await)?;
+            eprintln!("hold {id} released");
+        }
+        HoldCommand::List { all } => {
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "{:>6}  {:<32} {:<22} {:<16} reason",
+                "id", "scope", "placed_at", "by"
+            )?;
+            for h in holds::list(&ctx.pool, all).await? {
+                let released = h
+                    .released_at
+                    .map(|t| {
+                        format!(
+                            " [released {} by {}]",
+                            t.format("%Y-%m-%d"),
+                            h.released_by.clone().unwrap_or_default()
+                        )
+                    })
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "{:>6}  {:<32} {:<22} {:<16} {}{released}",
+                    h.id,
+                    h.scope_text(),
+                    h.placed_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                    h.placed_by,
+                    h.reason
+                )?;
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// A subject or job hold must name a job that exists, or it would protect nothing.
+fn known_job(ctx: &Context, name: &str) -> Result<()> {
+    let jobs = crate::spec::load_dir(&ctx.settings.jobs_dir)?;
+    if jobs.iter().any(|j| j.name == name) {
+        Ok(())
+    } else {
+        bail!(
+            "there is no job `{name}` in {}",
+            ctx.settings.jobs_dir.display()
+        )
+    }
+}
+
+async fn audit_verify(ctx: &Context) -> Result<u8> {
+    let mut v = crate::audit::Verifier::default();
+    let mut after = 0;
+    loop {
+        let page = db::audit::page(&ctx.pool, after, 5_000).await?;
+        let Some((last, _)) = page.last() else { break };
+        after = last.seq;
+        for (e, h) in &page {
+            if let Err(msg) = v.next(e, h) {
+                println!("audit chain BROKEN: {msg}");
+                return Ok(1);
+            }
+        }
+    }
+    let (seq, hash) = v.head();
+    println!(
+        "audit chain verified: {} entries, head {seq} {hash}",
+        v.checked
+    );
+    Ok(0)
+}

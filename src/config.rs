@@ -1,0 +1,109 @@
+//! Settings, from the environment first (`LETHE_*`, `DATABASE_URL`, standard `AWS_*`). Every
+//! batch size, concurrency and time limit is a named, validated setting with its default here;
+//! `lethe check` prints the effective values with secrets masked.
+
+use crate::storage::s3::S3Settings;
+use anyhow::{Result, bail};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct Settings {
+    /// `DATABASE_URL`: the platform database, where lethe's own schema lives too.
+    pub database_url: String,
+    /// `LETHE_JOBS_DIR` (default `jobs`): where the job specs are.
+    pub jobs_dir: PathBuf,
+    pub s3: S3Settings,
+    /// `LETHE_BATCH_SUBJECTS` (default 500): subjects claimed, purged and committed together.
+    /// Their rows are deleted in one transaction per batch.
+    pub batch_subjects: usize,
+    /// `LETHE_DELETE_CONCURRENCY` (default 16): DeleteObjects requests in flight.
+    pub delete_concurrency: usize,
+    /// `LETHE_LIST_CONCURRENCY` (default 32): listings in flight.
+    pub list_concurrency: usize,
+    /// `LETHE_KEY_RETRIES` (default 5): attempts for keys a DeleteObjects answer reports failed.
+    pub key_retries: u32,
+    /// `LETHE_LEASE_SECONDS` (default 900): how long a claim is ours before another run may take it.
+    pub lease_seconds: i64,
+    /// `LETHE_DB_CONNECTIONS` (default 8): connection pool size.
+    pub db_connections: u32,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("database_url", &crate::db::redact_url(&self.database_url))
+            .field("jobs_dir", &self.jobs_dir)
+            .field("s3", &self.s3)
+            .field("batch_subjects", &self.batch_subjects)
+            .field("delete_concurrency", &self.delete_concurrency)
+            .field("list_concurrency", &self.list_concurrency)
+            .field("key_retries", &self.key_retries)
+            .field("lease_seconds", &self.lease_seconds)
+            .field("db_connections", &self.db_connections)
+            .finish()
+    }
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn number<T: std::str::FromStr + PartialOrd + fmt::Display + Copy>(
+    name: &str,
+    default: T,
+    min: T,
+    max: T,
+) -> Result<T> {
+    let Some(raw) = var(name) else {
+        return Ok(default);
+    };
+    match raw.trim().parse::<T>() {
+        Ok(v) if v >= min && v <= max => Ok(v),
+        _ => bail!("{name}={raw:?} is not a whole number from {min} to {max}"),
+    }
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self> {
+        let Some(database_url) = var("DATABASE_URL") else {
+            bail!(
+                "DATABASE_URL is not set: point it at the platform's PostgreSQL, e.g. postgres://user@host:5432/db"
+            );
+        };
+        let endpoint = var("AWS_ENDPOINT_URL_S3").or_else(|| var("AWS_ENDPOINT_URL"));
+        let path_style = match var("LETHE_S3_PATH_STYLE").as_deref() {
+            None => endpoint.is_some(),
+            Some("true" | "1") => true,
+            Some("false" | "0") => false,
+            Some(other) => bail!("LETHE_S3_PATH_STYLE={other:?} must be true or false"),
+        };
+        Ok(Settings {
+            database_url,
+            jobs_dir: var("LETHE_JOBS_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("jobs")),
+            s3: S3Settings {
+                endpoint,
+                region: var("AWS_REGION")
+                    .or_else(|| var("AWS_DEFAULT_REGION"))
+                    .unwrap_or_else(|| "us-east-1".into()),
+                path_style,
+                max_attempts: number("LETHE_S3_ATTEMPTS", 5, 1, 20)?,
+                attempt_timeout: Duration::from_secs(number(
+                    "LETHE_S3_TIMEOUT_SECONDS",
+                    30,
+                    1,
+                    600,
+                )?),
+            },
+            batch_subjects: number("LETHE_BATCH_SUBJECTS", 500, 1, 10_000)?,
+            delete_concurrency: number("LETHE_DELETE_CONCURRENCY", 16, 1, 256)?,
+            list_concurrency: number("LETHE_LIST_CONCURRENCY", 32, 1, 512)?,
+            key_retries: number("LETHE_KEY_RETRIES", 5, 1, 50)?,
+            lease_seconds: number("LETHE_LEASE_SECONDS", 900, 10, 86_400)?,
+            db_connections: number("LETHE_DB_CONNECTIONS", 8, 2, 200)?,
+        })
+    }
+}

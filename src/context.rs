@@ -1,0 +1,47 @@
+//! The one composition root: `Context::build` creates the pool, the object store and the job
+//! catalog. `main`, every subcommand and the tests go through it.
+
+use crate::config::Settings;
+use crate::spec::{self, Job};
+use crate::storage::ObjectStore;
+use crate::storage::s3::S3Store;
+use anyhow::{Context as _, Result};
+use sqlx::PgPool;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct Context {
+    pub settings: Settings,
+    pub pool: PgPool,
+    pub store: Arc<dyn ObjectStore>,
+}
+
+impl Context {
+    /// Connects to the database and sets up the S3 client (which connects lazily).
+    pub async fn build(settings: &Settings) -> Result<Self> {
+        let pool = crate::db::connect(&settings.database_url, settings.db_connections).await?;
+        let store: Arc<dyn ObjectStore> = Arc::new(S3Store::connect(&settings.s3).await);
+        Ok(Context {
+            settings: settings.clone(),
+            pool,
+            store,
+        })
+    }
+
+    /// With a given store (unit tests use the in-memory one).
+    pub fn with_store(settings: &Settings, pool: PgPool, store: Arc<dyn ObjectStore>) -> Self {
+        Context {
+            settings: settings.clone(),
+            pool,
+            store,
+        }
+    }
+
+    /// Loads the job specs and validates them against the live catalog.
+    pub async fn load_jobs(&self) -> Result<Vec<Job>> {
+        let mut jobs = spec::load_dir(&self.settings.jobs_dir)?;
+        let catalog = crate::db::catalog::load(&self.pool).await?;
+        spec::validate(&mut jobs, &catalog).context("the job specs do not match the database")?;
+        Ok(jobs)
+    }
+}

@@ -1,0 +1,158 @@
+//! Appending to and reading the audit log. Appends take a transaction-scoped advisory lock so
+//! the chain has one writer at a time, across processes and replicas.
+
+use crate::audit::{Entry, GENESIS, hash};
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+
+/// Serializes chain appends.
+const AUDIT_LOCK: i64 = 0x6c65_7468_6500_0001;
+
+/// An entry before it has a place in the chain.
+#[derive(Clone, Debug)]
+pub struct NewEntry {
+    pub run_id: Option<i64>,
+    pub job: Option<String>,
+    pub subject_key: Option<String>,
+    pub owner: Option<String>,
+    pub event: &'static str,
+    pub hold_id: Option<i64>,
+    pub detail: serde_json::Value,
+}
+
+/// Appends entries inside the caller's transaction, so they commit (or not) with the change
+/// they record.
+pub async fn append(tx: &mut PgConnection, entries: Vec<NewEntry>) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(AUDIT_LOCK)
+        .execute(&mut *tx)
+        .await
+        .context("locking the audit chain")?;
+    let (now, last): (DateTime<Utc>, Option<(i64, String)>) = {
+        let row: (DateTime<Utc>, Option<i64>, Option<String>) = sqlx::query_as(
+            "SELECT now(), (SELECT seq FROM lethe.audit_log ORDER BY seq DESC LIMIT 1),
+                    (SELECT hash FROM lethe.audit_log ORDER BY seq DESC LIMIT 1)",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .context("reading the audit chain head")?;
+        (row.0, row.1.zip(row.2))
+    };
+    let (mut seq, mut prev) = last.unwrap_or((0, GENESIS.to_string()));
+    let n = entries.len();
+    let mut cols: (
+        Vec<i64>,
+        Vec<Option<i64>>,
+        Vec<Option<String>>,
+        Vec<Option<String>>,
+        Vec<Option<String>>,
+    ) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let mut events = Vec::with_capacity(n);
+    let mut holds = Vec::with_capacity(n);
+    let mut details = Vec::with_capacity(n);
+    let mut prevs = Vec::with_capacity(n);
+    let mut hashes = Vec::with_capacity(n);
+    for ne in entries {
+        seq += 1;
+        let e = Entry {
+            seq,
+            at: now,
+            run_id: ne.run_id,
+            job: ne.job,
+            subject_key: ne.subject_key,
+            owner: ne.owner,
+            event: ne.event.to_string(),
+            hold_id: ne.hold_id,
+            detail: ne.detail,
+            prev_hash: prev.clone(),
+        };
+        let h = hash(&e);
+        cols.0.push(e.seq);
+        cols.1.push(e.run_id);
+        cols.2.push(e.job);
+        cols.3.push(e.subject_key);
+        cols.4.push(e.owner);
+        events.push(e.event);
+        holds.push(e.hold_id);
+        details.push(e.detail);
+        prevs.push(e.prev_hash);
+        hashes.push(h.clone());
+        prev = h;
+    }
+    sqlx::query(
+        "INSERT INTO lethe.audit_log (seq, at, run_id, job, subject_key, owner, event, hold_id, detail, prev_hash, hash)
+         SELECT s, $2, r, j, k, o, e, h, d, p, x
+         FROM unnest($1::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[],
+                     $9::jsonb[], $10::text[], $11::text[]) AS t(s, r, j, k, o, e, h, d, p, x)",
+    )
+    .bind(&cols.0)
+    .bind(now)
+    .bind(&cols.1)
+    .bind(&cols.2)
+    .bind(&cols.3)
+    .bind(&cols.4)
+    .bind(&events)
+    .bind(&holds)
+    .bind(&details)
+    .bind(&prevs)
+    .bind(&hashes)
+    .execute(&mut *tx)
+    .await
+    .context("appending to the audit log")?;
+    Ok(())
+}
+
+type Row = (
+    i64,
+    DateTime<Utc>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    Option<i64>,
+    serde_json::Value,
+    String,
+    String,
+);
+
+/// Reads entries with `seq > after`, at most `limit`, in order, with their stored hashes.
+pub async fn page(pool: &PgPool, after: i64, limit: i64) -> Result<Vec<(Entry, String)>> {
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT seq, at, run_id, job, subject_key, owner, event, hold_id, detail, prev_hash, hash
+         FROM lethe.audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+    .context("reading the audit log")?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let e = Entry {
+                seq: r.0,
+                at: r.1,
+                run_id: r.2,
+                job: r.3,
+                subject_key: r.4,
+                owner: r.5,
+                event: r.6,
+                hold_id: r.7,
+                detail: r.8,
+                prev_hash: r.9,
+            };
+            (e, r.10)
+        })
+        .collect())
+}

@@ -1,0 +1,223 @@
+//! Work items: lethe's durable record of one subject's purge. A claim writes the complete
+//! manifest and the promised deadline before anything is touched, under a lease with a fencing
+//! epoch; every later transition names the epoch it holds, so a process whose lease was taken
+//! over changes nothing.
+
+use super::audit::{NewEntry, append};
+use crate::audit::event;
+use crate::domain::ItemState;
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+
+/// What a claim records for one subject.
+#[derive(Clone, Debug)]
+pub struct ClaimInput {
+    pub key: String,
+    pub owner: Option<String>,
+    pub clock_at: DateTime<Utc>,
+    pub eligible_at: DateTime<Utc>,
+    pub deadline_at: DateTime<Utc>,
+    pub manifest: serde_json::Value,
+}
+
+/// A claimed item: what later steps need to act on it and to fence their writes.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct Claimed {
+    pub id: i64,
+    pub subject_key: String,
+    pub epoch: i64,
+    pub manifest: serde_json::Value,
+    pub prev_hold: Option<i64>,
+}
+
+/// Claims items for `run_id`: new subjects are inserted; open items are taken over only when
+/// held, failed, or their lease has expired. A subject under another live lease is not returned.
+/// On take-over the manifest's locations are the union of the old and the new, so objects named
+/// by an earlier claim are never forgotten.
+pub async fn claim(
+    pool: &PgPool,
+    job: &str,
+    run_id: i64,
+    lease_secs: i64,
+    items: &[ClaimInput],
+) -> Result<Vec<Claimed>> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<&str> = items.iter().map(|i| i.key.as_str()).collect();
+    let owners: Vec<Option<&str>> = items.iter().map(|i| i.owner.as_deref()).collect();
+    let clocks: Vec<DateTime<Utc>> = items.iter().map(|i| i.clock_at).collect();
+    let eligibles: Vec<DateTime<Utc>> = items.iter().map(|i| i.eligible_at).collect();
+    let deadlines: Vec<DateTime<Utc>> = items.iter().map(|i| i.deadline_at).collect();
+    let manifests: Vec<&serde_json::Value> = items.iter().map(|i| &i.manifest).collect();
+    sqlx::query_as(
+        "INSERT INTO lethe.work_items AS w
+             (job, subject_key, owner, state, clock_at, eligible_at, deadline_at, manifest, run_id, lease_until)
+         SELECT $1, k, o, 'claimed', c, e, d, m, $2, now() + $3 * interval '1 second'
+         FROM unnest($4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::jsonb[])
+              AS t(k, o, c, e, d, m)
+         ON CONFLICT (job, subject_key) WHERE state <> 'done' DO UPDATE SET
+             state = 'claimed', run_id = EXCLUDED.run_id, lease_until = EXCLUDED.lease_until,
+             epoch = w.epoch + 1, attempts = w.attempts + 1, owner = EXCLUDED.owner,
+             clock_at = EXCLUDED.clock_at, eligible_at = EXCLUDED.eligible_at, deadline_at = EXCLUDED.deadline_at,
+             manifest = EXCLUDED.manifest || jsonb_build_object('locations',
+                 (SELECT coalesce(jsonb_agg(DISTINCT l), '[]'::jsonb)
+                  FROM jsonb_array_elements(coalesce(w.manifest->'locations', '[]'::jsonb)
+                                            || coalesce(EXCLUDED.manifest->'locations', '[]'::jsonb)) l)),
+             error_class = NULL, last_error = NULL, updated_at = now()
+           WHERE w.state IN ('held', 'failed') OR w.lease_until < now()
+         RETURNING id, subject_key, epoch, manifest, hold_id AS prev_hold",
+    )
+    .bind(job)
+    .bind(run_id)
+    .bind(lease_secs)
+    .bind(&keys)
+    .bind(&owners)
+    .bind(&clocks)
+    .bind(&eligibles)
+    .bind(&deadlines)
+    .bind(&manifests)
+    .fetch_all(pool)
+    .await
+    .with_context(|| format!("claiming work items for job `{job}`"))
+}
+
+/// Moves items from one in-progress state to the next, fenced by epoch and run. Returns the ids
+/// that moved; an id missing from the answer lost its lease and must not be acted on.
+pub async fn advance(
+    conn: &mut PgConnection,
+    run_id: i64,
+    fenced: &[(i64, i64)],
+    to: ItemState,
+    purged: bool,
+) -> Result<Vec<i64>> {
+    let ids: Vec<i64> = fenced.iter().map(|f| f.0).collect();
+    let epochs: Vec<i64> = fenced.iter().map(|f| f.1).collect();
+    sqlx::query_scalar(
+        "UPDATE lethe.work_items w SET state = $3, updated_at = now(),
+                purged_at = CASE WHEN $4 THEN now() ELSE w.purged_at END,
+                lease_until = CASE WHEN $4 THEN NULL ELSE w.lease_until END
+         FROM unnest($1::bigint[], $2::bigint[]) AS f(id, ep)
+         WHERE w.id = f.id AND w.epoch = f.ep AND w.run_id = $5
+           AND w.state IN ('claimed', 'objects_purged', 'verified')
+         RETURNING w.id",
+    )
+    .bind(&ids)
+    .bind(&epochs)
+    .bind(to.as_str())
+    .bind(purged)
+    .bind(run_id)
+    .fetch_all(&mut *conn)
+    .await
+    .context("advancing work items")
+}
+
+/// Context for recording one subject's exception or failure in the audit log.
+pub struct Subject<'a> {
+    pub job: &'a str,
+    pub run_id: i64,
+    pub id: i64,
+    pub epoch: i64,
+    pub key: &'a str,
+    pub owner: Option<&'a str>,
+}
+
+/// Marks an item held by `hold_id` (or by storage evidence) and, unless it was already held by
+/// the same hold, records the exception. Returns false if the lease was lost.
+pub async fn mark_held(
+    pool: &PgPool,
+    s: &Subject<'_>,
+    hold_id: Option<i64>,
+    prev_hold: Option<i64>,
+    detail: serde_json::Value,
+) -> Result<bool> {
+    let mut tx = pool.begin().await?;
+    let moved = sqlx::query(
+        "UPDATE lethe.work_items SET state = 'held', hold_id = $3, lease_until = NULL, updated_at = now(),
+                last_error = $5
+         WHERE id = $1 AND epoch = $2 AND run_id = $4 AND state IN ('claimed', 'objects_purged', 'verified')",
+    )
+    .bind(s.id)
+    .bind(s.epoch)
+    .bind(hold_id)
+    .bind(s.run_id)
+    .bind(detail.get("evidence").and_then(|v| v.as_str()))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if moved && (hold_id.is_none() || hold_id != prev_hold) {
+        append(&mut tx, vec![entry(s, event::HELD, hold_id, detail)]).await?;
+    }
+    tx.commit().await?;
+    Ok(moved)
+}
+
+/// Marks an item failed with an error class and message, and records it. The item stays open
+/// and is claimed again by the next run.
+pub async fn mark_failed(
+    pool: &PgPool,
+    s: &Subject<'_>,
+    class: &str,
+    message: &str,
+    detail: serde_json::Value,
+) -> Result<bool> {
+    let mut tx = pool.begin().await?;
+    let moved = sqlx::query(
+        "UPDATE lethe.work_items SET state = 'failed', error_class = $3, last_error = $4, retry_at = now(),
+                hold_id = NULL, lease_until = NULL, updated_at = now()
+         WHERE id = $1 AND epoch = $2 AND run_id = $5 AND state IN ('claimed', 'objects_purged', 'verified')",
+    )
+    .bind(s.id)
+    .bind(s.epoch)
+    .bind(class)
+    .bind(message)
+    .bind(s.run_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if moved {
+        let mut d = detail;
+        d["error_class"] = class.into();
+        d["error"] = message.into();
+        append(&mut tx, vec![entry(s, event::FAILED, None, d)]).await?;
+    }
+    tx.commit().await?;
+    Ok(moved)
+}
+
+pub fn entry(
+    s: &Subject<'_>,
+    event: &'static str,
+    hold_id: Option<i64>,
+    detail: serde_json::Value,
+) -> NewEntry {
+    NewEntry {
+        run_id: Some(s.run_id),
+        job: Some(s.job.to_string()),
+        subject_key: Some(s.key.to_string()),
+        owner: s.owner.map(String::from),
+        event,
+        hold_id,
+        detail,
+    }
+}
+
+/// After a run aborted: every item it still holds in progress becomes `failed` (lease dropped),
+/// so the next run claims it at once. Returns how many.
+pub async fn release_run(pool: &PgPool, run_id: i64, reason: &str) -> Result<u64> {
+    let n = sqlx::query(
+        "UPDATE lethe.work_items SET state = 'failed', error_class = 'run_aborted', last_error = $2,
+                lease_until = NULL, retry_at = now(), updated_at = now()
+         WHERE run_id = $1 AND state IN ('claimed', 'objects_purged', 'verified')",
+    )
+    .bind(run_id)
+    .bind(reason)
+    .execute(pool)
+    .await
+    .context("releasing the work items of an aborted run")?
+    .rows_affected();
+    Ok(n)
+}

@@ -1,0 +1,408 @@
+//! SQL over the platform's own tables, built from a validated `Job`. Table and column names come
+//! only from `Ident::quoted`; literals are bound and cast to the column's catalog type. Node `i`
+//! of a job is always aliased `n{i}` (`n0` is the subject table).
+//!
+//! Eligibility uses the database's `now()` as the only clock (PITFALLS 11): lethe's own process
+//! clock never decides what is deletable.
+
+use super::sql::{Bind, Sql};
+use crate::spec::filter::Literal;
+use crate::spec::{ClockKind, Filter, Ident, Job};
+use chrono::{DateTime, Utc};
+
+/// The clock column as a timestamptz expression.
+pub fn clock_ts(job: &Job) -> String {
+    let c = format!("n0.{}", job.clock.quoted());
+    match job.clock_kind {
+        ClockKind::Timestamptz => c,
+        ClockKind::EpochSeconds => format!("to_timestamp({c}::double precision)"),
+        ClockKind::EpochMilliseconds => format!("to_timestamp({c}::double precision / 1000)"),
+    }
+}
+
+#[derive(Clone, Copy)]
+pub enum Which {
+    Grace,
+    Deadline,
+}
+
+/// The window in seconds for the subject row `n0`, honouring `vary_by` overrides.
+fn window_secs(job: &Job, which: Which, sql: &mut Sql) -> String {
+    let pick = |p: &crate::spec::duration::Window, q: &crate::spec::duration::Window| match which {
+        Which::Grace => p.seconds(),
+        Which::Deadline => q.seconds(),
+    };
+    let w = &job.windows;
+    let default = pick(&w.default.grace, &w.default.deadline);
+    match &w.vary_by {
+        None => default.to_string(),
+        Some(col) => {
+            let mut s = format!("CASE n0.{}::text", col.quoted());
+            for (value, pair) in &w.overrides {
+                let p = sql.bind(Bind::Text(value.clone()));
+                s.push_str(&format!(
+                    " WHEN {p} THEN {}",
+                    pick(&pair.grace, &pair.deadline)
+                ));
+            }
+            s.push_str(&format!(" ELSE {default} END"));
+            s
+        }
+    }
+}
+
+/// `clock + window` for the subject row `n0`.
+pub fn clock_plus(job: &Job, which: Which, sql: &mut Sql) -> String {
+    format!(
+        "({} + ({}) * interval '1 second')",
+        clock_ts(job),
+        window_secs(job, which, sql)
+    )
+}
+
+/// A bound literal cast to the type of column `column` of node `node`.
+fn cast_bind(job: &Job, node: usize, column: &str, value: String, sql: &mut Sql) -> String {
+    let p = sql.bind(Bind::Text(value));
+    match job.types.get(&(node, column.to_string())) {
+        Some(ty) => format!("CAST({p} AS {ty})"),
+        None => p,
+    }
+}
+
+/// Renders a filter against node `node`'s alias.
+pub fn render_filter(job: &Job, node: usize, f: &Filter, sql: &mut Sql) -> String {
+    let col = |c: &Ident| format!("n{node}.{}", c.quoted());
+    match f {
+        Filter::Compare { column, op, value } => {
+            let v = cast_bind(job, node, column.as_str(), value.as_bind(), sql);
+            format!("{} {} {v}", col(column), op.sql())
+        }
+        Filter::In {
+            column,
+            values,
+            negated,
+        } => {
+            let vs: Vec<String> = values
+                .iter()
+                .map(|v: &Literal| cast_bind(job, node, column.as_str(), v.as_bind(), sql))
+                .collect();
+            format!(
+                "{} {}IN ({})",
+                col(column),
+                if *negated { "NOT " } else { "" },
+                vs.join(", ")
+            )
+        }
+        Filter::IsNull { column, negated } => {
+            format!(
+                "{} IS {}NULL",
+                col(column),
+                if *negated { "NOT " } else { "" }
+            )
+        }
+        Filter::And(parts) | Filter::Or(parts) => {
+            let joiner = if matches!(f, Filter::And(_)) {
+                " AND "
+            } else {
+                " OR "
+            };
+            let inner: Vec<String> = parts
+                .iter()
+                .map(|p| render_filter(job, node, p, sql))
+                .collect();
+            format!("({})", inner.join(joiner))
+        }
+    }
+}
+
+/// `n0.key = ANY(...)` for a batch of subject keys, cast to the key column's type so the
+/// platform's index on it is used.
+pub fn keys_match(job: &Job, keys: &[String], sql: &mut Sql) -> String {
+    let p = sql.bind(Bind::Texts(keys.to_vec()));
+    let k = format!("n0.{}", job.key.quoted());
+    match job.types.get(&(0, job.key.as_str().to_string())) {
+        Some(ty) => format!("{k} = ANY(CAST({p} AS {ty}[]))"),
+        None => format!("{k}::text = ANY({p})"),
+    }
+}
+
+/// The base condition for a subject row: it has a clock and passes the job's filter.
+fn subject_base(job: &Job, sql: &mut Sql) -> String {
+    let mut s = format!("n0.{} IS NOT NULL", job.clock.quoted());
+    if let Some(f) = job.filter() {
+        s.push_str(&format!(" AND {}", render_filter(job, 0, f, sql)));
+    }
+    s
+}
+
+/// Tables (as `table alias`) and conditions that join node `i` up to the subject `n0`, with the
+/// filters of every rows entry on the way.
+pub fn chain(job: &Job, i: usize, sql: &mut Sql) -> (Vec<String>, Vec<String>) {
+    let mut tables = Vec::new();
+    let mut conds = Vec::new();
+    for j in job.chain(i) {
+        let node = &job.nodes[j];
+        tables.push(format!("{} n{j}", node.table.quoted()));
+        if let Some(link) = &node.link {
+            let (a, b) = (
+                format!("n{j}.{}", link.column.quoted()),
+                format!("n{}.{}", link.parent, link.parent_column.quoted()),
+            );
+            let same = job.types.get(&(j, link.column.to_string()))
+                == job
+                    .types
+                    .get(&(link.parent, link.parent_column.to_string()));
+            conds.push(if same {
+                format!("{a} = {b}")
+            } else {
+                format!("{a}::text = {b}::text")
+            });
+            if let Some(f) = &node.filter {
+                conds.push(render_filter(job, j, f, sql));
+            }
+        }
+    }
+    (tables, conds)
+}
+
+/// An expression giving the lowest active hold id covering subject row `n0`, or NULL: an account
+/// hold on its owner, a job or subject hold of this job, or a subject hold of another job on a
+/// row this job would delete (an account purge must not take a held run with it).
+pub fn hold_expr(job: &Job, all: &[Job], sql: &mut Sql) -> String {
+    let job_name = sql.bind(Bind::Text(job.name.clone()));
+    let owner = match &job.owner {
+        Some(o) => format!(
+            "(h.account IS NOT NULL AND h.account = n0.{}::text) OR ",
+            o.quoted()
+        ),
+        None => String::new(),
+    };
+    let mut parts = vec![format!(
+        "(SELECT min(h.id) FROM lethe.holds h WHERE h.released_at IS NULL AND ({owner}(h.job = {job_name} \
+         AND (h.subject_key IS NULL OR h.subject_key = n0.{}::text))))",
+        job.key.quoted()
+    )];
+    for (i, node) in job.nodes.iter().enumerate().skip(1) {
+        for other in all
+            .iter()
+            .filter(|o| o.name != job.name && o.subject_table() == &node.table)
+        {
+            let other_name = sql.bind(Bind::Text(other.name.clone()));
+            let (tables, conds) = chain(job, i, sql);
+            // Re-alias the chain so it correlates with the outer subject row.
+            let tables: Vec<String> = tables.iter().map(|t| t.replace(" n", " c")).collect();
+            let conds: Vec<String> = conds.iter().map(|c| realias(c)).collect();
+            let mut where_ = conds;
+            where_.push(format!("c0.{k} = n0.{k}", k = job.key.quoted()));
+            where_.push(format!(
+                "h.released_at IS NULL AND h.job = {other_name} AND (h.subject_key IS NULL OR h.subject_key = c{i}.{}::text)",
+                other.key.quoted()
+            ));
+            parts.push(format!(
+                "(SELECT min(h.id) FROM {}, lethe.holds h WHERE {})",
+                tables.join(", "),
+                where_.join(" AND ")
+            ));
+        }
+    }
+    if parts.len() == 1 {
+        parts.remove(0)
+    } else {
+        format!("LEAST({})", parts.join(", "))
+    }
+}
+
+/// Renames the `n{j}.` aliases of an expression to `c{j}.`.
+fn realias(expr: &str) -> String {
+    let mut out = String::with_capacity(expr.len());
+    let b = expr.as_bytes();
+    for (idx, ch) in expr.char_indices() {
+        let prev_ok = idx == 0
+            || !(b[idx - 1].is_ascii_alphanumeric() || b[idx - 1] == b'_' || b[idx - 1] == b'"');
+        if ch == 'n' && prev_ok && b.get(idx + 1).is_some_and(u8::is_ascii_digit) {
+            out.push('c');
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// One subject found eligible by discovery.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Candidate {
+    pub key: String,
+    pub owner: Option<String>,
+    pub clock_at: DateTime<Utc>,
+    pub eligible_at: DateTime<Utc>,
+    pub deadline_at: DateTime<Utc>,
+}
+
+/// Keyset cursor over `(clock, key)`: never an OFFSET over a set that shrinks as we delete.
+pub type Cursor = Option<(DateTime<Utc>, String)>;
+
+/// Eligible subjects after `cursor`, oldest clock first.
+pub fn discover(job: &Job, cursor: &Cursor, limit: i64) -> Sql {
+    let mut sql = Sql::default();
+    let base = subject_base(job, &mut sql);
+    let eligible = clock_plus(job, Which::Grace, &mut sql);
+    let deadline = clock_plus(job, Which::Deadline, &mut sql);
+    let clock = clock_ts(job);
+    let key = format!("n0.{}", job.key.quoted());
+    let owner = match &job.owner {
+        Some(o) => format!("n0.{}::text", o.quoted()),
+        None => "NULL::text".into(),
+    };
+    let mut where_ = format!("{base} AND {eligible} <= now()");
+    if let Some((t, k)) = cursor {
+        let t = sql.bind(Bind::Time(*t));
+        let k = cast_bind(job, 0, job.key.as_str(), k.clone(), &mut sql);
+        where_.push_str(&format!(" AND ({clock}, {key}) > ({t}, {k})"));
+    }
+    let limit = sql.bind(Bind::Int(limit));
+    sql.push(&format!(
+        "SELECT {key}::text AS key, {owner} AS owner, {clock} AS clock_at, {eligible} AS eligible_at, \
+         {deadline} AS deadline_at FROM {} n0 WHERE {where_} ORDER BY {clock}, {key} LIMIT {limit}",
+        job.subject_table().quoted()
+    ));
+    sql
+}
+
+/// Of `keys`, those still eligible now, locked `FOR UPDATE` so a concurrent restore waits for us.
+pub fn lock_still_eligible(job: &Job, keys: &[String]) -> Sql {
+    let mut sql = Sql::default();
+    let base = subject_base(job, &mut sql);
+    let eligible = clock_plus(job, Which::Grace, &mut sql);
+    let m = keys_match(job, keys, &mut sql);
+    sql.push(&format!(
+        "SELECT n0.{}::text FROM {} n0 WHERE {m} AND {base} AND {eligible} <= now() FOR UPDATE OF n0",
+        job.key.quoted(),
+        job.subject_table().quoted()
+    ));
+    sql
+}
+
+/// `(key, hold id)` for each of `keys` that an active hold covers.
+pub fn holds_for(job: &Job, all: &[Job], keys: &[String]) -> Sql {
+    let mut sql = Sql::default();
+    let h = hold_expr(job, all, &mut sql);
+    let m = keys_match(job, keys, &mut sql);
+    sql.push(&format!(
+        "SELECT key, hold FROM (SELECT n0.{}::text AS key, {h} AS hold FROM {} n0 WHERE {m}) s WHERE hold IS NOT NULL",
+        job.key.quoted(),
+        job.subject_table().quoted()
+    ));
+    sql
+}
+
+/// Rows of node `i` per subject key: `(key, count)`.
+pub fn count_rows(job: &Job, i: usize, keys: &[String]) -> Sql {
+    let mut sql = Sql::default();
+    let (tables, mut conds) = chain(job, i, &mut sql);
+    conds.push(keys_match(job, keys, &mut sql));
+    sql.push(&format!(
+        "SELECT n0.{}::text, count(*) FROM {} WHERE {} GROUP BY 1",
+        job.key.quoted(),
+        tables.join(", "),
+        conds.join(" AND ")
+    ));
+    sql
+}
+
+/// The values that locate objects for node `i`: `(key, owner, columns...)` as text, one row per
+/// row of node `i` belonging to one of `keys`.
+pub fn object_values(job: &Job, i: usize, columns: &[Ident], keys: &[String]) -> Sql {
+    let mut sql = Sql::default();
+    let (tables, mut conds) = chain(job, i, &mut sql);
+    conds.push(keys_match(job, keys, &mut sql));
+    let owner = match &job.owner {
+        Some(o) => format!("n0.{}::text", o.quoted()),
+        None => "NULL::text".into(),
+    };
+    let cols: Vec<String> = columns
+        .iter()
+        .map(|c| format!(", n{i}.{}::text", c.quoted()))
+        .collect();
+    sql.push(&format!(
+        "SELECT n0.{}::text, {owner}{} FROM {} WHERE {}",
+        job.key.quoted(),
+        cols.concat(),
+        tables.join(", "),
+        conds.join(" AND ")
+    ));
+    sql
+}
+
+/// Deletes node `i`'s rows for `keys`, answering `(key, deleted)` per subject.
+pub fn delete_rows(job: &Job, i: usize, keys: &[String]) -> Sql {
+    let mut sql = Sql::default();
+    let (tables, mut conds) = chain(job, i, &mut sql);
+    conds.push(keys_match(job, keys, &mut sql));
+    let using = if tables.len() > 1 {
+        format!(" USING {}", tables[1..].join(", "))
+    } else {
+        String::new()
+    };
+    sql.push(&format!(
+        "WITH d AS (DELETE FROM {}{using} WHERE {} RETURNING n0.{}::text AS k) SELECT k, count(*) FROM d GROUP BY k",
+        tables[0],
+        conds.join(" AND "),
+        job.key.quoted()
+    ));
+    sql
+}
+
+/// Plan counts for one job: eligible, held, waiting for grace, overdue (past deadline, unheld).
+pub fn plan_counts(job: &Job, all: &[Job]) -> Sql {
+    let mut sql = Sql::default();
+    let inner = plan_rows_inner(job, all, &mut sql);
+    sql.push(&format!(
+        "SELECT count(*) FILTER (WHERE e <= now() AND h IS NULL), count(*) FILTER (WHERE e <= now() AND h IS NOT NULL), \
+         count(*) FILTER (WHERE e > now()), count(*) FILTER (WHERE d < now() AND h IS NULL) FROM ({inner}) s"
+    ));
+    sql
+}
+
+/// Every subject with a clock and its times, for `plan --format jsonl`.
+pub fn plan_rows(job: &Job, all: &[Job]) -> Sql {
+    let mut sql = Sql::default();
+    let inner = plan_rows_inner(job, all, &mut sql);
+    sql.push(&format!(
+        "SELECT key, owner, c, e, d, h, e <= now(), d < now() FROM ({inner}) s ORDER BY c, key"
+    ));
+    sql
+}
+
+fn plan_rows_inner(job: &Job, all: &[Job], sql: &mut Sql) -> String {
+    let base = subject_base(job, sql);
+    let e = clock_plus(job, Which::Grace, sql);
+    let d = clock_plus(job, Which::Deadline, sql);
+    let h = hold_expr(job, all, sql);
+    let owner = match &job.owner {
+        Some(o) => format!("n0.{}::text", o.quoted()),
+        None => "NULL::text".into(),
+    };
+    format!(
+        "SELECT n0.{}::text AS key, {owner} AS owner, {} AS c, {e} AS e, {d} AS d, {h} AS h FROM {} n0 WHERE {base}",
+        job.key.quoted(),
+        clock_ts(job),
+        job.subject_table().quoted()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::realias;
+
+    #[test]
+    fn realias_touches_only_aliases() {
+        assert_eq!(
+            realias("n1.\"run_id\" = n0.\"id\" AND n12.\"n1x\" = 'n2'"),
+            "c1.\"run_id\" = c0.\"id\" AND c12.\"n1x\" = 'n2'"
+        );
+        assert_eq!(
+            realias("CAST($1 AS bigint) AND n0.\"in2\""),
+            "CAST($1 AS bigint) AND c0.\"in2\""
+        );
+    }
+}

@@ -1,0 +1,73 @@
+//! `lethe.job_runs`: one row per run of one job, opened before any work and closed with its
+//! outcome, so an operator can see runs that died (still `running`) and what each did.
+
+use anyhow::{Context, Result};
+use sqlx::PgPool;
+
+pub async fn start(pool: &PgPool, job: &str, dry_run: bool) -> Result<i64> {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    sqlx::query_scalar(
+        "INSERT INTO lethe.job_runs (job, dry_run, host) VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(job)
+    .bind(dry_run)
+    .bind(format!("{host}/{}", std::process::id()))
+    .fetch_one(pool)
+    .await
+    .with_context(|| format!("recording the start of job `{job}`"))
+}
+
+pub async fn finish(
+    pool: &PgPool,
+    id: i64,
+    status: &str,
+    summary: &serde_json::Value,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE lethe.job_runs SET finished_at = now(), status = $2, summary = $3 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(status)
+    .bind(summary)
+    .execute(pool)
+    .await
+    .context("recording the end of the run")?;
+    Ok(())
+}
+
+/// A session-level advisory lock per job, so two runs of one job never overlap, whichever
+/// process starts them. Held on its own connection for the run's length.
+pub struct JobLock(sqlx::pool::PoolConnection<sqlx::Postgres>);
+
+fn lock_key(job: &str) -> String {
+    format!("lethe:job:{job}")
+}
+
+pub async fn try_lock_job(pool: &PgPool, job: &str) -> Result<Option<JobLock>> {
+    let mut conn = pool.acquire().await?;
+    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+        .bind(lock_key(job))
+        .fetch_one(&mut *conn)
+        .await
+        .with_context(|| format!("taking the run lock of job `{job}`"))?;
+    Ok(got.then_some(JobLock(conn)))
+}
+
+pub async fn unlock_job(lock: JobLock, job: &str) {
+    let mut conn = lock.0;
+    let res = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+        .bind(lock_key(job))
+        .execute(&mut *conn)
+        .await;
+    if res.is_err() {
+        // Closing the connection releases a session lock for certain.
+        let _ = conn.close().await;
+    }
+}

@@ -1,0 +1,143 @@
+//! Vocabulary shared by every layer: where objects live, work-item states, and outcomes.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// One place a subject's objects live, resolved at claim time and kept in the work item's
+/// manifest, so a retry can find the objects even if the row that named them is gone.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Location {
+    /// The store: `s3` (the configured endpoint).
+    pub store: String,
+    /// The bucket.
+    pub bucket: String,
+    /// A directory prefix, always ending in `/`, so `runs/1/` never matches `runs/10/`.
+    pub prefix: String,
+    /// Whether the object named exactly like the prefix without its `/` is purged too
+    /// (a URI column may name a single object rather than a directory).
+    #[serde(default)]
+    pub exact: bool,
+}
+
+impl Location {
+    /// A directory location; refuses a prefix that would cover a whole bucket.
+    pub fn dir(bucket: &str, prefix: &str) -> Result<Self, String> {
+        check_bucket(bucket)?;
+        let trimmed = prefix.trim_start_matches('/');
+        if trimmed.trim_matches('/').is_empty() {
+            return Err(format!(
+                "prefix `{prefix}` in bucket `{bucket}` would cover the whole bucket"
+            ));
+        }
+        if trimmed.split('/').any(|seg| seg == "." || seg == "..") {
+            return Err(format!("prefix `{prefix}` contains `.` or `..` segments"));
+        }
+        let prefix = if trimmed.ends_with('/') {
+            trimmed.to_string()
+        } else {
+            format!("{trimmed}/")
+        };
+        Ok(Location {
+            store: "s3".into(),
+            bucket: bucket.into(),
+            prefix,
+            exact: false,
+        })
+    }
+
+    /// Parses `s3://bucket/path` from a URI column: the directory `path/` and the object `path`.
+    pub fn from_uri(uri: &str) -> Result<Self, String> {
+        let rest = uri
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("`{uri}` is not an s3:// URI"))?;
+        let (bucket, path) = rest
+            .split_once('/')
+            .ok_or_else(|| format!("`{uri}` names a whole bucket, not a path inside it"))?;
+        let mut loc = Location::dir(bucket, path).map_err(|e| format!("`{uri}`: {e}"))?;
+        loc.exact = !path.ends_with('/');
+        Ok(loc)
+    }
+
+    /// The single object key purged besides the directory, if any.
+    pub fn exact_key(&self) -> Option<&str> {
+        self.exact.then(|| self.prefix.trim_end_matches('/'))
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}/{}", self.store, self.bucket, self.prefix)
+    }
+}
+
+/// S3 bucket naming rules, enough to refuse typos and injection.
+pub fn check_bucket(bucket: &str) -> Result<(), String> {
+    let ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && !bucket.starts_with(['-', '.'])
+        && !bucket.ends_with(['-', '.']);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{bucket}` is not a valid bucket name (3-63 lowercase letters, digits, `-`, `.`)"
+        ))
+    }
+}
+
+/// A work item's state. Every transition is one transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemState {
+    Claimed,
+    ObjectsPurged,
+    Verified,
+    Done,
+    Held,
+    Failed,
+}
+
+impl ItemState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemState::Claimed => "claimed",
+            ItemState::ObjectsPurged => "objects_purged",
+            ItemState::Verified => "verified",
+            ItemState::Done => "done",
+            ItemState::Held => "held",
+            ItemState::Failed => "failed",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_is_directory_and_object() {
+        let l = Location::from_uri("s3://art-1/runs/7").unwrap();
+        assert_eq!(
+            (l.bucket.as_str(), l.prefix.as_str(), l.exact_key()),
+            ("art-1", "runs/7/", Some("runs/7"))
+        );
+        let l = Location::from_uri("s3://art-1/runs/7/").unwrap();
+        assert_eq!(l.exact_key(), None);
+    }
+
+    #[test]
+    fn refuses_whole_bucket_and_escapes() {
+        for bad in [
+            "s3://b",
+            "s3://bkt/",
+            "s3://bkt//",
+            "gs://bkt/x",
+            "s3://bkt/a/../b",
+            "s3://B_ad/x",
+        ] {
+            assert!(Location::from_uri(bad).is_err(), "{bad} accepted");
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! lethe: a retention-and-deletion scheduler. It purges the subjects a job spec says are past
+//! their window from PostgreSQL and object storage, skips every held one, and records each purge
+//! and each exception in a hash-chained audit log.
+//!
+//! Dependencies point one way: `domain ← spec, storage ← db ← pipeline ← cli`.
+
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod context;
+pub mod db;
+pub mod domain;
+pub mod pipeline;
+pub mod spec;
+pub mod storage;

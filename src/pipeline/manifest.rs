@@ -1,0 +1,100 @@
+//! Builds each subject's manifest before it is claimed: rows per table and every object
+//! location, resolved from templates and URI columns while the rows that name them still exist.
+
+use crate::context::Context;
+use crate::db::platform;
+use crate::domain::Location;
+use crate::spec::{Ident, Job, ObjectSource};
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// What a work item records before anything is touched.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Rows per rows-entry name (the subject table included) at claim time.
+    pub rows: BTreeMap<String, i64>,
+    /// Every object location.
+    pub locations: Vec<Location>,
+    /// Why the manifest could not be completed; such a subject fails closed and nothing is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Manifests for a batch of subject keys.
+pub async fn build(ctx: &Context, job: &Job, keys: &[String]) -> Result<HashMap<String, Manifest>> {
+    let mut out: HashMap<String, Manifest> = keys
+        .iter()
+        .map(|k| (k.clone(), Manifest::default()))
+        .collect();
+    for (i, node) in job.nodes.iter().enumerate() {
+        let sql = platform::count_rows(job, i, keys);
+        let rows: Vec<(String, i64)> = sql.query_as().fetch_all(&ctx.pool).await?;
+        for (k, n) in rows {
+            if let Some(m) = out.get_mut(&k) {
+                m.rows.insert(node.name.to_string(), n);
+            }
+        }
+    }
+    let mut locations: HashMap<String, BTreeSet<Location>> = HashMap::new();
+    for src in &job.objects {
+        let (from, columns): (usize, Vec<Ident>) = match src {
+            ObjectSource::Prefix { template, from, .. } => (
+                *from,
+                template
+                    .columns()
+                    .filter(|c| !matches!(c.as_str(), "key" | "owner"))
+                    .cloned()
+                    .collect(),
+            ),
+            ObjectSource::Uri { column, from, .. } => (*from, vec![column.clone()]),
+        };
+        let sql = platform::object_values(job, from, &columns, keys);
+        let rows = sql.query().fetch_all(&ctx.pool).await?;
+        for row in rows {
+            let key: String = row.try_get(0)?;
+            let owner: Option<String> = row.try_get(1)?;
+            let mut values: HashMap<&str, Option<String>> = HashMap::new();
+            for (j, c) in columns.iter().enumerate() {
+                values.insert(c.as_str(), row.try_get(j + 2)?);
+            }
+            let resolved = match src {
+                ObjectSource::Prefix {
+                    bucket, template, ..
+                } => template
+                    .render(|c| match c.as_str() {
+                        "key" => Some(key.clone()),
+                        "owner" => owner.clone(),
+                        other => values.get(other).cloned().flatten(),
+                    })
+                    .and_then(|p| Location::dir(bucket, &p))
+                    .map(Some),
+                ObjectSource::Uri { column, .. } => {
+                    match values.get(column.as_str()).cloned().flatten() {
+                        None => Ok(None),
+                        Some(uri) if uri.trim().is_empty() => Ok(None),
+                        Some(uri) => Location::from_uri(&uri).map(Some),
+                    }
+                }
+            };
+            match resolved {
+                Ok(Some(loc)) => {
+                    locations.entry(key).or_default().insert(loc);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    if let Some(m) = out.get_mut(&key) {
+                        m.error.get_or_insert(format!("cannot locate objects: {e}"));
+                    }
+                }
+            }
+        }
+    }
+    for (k, locs) in locations {
+        if let Some(m) = out.get_mut(&k) {
+            m.locations = locs.into_iter().collect();
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,428 @@
+//! The purge pipeline: discover → claim → hold check → purge objects → verify → purge rows and
+//! audit. One module per step; this one runs them over a job in bounded batches.
+//!
+//! Order is the safety argument: the manifest is committed before anything is deleted; objects
+//! go before rows, so a crash never leaves objects without the rows that point at them; rows go
+//! only after a fresh listing finds nothing left; holds are checked at claim, again right before
+//! objects are deleted, and again under lock in the row transaction.
+
+pub mod manifest;
+pub mod objects;
+pub mod plan;
+pub mod rows;
+
+use crate::context::Context;
+use crate::db::{items, platform, runs};
+use crate::domain::ItemState;
+use crate::spec::Job;
+use anyhow::{Context as _, Result};
+use chrono::{DateTime, Utc};
+use manifest::Manifest;
+use objects::{Buckets, Tally};
+use rows::RowOutcome;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+
+/// What `lethe run` was asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub dry_run: bool,
+    /// At most this many subjects in this invocation, across jobs.
+    pub limit: Option<u64>,
+}
+
+/// What one job's run did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct JobReport {
+    pub job: String,
+    pub run_id: Option<i64>,
+    pub dry_run: bool,
+    pub purged: u64,
+    pub held: u64,
+    pub failed: u64,
+    /// Subjects another process holds a live lease on.
+    pub busy: u64,
+    pub rows_deleted: i64,
+    pub object_versions_deleted: u64,
+    pub delete_markers_deleted: u64,
+    pub uploads_aborted: u64,
+    /// Eligible subjects not reached because `--limit` was hit.
+    pub left_by_limit: bool,
+    /// With --dry-run: what would be deleted.
+    pub would_purge: u64,
+    pub errors: Vec<String>,
+}
+
+impl JobReport {
+    /// Whether the run left work undone: failures, busy subjects, or a limit that stopped it.
+    pub fn incomplete(&self) -> bool {
+        self.failed > 0 || self.busy > 0 || self.left_by_limit
+    }
+}
+
+/// A claimed subject whose objects were purged and verified, ready for the row step.
+#[derive(Clone, Debug)]
+pub struct Ready {
+    pub id: i64,
+    pub epoch: i64,
+    pub key: String,
+    pub owner: Option<String>,
+    pub clock_at: DateTime<Utc>,
+    pub eligible_at: DateTime<Utc>,
+    pub deadline_at: DateTime<Utc>,
+    pub tally: Tally,
+}
+
+impl Ready {
+    pub fn subject<'a>(&'a self, job: &'a Job, run_id: i64) -> items::Subject<'a> {
+        items::Subject {
+            job: &job.name,
+            run_id,
+            id: self.id,
+            epoch: self.epoch,
+            key: &self.key,
+            owner: self.owner.as_deref(),
+        }
+    }
+
+    /// The audit detail common to every outcome: the subject's times and object counts.
+    pub fn detail(&self) -> serde_json::Value {
+        serde_json::json!({
+            "clock_at": self.clock_at,
+            "eligible_at": self.eligible_at,
+            "deadline_at": self.deadline_at,
+            "objects": self.tally,
+        })
+    }
+}
+
+/// Runs one job to completion (or to the limit). The caller holds the job's run lock.
+pub async fn run_job(
+    ctx: &Context,
+    job: &Job,
+    all: &[Job],
+    opts: &RunOptions,
+    budget: &mut Option<u64>,
+) -> Result<JobReport> {
+    let mut report = JobReport {
+        job: job.name.clone(),
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    let run_id = if opts.dry_run {
+        None
+    } else {
+        Some(runs::start(&ctx.pool, &job.name, false).await?)
+    };
+    report.run_id = run_id;
+    let span = tracing::info_span!("job", job = %job.name, run_id = run_id.unwrap_or(0), dry_run = opts.dry_run);
+    let _enter = span.enter();
+    let buckets = Buckets::default();
+    let result = run_batches(ctx, job, all, budget, run_id, &buckets, &mut report).await;
+    if let Err(e) = &result {
+        report.errors.push(format!("{e:#}"));
+        if let Some(id) = run_id {
+            // Leave nothing under a live lease: the next run takes these items over at once.
+            let released = items::release_run(&ctx.pool, id, &format!("{e:#}")).await?;
+            report.failed += released;
+        }
+    }
+    if let Some(id) = run_id {
+        let status = if result.is_err() {
+            "failed"
+        } else if report.incomplete() {
+            "partial"
+        } else {
+            "ok"
+        };
+        runs::finish(&ctx.pool, id, status, &serde_json::to_value(&report)?).await?;
+    }
+    tracing::info!(
+        purged = report.purged,
+        held = report.held,
+        failed = report.failed,
+        "job finished"
+    );
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_batches(
+    ctx: &Context,
+    job: &Job,
+    all: &[Job],
+    budget: &mut Option<u64>,
+    run_id: Option<i64>,
+    buckets: &Buckets,
+    report: &mut JobReport,
+) -> Result<()> {
+    let mut cursor: platform::Cursor = None;
+    loop {
+        let want = match budget {
+            Some(0) => {
+                let more = platform::discover(job, &cursor, 1)
+                    .query_as::<platform::Candidate>()
+                    .fetch_all(&ctx.pool)
+                    .await?;
+                report.left_by_limit = !more.is_empty();
+                return Ok(());
+            }
+            Some(b) => (*b).min(ctx.settings.batch_subjects as u64),
+            None => ctx.settings.batch_subjects as u64,
+        };
+        let batch: Vec<platform::Candidate> = platform::discover(job, &cursor, want as i64)
+            .query_as()
+            .fetch_all(&ctx.pool)
+            .await
+            .with_context(|| format!("discovering eligible subjects of job `{}`", job.name))?;
+        let Some(last) = batch.last() else {
+            return Ok(());
+        };
+        cursor = Some((last.clock_at, last.key.clone()));
+        if let Some(b) = budget {
+            *b -= batch.len() as u64;
+        }
+        tracing::info!(subjects = batch.len(), "batch discovered");
+        match run_id {
+            None => dry_run_batch(ctx, job, all, buckets, &batch, report).await?,
+            Some(run_id) => purge_batch(ctx, job, all, run_id, buckets, &batch, report).await?,
+        }
+    }
+}
+
+async fn hold_map(
+    ctx: &Context,
+    job: &Job,
+    all: &[Job],
+    keys: &[String],
+) -> Result<HashMap<String, i64>> {
+    Ok(platform::holds_for(job, all, keys)
+        .query_as::<(String, i64)>()
+        .fetch_all(&ctx.pool)
+        .await
+        .context("checking holds")?
+        .into_iter()
+        .collect())
+}
+
+async fn dry_run_batch(
+    ctx: &Context,
+    job: &Job,
+    all: &[Job],
+    buckets: &Buckets,
+    batch: &[platform::Candidate],
+    report: &mut JobReport,
+) -> Result<()> {
+    let keys: Vec<String> = batch.iter().map(|c| c.key.clone()).collect();
+    let held = hold_map(ctx, job, all, &keys).await?;
+    let manifests = manifest::build(ctx, job, &keys).await?;
+    for c in batch {
+        if held.contains_key(&c.key) {
+            report.held += 1;
+            continue;
+        }
+        let m = &manifests[&c.key];
+        if let Some(e) = &m.error {
+            report.failed += 1;
+            report.errors.push(format!("{}: {e}", c.key));
+            continue;
+        }
+        match objects::count(ctx, buckets, &m.locations).await {
+            Ok((v, d, u)) => {
+                report.would_purge += 1;
+                report.object_versions_deleted += v;
+                report.delete_markers_deleted += d;
+                report.uploads_aborted += u;
+                report.rows_deleted += m.rows.values().sum::<i64>();
+            }
+            Err(e) => {
+                report.failed += 1;
+                report.errors.push(format!("{}: {e}", c.key));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn purge_batch(
+    ctx: &Context,
+    job: &Job,
+    all: &[Job],
+    run_id: i64,
+    buckets: &Buckets,
+    batch: &[platform::Candidate],
+    report: &mut JobReport,
+) -> Result<()> {
+    let keys: Vec<String> = batch.iter().map(|c| c.key.clone()).collect();
+    let manifests = manifest::build(ctx, job, &keys).await?;
+    let inputs: Vec<items::ClaimInput> = batch
+        .iter()
+        .map(|c| items::ClaimInput {
+            key: c.key.clone(),
+            owner: c.owner.clone(),
+            clock_at: c.clock_at,
+            eligible_at: c.eligible_at,
+            deadline_at: c.deadline_at,
+            manifest: serde_json::to_value(&manifests[&c.key]).expect("manifests serialize"),
+        })
+        .collect();
+    let claimed = items::claim(
+        &ctx.pool,
+        &job.name,
+        run_id,
+        ctx.settings.lease_seconds,
+        &inputs,
+    )
+    .await?;
+    report.busy += (batch.len() - claimed.len()) as u64;
+    let by_key: HashMap<&str, &platform::Candidate> =
+        batch.iter().map(|c| (c.key.as_str(), c)).collect();
+    let mut ready: Vec<Ready> = claimed
+        .iter()
+        .map(|c| {
+            let cand = by_key[c.subject_key.as_str()];
+            Ready {
+                id: c.id,
+                epoch: c.epoch,
+                key: c.subject_key.clone(),
+                owner: cand.owner.clone(),
+                clock_at: cand.clock_at,
+                eligible_at: cand.eligible_at,
+                deadline_at: cand.deadline_at,
+                tally: Tally::default(),
+            }
+        })
+        .collect();
+    let prev_hold: HashMap<i64, Option<i64>> =
+        claimed.iter().map(|c| (c.id, c.prev_hold)).collect();
+    let merged: HashMap<i64, Manifest> = claimed
+        .iter()
+        .map(|c| {
+            (
+                c.id,
+                serde_json::from_value(c.manifest.clone()).unwrap_or_default(),
+            )
+        })
+        .collect();
+
+    // Hold check immediately before the first destructive step.
+    let held = hold_map(
+        ctx,
+        job,
+        all,
+        &ready.iter().map(|r| r.key.clone()).collect::<Vec<_>>(),
+    )
+    .await?;
+    let mut go = Vec::new();
+    for r in ready.drain(..) {
+        if let Some(h) = held.get(&r.key) {
+            items::mark_held(
+                &ctx.pool,
+                &r.subject(job, run_id),
+                Some(*h),
+                prev_hold[&r.id],
+                r.detail(),
+            )
+            .await?;
+            report.held += 1;
+        } else if let Some(e) = &merged[&r.id].error {
+            fail(ctx, job, run_id, &r, "manifest", e, report).await?;
+        } else {
+            go.push(r);
+        }
+    }
+
+    let locations: Vec<Vec<crate::domain::Location>> =
+        go.iter().map(|r| merged[&r.id].locations.clone()).collect();
+    let tallies = objects::purge(ctx, buckets, &locations).await;
+    let mut verified = Vec::new();
+    for (mut r, t) in go.into_iter().zip(tallies) {
+        report.object_versions_deleted += t.versions;
+        report.delete_markers_deleted += t.delete_markers;
+        report.uploads_aborted += t.uploads_aborted;
+        r.tally = t;
+        if let Some(evidence) = r.tally.denied.clone() {
+            let mut d = r.detail();
+            d["source"] = "storage".into();
+            d["evidence"] = evidence.into();
+            items::mark_held(
+                &ctx.pool,
+                &r.subject(job, run_id),
+                None,
+                prev_hold[&r.id],
+                d,
+            )
+            .await?;
+            report.held += 1;
+        } else if let Some(e) = r.tally.failed.clone() {
+            fail(ctx, job, run_id, &r, "objects", &e, report).await?;
+        } else {
+            verified.push(r);
+        }
+    }
+    let fenced: Vec<(i64, i64)> = verified.iter().map(|r| (r.id, r.epoch)).collect();
+    let mut conn = ctx.pool.acquire().await?;
+    let moved = items::advance(&mut conn, run_id, &fenced, ItemState::ObjectsPurged, false).await?;
+    drop(conn);
+    verified.retain(|r| moved.contains(&r.id));
+    report.busy += (fenced.len() - verified.len()) as u64;
+
+    let mut ready = Vec::new();
+    for r in verified {
+        match objects::verify(ctx, buckets, &merged[&r.id].locations).await {
+            Ok(()) => ready.push(r),
+            Err(e) => fail(ctx, job, run_id, &r, "verification", &e, report).await?,
+        }
+    }
+    let fenced: Vec<(i64, i64)> = ready.iter().map(|r| (r.id, r.epoch)).collect();
+    let mut conn = ctx.pool.acquire().await?;
+    items::advance(&mut conn, run_id, &fenced, ItemState::Verified, false).await?;
+    drop(conn);
+
+    let outcomes = rows::purge(ctx, job, all, run_id, &ready).await;
+    for (r, o) in ready.iter().zip(outcomes) {
+        match o {
+            RowOutcome::Purged { rows } => {
+                report.purged += 1;
+                report.rows_deleted += rows.values().sum::<i64>();
+            }
+            RowOutcome::Held { hold_id } => {
+                items::mark_held(
+                    &ctx.pool,
+                    &r.subject(job, run_id),
+                    Some(hold_id),
+                    prev_hold[&r.id],
+                    r.detail(),
+                )
+                .await?;
+                report.held += 1;
+            }
+            RowOutcome::NoLongerEligible => {
+                let msg = "no longer eligible when its rows were to be deleted (restored, or its clock changed); \
+                           its objects were already purged, its rows are kept";
+                fail(ctx, job, run_id, r, "no_longer_eligible", msg, report).await?;
+            }
+            RowOutcome::Failed(e) => fail(ctx, job, run_id, r, "rows", &e, report).await?,
+        }
+    }
+    Ok(())
+}
+
+async fn fail(
+    ctx: &Context,
+    job: &Job,
+    run_id: i64,
+    r: &Ready,
+    class: &str,
+    msg: &str,
+    report: &mut JobReport,
+) -> Result<()> {
+    tracing::warn!(subject = %r.key, class, error = msg, "subject failed");
+    items::mark_failed(&ctx.pool, &r.subject(job, run_id), class, msg, r.detail()).await?;
+    report.failed += 1;
+    report.errors.push(format!("{}: {class}: {msg}", r.key));
+    Ok(())
+}
+
+/// Per-table totals, for summaries.
+pub type RowCounts = BTreeMap<String, i64>;

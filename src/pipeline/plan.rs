@@ -1,0 +1,90 @@
+//! `lethe plan`: what would happen now and why, per job. Reads only.
+
+use crate::context::Context;
+use crate::db::platform;
+use crate::spec::Job;
+use anyhow::{Context as _, Result};
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use serde::Serialize;
+use std::io::Write;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PlanCounts {
+    pub job: String,
+    /// Past grace, not held: the next run purges these.
+    pub eligible: i64,
+    /// Past grace but covered by a hold.
+    pub held: i64,
+    /// Still inside the restore window.
+    pub waiting: i64,
+    /// Past the promised deadline, not held, not purged: a breach in progress.
+    pub overdue: i64,
+}
+
+pub async fn counts(ctx: &Context, job: &Job, all: &[Job]) -> Result<PlanCounts> {
+    let (eligible, held, waiting, overdue): (i64, i64, i64, i64) = platform::plan_counts(job, all)
+        .query_as()
+        .fetch_one(&ctx.pool)
+        .await
+        .with_context(|| format!("planning job `{}`", job.name))?;
+    Ok(PlanCounts {
+        job: job.name.clone(),
+        eligible,
+        held,
+        waiting,
+        overdue,
+    })
+}
+
+#[derive(Serialize)]
+struct SubjectLine<'a> {
+    job: &'a str,
+    key: String,
+    owner: Option<String>,
+    clock_at: DateTime<Utc>,
+    eligible_at: DateTime<Utc>,
+    deadline_at: DateTime<Utc>,
+    status: &'static str,
+    hold_id: Option<i64>,
+}
+
+type PlanRow = (
+    String,
+    Option<String>,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    Option<i64>,
+    bool,
+    bool,
+);
+
+/// Streams one JSON line per subject with a clock, in constant memory.
+pub async fn subjects(ctx: &Context, job: &Job, all: &[Job], out: &mut dyn Write) -> Result<()> {
+    let sql = platform::plan_rows(job, all);
+    let mut rows = sql.query_as::<PlanRow>().fetch(&ctx.pool);
+    while let Some((key, owner, clock_at, eligible_at, deadline_at, hold_id, eligible, overdue)) =
+        rows.try_next().await?
+    {
+        let status = match (hold_id, eligible, overdue) {
+            (Some(_), true, _) => "held",
+            (_, false, _) => "waiting",
+            (None, true, true) => "overdue",
+            (None, true, false) => "eligible",
+        };
+        let line = SubjectLine {
+            job: &job.name,
+            key,
+            owner,
+            clock_at,
+            eligible_at,
+            deadline_at,
+            status,
+            hold_id,
+        };
+        serde_json::to_writer(&mut *out, &line)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,491 @@
+//! From a parsed spec to a `Job`: names resolved, windows and templates checked, the rows tree
+//! built and ordered children first. Everything here is offline; `validate` does the catalog.
+
+use super::{Filter, Ident, TableName};
+use super::{FilterText, JobSpec, ObjectsSpec, RowsSpec, WindowPair};
+use crate::domain::check_bucket;
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// How the clock column stores time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockKind {
+    Timestamptz,
+    EpochSeconds,
+    EpochMilliseconds,
+}
+
+/// A checked job, ready for the database layer.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    pub file: PathBuf,
+    pub description: String,
+    pub schedule_text: String,
+    pub schedule: croner::Cron,
+    /// Node 0 is the subject table; the others are `rows` entries.
+    pub nodes: Vec<Node>,
+    pub key: Ident,
+    pub owner: Option<Ident>,
+    pub clock: Ident,
+    pub clock_kind: ClockKind,
+    pub windows: Windows,
+    pub objects: Vec<ObjectSource>,
+    /// Line of the subject table, for validation errors.
+    pub subject_line: usize,
+    /// Types of the columns values are cast to, keyed by (node, column); filled by `validate`.
+    pub types: std::collections::HashMap<(usize, String), String>,
+}
+
+/// A table in the job's rows tree.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub name: Ident,
+    pub table: TableName,
+    /// How this node's rows hang off their parent; `None` for the subject.
+    pub link: Option<Link>,
+    pub filter: Option<Filter>,
+    pub line: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub column: Ident,
+    pub parent: usize,
+    pub parent_column: Ident,
+}
+
+#[derive(Debug, Clone)]
+pub struct Windows {
+    pub default: WindowPair,
+    pub vary_by: Option<Ident>,
+    pub overrides: Vec<(String, WindowPair)>,
+}
+
+/// Where objects are found, per subject.
+#[derive(Debug, Clone)]
+pub enum ObjectSource {
+    Prefix {
+        bucket: String,
+        template: Template,
+        from: usize,
+        line: usize,
+    },
+    Uri {
+        column: Ident,
+        from: usize,
+        line: usize,
+    },
+}
+
+/// A key-prefix template: literal text and `{column}` placeholders. `{key}` and `{owner}` name
+/// the subject's key and owner; any other name is a column of the `from` node's table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template(pub Vec<Part>);
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Part {
+    Text(String),
+    Column(Ident),
+}
+
+impl Template {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(Part::Text(rest[..open].to_string()));
+            }
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| format!("`{text}` has an unclosed `{{`"))?;
+            parts.push(Part::Column(Ident::new(&rest[open + 1..open + close])?));
+            rest = &rest[open + close + 1..];
+        }
+        if rest.contains('}') {
+            return Err(format!("`{text}` has a `}}` without `{{`"));
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_string()));
+        }
+        if !parts.iter().any(|p| matches!(p, Part::Column(_))) {
+            return Err(format!(
+                "`{text}` has no placeholder, so every subject would share one prefix: use e.g. `runs/{{key}}/`"
+            ));
+        }
+        if !text.ends_with('/') {
+            return Err(format!(
+                "`{text}` must end with `/`: a prefix is a directory (`runs/{{key}}/`)"
+            ));
+        }
+        if text.starts_with('{') {
+            return Err(format!(
+                "`{text}` starts with a placeholder: put a fixed directory first (`runs/{{key}}/`) so \
+                 one subject's prefix can never cover another's"
+            ));
+        }
+        Ok(Template(parts))
+    }
+
+    pub fn columns(&self) -> impl Iterator<Item = &Ident> {
+        self.0.iter().filter_map(|p| match p {
+            Part::Column(c) => Some(c),
+            Part::Text(_) => None,
+        })
+    }
+
+    /// Fills the template. Each value must be non-empty and free of `/`, so it stays one segment.
+    pub fn render(&self, value: impl Fn(&Ident) -> Option<String>) -> Result<String, String> {
+        let mut out = String::new();
+        for p in &self.0 {
+            match p {
+                Part::Text(t) => out.push_str(t),
+                Part::Column(c) => {
+                    let v = value(c).ok_or_else(|| format!("`{{{c}}}` is NULL"))?;
+                    if v.is_empty() || v.contains('/') || v == "." || v == ".." {
+                        return Err(format!("`{{{c}}}` = {v:?} is not a single path segment"));
+                    }
+                    out.push_str(&v);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Job {
+    /// Node indices in deletion order: deepest first, the subject last.
+    pub fn delete_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.nodes.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(self.depth(i)));
+        order
+    }
+
+    /// The chain of nodes from `i` up to the subject, `i` first.
+    pub fn chain(&self, mut i: usize) -> Vec<usize> {
+        let mut out = vec![i];
+        while let Some(link) = &self.nodes[i].link {
+            i = link.parent;
+            out.push(i);
+        }
+        out
+    }
+
+    fn depth(&self, i: usize) -> usize {
+        self.chain(i).len() - 1
+    }
+
+    pub fn subject_table(&self) -> &TableName {
+        &self.nodes[0].table
+    }
+
+    pub fn filter(&self) -> Option<&Filter> {
+        self.nodes[0].filter.as_ref()
+    }
+}
+
+/// Reads every `*.toml` in `dir`, sorted by name. Any bad file fails the whole load.
+pub fn load_dir(dir: &Path) -> Result<Vec<Job>> {
+    let entries = std::fs::read_dir(dir).with_context(|| {
+        format!(
+            "reading the job directory {} (set LETHE_JOBS_DIR)",
+            dir.display()
+        )
+    })?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut errors = Vec::new();
+    for p in &paths {
+        match load_file(p) {
+            Ok(job) => {
+                if let Some(other) = jobs.iter().find(|j| j.name == job.name) {
+                    errors.push(format!(
+                        "{}: job name `{}` is already used by {}",
+                        p.display(),
+                        job.name,
+                        other.file.display()
+                    ));
+                } else {
+                    jobs.push(job);
+                }
+            }
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    if !errors.is_empty() {
+        bail!("{}", errors.join("\n"));
+    }
+    if jobs.is_empty() {
+        bail!("no job specs (*.toml) in {}", dir.display());
+    }
+    Ok(jobs)
+}
+
+/// The largest spec file accepted; specs are small, a huge one is a mistake.
+const MAX_SPEC_BYTES: u64 = 1 << 20;
+
+pub fn load_file(path: &Path) -> Result<Job> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if meta.len() > MAX_SPEC_BYTES {
+        bail!(
+            "{}: {} bytes is larger than a job spec may be (1 MiB)",
+            path.display(),
+            meta.len()
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading {} as UTF-8", path.display()))?;
+    parse_job(&text, path)
+}
+
+/// Parses and checks one spec's text; errors start with `file:line:`.
+pub fn parse_job(text: &str, path: &Path) -> Result<Job> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let spec: JobSpec = toml::from_str(text)
+        .map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+    let at = |span: std::ops::Range<usize>, field: &str, msg: String| {
+        anyhow!(
+            "{}:{}: `{field}`: {msg}",
+            path.display(),
+            line_of(text, span.start)
+        )
+    };
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("")
+        .to_string();
+    let (name, name_span) = match &spec.name {
+        Some(n) => (n.get_ref().clone(), n.span()),
+        None => (stem, 0..0),
+    };
+    if name.is_empty()
+        || name.len() > 63
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    {
+        return Err(at(
+            name_span,
+            "name",
+            format!("`{name}` must be 1-63 of a-z, 0-9, `-`, `_`"),
+        ));
+    }
+    let schedule = parse_schedule(spec.schedule.get_ref())
+        .map_err(|e| at(spec.schedule.span(), "schedule", e))?;
+
+    let subject = &spec.subject;
+    let mut nodes = vec![Node {
+        name: Ident::new(subject.table.get_ref().table.as_str())
+            .expect("table names are identifiers"),
+        table: subject.table.get_ref().clone(),
+        link: None,
+        filter: subject.filter.as_ref().map(|f| f.get_ref().0.clone()),
+        line: line_of(text, subject.table.span().start),
+    }];
+    for r in &spec.rows {
+        let line = line_of(text, r.span().start);
+        nodes.push(node_from(r.get_ref(), line));
+    }
+    resolve_parents(&spec.rows, &mut nodes, subject.key.get_ref())
+        .map_err(|(i, msg)| at(spec.rows[i].span(), "rows", msg))?;
+
+    let windows =
+        compile_windows(&spec).map_err(|(field, msg)| at(spec.window.span(), field, msg))?;
+    let mut objects = Vec::new();
+    for o in &spec.objects {
+        let line = line_of(text, o.span().start);
+        objects.push(
+            compile_objects(o.get_ref(), &nodes, line)
+                .map_err(|msg| at(o.span(), "objects", msg))?,
+        );
+    }
+    Ok(Job {
+        name,
+        file: path.to_path_buf(),
+        description: spec.description.clone(),
+        schedule_text: spec.schedule.get_ref().clone(),
+        schedule,
+        key: subject.key.get_ref().clone(),
+        owner: subject.owner.as_ref().map(|o| o.get_ref().clone()),
+        clock: subject.clock.get_ref().clone(),
+        clock_kind: *subject.clock_kind.get_ref(),
+        windows,
+        objects,
+        subject_line: nodes[0].line,
+        types: Default::default(),
+        nodes,
+    })
+}
+
+/// Parses a cron expression: 5 fields (minute first) or 6 (seconds first), always UTC.
+pub fn parse_schedule(text: &str) -> Result<croner::Cron, String> {
+    use croner::parser::{CronParser, Seconds, Year};
+    let fields = text.split_whitespace().count();
+    if !(5..=6).contains(&fields) {
+        return Err(format!(
+            "`{text}` has {fields} fields: write 5 (minute first) or 6 (seconds first)"
+        ));
+    }
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+        .parse(text)
+        .map_err(|e| format!("`{text}` is not a valid cron expression: {e}"))
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+fn node_from(r: &RowsSpec, line: usize) -> Node {
+    Node {
+        name: r.name.clone().unwrap_or_else(|| r.table.table.clone()),
+        table: r.table.clone(),
+        link: None,
+        filter: r.filter.as_ref().map(|f: &FilterText| f.0.clone()),
+        line,
+    }
+}
+
+fn resolve_parents(
+    rows: &[Spanned<RowsSpec>],
+    nodes: &mut [Node],
+    key: &Ident,
+) -> Result<(), (usize, String)> {
+    for i in 0..rows.len() {
+        let me = &nodes[i + 1].name;
+        if nodes.iter().filter(|n| &n.name == me).count() > 1 {
+            return Err((
+                i,
+                format!("two entries are named `{me}`: give one a distinct `name`"),
+            ));
+        }
+    }
+    for (i, r) in rows.iter().enumerate() {
+        let r = r.get_ref();
+        let parent = match &r.parent {
+            None => 0,
+            Some(p) => nodes.iter().position(|n| &n.name == p).ok_or_else(|| {
+                (
+                    i,
+                    format!("parent `{p}` is neither the subject table nor a rows entry name"),
+                )
+            })?,
+        };
+        if parent == i + 1 {
+            return Err((
+                i,
+                format!("`{}` names itself as its parent", nodes[i + 1].name),
+            ));
+        }
+        let parent_column = r.parent_column.clone().unwrap_or_else(|| {
+            if parent == 0 {
+                key.clone()
+            } else {
+                Ident::new("id").expect("valid")
+            }
+        });
+        nodes[i + 1].link = Some(Link {
+            column: r.column.clone(),
+            parent,
+            parent_column,
+        });
+    }
+    // Every chain must reach the subject; a cycle would never end.
+    for start in 1..nodes.len() {
+        let mut seen = 0;
+        let mut i = start;
+        while let Some(link) = &nodes[i].link {
+            i = link.parent;
+            seen += 1;
+            if seen > nodes.len() {
+                return Err((
+                    start - 1,
+                    format!("`{}` is part of a parent cycle", nodes[start].name),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn compile_windows(spec: &JobSpec) -> Result<Windows, (&'static str, String)> {
+    let w = spec.window.get_ref();
+    let check = |label: &str, p: &WindowPair| {
+        if p.deadline < p.grace {
+            Err((
+                "window",
+                format!(
+                    "{label}deadline {} is shorter than grace {}",
+                    p.deadline, p.grace
+                ),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let default = WindowPair {
+        grace: w.grace,
+        deadline: w.deadline,
+    };
+    check("", &default)?;
+    for (value, pair) in &w.overrides {
+        check(&format!("override `{value}`: "), pair)?;
+    }
+    match (&w.vary_by, w.overrides.is_empty()) {
+        (Some(c), true) => {
+            return Err((
+                "vary_by",
+                format!("`{c}` is set but no `[window.overrides.VALUE]` is given"),
+            ));
+        }
+        (None, false) => {
+            return Err((
+                "overrides",
+                "overrides need `vary_by` to name the column they depend on".into(),
+            ));
+        }
+        _ => {}
+    }
+    Ok(Windows {
+        default,
+        vary_by: w.vary_by.clone(),
+        overrides: w.overrides.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+    })
+}
+
+fn compile_objects(o: &ObjectsSpec, nodes: &[Node], line: usize) -> Result<ObjectSource, String> {
+    let from = match &o.from {
+        None => 0,
+        Some(f) => nodes.iter().position(|n| &n.name == f).ok_or_else(|| {
+            format!("from `{f}` is neither the subject table nor a rows entry name")
+        })?,
+    };
+    match (&o.bucket, &o.prefix, &o.uri_column) {
+        (Some(bucket), Some(prefix), None) => {
+            check_bucket(bucket)?;
+            Ok(ObjectSource::Prefix {
+                bucket: bucket.clone(),
+                template: Template::parse(prefix)?,
+                from,
+                line,
+            })
+        }
+        (None, None, Some(column)) => Ok(ObjectSource::Uri {
+            column: column.clone(),
+            from,
+            line,
+        }),
+        _ => Err("give either `bucket` and `prefix`, or `uri_column`".into()),
+    }
+}

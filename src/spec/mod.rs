@@ -1,0 +1,141 @@
+//! Job specs: the declarative `jobs/*.toml` files. Parsing is strict (unknown keys rejected) and
+//! separate from validation: `load_dir` parses and checks each file on its own (`compile`), and
+//! `validate` checks the result against the live database catalog.
+//!
+//! The field reference with defaults and examples is `jobs/README.md`; keep the two in step.
+
+mod compile;
+pub mod duration;
+pub mod filter;
+pub mod ident;
+pub mod validate;
+
+pub use compile::{
+    ClockKind, Job, Link, Node, ObjectSource, Template, Windows, load_dir, load_file, parse_job,
+};
+pub use duration::Window;
+pub use filter::Filter;
+pub use ident::{Ident, TableName};
+pub use validate::{Catalog, validate};
+
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+/// One job spec file, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// The job's name, used on the command line, in holds and in the audit log.
+    /// Default: the file name without `.toml`.
+    pub name: Option<Spanned<String>>,
+    /// Free text shown by `lethe check` and in reports. Default: empty.
+    #[serde(default)]
+    pub description: String,
+    /// When the daemon fires the job: cron, UTC, 5 fields (minute first) or 6 (seconds first).
+    pub schedule: Spanned<String>,
+    /// What one subject is and when it became deletable.
+    pub subject: SubjectSpec,
+    /// The restore window and the promised deadline.
+    pub window: Spanned<WindowSpec>,
+    /// Tables whose rows belong to a subject, deleted children first, the subject row last.
+    #[serde(default)]
+    pub rows: Vec<Spanned<RowsSpec>>,
+    /// Where a subject's objects live.
+    #[serde(default)]
+    pub objects: Vec<Spanned<ObjectsSpec>>,
+}
+
+/// The subject table and its clock.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectSpec {
+    /// The table whose rows are the subjects (`runs`, `accounts`, `schema.table`).
+    pub table: Spanned<TableName>,
+    /// The column that identifies one subject. Default: `id`.
+    #[serde(default = "default_id")]
+    pub key: Spanned<Ident>,
+    /// The column naming the account a subject belongs to, so account holds cover it.
+    /// Default: none (only subject and job holds apply). For an account subject use its key.
+    pub owner: Option<Spanned<Ident>>,
+    /// The column that says when the subject became deletable; NULL means "not deleted".
+    pub clock: Spanned<Ident>,
+    /// The clock column's kind: `timestamptz`, `epoch_seconds` or `epoch_milliseconds`.
+    pub clock_kind: Spanned<ClockKind>,
+    /// Narrows the subjects: e.g. `lifecycle_stage = 'deleted'`. Default: every row with a clock.
+    pub filter: Option<Spanned<FilterText>>,
+}
+
+/// Grace and deadline, optionally varying by the value of a subject column.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSpec {
+    /// The restore window: a subject is eligible at clock + grace.
+    pub grace: Window,
+    /// The promise: a subject must be gone by clock + deadline. At least `grace`.
+    pub deadline: Window,
+    /// A column of the subject table whose value picks an entry of `overrides`.
+    pub vary_by: Option<Ident>,
+    /// Per-value windows, e.g. `[window.overrides.enterprise]`; other values use the defaults.
+    #[serde(default)]
+    pub overrides: BTreeMap<String, WindowPair>,
+}
+
+/// One override's windows.
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct WindowPair {
+    pub grace: Window,
+    pub deadline: Window,
+}
+
+/// A table whose rows belong to a subject through a link column.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowsSpec {
+    /// How other entries refer to this one as a `parent`. Default: the table name.
+    pub name: Option<Ident>,
+    /// The table (`metrics`, `schema.table`).
+    pub table: TableName,
+    /// This table's column that points at the parent.
+    pub column: Ident,
+    /// The entry this one hangs under: another entry's name, or the subject table. Default: subject.
+    pub parent: Option<Ident>,
+    /// The parent's column that `column` matches. Default: the subject key for the subject,
+    /// `id` for another entry.
+    pub parent_column: Option<Ident>,
+    /// Narrows the link, for association tables: `destination_type = 'RUN'`.
+    pub filter: Option<FilterText>,
+}
+
+/// A place objects live: a bucket and key-prefix template, or a column holding a URI.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectsSpec {
+    /// S3 bucket, with `prefix`.
+    pub bucket: Option<String>,
+    /// Key prefix template ending in `/`: `runs/{key}/`, `{owner}/snapshots/{id}/`.
+    pub prefix: Option<String>,
+    /// A column holding `s3://bucket/path` (a directory, or a single object), instead of
+    /// bucket and prefix.
+    pub uri_column: Option<Ident>,
+    /// Whose rows fill the template or hold the URI: the subject (default) or a `rows` entry.
+    pub from: Option<Ident>,
+}
+
+/// A filter as written, parsed on load so a bad one is reported at its line.
+#[derive(Debug, Clone)]
+pub struct FilterText(pub Filter);
+
+impl<'de> Deserialize<'de> for FilterText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Filter::parse(&s)
+            .map(FilterText)
+            .map_err(|e| serde::de::Error::custom(format!("filter: {e}")))
+    }
+}
+
+fn default_id() -> Spanned<Ident> {
+    Spanned::new(0..0, Ident::new("id").expect("`id` is a valid identifier"))
+}

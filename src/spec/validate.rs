@@ -1,0 +1,237 @@
+//! Checks jobs against the live catalog: every table and column exists, the clock column has the
+//! declared kind, and every foreign key into a table a job deletes from is covered by the job's
+//! rows, so a new child table can never be orphaned (or block the purge) silently.
+
+use super::{ClockKind, Filter, Job, ObjectSource, TableName};
+use anyhow::{Result, bail};
+use std::collections::HashMap;
+
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: String,
+    /// `format_type` of the column, e.g. `bigint`, `timestamp with time zone`.
+    pub ty: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ForeignKey {
+    pub name: String,
+    pub table: TableName,
+    pub columns: Vec<String>,
+    pub references: TableName,
+    pub ref_columns: Vec<String>,
+}
+
+/// The parts of the catalog specs are checked against.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub columns: HashMap<TableName, Vec<Column>>,
+    pub foreign_keys: Vec<ForeignKey>,
+}
+
+impl Catalog {
+    pub fn column_type(&self, table: &TableName, column: &str) -> Option<&str> {
+        self.columns
+            .get(table)?
+            .iter()
+            .find(|c| c.name == column)
+            .map(|c| c.ty.as_str())
+    }
+}
+
+/// Validates every job; all problems are reported together, each naming file and line.
+pub fn validate(jobs: &mut [Job], catalog: &Catalog) -> Result<()> {
+    let mut errors = Vec::new();
+    for job in jobs.iter_mut() {
+        let before = errors.len();
+        check_job(job, catalog, &mut errors);
+        if errors.len() == before {
+            job.types = collect_types(job, catalog);
+        }
+    }
+    if !errors.is_empty() {
+        bail!("{}", errors.join("\n"));
+    }
+    Ok(())
+}
+
+fn check_job(job: &Job, cat: &Catalog, errors: &mut Vec<String>) {
+    let file = job.file.display().to_string();
+    let mut err = |line: usize, msg: String| errors.push(format!("{file}:{line}: {msg}"));
+    for node in &job.nodes {
+        if !cat.columns.contains_key(&node.table) {
+            err(
+                node.line,
+                format!("table `{}` does not exist in the database", node.table),
+            );
+        }
+    }
+    let subject = &job.nodes[0];
+    let need = |node: usize, column: &str, what: &str, err: &mut dyn FnMut(usize, String)| {
+        let n = &job.nodes[node];
+        if cat.columns.contains_key(&n.table) && cat.column_type(&n.table, column).is_none() {
+            err(
+                n.line,
+                format!("{what}: table `{}` has no column `{column}`", n.table),
+            );
+        }
+    };
+    need(0, job.key.as_str(), "subject key", &mut err);
+    if let Some(o) = &job.owner {
+        need(0, o.as_str(), "subject owner", &mut err);
+    }
+    if let Some(v) = &job.windows.vary_by {
+        need(0, v.as_str(), "window vary_by", &mut err);
+    }
+    if let Some(ty) = cat.column_type(&subject.table, job.clock.as_str()) {
+        let ok = match job.clock_kind {
+            ClockKind::Timestamptz => ty == "timestamp with time zone",
+            ClockKind::EpochSeconds | ClockKind::EpochMilliseconds => {
+                matches!(
+                    ty,
+                    "bigint" | "integer" | "smallint" | "numeric" | "double precision"
+                )
+            }
+        };
+        if !ok {
+            let hint = if ty == "timestamp without time zone" {
+                " (a timestamp without time zone is read in the session's time zone; convert it to timestamptz)"
+            } else {
+                ""
+            };
+            err(
+                job.subject_line,
+                format!(
+                    "clock `{}` is `{ty}`, which does not match clock_kind {:?}{hint}",
+                    job.clock, job.clock_kind
+                ),
+            );
+        }
+    } else {
+        need(0, job.clock.as_str(), "subject clock", &mut err);
+    }
+    for (i, node) in job.nodes.iter().enumerate() {
+        if let Some(f) = &node.filter {
+            for c in f.columns() {
+                need(i, c.as_str(), "filter", &mut err);
+            }
+        }
+        if let Some(link) = &node.link {
+            need(i, link.column.as_str(), "rows column", &mut err);
+            if cat.columns.contains_key(&job.nodes[link.parent].table)
+                && cat
+                    .column_type(&job.nodes[link.parent].table, link.parent_column.as_str())
+                    .is_none()
+            {
+                err(
+                    node.line,
+                    format!(
+                        "parent_column: table `{}` has no column `{}`",
+                        job.nodes[link.parent].table, link.parent_column
+                    ),
+                );
+            }
+        }
+    }
+    for src in &job.objects {
+        let (from, cols, line): (usize, Vec<&str>, usize) = match src {
+            ObjectSource::Prefix {
+                template,
+                from,
+                line,
+                ..
+            } => (
+                *from,
+                template
+                    .columns()
+                    .map(|c| c.as_str())
+                    .filter(|c| !matches!(*c, "key" | "owner"))
+                    .collect(),
+                *line,
+            ),
+            ObjectSource::Uri { column, from, line } => (*from, vec![column.as_str()], *line),
+        };
+        let table = &job.nodes[from].table;
+        for c in cols {
+            if cat.columns.contains_key(table) && cat.column_type(table, c).is_none() {
+                err(
+                    line,
+                    format!("objects: table `{table}` has no column `{c}`"),
+                );
+            }
+        }
+        if let ObjectSource::Prefix { template, .. } = src
+            && template.columns().any(|c| c.as_str() == "owner")
+            && job.owner.is_none()
+        {
+            err(
+                line,
+                "objects: the prefix uses `{owner}` but the subject has no `owner`".into(),
+            );
+        }
+    }
+    check_foreign_keys(job, cat, &mut err);
+}
+
+/// Every foreign key that points into a table this job deletes from must be one of the job's
+/// links; otherwise that table's rows would be orphaned or the delete would fail half-way.
+fn check_foreign_keys(job: &Job, cat: &Catalog, err: &mut dyn FnMut(usize, String)) {
+    for (i, node) in job.nodes.iter().enumerate() {
+        for fk in cat
+            .foreign_keys
+            .iter()
+            .filter(|fk| fk.references == node.table)
+        {
+            let covered = job.nodes.iter().any(|child| {
+                child.table == fk.table
+                    && child.link.as_ref().is_some_and(|l| {
+                        l.parent == i
+                            && fk.columns.first().map(String::as_str) == Some(l.column.as_str())
+                            && fk.ref_columns.first().map(String::as_str)
+                                == Some(l.parent_column.as_str())
+                    })
+            });
+            if !covered {
+                err(
+                    node.line,
+                    format!(
+                        "table `{}` references `{}` through foreign key `{}` ({}.{} -> {}.{}), but no \
+                         [[rows]] entry covers it, so its rows would be orphaned: add [[rows]] with \
+                         table = \"{}\", column = \"{}\", parent = \"{}\"",
+                        fk.table,
+                        node.table,
+                        fk.name,
+                        fk.table,
+                        fk.columns.join(","),
+                        node.table,
+                        fk.ref_columns.join(","),
+                        fk.table,
+                        fk.columns.first().map(String::as_str).unwrap_or("?"),
+                        node.name,
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// The types of every column the job's SQL casts values to: (node index, column) → type.
+fn collect_types(job: &Job, cat: &Catalog) -> HashMap<(usize, String), String> {
+    let mut out = HashMap::new();
+    let mut add = |i: usize, c: &str| {
+        if let Some(t) = cat.column_type(&job.nodes[i].table, c) {
+            out.insert((i, c.to_string()), t.to_string());
+        }
+    };
+    add(0, job.key.as_str());
+    for (i, node) in job.nodes.iter().enumerate() {
+        for c in node.filter.iter().flat_map(Filter::columns) {
+            add(i, c.as_str());
+        }
+        if let Some(link) = &node.link {
+            add(i, link.column.as_str());
+            add(link.parent, link.parent_column.as_str());
+        }
+    }
+    out
+}

@@ -1,0 +1,139 @@
+//! Object storage behind one small trait. Backends: `s3` (any S3-compatible endpoint) and
+//! `memory` (unit tests only). Every method says what "not found" and partial failure mean;
+//! the behaviour suite in `tests/it/storage.rs` holds every backend to the same answers.
+
+pub mod memory;
+pub mod s3;
+
+use async_trait::async_trait;
+
+/// One object version, or a delete marker, or (on an unversioned bucket) the object itself.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectVersion {
+    pub key: String,
+    /// `None` on an unversioned bucket; `Some("null")` for the null version of a versioned one.
+    pub version_id: Option<String>,
+    pub delete_marker: bool,
+}
+
+/// A page of a listing and where the next one starts.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub items: Vec<ObjectVersion>,
+    pub next: Option<PageToken>,
+}
+
+/// Opaque continuation: a token (unversioned) or key and version-id markers (versioned).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageToken {
+    pub key: String,
+    pub version: Option<String>,
+}
+
+/// An unfinished multipart upload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upload {
+    pub key: String,
+    pub upload_id: String,
+}
+
+/// A bucket's versioning state, as the store reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Versioning {
+    /// Never enabled: a plain delete removes the object.
+    Unversioned,
+    /// Every delete must name a version, or it only adds a delete marker.
+    Enabled,
+    /// Suspended: older versions remain and must be deleted by version id.
+    Suspended,
+}
+
+impl Versioning {
+    pub fn keeps_versions(self) -> bool {
+        !matches!(self, Versioning::Unversioned)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Versioning::Unversioned => "unversioned",
+            Versioning::Enabled => "versioned",
+            Versioning::Suspended => "versioning-suspended",
+        }
+    }
+}
+
+/// Per-key result of a batch delete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyOutcome {
+    /// Gone, including "was already gone".
+    Deleted,
+    /// Refused by the store for this key (S3 Object Lock: legal hold or retention). A hold.
+    Denied(String),
+    /// Failed for another reason; safe to retry.
+    Failed(String),
+}
+
+/// Errors of a whole request, where callers branch on the kind.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The bucket does not exist.
+    #[error("bucket not found: {0}")]
+    NotFound(String),
+    /// Credentials were refused: a configuration problem, never a hold.
+    #[error("the object store refused our credentials: {0}")]
+    Auth(String),
+    /// Throttling, timeouts, connection trouble: worth retrying later.
+    #[error("transient object store error: {0}")]
+    Transient(String),
+    #[error("object store error: {0}")]
+    Other(String),
+}
+
+/// The most versions one `delete_batch` call may take (the S3 DeleteObjects limit).
+pub const MAX_BATCH: usize = 1000;
+
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// The bucket's versioning state. `NotFound` when the bucket does not exist.
+    async fn versioning(&self, bucket: &str) -> Result<Versioning, StoreError>;
+
+    /// One page of everything under `prefix`: with `versions`, every version and delete marker;
+    /// without, the current objects. An absent prefix is an empty page, not an error.
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        versions: bool,
+        token: Option<PageToken>,
+    ) -> Result<Page, StoreError>;
+
+    /// Deletes up to `MAX_BATCH` entries exactly as listed (by version id when one is given).
+    /// Answers one outcome per entry, in order. A missing key or version is `Deleted`. A
+    /// request-level failure is an `Err` and means nothing is known about any entry.
+    async fn delete_batch(
+        &self,
+        bucket: &str,
+        items: &[ObjectVersion],
+    ) -> Result<Vec<KeyOutcome>, StoreError>;
+
+    /// Unfinished multipart uploads under `prefix`.
+    async fn list_uploads(&self, bucket: &str, prefix: &str) -> Result<Vec<Upload>, StoreError>;
+
+    /// Aborts an upload; one already completed or aborted is success.
+    async fn abort_upload(&self, bucket: &str, upload: &Upload) -> Result<(), StoreError>;
+
+    /// Writes an object, answering its version id when the bucket keeps versions. For seeding
+    /// test worlds, the demo and benchmarks; the purge path never writes.
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Creates a bucket (if missing) and sets its versioning. For tests, demo and benchmarks.
+    async fn create_bucket(&self, bucket: &str, versioning: Versioning) -> Result<(), StoreError>;
+
+    /// Starts a multipart upload and leaves it unfinished. For tests.
+    async fn start_upload(&self, bucket: &str, key: &str) -> Result<Upload, StoreError>;
+}

@@ -1,0 +1,444 @@
+//! The S3 backend (aws-sdk-s3), for AWS and S3-compatible servers. The only module that imports
+//! the AWS SDK.
+//!
+//! S3 behaviours this code depends on, each easy to get wrong:
+//! - DeleteObjects answers 200 with per-key `Errors` inside; every one is read
+//!   (<https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObjects.html>).
+//! - On a versioned bucket a delete without a version id only adds a delete marker, so versioned
+//!   buckets are listed with ListObjectVersions and deleted version by version
+//!   (<https://docs.aws.amazon.com/AmazonS3/latest/userguide/DeletingObjectVersions.html>).
+//! - The Rust SDK has no paginator for ListObjectVersions: we loop on key and version markers.
+//! - Some S3-compatible stores answer NotImplemented to DeleteObjects; we fall back to one
+//!   DeleteObject per key.
+
+use super::{
+    KeyOutcome, ObjectStore, ObjectVersion, Page, PageToken, StoreError, Upload, Versioning,
+};
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    BucketVersioningStatus, Delete, ObjectIdentifier, VersioningConfiguration,
+};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// How to reach the S3 endpoint. Credentials come from the standard AWS chain (environment,
+/// profile, instance role), never from here.
+#[derive(Clone, Debug)]
+pub struct S3Settings {
+    /// `AWS_ENDPOINT_URL`, for S3-compatible servers; `None` for AWS itself.
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// Path-style addressing (`endpoint/bucket/key`), which most S3-compatible servers need.
+    pub path_style: bool,
+    /// Attempts per request, including the first, for throttling and transient errors.
+    pub max_attempts: u32,
+    /// Time limit for one attempt of one request.
+    pub attempt_timeout: Duration,
+}
+
+pub struct S3Store {
+    client: Client,
+}
+
+impl S3Store {
+    pub async fn connect(s: &S3Settings) -> Self {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(Region::new(s.region.clone()));
+        if let Some(ep) = &s.endpoint {
+            loader = loader.endpoint_url(ep);
+        }
+        let shared = loader.load().await;
+        let conf = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(s.path_style)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .retry_config(
+                aws_config::retry::RetryConfig::standard().with_max_attempts(s.max_attempts),
+            )
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(s.attempt_timeout)
+                    .build(),
+            )
+            .build();
+        S3Store {
+            client: Client::from_conf(conf),
+        }
+    }
+}
+
+/// Maps an SDK error to the kinds callers branch on.
+fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
+    what: &str,
+    err: SdkError<E>,
+) -> StoreError {
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    let code = err.code().unwrap_or("").to_string();
+    let msg = match (err.code(), err.message()) {
+        (Some(c), Some(m)) => format!("{what}: {c}: {m}"),
+        (Some(c), None) => format!("{what}: {c} (HTTP {})", status.unwrap_or(0)),
+        _ => format!("{what}: {}", aws_sdk_s3::error::DisplayErrorContext(&err)),
+    };
+    match (code.as_str(), status) {
+        ("NoSuchBucket", _) => StoreError::NotFound(msg),
+        (
+            "InvalidAccessKeyId"
+            | "SignatureDoesNotMatch"
+            | "AccessDenied"
+            | "InvalidToken"
+            | "ExpiredToken",
+            _,
+        )
+        | (_, Some(401 | 403)) => StoreError::Auth(msg),
+        ("SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout", _)
+        | (_, Some(500..=599)) => StoreError::Transient(msg),
+        _ if matches!(
+            err,
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_)
+        ) =>
+        {
+            StoreError::Transient(msg)
+        }
+        _ => StoreError::Other(msg),
+    }
+}
+
+fn per_key(code: &str, message: &str) -> KeyOutcome {
+    match code {
+        "NoSuchKey" | "NoSuchVersion" => KeyOutcome::Deleted,
+        // Object Lock refuses a locked version with AccessDenied, per key.
+        "AccessDenied" | "ObjectLocked" | "InvalidRequest" if is_lock_message(code, message) => {
+            KeyOutcome::Denied(format!("{code}: {message}"))
+        }
+        _ => KeyOutcome::Failed(format!("{code}: {message}")),
+    }
+}
+
+fn is_lock_message(code: &str, message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    code == "AccessDenied"
+        || code == "ObjectLocked"
+        || m.contains("lock")
+        || m.contains("retention")
+        || m.contains("legal hold")
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    async fn versioning(&self, bucket: &str) -> Result<Versioning, StoreError> {
+        let out = self
+            .client
+            .get_bucket_versioning()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(|e| classify(&format!("reading versioning of bucket `{bucket}`"), e))?;
+        Ok(match out.status() {
+            Some(BucketVersioningStatus::Enabled) => Versioning::Enabled,
+            Some(BucketVersioningStatus::Suspended) => Versioning::Suspended,
+            _ => Versioning::Unversioned,
+        })
+    }
+
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        versions: bool,
+        token: Option<PageToken>,
+    ) -> Result<Page, StoreError> {
+        let what = || format!("listing s3://{bucket}/{prefix}");
+        if !versions {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_start_after(token.map(|t| t.key))
+                .send()
+                .await
+                .map_err(|e| classify(&what(), e))?;
+            // Continue after the last key seen rather than by continuation token: it stays correct
+            // while we delete what earlier pages listed.
+            let items: Vec<ObjectVersion> = out
+                .contents()
+                .iter()
+                .filter_map(|o| o.key())
+                .map(|k| ObjectVersion {
+                    key: k.to_string(),
+                    version_id: None,
+                    delete_marker: false,
+                })
+                .collect();
+            let next = items
+                .last()
+                .filter(|_| out.is_truncated() == Some(true))
+                .map(|l| PageToken {
+                    key: l.key.clone(),
+                    version: None,
+                });
+            return Ok(Page { items, next });
+        }
+        let (key_marker, version_marker) = match token {
+            Some(t) => (Some(t.key), t.version),
+            None => (None, None),
+        };
+        let out = self
+            .client
+            .list_object_versions()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_key_marker(key_marker)
+            .set_version_id_marker(version_marker)
+            .send()
+            .await
+            .map_err(|e| classify(&what(), e))?;
+        let mut items: Vec<ObjectVersion> = out
+            .versions()
+            .iter()
+            .filter_map(|v| {
+                Some(ObjectVersion {
+                    key: v.key()?.to_string(),
+                    version_id: Some(v.version_id().unwrap_or("null").to_string()),
+                    delete_marker: false,
+                })
+            })
+            .collect();
+        items.extend(out.delete_markers().iter().filter_map(|m| {
+            Some(ObjectVersion {
+                key: m.key()?.to_string(),
+                version_id: Some(m.version_id().unwrap_or("null").to_string()),
+                delete_marker: true,
+            })
+        }));
+        let next = if out.is_truncated() == Some(true) {
+            out.next_key_marker().map(|k| PageToken {
+                key: k.to_string(),
+                version: out.next_version_id_marker().map(String::from),
+            })
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    async fn delete_batch(
+        &self,
+        bucket: &str,
+        items: &[ObjectVersion],
+    ) -> Result<Vec<KeyOutcome>, StoreError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = items
+            .iter()
+            .map(|o| {
+                ObjectIdentifier::builder()
+                    .key(&o.key)
+                    .set_version_id(o.version_id.clone())
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Other(format!("building a delete request: {e}")))?;
+        let delete = Delete::builder()
+            .set_objects(Some(ids))
+            .quiet(true)
+            .build()
+            .map_err(|e| StoreError::Other(format!("building a delete request: {e}")))?;
+        let res = self
+            .client
+            .delete_objects()
+            .bucket(bucket)
+            .delete(delete)
+            .send()
+            .await;
+        let out = match res {
+            Ok(out) => out,
+            Err(e) if e.code() == Some("NotImplemented") => {
+                return self.delete_one_by_one(bucket, items).await;
+            }
+            Err(e) => {
+                return Err(classify(
+                    &format!("deleting {} objects from bucket `{bucket}`", items.len()),
+                    e,
+                ));
+            }
+        };
+        let errors: HashMap<(String, Option<String>), KeyOutcome> = out
+            .errors()
+            .iter()
+            .map(|e| {
+                let key = e.key().unwrap_or_default().to_string();
+                let version = e.version_id().map(String::from);
+                (
+                    (key, version),
+                    per_key(e.code().unwrap_or("Unknown"), e.message().unwrap_or("")),
+                )
+            })
+            .collect();
+        Ok(items
+            .iter()
+            .map(|o| {
+                errors
+                    .get(&(o.key.clone(), o.version_id.clone()))
+                    .or_else(|| errors.get(&(o.key.clone(), None)))
+                    .cloned()
+                    .unwrap_or(KeyOutcome::Deleted)
+            })
+            .collect())
+    }
+
+    async fn list_uploads(&self, bucket: &str, prefix: &str) -> Result<Vec<Upload>, StoreError> {
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        // Bounded: some servers' pagination of this call is broken (SERVICES.md); never loop forever.
+        for _ in 0..10_000 {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.clone())
+                .set_upload_id_marker(id_marker.clone())
+                .send()
+                .await
+                .map_err(|e| {
+                    classify(
+                        &format!("listing multipart uploads under s3://{bucket}/{prefix}"),
+                        e,
+                    )
+                })?;
+            for u in page.uploads() {
+                if let (Some(k), Some(id)) = (u.key(), u.upload_id()) {
+                    out.push(Upload {
+                        key: k.to_string(),
+                        upload_id: id.to_string(),
+                    });
+                }
+            }
+            let next = (
+                page.next_key_marker().map(String::from),
+                page.next_upload_id_marker().map(String::from),
+            );
+            if page.is_truncated() != Some(true)
+                || next.0.is_none()
+                || (next.0 == key_marker && next.1 == id_marker)
+            {
+                break;
+            }
+            (key_marker, id_marker) = next;
+        }
+        Ok(out)
+    }
+
+    async fn abort_upload(&self, bucket: &str, upload: &Upload) -> Result<(), StoreError> {
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(bucket)
+            .key(&upload.key)
+            .upload_id(&upload.upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("NoSuchUpload") => Ok(()),
+            Err(e) => Err(classify(
+                &format!("aborting upload of s3://{bucket}/{}", upload.key),
+                e,
+            )),
+        }
+    }
+
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> Result<Option<String>, StoreError> {
+        let out = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| classify(&format!("writing s3://{bucket}/{key}"), e))?;
+        Ok(out.version_id().map(String::from))
+    }
+
+    async fn create_bucket(&self, bucket: &str, versioning: Versioning) -> Result<(), StoreError> {
+        match self.client.create_bucket().bucket(bucket).send().await {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")
+                ) => {}
+            Err(e) => return Err(classify(&format!("creating bucket `{bucket}`"), e)),
+        }
+        let status = match versioning {
+            Versioning::Unversioned => return Ok(()),
+            Versioning::Enabled => BucketVersioningStatus::Enabled,
+            Versioning::Suspended => BucketVersioningStatus::Suspended,
+        };
+        self.client
+            .put_bucket_versioning()
+            .bucket(bucket)
+            .versioning_configuration(VersioningConfiguration::builder().status(status).build())
+            .send()
+            .await
+            .map_err(|e| classify(&format!("setting versioning on bucket `{bucket}`"), e))?;
+        Ok(())
+    }
+
+    async fn start_upload(&self, bucket: &str, key: &str) -> Result<Upload, StoreError> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify(&format!("starting an upload to s3://{bucket}/{key}"), e))?;
+        Ok(Upload {
+            key: key.into(),
+            upload_id: out.upload_id().unwrap_or_default().to_string(),
+        })
+    }
+}
+
+impl S3Store {
+    async fn delete_one_by_one(
+        &self,
+        bucket: &str,
+        items: &[ObjectVersion],
+    ) -> Result<Vec<KeyOutcome>, StoreError> {
+        let mut out = Vec::with_capacity(items.len());
+        for o in items {
+            let r = self
+                .client
+                .delete_object()
+                .bucket(bucket)
+                .key(&o.key)
+                .set_version_id(o.version_id.clone())
+                .send()
+                .await;
+            out.push(match r {
+                Ok(_) => KeyOutcome::Deleted,
+                Err(e) => match e.code() {
+                    Some(code) => per_key(code, e.message().unwrap_or("")),
+                    None => KeyOutcome::Failed(
+                        classify(&format!("deleting s3://{bucket}/{}", o.key), e).to_string(),
+                    ),
+                },
+            });
+        }
+        Ok(out)
+    }
+}
