@@ -325,53 +325,14 @@ async fn plan_cmd(ctx: &Context, all: &[Job], selected: &[Job], format: &str) ->
     Ok(0)
 }
 
-/// Refuses to start when a bucket a spec names is missing or our credentials are refused.
-async fn preflight(ctx: &Context, jobs: &[Job]) -> Result<()> {
-    for job in jobs {
-        for src in &job.objects {
-            if let crate::spec::ObjectSource::Prefix { bucket, line, .. } = src {
-                ctx.store.versioning(bucket).await.map_err(|e| {
-                    anyhow!(
-                        "{}:{line}: job `{}`: bucket `{bucket}`: {e}",
-                        job.file.display(),
-                        job.name
-                    )
-                })?;
-            }
-        }
-    }
-    Ok(())
-}
-
 async fn run_cmd(ctx: &Context, all: &[Job], selected: &[Job], opts: &RunOptions) -> Result<u8> {
-    config(preflight(ctx, selected).await)?;
-    let mut budget = opts.limit;
-    let mut reports: Vec<JobReport> = Vec::new();
-    let mut locked_out = false;
-    for job in selected {
-        let Some(lock) = crate::db::runs::try_lock_job(&ctx.pool, &job.name).await? else {
-            eprintln!(
-                "job `{}` is being run by another lethe process; skipped",
-                job.name
-            );
-            locked_out = true;
-            continue;
-        };
-        let report = pipeline::run_job(ctx, job, all, opts, &mut budget).await;
-        crate::db::runs::unlock_job(lock, &job.name).await;
-        reports.push(report?);
+    config(pipeline::preflight(ctx, selected).await)?;
+    let summary = pipeline::run_all(ctx, all, selected, opts).await?;
+    for job in &summary.locked_out {
+        eprintln!("job `{job}` is being run by another lethe process; skipped");
     }
-    print_summary(&reports, opts.dry_run)?;
-    let undone = reports
-        .iter()
-        .any(|r| r.incomplete() || !r.errors.is_empty());
-    Ok(if undone {
-        1
-    } else if locked_out {
-        3
-    } else {
-        0
-    })
+    print_summary(&summary.reports, opts.dry_run)?;
+    Ok(summary.exit_code())
 }
 
 fn print_summary(reports: &[JobReport], dry_run: bool) -> Result<()> {

@@ -67,7 +67,12 @@ fn number<T: std::str::FromStr + PartialOrd + fmt::Display + Copy>(
 
 impl Settings {
     pub fn from_env() -> Result<Self> {
-        let Some(database_url) = var("DATABASE_URL") else {
+        Self::from_env_with(None)
+    }
+
+    /// As `from_env`, with the database URL given rather than read (tests, the demo).
+    pub fn from_env_with(database_url: Option<String>) -> Result<Self> {
+        let Some(database_url) = database_url.or_else(|| var("DATABASE_URL")) else {
             bail!(
                 "DATABASE_URL is not set: point it at the platform's PostgreSQL, e.g. postgres://user@host:5432/db"
             );

@@ -96,6 +96,71 @@ impl Ready {
     }
 }
 
+/// What one invocation did, over all its jobs.
+#[derive(Debug, Default)]
+pub struct RunSummary {
+    pub reports: Vec<JobReport>,
+    /// Jobs skipped because another process was running them.
+    pub locked_out: Vec<String>,
+}
+
+impl RunSummary {
+    /// 0 all done; 1 something failed or was left undone; 3 a job was locked by another process.
+    pub fn exit_code(&self) -> u8 {
+        if self
+            .reports
+            .iter()
+            .any(|r| r.incomplete() || !r.errors.is_empty())
+        {
+            1
+        } else if !self.locked_out.is_empty() {
+            3
+        } else {
+            0
+        }
+    }
+}
+
+/// Refuses to start when a bucket a spec names is missing or our credentials are refused, so a
+/// configuration mistake fails before anything is touched.
+pub async fn preflight(ctx: &Context, jobs: &[Job]) -> Result<()> {
+    for job in jobs {
+        for src in &job.objects {
+            if let crate::spec::ObjectSource::Prefix { bucket, line, .. } = src {
+                ctx.store.versioning(bucket).await.map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}:{line}: job `{}`: bucket `{bucket}`: {e}",
+                        job.file.display(),
+                        job.name
+                    )
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the selected jobs one after another, each under its run lock.
+pub async fn run_all(
+    ctx: &Context,
+    all: &[Job],
+    selected: &[Job],
+    opts: &RunOptions,
+) -> Result<RunSummary> {
+    let mut budget = opts.limit;
+    let mut summary = RunSummary::default();
+    for job in selected {
+        let Some(lock) = runs::try_lock_job(&ctx.pool, &job.name).await? else {
+            summary.locked_out.push(job.name.clone());
+            continue;
+        };
+        let report = run_job(ctx, job, all, opts, &mut budget).await;
+        runs::unlock_job(lock, &job.name).await;
+        summary.reports.push(report?);
+    }
+    Ok(summary)
+}
+
 /// Runs one job to completion (or to the limit). The caller holds the job's run lock.
 pub async fn run_job(
     ctx: &Context,

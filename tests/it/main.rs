@@ -1,1 +1,8 @@
-//! Integration tests.
+//! Integration tests: one binary (`autotests = false`), run by `scripts/test.sh` against a real
+//! PostgreSQL and a real SeaweedFS S3 server that the script starts. Each test gets its own
+//! database and its own bucket, so tests run in parallel.
+
+mod helpers;
+mod pipeline;
+mod specs;
+mod storage;

@@ -1,0 +1,322 @@
+//! A fresh world per test: a database with the reference schema and lethe's migrations, a bucket
+//! (versioned or not), and a copy of the shipped job specs pointing at that bucket. Seeding is
+//! relative to the database's `now()`, the clock lethe itself uses.
+
+#![allow(dead_code)]
+
+use lethe::config::Settings;
+use lethe::context::Context;
+use lethe::pipeline::{self, RunOptions, RunSummary};
+use lethe::storage::s3::S3Store;
+use lethe::storage::{ObjectStore, ObjectVersion, Versioning};
+use sqlx::{AssertSqlSafe, PgPool};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const DAY: i64 = 86_400;
+
+pub fn admin_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn with_db(url: &str, db: &str) -> String {
+    let (base, _) = url
+        .rsplit_once('/')
+        .expect("DATABASE_URL has a database name");
+    format!("{base}/{db}")
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub struct World {
+    pub db: String,
+    pub url: String,
+    pub pool: PgPool,
+    pub bucket: String,
+    pub jobs_dir: PathBuf,
+    pub ctx: Context,
+}
+
+impl World {
+    /// The reference training platform, lethe migrated, specs pointing at a fresh bucket.
+    pub async fn new(versioning: Versioning) -> World {
+        let w = World::bare(versioning).await;
+        let schema =
+            std::fs::read_to_string(repo().join("jobs/reference/training-platform.sql")).unwrap();
+        sqlx::raw_sql(AssertSqlSafe(schema))
+            .execute(&w.pool)
+            .await
+            .unwrap();
+        lethe::db::migrator().run(&w.pool).await.unwrap();
+        w.use_specs(&repo().join("jobs"), &[]);
+        w
+    }
+
+    /// An empty database and bucket, no schema, no specs.
+    pub async fn bare(versioning: Versioning) -> World {
+        let admin = PgPool::connect(&admin_url())
+            .await
+            .expect("PostgreSQL is up (run scripts/test.sh)");
+        let db = unique("lethe_it_");
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {db}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let url = with_db(&admin_url(), &db);
+        let pool = PgPool::connect(&url).await.unwrap();
+        let bucket = unique("it-");
+        let jobs_dir = std::env::temp_dir().join(unique("lethe-jobs-"));
+        std::fs::create_dir_all(&jobs_dir).unwrap();
+        let settings = settings(&url, &jobs_dir);
+        let store: Arc<dyn ObjectStore> = Arc::new(S3Store::connect(&settings.s3).await);
+        store
+            .create_bucket(&bucket, versioning)
+            .await
+            .expect("S3 server is up (run scripts/test.sh)");
+        let ctx = Context::with_store(&settings, pool.clone(), store);
+        World {
+            db,
+            url,
+            pool,
+            bucket,
+            jobs_dir,
+            ctx,
+        }
+    }
+
+    /// Copies the specs in `from` (minus `skip`) into this world's job dir, bucket renamed.
+    pub fn use_specs(&self, from: &Path, skip: &[&str]) {
+        for e in std::fs::read_dir(&self.jobs_dir).unwrap() {
+            std::fs::remove_file(e.unwrap().path()).unwrap();
+        }
+        for e in std::fs::read_dir(from).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_str().unwrap().to_string();
+            if p.extension().is_some_and(|x| x == "toml") && !skip.contains(&name.as_str()) {
+                let text = std::fs::read_to_string(&p)
+                    .unwrap()
+                    .replace("lethe-artifacts", &self.bucket);
+                std::fs::write(self.jobs_dir.join(name), text).unwrap();
+            }
+        }
+    }
+
+    pub fn write_spec(&self, name: &str, text: &str) {
+        std::fs::write(
+            self.jobs_dir.join(name),
+            text.replace("lethe-artifacts", &self.bucket),
+        )
+        .unwrap();
+    }
+
+    pub fn store(&self) -> &dyn ObjectStore {
+        &*self.ctx.store
+    }
+
+    pub async fn sql(&self, sql: &str) {
+        sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
+            .execute(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(AssertSqlSafe(sql.to_string()))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Runs jobs in-process, as `lethe run` does.
+    pub async fn run(&self, jobs: &[&str], opts: RunOptions) -> RunSummary {
+        let all = self.ctx.load_jobs().await.expect("specs are valid");
+        let selected: Vec<_> = if jobs.is_empty() {
+            all.clone()
+        } else {
+            all.iter()
+                .filter(|j| jobs.contains(&j.name.as_str()))
+                .cloned()
+                .collect()
+        };
+        pipeline::preflight(&self.ctx, &selected).await.unwrap();
+        pipeline::run_all(&self.ctx, &all, &selected, &opts)
+            .await
+            .unwrap()
+    }
+
+    /// Runs the real binary against this world: (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
+            .args(args)
+            .env("DATABASE_URL", &self.url)
+            .env("LETHE_JOBS_DIR", &self.jobs_dir)
+            .env("LETHE_LOG", "warn")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub async fn put(&self, key: &str) {
+        self.store()
+            .put(&self.bucket, key, b"payload".to_vec())
+            .await
+            .unwrap();
+    }
+
+    /// Every version and delete marker under `prefix` (the whole bucket for "").
+    pub async fn versions(&self, prefix: &str) -> Vec<ObjectVersion> {
+        let v = self.store().versioning(&self.bucket).await.unwrap();
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .store()
+                .list_page(&self.bucket, prefix, v.keeps_versions(), token)
+                .await
+                .unwrap();
+            out.extend(page.items);
+            match page.next {
+                Some(t) => token = Some(t),
+                None => return out,
+            }
+        }
+    }
+
+    pub async fn keys(&self, prefix: &str) -> Vec<String> {
+        let mut k: Vec<String> = self
+            .versions(prefix)
+            .await
+            .into_iter()
+            .map(|v| v.key)
+            .collect();
+        k.sort();
+        k.dedup();
+        k
+    }
+
+    // ---- seeding, relative to the database clock ----
+
+    /// An account; `closed_secs_ago` sets status 'closed' and `closed_at`.
+    pub async fn account(&self, id: i64, plan: &str, closed_secs_ago: Option<i64>) {
+        let (status, at) = match closed_secs_ago {
+            Some(s) => ("closed", format!("now() - interval '{s} seconds'")),
+            None => ("active", "NULL".into()),
+        };
+        self.sql(&format!(
+            "INSERT INTO accounts VALUES ({id}, 'u{id}@example.com', '{plan}', '{status}', {at})"
+        ))
+        .await;
+        self.sql(&format!(
+            "INSERT INTO api_keys (account_id, key_hash) VALUES ({id}, 'sha256:{id}')"
+        ))
+        .await;
+    }
+
+    /// A run with 3 metrics, 2 params, a link, and two objects under `runs/{id}/`;
+    /// `deleted_secs_ago` marks it deleted (epoch-ms clock).
+    pub async fn run_row(&self, id: i64, account: i64, deleted_secs_ago: Option<i64>) {
+        let (stage, at) = match deleted_secs_ago {
+            Some(s) => (
+                "deleted",
+                format!("(extract(epoch from now() - interval '{s} seconds') * 1000)::bigint"),
+            ),
+            None => ("active", "NULL".into()),
+        };
+        self.sql(&format!(
+            "INSERT INTO runs VALUES ({id}, {account}, 'run {id}', '{stage}', {at}, NULL);
+             INSERT INTO metrics (run_id, key, value, step) SELECT {id}, 'loss', 0.5, g FROM generate_series(1, 3) g;
+             INSERT INTO params VALUES ({id}, 'lr', '0.1'), ({id}, 'seed', '7');
+             INSERT INTO links (destination_type, destination_id, label) VALUES ('RUN', '{id}', 'l{id}')"
+        ))
+        .await;
+        self.put(&format!("runs/{id}/model.bin")).await;
+        self.put(&format!("runs/{id}/logs/0.txt")).await;
+    }
+
+    /// A snapshot of a run, with two files and one object under `snaps/{id}/` named by URI.
+    pub async fn snapshot(&self, id: i64, run: i64, account: i64, deleted_secs_ago: Option<i64>) {
+        let at = match deleted_secs_ago {
+            Some(s) => format!("now() - interval '{s} seconds'"),
+            None => "NULL".into(),
+        };
+        let b = &self.bucket;
+        self.sql(&format!(
+            "INSERT INTO snapshots VALUES ({id}, {run}, {account}, {at}, 's3://{b}/snaps/{id}/');
+             INSERT INTO snapshot_files (snapshot_id, path, size_bytes) VALUES ({id}, 'a', 1), ({id}, 'b', 2)"
+        ))
+        .await;
+        self.put(&format!("snaps/{id}/weights.pt")).await;
+    }
+
+    pub async fn rows_of_run(&self, id: i64) -> i64 {
+        self.count(&format!(
+            "SELECT (SELECT count(*) FROM runs WHERE id = {id}) + (SELECT count(*) FROM metrics WHERE run_id = {id})
+                  + (SELECT count(*) FROM params WHERE run_id = {id})
+                  + (SELECT count(*) FROM links WHERE destination_type = 'RUN' AND destination_id = '{id}')"
+        ))
+        .await
+    }
+
+    pub async fn audit_events(&self, event: &str) -> Vec<String> {
+        sqlx::query_scalar(
+            "SELECT coalesce(job, '') || ':' || coalesce(subject_key, '') FROM lethe.audit_log WHERE event = $1 ORDER BY seq",
+        )
+        .bind(event)
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    /// Drops the database and the job dir. Objects stay in the per-test bucket.
+    pub async fn cleanup(self) {
+        self.pool.close().await;
+        let admin = PgPool::connect(&admin_url()).await.unwrap();
+        sqlx::query(AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.db
+        )))
+        .execute(&admin)
+        .await
+        .unwrap();
+        let _ = std::fs::remove_dir_all(&self.jobs_dir);
+    }
+}
+
+pub fn settings(url: &str, jobs_dir: &Path) -> Settings {
+    // SAFETY of the test setup: the environment is only read here, never written.
+    let mut s =
+        Settings::from_env_with(Some(url.to_string())).expect("settings from the environment");
+    s.jobs_dir = jobs_dir.to_path_buf();
+    s
+}
+
+impl World {
+    /// Writes many small objects, a few dozen at a time.
+    pub async fn put_many(&self, keys: Vec<String>) {
+        use futures::StreamExt;
+        futures::stream::iter(keys)
+            .for_each_concurrent(32, |k| async move { self.put(&k).await })
+            .await;
+    }
+
+    pub async fn hold(&self, args: &[&str]) -> i64 {
+        let mut full = vec!["hold", "place"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["--reason", "litigation", "--by", "legal@example.com"]);
+        let (code, out, err) = self.cli(&full);
+        assert_eq!(code, 0, "hold place failed: {err}");
+        out.trim().parse().unwrap()
+    }
+}

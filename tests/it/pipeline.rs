@@ -1,0 +1,549 @@
+//! The purge pipeline end to end, against real PostgreSQL and S3: eligibility boundaries, holds,
+//! filters, object locations, versioned buckets, idempotence, dry runs, limits, and a seeded world
+//! checked table by table and version by version.
+
+use crate::helpers::{DAY, World};
+use lethe::pipeline::RunOptions;
+use lethe::storage::Versioning;
+
+const GRACE: i64 = 7 * DAY;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subjects_one_second_either_side_of_grace() {
+    let w = World::new(Versioning::Unversioned).await;
+    w.account(1, "free", None).await;
+    // Epoch-milliseconds clock (runs.deleted_time).
+    w.run_row(1, 1, Some(GRACE + 1)).await; // eligible one second ago
+    w.run_row(2, 1, Some(GRACE - 1)).await; // eligible in one second
+    w.run_row(3, 1, None).await; // never deleted
+    let s = w.run(&["deleted-runs"], RunOptions::default()).await;
+    assert_eq!(s.exit_code(), 0, "{:?}", s.reports);
+    assert_eq!(s.reports[0].purged, 1);
+    assert_eq!(w.rows_of_run(1).await, 0);
+    assert!(w.keys("runs/1/").await.is_empty());
+    assert_eq!(w.rows_of_run(2).await, 1 + 3 + 2 + 1);
+    assert_eq!(w.keys("runs/2/").await.len(), 2);
+    assert_eq!(w.rows_of_run(3).await, 7);
+    assert_eq!(w.keys("runs/3/").await.len(), 2);
+    assert_eq!(w.audit_events("purged").await, vec!["deleted-runs:1"]);
+    // The promise: purged before the deadline, recorded in the work item.
+    let met: bool = sqlx::query_scalar(
+        "SELECT purged_at <= deadline_at FROM lethe.work_items WHERE subject_key = '1'",
+    )
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    assert!(met);
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_by_account_and_by_subject_win_and_are_recorded_once() {
+    let w = World::new(Versioning::Unversioned).await;
+    w.account(1, "free", None).await;
+    w.account(2, "free", None).await;
+    w.run_row(1, 1, Some(10 * DAY)).await;
+    w.run_row(2, 1, Some(10 * DAY)).await;
+    w.run_row(3, 2, Some(10 * DAY)).await;
+    w.snapshot(30, 3, 2, Some(10 * DAY)).await;
+    let account_hold = w.hold(&["--account", "2"]).await;
+    let subject_hold = w.hold(&["--subject", "deleted-runs:2"]).await;
+
+    let s = w.run(&[], RunOptions::default()).await;
+    assert_eq!(s.exit_code(), 0, "{:?}", s.reports);
+    assert_eq!(w.rows_of_run(1).await, 0, "the unheld run is purged");
+    assert_eq!(w.rows_of_run(2).await, 7, "held by subject");
+    assert_eq!(w.keys("runs/2/").await.len(), 2);
+    assert_eq!(w.rows_of_run(3).await, 7, "held by account");
+    assert_eq!(w.keys("runs/3/").await.len(), 2);
+    assert_eq!(
+        w.count("SELECT count(*) FROM snapshot_files WHERE snapshot_id = 30")
+            .await,
+        2,
+        "snapshot held by account"
+    );
+    assert_eq!(w.keys("snaps/30/").await.len(), 1);
+
+    let held: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT job, subject_key, hold_id FROM lethe.audit_log WHERE event = 'held' ORDER BY job, subject_key",
+    )
+    .fetch_all(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        held,
+        vec![
+            ("deleted-runs".into(), "2".into(), subject_hold),
+            ("deleted-runs".into(), "3".into(), account_hold),
+            ("deleted-snapshots".into(), "30".into(), account_hold),
+        ]
+    );
+    // A second run records no new exception for the same hold.
+    w.run(&[], RunOptions::default()).await;
+    assert_eq!(w.audit_events("held").await.len(), 3);
+
+    // Released: the next run purges.
+    let (code, _, err) = w.cli(&[
+        "hold",
+        "release",
+        &subject_hold.to_string(),
+        "--by",
+        "legal",
+        "--reason",
+        "case closed",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    w.run(&["deleted-runs"], RunOptions::default()).await;
+    assert_eq!(w.rows_of_run(2).await, 0);
+    assert!(w.keys("runs/2/").await.is_empty());
+    assert_eq!(w.rows_of_run(3).await, 7, "the account hold still stands");
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_excludes_and_uri_column_objects_are_found_without_touching_neighbours() {
+    let w = World::new(Versioning::Unversioned).await;
+    w.account(1, "free", None).await;
+    w.run_row(1, 1, Some(10 * DAY)).await;
+    w.run_row(10, 1, None).await;
+    w.run_row(11, 1, Some(10 * DAY)).await;
+    // Run 11 has a deletion time but is not in the 'deleted' stage: the filter excludes it.
+    w.sql("UPDATE runs SET lifecycle_stage = 'active' WHERE id = 11")
+        .await;
+    let b = w.bucket.clone();
+    w.sql(&format!(
+        "UPDATE runs SET artifact_uri = 's3://{b}/custom/1' WHERE id = 1"
+    ))
+    .await;
+    w.sql(&format!(
+        "UPDATE runs SET artifact_uri = 's3://{b}/custom/10' WHERE id = 10"
+    ))
+    .await;
+    w.put_many(
+        [
+            "custom/1",
+            "custom/1/a",
+            "custom/1/b/c",
+            "custom/10",
+            "custom/10/a",
+            "custom/1-x/a",
+            "runs/1-x/a",
+            "runs/1",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
+    let s = w.run(&["deleted-runs"], RunOptions::default()).await;
+    assert_eq!(s.exit_code(), 0, "{:?}", s.reports);
+    assert_eq!(s.reports[0].purged, 1);
+    assert_eq!(
+        w.keys("").await,
+        vec![
+            "custom/1-x/a",
+            "custom/10",
+            "custom/10/a",
+            "runs/1",
+            "runs/1-x/a",
+            "runs/10/logs/0.txt",
+            "runs/10/model.bin",
+            "runs/11/logs/0.txt",
+            "runs/11/model.bin"
+        ],
+        "only run 1's directory prefix and its URI (directory and exact object) are purged"
+    );
+    assert_eq!(w.rows_of_run(11).await, 7);
+    assert_eq!(w.rows_of_run(10).await, 7);
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_than_a_thousand_objects_under_one_prefix() {
+    let w = World::new(Versioning::Unversioned).await;
+    w.account(1, "free", None).await;
+    w.run_row(1, 1, Some(10 * DAY)).await;
+    w.run_row(2, 1, None).await;
+    w.put_many(
+        (0..1_100)
+            .map(|i| format!("runs/1/chunks/{i:05}"))
+            .collect(),
+    )
+    .await;
+    let s = w.run(&["deleted-runs"], RunOptions::default()).await;
+    assert_eq!(s.exit_code(), 0, "{:?}", s.reports);
+    assert_eq!(s.reports[0].object_versions_deleted, 1_102);
+    assert!(w.keys("runs/1/").await.is_empty());
+    assert_eq!(w.keys("runs/2/").await.len(), 2);
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versioned_bucket_loses_every_version_and_delete_marker() {
+    let w = World::new(Versioning::Enabled).await;
+    w.account(1, "free", None).await;
+    w.run_row(1, 1, Some(10 * DAY)).await;
+    w.run_row(2, 1, None).await;
+    // More versions of one key, and a delete marker on another.
+    w.put("runs/1/model.bin").await;
+    w.put("runs/1/model.bin").await;
+    let marker = lethe::storage::ObjectVersion {
+        key: "runs/1/logs/0.txt".into(),
+        version_id: None,
+        delete_marker: false,
+    };
+    w.store().delete_batch(&w.bucket, &[marker]).await.unwrap();
+    w.put("runs/2/model.bin").await;
+    let before = w.versions("runs/1/").await;
+    assert_eq!(
+        before.len(),
+        5,
+        "3 versions of model.bin, 1 of logs, 1 delete marker: {before:?}"
+    );
+    assert_eq!(before.iter().filter(|v| v.delete_marker).count(), 1);
+
+    let s = w.run(&["deleted-runs"], RunOptions::default()).await;
+    assert_eq!(s.exit_code(), 0, "{:?}", s.reports);
+    assert_eq!(s.reports[0].object_versions_deleted, 4);
+    assert_eq!(s.reports[0].delete_markers_deleted, 1);
+    assert!(
+        w.versions("runs/1/").await.is_empty(),
+        "no version and no delete marker is left"
+    );
+    assert_eq!(
+        w.versions("runs/2/").await.len(),
+        3,
+        "the neighbour keeps every version"
+    );
+    let route: String = sqlx::query_scalar(
+        "SELECT detail->'objects'->'routes'->>0 FROM lethe.audit_log WHERE event = 'purged'",
+    )
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        route, "versioned",
+        "the audit records how the bucket was purged"
+    );
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_deletes_nothing_and_a_second_run_is_a_no_op() {
+    let w = World::new(Versioning::Unversioned).await;
+    w.account(1, "free", None).await;
+    w.run_row(1, 1, Some(10 * DAY)).await;
+    w.run_row(2, 1, Some(10 * DAY)).await;
+    let (code, out, err) = w.cli(&["run", "--all", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("deleted-runs"))
+        .unwrap()
+        .to_string();
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cols[1], "2", "would purge 2: {out}");
+    assert_eq!(cols[6], "4", "4 objects would go: {out}");
+    assert_eq!(
+        w.rows_of_run(1).await + w.rows_of_run(2).await,
+        14,
+        "dry run deleted rows"
+    );
+    assert_eq!(w.keys("runs/").await.len(), 4, "dry run deleted objects");
+    assert_eq!(w.count("SELECT count(*) FROM lethe.audit_log").await, 0);
+    assert_eq!(w.count("SELECT count(*) FROM lethe.work_items").await, 0);
+
+    let (code, _, err) = w.cli(&["run", "--all"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(w.audit_events("purged").await.len(), 2);
+    let (code, out, err) = w.cli(&["run", "--all"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()[..2] == ["deleted-runs", "0"]),
+        "{out}"
+    );
+    assert_eq!(
+        w.audit_events("purged").await.len(),
+        2,
+        "exactly one purged entry per subject"
+    );
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_caps_the_blast_radius_and_reports_undone_work() {
+    let w = World::new(Versioning::Unversioned).await;
+    w.account(1, "free", None).await;
+    for id in 1..=5 {
+        w.run_row(id, 1, Some(10 * DAY + id)).await;
+    }
+    let (code, out, _) = w.cli(&["run", "--job", "deleted-runs", "--limit", "2"]);
+    assert_eq!(code, 1, "more were eligible than the limit allowed: {out}");
+    assert!(out.contains("--limit reached"), "{out}");
+    assert_eq!(w.count("SELECT count(*) FROM runs").await, 3);
+    let (code, _, _) = w.cli(&["run", "--job", "deleted-runs", "--limit", "3"]);
+    assert_eq!(code, 0, "exactly the rest fits the limit");
+    assert_eq!(w.count("SELECT count(*) FROM runs").await, 0);
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_account_takes_everything_it_owns_within_its_plan_window() {
+    let w = World::new(Versioning::Unversioned).await;
+    w.account(1, "free", Some(20 * DAY)).await; // past the 14-day grace
+    w.account(2, "enterprise", Some(20 * DAY)).await; // inside the 30-day enterprise grace
+    w.account(3, "free", Some(20 * DAY)).await; // owns a run held by a subject hold of another job
+    w.account(4, "free", None).await;
+    w.run_row(1, 1, None).await;
+    w.snapshot(10, 1, 1, None).await;
+    w.run_row(2, 2, None).await;
+    w.run_row(3, 3, None).await;
+    w.run_row(4, 4, Some(DAY)).await;
+    w.put_many(vec![
+        "accounts/1/export.zip".into(),
+        "accounts/2/export.zip".into(),
+    ])
+    .await;
+    let hold = w.hold(&["--subject", "deleted-runs:3"]).await;
+
+    let s = w.run(&["closed-accounts"], RunOptions::default()).await;
+    assert_eq!(s.exit_code(), 0, "{:?}", s.reports);
+    assert_eq!(s.reports[0].purged, 1);
+    assert_eq!(s.reports[0].held, 1);
+    assert_eq!(w.count("SELECT count(*) FROM accounts").await, 3);
+    assert_eq!(
+        w.count("SELECT count(*) FROM accounts WHERE id = 1").await,
+        0
+    );
+    assert_eq!(
+        w.count("SELECT count(*) FROM api_keys WHERE account_id = 1")
+            .await,
+        0
+    );
+    assert_eq!(w.rows_of_run(1).await, 0);
+    assert_eq!(
+        w.count("SELECT count(*) FROM snapshots WHERE id = 10")
+            .await,
+        0
+    );
+    assert_eq!(
+        w.count("SELECT count(*) FROM snapshot_files WHERE snapshot_id = 10")
+            .await,
+        0
+    );
+    assert!(w.keys("runs/1/").await.is_empty());
+    assert!(w.keys("snaps/10/").await.is_empty());
+    assert!(w.keys("accounts/1/").await.is_empty());
+    assert_eq!(
+        w.keys("accounts/2/").await.len(),
+        1,
+        "enterprise account is still in its grace window"
+    );
+    assert_eq!(w.rows_of_run(2).await, 7);
+    assert_eq!(
+        w.rows_of_run(3).await,
+        7,
+        "a held run is never deleted as another job's child"
+    );
+    assert_eq!(w.keys("runs/3/").await.len(), 2, "nor are its objects");
+    assert_eq!(
+        w.count("SELECT count(*) FROM accounts WHERE id = 3").await,
+        1
+    );
+    let held: i64 = sqlx::query_scalar(
+        "SELECT hold_id FROM lethe.audit_log WHERE event = 'held' AND subject_key = '3'",
+    )
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(held, hold);
+    assert_eq!(w.rows_of_run(4).await, 7);
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_chain_verifies_and_an_edited_entry_is_detected() {
+    let w = World::new(Versioning::Unversioned).await;
+    w.account(1, "free", None).await;
+    for id in 1..=4 {
+        w.run_row(id, 1, Some(10 * DAY)).await;
+    }
+    w.hold(&["--subject", "deleted-runs:4"]).await;
+    w.run(&[], RunOptions::default()).await;
+    let (code, out, _) = w.cli(&["audit", "verify"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("verified: 5 entries"), "{out}");
+
+    // The database refuses edits outright.
+    let refused = sqlx::query("UPDATE lethe.audit_log SET detail = '{}' WHERE seq = 3")
+        .execute(&w.pool)
+        .await;
+    assert!(refused.unwrap_err().to_string().contains("append-only"));
+    let refused = sqlx::query("DELETE FROM lethe.audit_log WHERE seq = 5")
+        .execute(&w.pool)
+        .await;
+    assert!(refused.is_err());
+
+    // Someone with the power to disable the trigger edits entry 3: verify names it.
+    w.sql(
+        "ALTER TABLE lethe.audit_log DISABLE TRIGGER audit_log_no_update_delete;
+         UPDATE lethe.audit_log SET detail = jsonb_set(detail, '{rows,metrics}', '0') WHERE seq = 3;",
+    )
+    .await;
+    let (code, out, _) = w.cli(&["audit", "verify"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("entry 3:"), "{out}");
+
+    // A deleted entry is named too.
+    w.sql("DELETE FROM lethe.audit_log WHERE seq >= 3 AND seq < 5")
+        .await;
+    let (code, out, _) = w.cli(&["audit", "verify"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("entry 3:"), "{out}");
+    w.cleanup().await;
+}
+
+/// A world of a few thousand subjects of every kind; every table and every object is checked
+/// against each subject's expected fate, computed here independently of lethe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_world_ends_with_exactly_the_expected_rows_and_objects() {
+    let w = World::new(Versioning::Unversioned).await;
+    let accounts = 40;
+    let runs_per_account = 60;
+    let mut keys = Vec::new();
+    for a in 1..=accounts {
+        // Accounts 1-4 closed long ago (purged), 5-6 closed recently (in grace), 7 held.
+        let closed = match a {
+            1..=4 => Some(100 * DAY),
+            5 | 6 => Some(3 * DAY),
+            7 => Some(100 * DAY),
+            _ => None,
+        };
+        w.account(a, "free", closed).await;
+    }
+    let mut seeds = String::new();
+    for a in 1..=accounts {
+        for r in 0..runs_per_account {
+            let id = a * 1000 + r;
+            // A third of runs deleted long ago, a sixth recently, the rest active.
+            let deleted = match r % 6 {
+                0 | 1 => Some(20 * DAY),
+                2 => Some(2 * DAY),
+                _ => None,
+            };
+            let (stage, at) = match deleted {
+                Some(s) => (
+                    "deleted",
+                    format!("(extract(epoch from now() - interval '{s} seconds') * 1000)::bigint"),
+                ),
+                None => ("active", "NULL".into()),
+            };
+            seeds.push_str(&format!(
+                "INSERT INTO runs VALUES ({id}, {a}, 'r', '{stage}', {at}, NULL);
+                 INSERT INTO metrics (run_id, key, value, step) VALUES ({id}, 'l', 1, 1), ({id}, 'l', 1, 2);
+                 INSERT INTO links (destination_type, destination_id, label) VALUES ('RUN', '{id}', 'x');\n"
+            ));
+            keys.push(format!("runs/{id}/m"));
+            if r % 10 == 0 {
+                let snap_deleted = if r % 20 == 0 {
+                    "now() - interval '10 days'"
+                } else {
+                    "NULL"
+                };
+                let b = &w.bucket;
+                seeds.push_str(&format!(
+                    "INSERT INTO snapshots VALUES ({id}, {id}, {a}, {snap_deleted}, 's3://{b}/snaps/{id}/');
+                     INSERT INTO snapshot_files (snapshot_id, path, size_bytes) VALUES ({id}, 'f', 1);\n"
+                ));
+                keys.push(format!("snaps/{id}/w"));
+            }
+        }
+    }
+    w.sql(&seeds).await;
+    w.put_many(keys).await;
+    w.hold(&["--account", "7"]).await;
+
+    let s = w.run(&[], RunOptions::default()).await;
+    assert_eq!(s.exit_code(), 0, "{:?}", s.reports);
+
+    // Expected fate per run, computed from the seeding rules.
+    let mut expect_runs = Vec::new();
+    let mut expect_snaps = Vec::new();
+    for a in 1..=accounts {
+        for r in 0..runs_per_account {
+            let id = a * 1000 + r;
+            let account_gone = (1..=4).contains(&a);
+            let held = a == 7;
+            let run_gone = account_gone || (!held && r % 6 <= 1);
+            if !run_gone {
+                expect_runs.push(id);
+            }
+            if r % 10 == 0 && !run_gone && !(r % 20 == 0 && !held) {
+                expect_snaps.push(id);
+            }
+        }
+    }
+    let runs: Vec<i64> = sqlx::query_scalar("SELECT id FROM runs ORDER BY id")
+        .fetch_all(&w.pool)
+        .await
+        .unwrap();
+    assert_eq!(runs, expect_runs);
+    let snaps: Vec<i64> = sqlx::query_scalar("SELECT id FROM snapshots ORDER BY id")
+        .fetch_all(&w.pool)
+        .await
+        .unwrap();
+    assert_eq!(snaps, expect_snaps);
+    for (table, sql) in [
+        ("metrics", "SELECT DISTINCT run_id FROM metrics ORDER BY 1"),
+        (
+            "links",
+            "SELECT DISTINCT destination_id::bigint FROM links ORDER BY 1",
+        ),
+    ] {
+        let ids: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&w.pool)
+            .await
+            .unwrap();
+        assert_eq!(ids, expect_runs, "{table}");
+    }
+    let files: Vec<i64> = sqlx::query_scalar("SELECT snapshot_id FROM snapshot_files ORDER BY 1")
+        .fetch_all(&w.pool)
+        .await
+        .unwrap();
+    assert_eq!(files, expect_snaps);
+    let accounts_left: Vec<i64> = sqlx::query_scalar("SELECT id FROM accounts ORDER BY id")
+        .fetch_all(&w.pool)
+        .await
+        .unwrap();
+    assert_eq!(accounts_left, (5..=accounts).collect::<Vec<_>>());
+    assert_eq!(
+        w.count("SELECT count(*) FROM api_keys WHERE account_id <= 4")
+            .await,
+        0
+    );
+
+    let mut expect_keys: Vec<String> = expect_runs
+        .iter()
+        .map(|id| format!("runs/{id}/m"))
+        .collect();
+    expect_keys.extend(expect_snaps.iter().map(|id| format!("snaps/{id}/w")));
+    expect_keys.sort();
+    assert_eq!(
+        w.keys("").await,
+        expect_keys,
+        "every object left is one that must stay, and all of them are there"
+    );
+
+    let purged = w
+        .count("SELECT count(*) FROM lethe.audit_log WHERE event = 'purged'")
+        .await;
+    let distinct = w
+        .count(
+            "SELECT count(DISTINCT (job, subject_key)) FROM lethe.audit_log WHERE event = 'purged'",
+        )
+        .await;
+    assert_eq!(purged, distinct, "exactly one purged entry per subject");
+    let (code, out, _) = w.cli(&["audit", "verify"]);
+    assert_eq!(code, 0, "{out}");
+    w.cleanup().await;
+}
