@@ -208,6 +208,9 @@ start_seaweedfs() {
         data_dir="$(mktemp -d "$STATE_DIR/s3-data.XXXXXX")"
         printf '%s\n' "$data_dir" >"$WEED_DATA_FILE"
         log "starting weed mini (data $data_dir, log $WEED_LOG)"
+        # Every bucket is a collection with volumes of its own; the default cap (free disk /
+        # volume size) runs out after a few dozen buckets, and the tests make one per test.
+        # Small volumes and a high cap keep hundreds of buckets writable.
         # setsid: own session, so it outlives this script and its caller's job control.
         # The inner shell records its own pid, then execs weed (same pid).
         AWS_ACCESS_KEY_ID="$S3_KEY" AWS_SECRET_ACCESS_KEY="$S3_SECRET" \
@@ -218,6 +221,7 @@ start_seaweedfs() {
             -master.telemetry=false \
             -webdav=false -admin.ui=false \
             -s3.port.iceberg=0 -s3.port.lance=0 \
+            -master.volumeSizeLimitMB=8 -volume.max=4000 \
             </dev/null >"$WEED_LOG" 2>&1 &
         local t=0
         until [[ -s "$WEED_PID_FILE" ]]; do

@@ -43,25 +43,7 @@ pub async fn append(tx: &mut PgConnection, entries: Vec<NewEntry>) -> Result<()>
         (row.0, row.1.zip(row.2))
     };
     let (mut seq, mut prev) = last.unwrap_or((0, GENESIS.to_string()));
-    let n = entries.len();
-    let mut cols: (
-        Vec<i64>,
-        Vec<Option<i64>>,
-        Vec<Option<String>>,
-        Vec<Option<String>>,
-        Vec<Option<String>>,
-    ) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let mut events = Vec::with_capacity(n);
-    let mut holds = Vec::with_capacity(n);
-    let mut details = Vec::with_capacity(n);
-    let mut prevs = Vec::with_capacity(n);
-    let mut hashes = Vec::with_capacity(n);
+    let mut chained: Vec<(Entry, String)> = Vec::with_capacity(entries.len());
     for ne in entries {
         seq += 1;
         let e = Entry {
@@ -74,20 +56,14 @@ pub async fn append(tx: &mut PgConnection, entries: Vec<NewEntry>) -> Result<()>
             event: ne.event.to_string(),
             hold_id: ne.hold_id,
             detail: ne.detail,
-            prev_hash: prev.clone(),
+            prev_hash: prev,
         };
         let h = hash(&e);
-        cols.0.push(e.seq);
-        cols.1.push(e.run_id);
-        cols.2.push(e.job);
-        cols.3.push(e.subject_key);
-        cols.4.push(e.owner);
-        events.push(e.event);
-        holds.push(e.hold_id);
-        details.push(e.detail);
-        prevs.push(e.prev_hash);
-        hashes.push(h.clone());
-        prev = h;
+        prev = h.clone();
+        chained.push((e, h));
+    }
+    fn col<T>(c: &[(Entry, String)], f: impl Fn(&(Entry, String)) -> T) -> Vec<T> {
+        c.iter().map(f).collect()
     }
     sqlx::query(
         "INSERT INTO lethe.audit_log (seq, at, run_id, job, subject_key, owner, event, hold_id, detail, prev_hash, hash)
@@ -95,17 +71,17 @@ pub async fn append(tx: &mut PgConnection, entries: Vec<NewEntry>) -> Result<()>
          FROM unnest($1::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[],
                      $9::jsonb[], $10::text[], $11::text[]) AS t(s, r, j, k, o, e, h, d, p, x)",
     )
-    .bind(&cols.0)
+    .bind(col(&chained, |c| c.0.seq))
     .bind(now)
-    .bind(&cols.1)
-    .bind(&cols.2)
-    .bind(&cols.3)
-    .bind(&cols.4)
-    .bind(&events)
-    .bind(&holds)
-    .bind(&details)
-    .bind(&prevs)
-    .bind(&hashes)
+    .bind(col(&chained, |c| c.0.run_id))
+    .bind(col(&chained, |c| c.0.job.clone()))
+    .bind(col(&chained, |c| c.0.subject_key.clone()))
+    .bind(col(&chained, |c| c.0.owner.clone()))
+    .bind(col(&chained, |c| c.0.event.clone()))
+    .bind(col(&chained, |c| c.0.hold_id))
+    .bind(col(&chained, |c| c.0.detail.clone()))
+    .bind(col(&chained, |c| c.0.prev_hash.clone()))
+    .bind(col(&chained, |c| c.1.clone()))
     .execute(&mut *tx)
     .await
     .context("appending to the audit log")?;

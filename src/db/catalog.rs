@@ -5,6 +5,17 @@ use crate::spec::{Catalog, TableName};
 use anyhow::{Context, Result};
 use sqlx::PgPool;
 
+/// A foreign key as read: name, schema, table, referenced schema, table, columns, ref columns.
+type FkRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    Vec<String>,
+    Vec<String>,
+);
+
 pub async fn load(pool: &PgPool) -> Result<Catalog> {
     let rows: Vec<(String, String, String, String)> = sqlx::query_as(
         "SELECT n.nspname::text, c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod)
@@ -27,7 +38,7 @@ pub async fn load(pool: &PgPool) -> Result<Catalog> {
             .or_default()
             .push(Column { name: column, ty });
     }
-    let fks: Vec<(String, String, String, String, String, Vec<String>, Vec<String>)> = sqlx::query_as(
+    let fks: Vec<FkRow> = sqlx::query_as(
         "SELECT con.conname::text, sn.nspname::text, sc.relname::text, tn.nspname::text, tc.relname::text,
                 ARRAY(SELECT attname::text FROM unnest(con.conkey) WITH ORDINALITY k(n, o)
                       JOIN pg_attribute ON attrelid = con.conrelid AND attnum = k.n ORDER BY k.o),

@@ -146,13 +146,11 @@ pub async fn release(pool: &PgPool, id: i64, reason: &str, by: &str) -> Result<(
 }
 
 pub async fn list(pool: &PgPool, include_released: bool) -> Result<Vec<Hold>> {
-    Ok(
-        sqlx::query_as("SELECT * FROM lethe.holds WHERE $1 OR released_at IS NULL ORDER BY id")
-            .bind(include_released)
-            .fetch_all(pool)
-            .await
-            .context("listing holds")?,
-    )
+    sqlx::query_as("SELECT * FROM lethe.holds WHERE $1 OR released_at IS NULL ORDER BY id")
+        .bind(include_released)
+        .fetch_all(pool)
+        .await
+        .context("listing holds")
 }
 
 pub async fn get_many(pool: &PgPool, ids: &[i64]) -> Result<Vec<Hold>> {

@@ -212,18 +212,29 @@ pub fn hold_expr(job: &Job, all: &[Job], sql: &mut Sql) -> String {
     }
 }
 
-/// Renames the `n{j}.` aliases of an expression to `c{j}.`.
+/// Renames the `n{j}.` aliases of an expression to `c{j}.`, leaving quoted identifiers and
+/// literals alone.
 fn realias(expr: &str) -> String {
     let mut out = String::with_capacity(expr.len());
-    let b = expr.as_bytes();
-    for (idx, ch) in expr.char_indices() {
-        let prev_ok = idx == 0
-            || !(b[idx - 1].is_ascii_alphanumeric() || b[idx - 1] == b'_' || b[idx - 1] == b'"');
-        if ch == 'n' && prev_ok && b.get(idx + 1).is_some_and(u8::is_ascii_digit) {
-            out.push('c');
-        } else {
-            out.push(ch);
+    let mut quote: Option<char> = None;
+    let mut prev: Option<char> = None;
+    let mut chars = expr.chars().peekable();
+    while let Some(ch) = chars.next() {
+        match quote {
+            Some(q) if ch == q => quote = None,
+            Some(_) => {}
+            None if ch == '"' || ch == '\'' => quote = Some(ch),
+            None => {
+                let starts_word = !prev.is_some_and(|p| p.is_ascii_alphanumeric() || p == '_');
+                if ch == 'n' && starts_word && chars.peek().is_some_and(char::is_ascii_digit) {
+                    out.push('c');
+                    prev = Some('c');
+                    continue;
+                }
+            }
         }
+        out.push(ch);
+        prev = Some(ch);
     }
     out
 }

@@ -214,8 +214,7 @@ pub async fn purge(ctx: &Context, buckets: &Buckets, locations: &[Vec<Location>]
             }
         }
     }
-    let out = tallies.lock().expect("tallies").clone();
-    out
+    tallies.lock().expect("tallies").clone()
 }
 
 async fn list_into(

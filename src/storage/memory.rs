@@ -78,12 +78,20 @@ impl ObjectStore for MemoryStore {
                 });
             }
         }
+        // Continue strictly after the token whether or not its entry still exists: `purge`
+        // deletes what earlier pages listed before asking for the next one, as S3's
+        // start-after and key/version-id markers allow. (Looking the token's entry up ended the
+        // listing after the first page once that entry was deleted.) Within a key, versions are
+        // listed newest first and ids grow with time, so "after" means a smaller id.
         let start = match &token {
             None => 0,
             Some(t) => all
                 .iter()
-                .position(|o| o.key == t.key && o.version_id == t.version)
-                .map(|p| p + 1)
+                .position(|o| {
+                    o.key > t.key
+                        || (o.key == t.key
+                            && matches!((&o.version_id, &t.version), (Some(v), Some(tv)) if v < tv))
+                })
                 .unwrap_or(all.len()),
         };
         let items: Vec<ObjectVersion> = all[start..].iter().take(PAGE).cloned().collect();
@@ -128,7 +136,9 @@ impl ObjectStore for MemoryStore {
                     }
                 }
                 (None, true) => {
-                    let id = format!("m{}", it.key.len() + b.objects.len());
+                    // A fresh id per marker: one derived from key length and object count gave
+                    // every marker of a key the same id, so deleting one by id deleted them all.
+                    let id = self.next_id();
                     b.objects
                         .entry(it.key.clone())
                         .or_default()
@@ -170,8 +180,10 @@ impl ObjectStore for MemoryStore {
         key: &str,
         _body: Vec<u8>,
     ) -> Result<Option<String>, StoreError> {
-        let id = self.next_id();
         let mut b = self.buckets.lock().expect("lock");
+        // Taken under the bucket lock so a key's versions are stored in id order, which
+        // `list_page` relies on to continue after a token.
+        let id = self.next_id();
         let b = b
             .get_mut(bucket)
             .ok_or_else(|| StoreError::NotFound(bucket.into()))?;
