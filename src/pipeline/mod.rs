@@ -6,6 +6,7 @@
 //! only after a fresh listing finds nothing left; holds are checked at claim, again right before
 //! objects are deleted, and again under lock in the row transaction.
 
+mod dry_run;
 pub mod manifest;
 pub mod objects;
 pub mod plan;
@@ -249,13 +250,13 @@ async fn run_batches(
         }
         tracing::info!(subjects = batch.len(), "batch discovered");
         match run_id {
-            None => dry_run_batch(ctx, job, all, buckets, &batch, report).await?,
+            None => dry_run::batch(ctx, job, all, buckets, &batch, report).await?,
             Some(run_id) => purge_batch(ctx, job, all, run_id, buckets, &batch, report).await?,
         }
     }
 }
 
-async fn hold_map(
+pub(crate) async fn hold_map(
     ctx: &Context,
     job: &Job,
     all: &[Job],
@@ -268,45 +269,6 @@ async fn hold_map(
         .context("checking holds")?
         .into_iter()
         .collect())
-}
-
-async fn dry_run_batch(
-    ctx: &Context,
-    job: &Job,
-    all: &[Job],
-    buckets: &Buckets,
-    batch: &[platform::Candidate],
-    report: &mut JobReport,
-) -> Result<()> {
-    let keys: Vec<String> = batch.iter().map(|c| c.key.clone()).collect();
-    let held = hold_map(ctx, job, all, &keys).await?;
-    let manifests = manifest::build(ctx, job, &keys).await?;
-    for c in batch {
-        if held.contains_key(&c.key) {
-            report.held += 1;
-            continue;
-        }
-        let m = &manifests[&c.key];
-        if let Some(e) = &m.error {
-            report.failed += 1;
-            report.errors.push(format!("{}: {e}", c.key));
-            continue;
-        }
-        match objects::count(ctx, buckets, &m.locations).await {
-            Ok((v, d, u)) => {
-                report.would_purge += 1;
-                report.object_versions_deleted += v;
-                report.delete_markers_deleted += d;
-                report.uploads_aborted += u;
-                report.rows_deleted += m.rows.values().sum::<i64>();
-            }
-            Err(e) => {
-                report.failed += 1;
-                report.errors.push(format!("{}: {e}", c.key));
-            }
-        }
-    }
-    Ok(())
 }
 
 async fn purge_batch(
@@ -433,8 +395,19 @@ async fn purge_batch(
     report.busy += (fenced.len() - verified.len()) as u64;
 
     let mut ready = Vec::new();
-    for r in verified {
-        match objects::verify(ctx, buckets, &merged[&r.id].locations).await {
+    let checks: Vec<Result<(), String>> = {
+        use futures::StreamExt;
+        futures::stream::iter(
+            verified
+                .iter()
+                .map(|r| objects::verify(ctx, buckets, &merged[&r.id].locations)),
+        )
+        .buffered(ctx.settings.list_concurrency)
+        .collect()
+        .await
+    };
+    for (r, check) in verified.into_iter().zip(checks) {
+        match check {
             Ok(()) => ready.push(r),
             Err(e) => fail(ctx, job, run_id, &r, "verification", &e, report).await?,
         }

@@ -1,0 +1,48 @@
+//! `lethe run --dry-run`: every read of a real run (discovery, holds, manifests, listings), and
+//! counts of what would be deleted. Writes nothing, not even work items or audit entries.
+
+use super::objects::{self, Buckets};
+use super::{JobReport, hold_map, manifest};
+use crate::context::Context;
+use crate::db::platform;
+use crate::spec::Job;
+use anyhow::Result;
+
+pub(super) async fn batch(
+    ctx: &Context,
+    job: &Job,
+    all: &[Job],
+    buckets: &Buckets,
+    batch: &[platform::Candidate],
+    report: &mut JobReport,
+) -> Result<()> {
+    let keys: Vec<String> = batch.iter().map(|c| c.key.clone()).collect();
+    let held = hold_map(ctx, job, all, &keys).await?;
+    let manifests = manifest::build(ctx, job, &keys).await?;
+    for c in batch {
+        if held.contains_key(&c.key) {
+            report.held += 1;
+            continue;
+        }
+        let m = &manifests[&c.key];
+        if let Some(e) = &m.error {
+            report.failed += 1;
+            report.errors.push(format!("{}: {e}", c.key));
+            continue;
+        }
+        match objects::count(ctx, buckets, &m.locations).await {
+            Ok((v, d, u)) => {
+                report.would_purge += 1;
+                report.object_versions_deleted += v;
+                report.delete_markers_deleted += d;
+                report.uploads_aborted += u;
+                report.rows_deleted += m.rows.values().sum::<i64>();
+            }
+            Err(e) => {
+                report.failed += 1;
+                report.errors.push(format!("{}: {e}", c.key));
+            }
+        }
+    }
+    Ok(())
+}
