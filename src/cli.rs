@@ -253,7 +253,7 @@ async fn check(ctx: &Context) -> Result<u8> {
         }
         writeln!(
             out,
-            "  subject: {}.{} clock {} ({:?}), grace {}, deadline {}",
+            "  subject: {}.{} clock {} ({}), grace {}, deadline {}",
             job.subject_table(),
             job.key,
             job.clock,
@@ -277,7 +277,7 @@ async fn check(ctx: &Context) -> Result<u8> {
         let order: Vec<String> = job
             .delete_order()
             .iter()
-            .map(|&i| job.nodes[i].table.to_string())
+            .map(|&i| job.nodes[i].name.to_string())
             .collect();
         writeln!(out, "  deletes, in order: {}", order.join(" -> "))?;
         let fires: Vec<String> = job

@@ -42,6 +42,9 @@ impl Context {
         let mut jobs = spec::load_dir(&self.settings.jobs_dir)?;
         let catalog = crate::db::catalog::load(&self.pool).await?;
         spec::validate(&mut jobs, &catalog).context("the job specs do not match the database")?;
+        crate::db::catalog::check_literals(&self.pool, &jobs)
+            .await
+            .context("the job specs do not match the database")?;
         Ok(jobs)
     }
 }

@@ -69,3 +69,41 @@ pub async fn load(pool: &PgPool) -> Result<Catalog> {
     }
     Ok(cat)
 }
+
+/// Checks that every filter literal is a valid value of its column's type (`id = 'abc'` on a
+/// bigint column), so `check` refuses what `run` would otherwise fail on.
+pub async fn check_literals(pool: &PgPool, jobs: &[crate::spec::Job]) -> Result<()> {
+    let mut errors = Vec::new();
+    for job in jobs {
+        for (i, node) in job.nodes.iter().enumerate() {
+            let Some(f) = &node.filter else { continue };
+            for (column, literal) in f.literals() {
+                let Some(ty) = job.types.get(&(i, column.to_string())) else {
+                    continue;
+                };
+                let sql = format!("SELECT CAST($1 AS {ty})::text");
+                if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(literal.as_bind())
+                    .execute(pool)
+                    .await
+                {
+                    let why = e
+                        .as_database_error()
+                        .map(|d| d.message().to_string())
+                        .unwrap_or_else(|| e.to_string());
+                    errors.push(format!(
+                        "{}:{}: filter: {:?} is not a valid value for `{}.{column}` ({ty}): {why}",
+                        job.file.display(),
+                        node.line,
+                        literal.as_bind(),
+                        node.table
+                    ));
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        anyhow::bail!("{}", errors.join("\n"));
+    }
+    Ok(())
+}

@@ -226,12 +226,24 @@ async fn run_batches(
     loop {
         let want = match budget {
             Some(0) => {
-                let more = platform::discover(job, &cursor, 1)
-                    .query_as::<platform::Candidate>()
-                    .fetch_all(&ctx.pool)
-                    .await?;
-                report.left_by_limit = !more.is_empty();
-                return Ok(());
+                // Only unheld subjects count as left undone; held ones are exceptions.
+                loop {
+                    let more: Vec<platform::Candidate> =
+                        platform::discover(job, &cursor, ctx.settings.batch_subjects as i64)
+                            .query_as()
+                            .fetch_all(&ctx.pool)
+                            .await?;
+                    let Some(last) = more.last() else {
+                        return Ok(());
+                    };
+                    cursor = Some((last.clock_at, last.key.clone()));
+                    let keys: Vec<String> = more.into_iter().map(|c| c.key).collect();
+                    let held = hold_map(ctx, job, all, &keys).await?;
+                    if keys.iter().any(|k| !held.contains_key(k)) {
+                        report.left_by_limit = true;
+                        return Ok(());
+                    }
+                }
             }
             Some(b) => (*b).min(ctx.settings.batch_subjects as u64),
             None => ctx.settings.batch_subjects as u64,

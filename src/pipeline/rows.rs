@@ -63,6 +63,7 @@ async fn purge_batch(
     run_id: i64,
     ready: &[Ready],
 ) -> Result<Vec<RowOutcome>> {
+    let started = std::time::Instant::now();
     let keys: Vec<String> = ready.iter().map(|r| r.key.clone()).collect();
     let mut tx = ctx.pool.begin().await?;
     holds::lock_shared(&mut tx).await?;
@@ -132,6 +133,11 @@ async fn purge_batch(
         .collect();
     audit::append(&mut tx, entries).await?;
     tx.commit().await.context("committing the row purge")?;
+    tracing::info!(
+        subjects = go.len(),
+        duration_ms = started.elapsed().as_millis() as u64,
+        "rows committed"
+    );
     Ok(keys
         .iter()
         .map(|k| {

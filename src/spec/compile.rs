@@ -18,6 +18,16 @@ pub enum ClockKind {
     EpochMilliseconds,
 }
 
+impl std::fmt::Display for ClockKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ClockKind::Timestamptz => "timestamptz",
+            ClockKind::EpochSeconds => "epoch_seconds",
+            ClockKind::EpochMilliseconds => "epoch_milliseconds",
+        })
+    }
+}
+
 /// A checked job, ready for the database layer.
 #[derive(Debug, Clone)]
 pub struct Job {

@@ -84,6 +84,18 @@ impl Filter {
         }
     }
 
+    /// Every `(column, literal)` pair, to check that each literal casts to its column's type.
+    pub fn literals(&self) -> Vec<(&Ident, &Literal)> {
+        match self {
+            Filter::Compare { column, value, .. } => vec![(column, value)],
+            Filter::In { column, values, .. } => values.iter().map(|v| (column, v)).collect(),
+            Filter::IsNull { .. } => Vec::new(),
+            Filter::And(parts) | Filter::Or(parts) => {
+                parts.iter().flat_map(|p| p.literals()).collect()
+            }
+        }
+    }
+
     /// Parses the filter text; the error names the offending token and its character position.
     pub fn parse(text: &str) -> Result<Filter, String> {
         let tokens = tokenize(text)?;

@@ -102,7 +102,7 @@ fn check_job(job: &Job, cat: &Catalog, errors: &mut Vec<String>) {
             err(
                 job.subject_line,
                 format!(
-                    "clock `{}` is `{ty}`, which does not match clock_kind {:?}{hint}",
+                    "clock `{}` is `{ty}`, which does not match clock_kind `{}`{hint}",
                     job.clock, job.clock_kind
                 ),
             );
@@ -182,13 +182,16 @@ fn check_foreign_keys(job: &Job, cat: &Catalog, err: &mut dyn FnMut(usize, Strin
             .iter()
             .filter(|fk| fk.references == node.table)
         {
+            // A filtered entry does not cover a foreign key: rows outside its filter would still
+            // reference the parent and block its delete. A multi-column key is never covered by
+            // a one-column link.
             let covered = job.nodes.iter().any(|child| {
                 child.table == fk.table
+                    && child.filter.is_none()
                     && child.link.as_ref().is_some_and(|l| {
                         l.parent == i
-                            && fk.columns.first().map(String::as_str) == Some(l.column.as_str())
-                            && fk.ref_columns.first().map(String::as_str)
-                                == Some(l.parent_column.as_str())
+                            && fk.columns == [l.column.as_str()]
+                            && fk.ref_columns == [l.parent_column.as_str()]
                     })
             });
             if !covered {

@@ -103,6 +103,22 @@ async fn malformed_specs_name_file_line_and_field_and_delete_nothing() {
             base.replace("column = \"run_id\"", "column = \"runid\""),
             "runid",
         ),
+        (
+            "value of the wrong type",
+            base.replace(
+                "lifecycle_stage = 'deleted'",
+                "lifecycle_stage = 'deleted' AND account_id = 'abc'",
+            ),
+            "abc",
+        ),
+        (
+            "filtered entry cannot cover a foreign key",
+            base.replace(
+                "table = \"metrics\"\ncolumn = \"run_id\"",
+                "table = \"metrics\"\ncolumn = \"run_id\"\nfilter = \"step > 0\"",
+            ),
+            "metrics_run_id_fkey",
+        ),
     ];
     for (what, text, needle) in cases {
         w.use_specs(&crate::helpers::repo().join("jobs"), &["deleted-runs.toml"]);
