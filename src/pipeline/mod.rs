@@ -407,17 +407,11 @@ async fn purge_batch(
     report.busy += (fenced.len() - verified.len()) as u64;
 
     let mut ready = Vec::new();
-    let checks: Vec<Result<(), String>> = {
-        use futures::StreamExt;
-        futures::stream::iter(
-            verified
-                .iter()
-                .map(|r| objects::verify(ctx, buckets, &merged[&r.id].locations)),
-        )
-        .buffered(ctx.settings.list_concurrency)
-        .collect()
-        .await
-    };
+    let to_verify: Vec<Vec<crate::domain::Location>> = verified
+        .iter()
+        .map(|r| merged[&r.id].locations.clone())
+        .collect();
+    let checks = objects::verify(ctx, buckets, &to_verify).await;
     for (r, check) in verified.into_iter().zip(checks) {
         match check {
             Ok(()) => ready.push(r),

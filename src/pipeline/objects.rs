@@ -207,10 +207,26 @@ pub async fn purge(ctx: &Context, buckets: &Buckets, locations: &[Vec<Location>]
     tokio::join!(listers, deleter);
 
     // Unfinished multipart uploads: invisible to listings, still stored.
-    for (i, locs) in locations.iter().enumerate() {
-        for loc in locs {
-            if let Err(e) = abort_uploads(&*store, i, loc, &tallies).await {
-                fail(&tallies, i, format!("{loc}: {e}"));
+    match uploads_by_subject(&*store, locations).await {
+        Ok(found) => {
+            for (i, uploads) in found.into_iter().enumerate() {
+                for (bucket, u) in uploads {
+                    match store.abort_upload(&bucket, &u).await {
+                        Ok(()) => tallies.lock().expect("tallies")[i].uploads_aborted += 1,
+                        Err(e) => fail(&tallies, i, format!("s3://{bucket}/{}: {e}", u.key)),
+                    }
+                }
+            }
+        }
+        Err((bucket, e)) => {
+            for (i, locs) in locations.iter().enumerate() {
+                if locs.iter().any(|l| l.bucket == bucket) {
+                    fail(
+                        &tallies,
+                        i,
+                        format!("listing unfinished uploads in bucket `{bucket}`: {e}"),
+                    );
+                }
             }
         }
     }
@@ -304,17 +320,57 @@ fn fail(tallies: &Mutex<Vec<Tally>>, i: usize, msg: String) {
         .get_or_insert(msg);
 }
 
-async fn abort_uploads(
+/// Unfinished uploads at each subject's locations, found with one listing per bucket under the
+/// longest prefix the batch's locations share (uploads are rare, so one call usually answers
+/// for a whole batch), then matched to locations here exactly as objects are: under the
+/// directory prefix, or equal to the exact key.
+async fn uploads_by_subject(
     store: &dyn ObjectStore,
-    i: usize,
-    loc: &Location,
-    tallies: &Mutex<Vec<Tally>>,
-) -> Result<(), StoreError> {
-    for u in uploads_at(store, loc).await? {
-        store.abort_upload(&loc.bucket, &u).await?;
-        tallies.lock().expect("tallies")[i].uploads_aborted += 1;
+    locations: &[Vec<Location>],
+) -> Result<Vec<Vec<(String, crate::storage::Upload)>>, (String, StoreError)> {
+    let mut out = vec![Vec::new(); locations.len()];
+    let mut buckets: Vec<&str> = locations
+        .iter()
+        .flatten()
+        .map(|l| l.bucket.as_str())
+        .collect();
+    buckets.sort_unstable();
+    buckets.dedup();
+    for bucket in buckets {
+        let locs: Vec<(usize, &Location)> = locations
+            .iter()
+            .enumerate()
+            .flat_map(|(i, ls)| {
+                ls.iter()
+                    .filter(|l| l.bucket == bucket)
+                    .map(move |l| (i, l))
+            })
+            .collect();
+        let common = locs
+            .iter()
+            .map(|(_, l)| l.exact_key().unwrap_or(&l.prefix))
+            .fold(None, |acc: Option<&str>, p| {
+                Some(match acc {
+                    None => p,
+                    Some(a) => {
+                        let n = a.bytes().zip(p.bytes()).take_while(|(x, y)| x == y).count();
+                        &a[..n]
+                    }
+                })
+            });
+        let uploads = store
+            .list_uploads(bucket, common.unwrap_or(""))
+            .await
+            .map_err(|e| (bucket.to_string(), e))?;
+        for u in uploads {
+            for (i, l) in &locs {
+                if u.key.starts_with(&l.prefix) || l.exact_key() == Some(u.key.as_str()) {
+                    out[*i].push((bucket.to_string(), u.clone()));
+                }
+            }
+        }
     }
-    Ok(())
+    Ok(out)
 }
 
 async fn uploads_at(
@@ -339,39 +395,55 @@ async fn uploads_at(
     Ok(out)
 }
 
-/// Lists every location again: anything left (a version, a marker, an upload) is reported, and
-/// the subject fails closed.
+/// Lists every subject's locations again (subjects concurrently, uploads once per bucket):
+/// anything left (a version, a marker, an upload) is reported, and that subject fails closed.
 pub async fn verify(
     ctx: &Context,
     buckets: &Buckets,
-    locations: &[Location],
-) -> Result<(), String> {
+    locations: &[Vec<Location>],
+) -> Vec<Result<(), String>> {
+    use futures::StreamExt;
     let store = &*ctx.store;
-    for loc in locations {
-        let v = buckets
-            .versioning(store, &loc.bucket)
-            .await
-            .map_err(|e| format!("{loc}: {e}"))?;
-        let mut walker = Walker::new(store, loc, v.keeps_versions());
-        let first_page = walker
-            .next_page()
-            .await
-            .map_err(|e| format!("verifying {loc}: {e}"))?
-            .unwrap_or_default();
-        let left = first_page.len() as u64;
-        let first = first_page.first().map(|o| o.key.clone());
-        let uploads = uploads_at(store, loc)
-            .await
-            .map_err(|e| format!("verifying {loc}: {e}"))?;
-        if left > 0 || !uploads.is_empty() {
-            return Err(format!(
-                "verification found {left} or more object versions and {} unfinished uploads left at {loc} (first: {})",
-                uploads.len(),
-                first.unwrap_or_default()
-            ));
+    let uploads = match uploads_by_subject(store, locations).await {
+        Ok(u) => u,
+        Err((bucket, e)) => {
+            let msg = format!("verifying: listing unfinished uploads in bucket `{bucket}`: {e}");
+            return locations.iter().map(|_| Err(msg.clone())).collect();
         }
-    }
-    Ok(())
+    };
+    futures::stream::iter(locations.iter().zip(uploads))
+        .map(|(locs, uploads)| async move {
+            if let Some((bucket, u)) = uploads.first() {
+                return Err(format!(
+                    "verification found {} unfinished uploads left (first: s3://{bucket}/{})",
+                    uploads.len(),
+                    u.key
+                ));
+            }
+            for loc in locs {
+                let v = buckets
+                    .versioning(store, &loc.bucket)
+                    .await
+                    .map_err(|e| format!("{loc}: {e}"))?;
+                let mut walker = Walker::new(store, loc, v.keeps_versions());
+                let first_page = walker
+                    .next_page()
+                    .await
+                    .map_err(|e| format!("verifying {loc}: {e}"))?
+                    .unwrap_or_default();
+                if let Some(first) = first_page.first() {
+                    return Err(format!(
+                        "verification found {} or more object versions left at {loc} (first: {})",
+                        first_page.len(),
+                        first.key
+                    ));
+                }
+            }
+            Ok(())
+        })
+        .buffered(ctx.settings.list_concurrency)
+        .collect()
+        .await
 }
 
 /// Counts what `purge` would delete, for `--dry-run`: (versions, delete markers, uploads).
@@ -407,4 +479,49 @@ pub async fn count(
             .len() as u64;
     }
     Ok((versions, markers, uploads))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::memory::MemoryStore;
+
+    #[tokio::test]
+    async fn one_upload_listing_per_bucket_still_matches_each_subject_exactly() {
+        let store = MemoryStore::default();
+        store
+            .create_bucket("bkt", Versioning::Unversioned)
+            .await
+            .unwrap();
+        store
+            .create_bucket("other", Versioning::Unversioned)
+            .await
+            .unwrap();
+        let u5 = store.start_upload("bkt", "runs/5/big.bin").await.unwrap();
+        let u50 = store.start_upload("bkt", "runs/50/big.bin").await.unwrap();
+        let exact = store.start_upload("bkt", "custom/7").await.unwrap();
+        store.start_upload("bkt", "custom/70").await.unwrap();
+        let elsewhere = store.start_upload("other", "runs/5/x").await.unwrap();
+        let locations = vec![
+            vec![
+                Location::dir("bkt", "runs/5/").unwrap(),
+                Location::from_uri("s3://bkt/custom/7").unwrap(),
+            ],
+            vec![Location::dir("bkt", "runs/50/").unwrap()],
+            vec![
+                Location::dir("bkt", "runs/6/").unwrap(),
+                Location::dir("other", "runs/5/").unwrap(),
+            ],
+        ];
+        let found = uploads_by_subject(&store, &locations).await.unwrap();
+        let ids = |i: usize| {
+            found[i]
+                .iter()
+                .map(|(_, u)| u.upload_id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(0), vec![u5.upload_id, exact.upload_id]);
+        assert_eq!(ids(1), vec![u50.upload_id]);
+        assert_eq!(ids(2), vec![elsewhere.upload_id]);
+    }
 }

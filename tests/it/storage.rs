@@ -395,9 +395,7 @@ async fn purge_and_verify_remove_every_version_and_marker_of_each_subject_only(k
     ];
     let buckets = Buckets::default();
     assert!(
-        objects::verify(&b.ctx, &buckets, &subjects[1])
-            .await
-            .is_err(),
+        objects::verify(&b.ctx, &buckets, &subjects[1..2]).await[0].is_err(),
         "verify before purge"
     );
     assert_eq!(
@@ -416,7 +414,10 @@ async fn purge_and_verify_remove_every_version_and_marker_of_each_subject_only(k
     for (t, locs) in tallies.iter().zip(&subjects) {
         assert_eq!((&t.failed, &t.denied), (&None, &None));
         assert_eq!(t.routes, BTreeSet::from(["versioned".to_string()]));
-        assert_eq!(objects::verify(&b.ctx, &buckets, locs).await, Ok(()));
+        assert_eq!(
+            objects::verify(&b.ctx, &buckets, std::slice::from_ref(locs)).await,
+            vec![Ok(())]
+        );
     }
     assert_eq!(b.list_all("runs/1/", true).await.0, vec![]);
     assert_eq!(b.list_all("runs/2/", true).await.0, vec![]);
@@ -455,13 +456,19 @@ async fn purge_aborts_unfinished_uploads(kind: Kind) {
     assert_eq!(b.list_all("runs/5/", false).await.0, vec![]);
     let loc = vec![Location::dir(&b.bucket, "runs/5/").unwrap()];
     let buckets = Buckets::default();
-    let err = objects::verify(&b.ctx, &buckets, &loc).await.unwrap_err();
+    let err = objects::verify(&b.ctx, &buckets, std::slice::from_ref(&loc))
+        .await
+        .remove(0)
+        .unwrap_err();
     assert!(err.contains("1 unfinished uploads"), "{err}");
 
     let tallies = objects::purge(&b.ctx, &buckets, std::slice::from_ref(&loc)).await;
     assert_eq!(tallies[0].uploads_aborted, 1, "{tallies:?}");
     assert_eq!(tallies[0].failed, None);
-    assert_eq!(objects::verify(&b.ctx, &buckets, &loc).await, Ok(()));
+    assert_eq!(
+        objects::verify(&b.ctx, &buckets, std::slice::from_ref(&loc)).await,
+        vec![Ok(())]
+    );
     assert_eq!(
         b.s().list_uploads(&b.bucket, "runs/5/").await.unwrap(),
         vec![]
