@@ -10,6 +10,7 @@ mod dry_run;
 pub mod manifest;
 pub mod objects;
 pub mod plan;
+pub mod ranges;
 pub mod rows;
 
 use crate::context::Context;
@@ -293,6 +294,7 @@ async fn purge_batch(
     report: &mut JobReport,
 ) -> Result<()> {
     let keys: Vec<String> = batch.iter().map(|c| c.key.clone()).collect();
+    let mut stages = Stages::start();
     let manifests = manifest::build(ctx, job, &keys).await?;
     let inputs: Vec<items::ClaimInput> = batch
         .iter()
@@ -305,6 +307,7 @@ async fn purge_batch(
             manifest: serde_json::to_value(&manifests[&c.key]).expect("manifests serialize"),
         })
         .collect();
+    stages.mark("manifest");
     let claimed = items::claim(
         &ctx.pool,
         &job.name,
@@ -344,6 +347,7 @@ async fn purge_batch(
         })
         .collect();
 
+    stages.mark("claim");
     // Hold check immediately before the first destructive step.
     let held = hold_map(
         ctx,
@@ -373,6 +377,7 @@ async fn purge_batch(
 
     let locations: Vec<Vec<crate::domain::Location>> =
         go.iter().map(|r| merged[&r.id].locations.clone()).collect();
+    stages.mark("holds");
     let tallies = objects::purge(ctx, buckets, &locations).await;
     let mut verified = Vec::new();
     for (mut r, t) in go.into_iter().zip(tallies) {
@@ -407,6 +412,7 @@ async fn purge_batch(
     report.busy += (fenced.len() - verified.len()) as u64;
 
     let mut ready = Vec::new();
+    stages.mark("objects");
     let to_verify: Vec<Vec<crate::domain::Location>> = verified
         .iter()
         .map(|r| merged[&r.id].locations.clone())
@@ -423,6 +429,7 @@ async fn purge_batch(
     items::advance(&mut conn, run_id, &fenced, ItemState::Verified, false).await?;
     drop(conn);
 
+    stages.mark("verify");
     let outcomes = rows::purge(ctx, job, all, run_id, &ready).await;
     for (r, o) in ready.iter().zip(outcomes) {
         match o {
@@ -449,6 +456,8 @@ async fn purge_batch(
             RowOutcome::Failed(e) => fail(ctx, job, run_id, r, "rows", &e, report).await?,
         }
     }
+    stages.mark("rows");
+    tracing::info!(subjects = batch.len(), stages_ms = %stages, "batch done");
     Ok(())
 }
 
@@ -470,3 +479,35 @@ async fn fail(
 
 /// Per-table totals, for summaries.
 pub type RowCounts = BTreeMap<String, i64>;
+
+/// Wall time per pipeline stage of one batch, for the `batch done` log line.
+struct Stages {
+    last: std::time::Instant,
+    done: Vec<(&'static str, u128)>,
+}
+
+impl Stages {
+    fn start() -> Self {
+        Stages {
+            last: std::time::Instant::now(),
+            done: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, stage: &'static str) {
+        let now = std::time::Instant::now();
+        self.done.push((stage, (now - self.last).as_millis()));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Stages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .done
+            .iter()
+            .map(|(s, ms)| format!("{s}={ms}"))
+            .collect();
+        f.write_str(&parts.join(" "))
+    }
+}

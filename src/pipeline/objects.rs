@@ -6,6 +6,7 @@
 //! by the number of objects. Per-key outcomes are tallied per subject; keys that failed are
 //! retried a bounded number of times; a key refused by Object Lock makes its subject held.
 
+use super::ranges::RangeWalker;
 use crate::context::Context;
 use crate::domain::Location;
 use crate::storage::{KeyOutcome, MAX_BATCH, ObjectStore, ObjectVersion, StoreError, Versioning};
@@ -58,6 +59,9 @@ impl Buckets {
 
 type Tagged = (usize, String, ObjectVersion);
 
+/// The smallest batch sent early, while delete slots are idle.
+const MIN_EAGER_BATCH: usize = 100;
+
 /// Pages through everything under one location. A directory prefix yields only keys under it;
 /// the exact key (if any) only itself: it sorts before every longer key it prefixes, so its
 /// versions come first and the walk stops at the first other key.
@@ -79,6 +83,18 @@ impl<'a> Walker<'a> {
             exact_phase: false,
             token: None,
             done: false,
+        }
+    }
+
+    /// Only the exact key of `loc` (its directory is listed by a `RangeWalker`).
+    pub fn exact_only(store: &'a dyn ObjectStore, loc: &'a Location, versions: bool) -> Self {
+        Walker {
+            store,
+            loc,
+            versions,
+            exact_phase: true,
+            token: None,
+            done: loc.exact_key().is_none(),
         }
     }
 
@@ -132,23 +148,20 @@ pub async fn purge(ctx: &Context, buckets: &Buckets, locations: &[Vec<Location>]
         let tallies = tallies.clone();
         let store = store.clone();
         let buckets = buckets.clone();
-        let tasks: Vec<(usize, Location)> = locations
-            .iter()
-            .enumerate()
-            .flat_map(|(i, ls)| ls.iter().map(move |l| (i, l.clone())))
-            .collect();
+        let tasks = list_tasks(locations, settings.list_concurrency);
         async move {
             use futures::StreamExt;
             futures::stream::iter(tasks)
-                .for_each_concurrent(settings.list_concurrency, |(i, loc)| {
+                .for_each_concurrent(settings.list_concurrency, |task| {
                     let tx = tx.clone();
                     let store = store.clone();
                     let tallies = tallies.clone();
                     let buckets = buckets.clone();
                     async move {
-                        let res = list_into(&*store, &buckets, i, &loc, &tx, &tallies).await;
-                        if let Err(e) = res {
-                            fail(&tallies, i, format!("{loc}: {e}"));
+                        if let Err(e) = list_into(&*store, &buckets, &task, &tx, &tallies).await {
+                            for i in task.owners() {
+                                fail(&tallies, i, format!("{}: {e}", task.describe()));
+                            }
                         }
                     }
                 })
@@ -184,7 +197,10 @@ pub async fn purge(ctx: &Context, buckets: &Buckets, locations: &[Vec<Location>]
                     Ok(Some((i, bucket, v))) => {
                         let b = pending.entry(bucket.clone()).or_default();
                         b.push((i, v));
-                        if b.len() >= MAX_BATCH {
+                        // Full batches when every delete slot is busy; smaller ones while slots
+                        // are idle, since the server's throughput comes from concurrent requests.
+                        let idle = inflight.len() < ctx.settings.delete_concurrency;
+                        if b.len() >= MAX_BATCH || (idle && b.len() >= MIN_EAGER_BATCH) {
                             let batch = std::mem::take(b);
                             send(bucket, batch, &mut inflight);
                         }
@@ -233,27 +249,180 @@ pub async fn purge(ctx: &Context, buckets: &Buckets, locations: &[Vec<Location>]
     tallies.lock().expect("tallies").clone()
 }
 
-async fn list_into(
-    store: &dyn ObjectStore,
-    buckets: &Buckets,
-    i: usize,
-    loc: &Location,
-    tx: &mpsc::Sender<Tagged>,
-    tallies: &Mutex<Vec<Tally>>,
-) -> Result<(), StoreError> {
-    let v = buckets.versioning(store, &loc.bucket).await?;
-    tallies.lock().expect("tallies")[i]
-        .routes
-        .insert(v.as_str().to_string());
-    let mut walker = Walker::new(store, loc, v.keeps_versions());
-    while let Some(page) = walker.next_page().await? {
-        for item in page {
-            if tx.send((i, loc.bucket.clone(), item)).await.is_err() {
-                return Ok(());
+/// One listing job: a contiguous run of a bucket's directories, or one exact object key.
+pub enum ListTask {
+    Dirs {
+        bucket: String,
+        dirs: Vec<(String, usize)>,
+    },
+    Exact {
+        owner: usize,
+        loc: Location,
+    },
+}
+
+impl ListTask {
+    fn owners(&self) -> Vec<usize> {
+        match self {
+            ListTask::Dirs { dirs, .. } => dirs.iter().map(|d| d.1).collect(),
+            ListTask::Exact { owner, .. } => vec![*owner],
+        }
+    }
+
+    fn bucket(&self) -> &str {
+        match self {
+            ListTask::Dirs { bucket, .. } => bucket,
+            ListTask::Exact { loc, .. } => &loc.bucket,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            ListTask::Dirs { bucket, dirs } => format!(
+                "s3://{bucket}/{}..{} ({} directories)",
+                dirs.first().map(|d| d.0.as_str()).unwrap_or(""),
+                dirs.last().map(|d| d.0.as_str()).unwrap_or(""),
+                dirs.len()
+            ),
+            ListTask::Exact { loc, .. } => {
+                format!("s3://{}/{}", loc.bucket, loc.exact_key().unwrap_or(""))
             }
         }
     }
-    Ok(())
+
+    /// Pages of `(owners, entry)` for this task.
+    async fn for_each_page(
+        &self,
+        store: &dyn ObjectStore,
+        versions: bool,
+        mut each: impl AsyncPageSink,
+    ) -> Result<(), StoreError> {
+        match self {
+            ListTask::Dirs { bucket, dirs } => {
+                let mut w = RangeWalker::new(store, bucket, versions, dirs);
+                while let Some(page) = w.next_page().await? {
+                    if !each.take(page).await {
+                        break;
+                    }
+                }
+            }
+            ListTask::Exact { owner, loc } => {
+                let mut w = Walker::exact_only(store, loc, versions);
+                while let Some(page) = w.next_page().await? {
+                    if !each
+                        .take(page.into_iter().map(|o| (vec![*owner], o)).collect())
+                        .await
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Receives listing pages; answers false to stop early.
+pub trait AsyncPageSink {
+    fn take(
+        &mut self,
+        page: Vec<(Vec<usize>, ObjectVersion)>,
+    ) -> impl std::future::Future<Output = bool> + Send;
+}
+
+/// Splits the batch's locations into listing tasks: per bucket, the sorted directories in up to
+/// `parts` contiguous runs (walked concurrently), and one task per exact object key.
+pub fn list_tasks(locations: &[Vec<Location>], parts: usize) -> Vec<ListTask> {
+    let mut by_bucket: std::collections::BTreeMap<&str, Vec<(String, usize)>> = Default::default();
+    let mut tasks = Vec::new();
+    for (i, locs) in locations.iter().enumerate() {
+        for l in locs {
+            by_bucket
+                .entry(&l.bucket)
+                .or_default()
+                .push((l.prefix.clone(), i));
+            if l.exact_key().is_some() {
+                tasks.push(ListTask::Exact {
+                    owner: i,
+                    loc: l.clone(),
+                });
+            }
+        }
+    }
+    for (bucket, mut dirs) in by_bucket {
+        dirs.sort();
+        if !super::ranges::same_order(&dirs) {
+            // The server's listing order of these directories is unknown: list each on its own.
+            tasks.extend(dirs.into_iter().map(|d| ListTask::Dirs {
+                bucket: bucket.to_string(),
+                dirs: vec![d],
+            }));
+            continue;
+        }
+        let chunk = dirs.len().div_ceil(parts.max(1)).max(1);
+        // Keep equal prefixes in one task so no directory is listed twice.
+        let mut start = 0;
+        while start < dirs.len() {
+            let mut end = (start + chunk).min(dirs.len());
+            while end < dirs.len() && dirs[end].0 == dirs[end - 1].0 {
+                end += 1;
+            }
+            tasks.push(ListTask::Dirs {
+                bucket: bucket.to_string(),
+                dirs: dirs[start..end].to_vec(),
+            });
+            start = end;
+        }
+    }
+    tasks
+}
+
+struct ChannelSink<'a> {
+    bucket: &'a str,
+    tx: &'a mpsc::Sender<Tagged>,
+}
+
+impl AsyncPageSink for ChannelSink<'_> {
+    async fn take(&mut self, page: Vec<(Vec<usize>, ObjectVersion)>) -> bool {
+        for (owners, item) in page {
+            // A key inside two subjects' directories is deleted once, tallied to the first;
+            // verification checks it for every owner.
+            if self
+                .tx
+                .send((owners[0], self.bucket.to_string(), item))
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+async fn list_into(
+    store: &dyn ObjectStore,
+    buckets: &Buckets,
+    task: &ListTask,
+    tx: &mpsc::Sender<Tagged>,
+    tallies: &Mutex<Vec<Tally>>,
+) -> Result<(), StoreError> {
+    let v = buckets.versioning(store, task.bucket()).await?;
+    {
+        let mut t = tallies.lock().expect("tallies");
+        for i in task.owners() {
+            t[i].routes.insert(v.as_str().to_string());
+        }
+    }
+    task.for_each_page(
+        store,
+        v.keeps_versions(),
+        ChannelSink {
+            bucket: task.bucket(),
+            tx,
+        },
+    )
+    .await
 }
 
 async fn delete_with_retries(
@@ -395,8 +564,8 @@ async fn uploads_at(
     Ok(out)
 }
 
-/// Lists every subject's locations again (subjects concurrently, uploads once per bucket):
-/// anything left (a version, a marker, an upload) is reported, and that subject fails closed.
+/// Lists every subject's locations again, each directory on its own: anything
+/// left (a version, a marker, an upload) is reported, and that subject fails closed.
 pub async fn verify(
     ctx: &Context,
     buckets: &Buckets,
@@ -404,46 +573,82 @@ pub async fn verify(
 ) -> Vec<Result<(), String>> {
     use futures::StreamExt;
     let store = &*ctx.store;
-    let uploads = match uploads_by_subject(store, locations).await {
-        Ok(u) => u,
+    let results: Mutex<Vec<Result<(), String>>> = Mutex::new(vec![Ok(()); locations.len()]);
+    let flag = |i: usize, msg: String| {
+        let mut r = results.lock().expect("results");
+        if r[i].is_ok() {
+            r[i] = Err(msg);
+        }
+    };
+    match uploads_by_subject(store, locations).await {
+        Ok(found) => {
+            for (i, uploads) in found.iter().enumerate() {
+                if let Some((bucket, u)) = uploads.first() {
+                    flag(
+                        i,
+                        format!(
+                            "verification found {} unfinished uploads left (first: s3://{bucket}/{})",
+                            uploads.len(),
+                            u.key
+                        ),
+                    );
+                }
+            }
+        }
         Err((bucket, e)) => {
             let msg = format!("verifying: listing unfinished uploads in bucket `{bucket}`: {e}");
             return locations.iter().map(|_| Err(msg.clone())).collect();
         }
-    };
-    futures::stream::iter(locations.iter().zip(uploads))
-        .map(|(locs, uploads)| async move {
-            if let Some((bucket, u)) = uploads.first() {
-                return Err(format!(
-                    "verification found {} unfinished uploads left (first: s3://{bucket}/{})",
-                    uploads.len(),
-                    u.key
-                ));
-            }
-            for loc in locs {
-                let v = buckets
-                    .versioning(store, &loc.bucket)
-                    .await
-                    .map_err(|e| format!("{loc}: {e}"))?;
-                let mut walker = Walker::new(store, loc, v.keeps_versions());
-                let first_page = walker
-                    .next_page()
-                    .await
-                    .map_err(|e| format!("verifying {loc}: {e}"))?
-                    .unwrap_or_default();
-                if let Some(first) = first_page.first() {
-                    return Err(format!(
-                        "verification found {} or more object versions left at {loc} (first: {})",
-                        first_page.len(),
-                        first.key
-                    ));
+    }
+    struct Left<'a, F: Fn(usize, String)> {
+        bucket: &'a str,
+        flag: &'a F,
+    }
+    impl<F: Fn(usize, String) + Sync> AsyncPageSink for Left<'_, F> {
+        async fn take(&mut self, page: Vec<(Vec<usize>, ObjectVersion)>) -> bool {
+            for (owners, o) in page {
+                for i in owners {
+                    (self.flag)(
+                        i,
+                        format!(
+                            "verification found object versions left (first: s3://{}/{})",
+                            self.bucket, o.key
+                        ),
+                    );
                 }
             }
-            Ok(())
+            true
+        }
+    }
+    // One listing per directory, by its own prefix and without markers: verification must not
+    // share any ordering assumption with the range listings the purge used.
+    futures::stream::iter(list_tasks(locations, usize::MAX))
+        .for_each_concurrent(ctx.settings.list_concurrency, |task| {
+            let flag = &flag;
+            async move {
+                let res = match buckets.versioning(store, task.bucket()).await {
+                    Ok(v) => {
+                        task.for_each_page(
+                            store,
+                            v.keeps_versions(),
+                            Left {
+                                bucket: task.bucket(),
+                                flag,
+                            },
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = res {
+                    for i in task.owners() {
+                        flag(i, format!("verifying {}: {e}", task.describe()));
+                    }
+                }
+            }
         })
-        .buffered(ctx.settings.list_concurrency)
-        .collect()
-        .await
+        .await;
+    results.into_inner().expect("results")
 }
 
 /// Counts what `purge` would delete, for `--dry-run`: (versions, delete markers, uploads).

@@ -1,0 +1,138 @@
+//! Benchmark helper for `bench/run.sh` (not part of lethe):
+//!
+//! - `seed BUCKET SUBJECTS PER [--versions V] [--markers]`: objects of 1 KiB under
+//!   `runs/{i}/obj-{j}` for subjects 1..=SUBJECTS, deterministic, 64 writes in flight. With
+//!   `--versions`, the bucket is versioned and each key gets V versions; `--markers` adds a
+//!   delete marker on every key.
+//! - `ceiling BUCKET`: lists everything first (untimed), then deletes it with a tight loop of
+//!   concurrent 1,000-key DeleteObjects over the keys known in advance, and prints deletes/s.
+//! - `count BUCKET`: prints how many versions and delete markers are left.
+//!
+//! Endpoint and credentials come from the environment, as for lethe.
+
+use futures::StreamExt;
+use lethe::storage::s3::S3Store;
+use lethe::storage::{MAX_BATCH, ObjectStore, ObjectVersion, Versioning};
+use std::time::Instant;
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> T {
+    args.get(i)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("argument {i} ({what}) missing or invalid"))
+}
+
+async fn all_versions(store: &dyn ObjectStore, bucket: &str) -> Vec<ObjectVersion> {
+    let versioned = store
+        .versioning(bucket)
+        .await
+        .expect("bucket exists")
+        .keeps_versions();
+    let mut out = Vec::new();
+    let mut token = None;
+    loop {
+        let page = store
+            .list_page(bucket, "", versioned, token)
+            .await
+            .expect("listing");
+        out.extend(page.items);
+        match page.next {
+            Some(t) => token = Some(t),
+            None => return out,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let settings = lethe::config::Settings::from_env_with(Some("postgres://unused/unused".into()))
+        .expect("settings");
+    let store = S3Store::connect(&settings.s3).await;
+    let bucket: String = arg(&args, 2, "bucket");
+    match args.get(1).map(String::as_str) {
+        Some("seed") => {
+            let subjects: u64 = arg(&args, 3, "subjects");
+            let per: u64 = arg(&args, 4, "objects per subject");
+            let versions: u64 = args
+                .iter()
+                .position(|a| a == "--versions")
+                .map(|i| arg(&args, i + 1, "versions"))
+                .unwrap_or(1);
+            let markers = args.iter().any(|a| a == "--markers");
+            let versioning = if versions > 1 || markers {
+                Versioning::Enabled
+            } else {
+                Versioning::Unversioned
+            };
+            store
+                .create_bucket(&bucket, versioning)
+                .await
+                .expect("create bucket");
+            let body = vec![b'x'; 1024];
+            let keys: Vec<String> = (1..=subjects)
+                .flat_map(|i| (0..per).map(move |j| format!("runs/{i}/obj-{j:04}")))
+                .collect();
+            let started = Instant::now();
+            let store = &store;
+            futures::stream::iter(keys.iter())
+                .for_each_concurrent(64, |k| {
+                    let body = body.clone();
+                    let bucket = bucket.clone();
+                    async move {
+                        for _ in 0..versions {
+                            store.put(&bucket, k, body.clone()).await.expect("put");
+                        }
+                        if markers {
+                            let m = ObjectVersion {
+                                key: k.clone(),
+                                version_id: None,
+                                delete_marker: false,
+                            };
+                            store
+                                .delete_batch(&bucket, &[m])
+                                .await
+                                .expect("delete marker");
+                        }
+                    }
+                })
+                .await;
+            eprintln!(
+                "seeded {} keys x {versions} versions{} in {:.1}s",
+                keys.len(),
+                if markers { " + markers" } else { "" },
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Some("ceiling") => {
+            let items = all_versions(&store, &bucket).await;
+            let n = items.len();
+            let started = Instant::now();
+            let store = &store;
+            let bucket = &bucket;
+            let failed: usize = futures::stream::iter(items.chunks(MAX_BATCH))
+                .map(|chunk| async move {
+                    let out = store.delete_batch(bucket, chunk).await.expect("delete");
+                    out.iter()
+                        .filter(|o| **o != lethe::storage::KeyOutcome::Deleted)
+                        .count()
+                })
+                .buffer_unordered(settings.delete_concurrency)
+                .fold(0, |a, b| async move { a + b })
+                .await;
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "{{\"deleted\": {n}, \"failed\": {failed}, \"seconds\": {secs:.3}, \"per_second\": {:.0}}}",
+                n as f64 / secs
+            );
+        }
+        Some("count") => {
+            let items = all_versions(&store, &bucket).await;
+            let markers = items.iter().filter(|v| v.delete_marker).count();
+            println!("{} {}", items.len() - markers, markers);
+        }
+        _ => {
+            eprintln!("usage: lethe-bench seed|ceiling|count BUCKET ...");
+            std::process::exit(2);
+        }
+    }
+}

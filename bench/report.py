@@ -1,0 +1,30 @@
+"""Prints medians and ratios from bench/run.sh's results.tsv."""
+import csv
+import statistics
+import sys
+from collections import defaultdict
+
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+by = defaultdict(list)
+for r in rows:
+    by[(r["scenario"], r["tool"])].append(r)
+
+print(f"\n{'scenario':<16}{'tool':<10}{'items':>9}{'median s':>10}{'min s':>8}{'max s':>8}{'items/s':>10}"
+      f"{'vs s5cmd':>10}{'vs ceiling':>11}{'vs raw-sql':>11}{'peak RSS MiB':>14}  left (versions/markers), exit")
+rate = {}
+for (scenario, tool), rs in by.items():
+    secs = [float(r["seconds"]) for r in rs]
+    rate[(scenario, tool)] = int(rs[0]["items"]) / statistics.median(secs)
+for (scenario, tool), rs in sorted(by.items()):
+    secs = [float(r["seconds"]) for r in rs]
+    med = statistics.median(secs)
+    mine = rate[(scenario, tool)]
+    def ratio(peer):
+        other = rate.get((scenario, peer))
+        return f"{mine / other:.2f}" if other and tool != peer else "-"
+    rss = [int(r["peak_rss_kb"]) for r in rs if r["peak_rss_kb"] not in ("-", "")]
+    rss_s = f"{max(rss) / 1024:.1f}" if rss else "-"
+    left = ",".join(sorted({f"{r['left_versions']}/{r['left_markers']}" for r in rs}))
+    codes = ",".join(sorted({r["exit"] for r in rs}))
+    print(f"{scenario:<16}{tool:<10}{rs[0]['items']:>9}{med:>10.2f}{min(secs):>8.2f}{max(secs):>8.2f}{mine:>10.0f}"
+          f"{ratio('s5cmd'):>10}{ratio('ceiling'):>11}{ratio('raw-sql'):>11}{rss_s:>14}  {left}, {codes}")

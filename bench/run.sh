@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# lethe against the tools an operator would otherwise script: same server, same data, same run.
+#
+#   bench/run.sh                 # objects, versioned, rows (about 10-15 minutes)
+#   bench/run.sh objects rows    # some scenarios
+#   bench/run.sh memory          # peak RSS, 10k vs 1M objects (long: seeds a million objects)
+#
+# Scenarios:
+#   objects    SUBJECTS x PER objects of 1 KiB (default 2,000 x 10) under runs/{id}/, unversioned
+#   versioned  VSUBJECTS x PER keys (default 1,000 x 10), 2 versions each + a delete marker
+#   rows       ROW_SUBJECTS deleted runs (default 100,000), 20 child rows each, no objects
+#   memory     MEM_SMALL and MEM_LARGE objects (default 10,000 and 1,000,000), 1,000 per subject
+# Every tool gets a freshly seeded, identical data set each round (ROUNDS, default 3); after
+# each, what is left under the prefix (all versions and markers) is counted. Results go to
+# target/bench/results.tsv and a table of medians and ratios is printed at the end.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lethe-target}"
+ROUNDS="${ROUNDS:-3}"
+SUBJECTS="${SUBJECTS:-2000}"
+VSUBJECTS="${VSUBJECTS:-1000}"
+PER="${PER:-10}"
+ROW_SUBJECTS="${ROW_SUBJECTS:-100000}"
+MEM_SMALL="${MEM_SMALL:-10000}"
+MEM_LARGE="${MEM_LARGE:-1000000}"
+scenarios=("$@")
+[[ ${#scenarios[@]} -gt 0 ]] || scenarios=(objects versioned rows)
+
+OUT=target/bench
+mkdir -p "$OUT"
+LOG="$OUT/bench.log"
+RESULTS="$OUT/results.tsv"
+: >"$LOG"
+printf 'scenario\ttool\tround\titems\tseconds\tpeak_rss_kb\tleft_versions\tleft_markers\texit\n' >"$RESULTS"
+say() { printf '==> %s\n' "$*" >&2; }
+
+trap 'scripts/services.sh stop >/dev/null 2>&1 || true' EXIT
+scripts/services.sh start >&2
+eval "$(scripts/services.sh env)"
+VENV="${LETHE_CACHE:-$HOME/.cache/lethe}/s3-venv"
+"$VENV/bin/python" -c 'import boto3, awscli' 2>/dev/null || "$VENV/bin/pip" install -q boto3 awscli
+if ! command -v rclone >/dev/null; then
+    if [[ $(id -u) == 0 ]]; then apt-get install -y -q rclone >/dev/null 2>&1 || true; fi
+fi
+say "building lethe and the bench helper (release)"
+cargo build --release --quiet --bin lethe --example lethe-bench
+LETHE="$CARGO_TARGET_DIR/release/lethe"
+TOOL="$CARGO_TARGET_DIR/release/examples/lethe-bench"
+ADMIN="postgres://postgres@127.0.0.1:5432/postgres"
+E="$AWS_ENDPOINT_URL"
+
+psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@" >>"$LOG" 2>&1; }
+db_url() { echo "postgres://postgres@127.0.0.1:5432/$1"; }
+
+# timed SCENARIO TOOL ROUND ITEMS BUCKET CMD...: runs CMD under GNU time, records a result row.
+timed() {
+    local scenario=$1 tool=$2 round=$3 items=$4 bucket=$5
+    shift 5
+    local code=0
+    /usr/bin/time -f '%e %M' -o "$OUT/time.txt" "$@" >>"$LOG" 2>&1 || code=$?
+    local secs rss left=("-" "-")
+    read -r secs rss < <(tail -n 1 "$OUT/time.txt")
+    if [[ -n $bucket ]]; then read -r -a left < <("$TOOL" count "$bucket"); fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$tool" "$round" "$items" "$secs" "$rss" "${left[0]}" "${left[1]}" "$code" >>"$RESULTS"
+    say "$scenario $tool round $round: ${secs}s, ${rss} KiB, left ${left[*]}, exit $code"
+}
+
+# A database holding `n` runs deleted 10 days ago (ids 1..n), lethe migrated.
+make_run_db() {
+    local db=$1 n=$2 children=$3
+    psql_q "$ADMIN" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+    psql_q "$(db_url "$db")" -f jobs/reference/training-platform.sql
+    DATABASE_URL="$(db_url "$db")" "$LETHE" migrate >>"$LOG" 2>&1
+    psql_q "$(db_url "$db")" <<SQL
+INSERT INTO accounts VALUES (1, 'bench@example.com', 'free', 'active', NULL);
+INSERT INTO runs SELECT i, 1, 'r', 'deleted', (extract(epoch FROM now() - interval '10 days') * 1000)::bigint, NULL
+FROM generate_series(1, $n) i;
+SQL
+    if [[ $children == yes ]]; then
+        psql_q "$(db_url "$db")" <<SQL
+INSERT INTO metrics (run_id, key, value, step) SELECT i, 'loss', 0.5, s FROM generate_series(1, $n) i, generate_series(1, 12) s;
+INSERT INTO params SELECT i, 'p' || s, 'v' FROM generate_series(1, $n) i, generate_series(1, 4) s;
+INSERT INTO links (destination_type, destination_id, label) SELECT 'RUN', i::text, 'l' || s FROM generate_series(1, $n) i, generate_series(1, 2) s;
+INSERT INTO snapshots SELECT i, i, 1, NULL, NULL FROM generate_series(1, $n) i;
+INSERT INTO snapshot_files (snapshot_id, path, size_bytes) SELECT i, 'f', 1 FROM generate_series(1, $n) i;
+VACUUM ANALYZE;
+SQL
+    fi
+}
+
+jobs_for_bucket() {
+    local dir=$OUT/jobs-$1
+    rm -rf "$dir" && mkdir -p "$dir"
+    sed "s/lethe-artifacts/$1/" jobs/deleted-runs.toml >"$dir/deleted-runs.toml"
+    echo "$dir"
+}
+
+# object_round SCENARIO ROUND SUBJECTS SEED_ARGS...: one round of every tool on fresh data.
+object_round() {
+    local scenario=$1 round=$2 subjects=$3
+    shift 3
+    local versions_flag=() items
+    [[ $scenario == versioned ]] && versions_flag=(--all-versions)
+    for tool in lethe s5cmd rclone boto3 aws-cli ceiling; do
+        [[ $tool == rclone ]] && ! command -v rclone >/dev/null && continue
+        local b
+        b="bench-$(printf '%s' "$tool" | tr -cd 'a-z0-9')-$round-$RANDOM$RANDOM"
+        "$TOOL" seed "$b" "$subjects" "$PER" "$@" >>"$LOG" 2>&1
+        read -r v m < <("$TOOL" count "$b")
+        items=$((v + m))
+        case $tool in
+            lethe)
+                make_run_db lethe_bench_obj "$subjects" no
+                local jobs
+                jobs=$(jobs_for_bucket "$b")
+                timed "$scenario" lethe "$round" "$items" "$b" \
+                    env DATABASE_URL="$(db_url lethe_bench_obj)" LETHE_JOBS_DIR="$jobs" LETHE_LOG=warn \
+                    "$LETHE" run --job deleted-runs ;;
+            s5cmd) timed "$scenario" s5cmd "$round" "$items" "$b" s5cmd --endpoint-url "$E" rm "${versions_flag[@]}" "s3://$b/runs/*" ;;
+            rclone)
+                timed "$scenario" rclone "$round" "$items" "$b" env -u AWS_CA_BUNDLE rclone delete \
+                    ":s3,provider=Other,env_auth=true,endpoint='$E':$b/runs" ;;
+            boto3) timed "$scenario" boto3 "$round" "$items" "$b" "$VENV/bin/python" bench/peers/boto3_rm.py "$b" runs/ ;;
+            aws-cli) timed "$scenario" aws-cli "$round" "$items" "$b" "$VENV/bin/aws" --endpoint-url "$E" s3 rm --recursive --only-show-errors "s3://$b/runs/" ;;
+            ceiling)
+                # The server's own limit: deletes only, keys known in advance (listing untimed).
+                "$TOOL" ceiling "$b" >"$OUT/ceiling.json" 2>>"$LOG"
+                read -r -a left < <("$TOOL" count "$b")
+                python3 - "$OUT/ceiling.json" "$scenario" "$round" "$items" "${left[@]}" >>"$RESULTS" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+print("\t".join([sys.argv[2], "ceiling", sys.argv[3], sys.argv[4], f"{c['seconds']:.2f}", "-", sys.argv[5], sys.argv[6], "0"]))
+PY
+                say "$scenario ceiling round $round: $(cat "$OUT/ceiling.json")" ;;
+        esac
+    done
+}
+
+rows_round() {
+    local round=$1
+    psql_q "$ADMIN" -c "DROP DATABASE IF EXISTS lethe_bench_rows WITH (FORCE)" -c "CREATE DATABASE lethe_bench_rows TEMPLATE lethe_bench_rows_tpl"
+    timed rows lethe "$round" "$ROW_SUBJECTS" "" \
+        env DATABASE_URL="$(db_url lethe_bench_rows)" LETHE_JOBS_DIR=bench/jobs-rows LETHE_LOG=lethe=info \
+        "$LETHE" run --job deleted-runs
+    grep -o 'duration_ms=[0-9]*' "$LOG" | cut -d= -f2 | sort -n | tail -n 1 | sed "s/^/rows lethe round $round: slowest transaction ms: /" >&2
+    : >"$LOG"
+    psql_q "$ADMIN" -c "DROP DATABASE IF EXISTS lethe_bench_rows WITH (FORCE)" -c "CREATE DATABASE lethe_bench_rows TEMPLATE lethe_bench_rows_tpl"
+    # Raw SQL baseline: child-first DELETE ... = ANY($1) in batches of the same size, one session.
+    psql -X -q -At "$(db_url lethe_bench_rows)" >"$OUT/baseline.sql" <<SQL
+SELECT format(
+  'BEGIN; DELETE FROM snapshot_files WHERE snapshot_id IN (SELECT id FROM snapshots WHERE run_id = ANY(%1\$L::bigint[]));
+   DELETE FROM metrics WHERE run_id = ANY(%1\$L::bigint[]); DELETE FROM params WHERE run_id = ANY(%1\$L::bigint[]);
+   DELETE FROM snapshots WHERE run_id = ANY(%1\$L::bigint[]);
+   DELETE FROM links WHERE destination_type = ''RUN'' AND destination_id = ANY(%1\$L::text[]);
+   DELETE FROM runs WHERE id = ANY(%1\$L::bigint[]); COMMIT;', ids)
+FROM (SELECT array_agg(id ORDER BY id) AS ids FROM (SELECT id, (row_number() OVER (ORDER BY id) - 1) / ${LETHE_BATCH_SUBJECTS:-500} AS g
+      FROM runs WHERE lifecycle_stage = 'deleted') s GROUP BY g ORDER BY g) b;
+SQL
+    timed rows raw-sql "$round" "$ROW_SUBJECTS" "" psql -X -q -v ON_ERROR_STOP=1 -f "$OUT/baseline.sql" "$(db_url lethe_bench_rows)"
+    local left
+    left=$(psql -X -At "$(db_url lethe_bench_rows)" -c "SELECT (SELECT count(*) FROM runs) + (SELECT count(*) FROM metrics)")
+    [[ $left == 0 ]] || say "raw-sql left $left rows"
+}
+
+memory_round() {
+    local round=$1
+    for n in "$MEM_SMALL" "$MEM_LARGE"; do
+        local subjects=$((n / 1000)) b="bench-mem-$n-$round-$RANDOM"
+        say "seeding $n objects for the memory benchmark"
+        "$TOOL" seed "$b" "$subjects" 1000 >>"$LOG" 2>&1
+        make_run_db lethe_bench_mem "$subjects" no
+        local jobs
+        jobs=$(jobs_for_bucket "$b")
+        timed "memory-$n" lethe "$round" "$n" "$b" \
+            env DATABASE_URL="$(db_url lethe_bench_mem)" LETHE_JOBS_DIR="$jobs" LETHE_LOG=warn "$LETHE" run --job deleted-runs
+    done
+}
+
+for s in "${scenarios[@]}"; do
+    case $s in
+        objects) for r in $(seq "$ROUNDS"); do object_round objects "$r" "$SUBJECTS"; done ;;
+        versioned) for r in $(seq "$ROUNDS"); do object_round versioned "$r" "$VSUBJECTS" --versions 2 --markers; done ;;
+        rows)
+            say "building the row data set: $ROW_SUBJECTS runs x 20 child rows"
+            make_run_db lethe_bench_rows_tpl "$ROW_SUBJECTS" yes
+            for r in $(seq "$ROUNDS"); do rows_round "$r"; done ;;
+        memory) for r in $(seq "$ROUNDS"); do memory_round "$r"; done ;;
+        *) echo "unknown scenario $s (objects, versioned, rows, memory)" >&2; exit 2 ;;
+    esac
+done
+
+python3 bench/report.py "$RESULTS"
