@@ -153,7 +153,7 @@ SELECT format(
    DELETE FROM snapshots WHERE run_id = ANY(%1\$L::bigint[]);
    DELETE FROM links WHERE destination_type = ''RUN'' AND destination_id = ANY(%1\$L::text[]);
    DELETE FROM runs WHERE id = ANY(%1\$L::bigint[]); COMMIT;', ids)
-FROM (SELECT array_agg(id ORDER BY id) AS ids FROM (SELECT id, (row_number() OVER (ORDER BY id) - 1) / ${LETHE_BATCH_SUBJECTS:-500} AS g
+FROM (SELECT array_agg(id ORDER BY id) AS ids FROM (SELECT id, (row_number() OVER (ORDER BY id) - 1) / ${LETHE_BATCH_SUBJECTS:-2000} AS g
       FROM runs WHERE lifecycle_stage = 'deleted') s GROUP BY g ORDER BY g) b;
 SQL
     timed rows raw-sql "$round" "$ROW_SUBJECTS" "" psql -X -q -v ON_ERROR_STOP=1 -f "$OUT/baseline.sql" "$(db_url lethe_bench_rows)"

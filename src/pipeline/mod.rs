@@ -378,7 +378,7 @@ async fn purge_batch(
     let locations: Vec<Vec<crate::domain::Location>> =
         go.iter().map(|r| merged[&r.id].locations.clone()).collect();
     stages.mark("holds");
-    let tallies = objects::purge(ctx, buckets, &locations).await;
+    let tallies = objects::purge(ctx, buckets, &locations, false).await;
     let mut verified = Vec::new();
     for (mut r, t) in go.into_iter().zip(tallies) {
         report.object_versions_deleted += t.versions;
@@ -417,7 +417,40 @@ async fn purge_batch(
         .iter()
         .map(|r| merged[&r.id].locations.clone())
         .collect();
-    let checks = objects::verify(ctx, buckets, &to_verify).await;
+    let mut checks = objects::verify(ctx, buckets, &to_verify).await;
+    // Leftovers after a range-listed purge: purge those subjects once more listing each
+    // directory on its own (no range listing, no constructed marker), then verify again. A
+    // server whose listing order or marker semantics surprise us costs time, never a subject.
+    let again: Vec<usize> = checks
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.is_err())
+        .map(|(i, _)| i)
+        .collect();
+    if !again.is_empty() {
+        tracing::warn!(
+            subjects = again.len(),
+            "leftovers after the purge; purging those again, directory by directory"
+        );
+        let locs: Vec<Vec<crate::domain::Location>> =
+            again.iter().map(|&i| to_verify[i].clone()).collect();
+        let extra = objects::purge(ctx, buckets, &locs, true).await;
+        let rechecks = objects::verify(ctx, buckets, &locs).await;
+        for ((&i, t), c) in again.iter().zip(extra).zip(rechecks) {
+            let r = &mut verified[i];
+            r.tally.versions += t.versions;
+            r.tally.delete_markers += t.delete_markers;
+            r.tally.uploads_aborted += t.uploads_aborted;
+            report.object_versions_deleted += t.versions;
+            report.delete_markers_deleted += t.delete_markers;
+            report.uploads_aborted += t.uploads_aborted;
+            checks[i] = match (t.failed, t.denied) {
+                (Some(e), _) => Err(e),
+                (None, Some(d)) => Err(format!("refused by the store on the second pass: {d}")),
+                (None, None) => c,
+            };
+        }
+    }
     for (r, check) in verified.into_iter().zip(checks) {
         match check {
             Ok(()) => ready.push(r),

@@ -181,6 +181,38 @@ impl<'a> RangeWalker<'a> {
     }
 }
 
+impl RangeWalker<'_> {
+    /// Lists everything under the directories' common prefix from its very start, paging only
+    /// with the server's own continuation (no constructed markers, so no ordering assumption),
+    /// and reports every key inside one of the directories. Gives up after `budget` pages and
+    /// answers false.
+    pub async fn scan_all(
+        &mut self,
+        budget: u64,
+        mut each: impl FnMut(&[usize], &ObjectVersion),
+    ) -> Result<bool, StoreError> {
+        let mut token = None;
+        for _ in 0..budget {
+            let page = self
+                .store
+                .list_page(self.bucket, &self.common, self.versions, token)
+                .await?;
+            self.requests += 1;
+            for o in &page.items {
+                let owners = self.owners_of(&o.key);
+                if !owners.is_empty() {
+                    each(&owners, o);
+                }
+            }
+            match page.next {
+                Some(t) => token = Some(t),
+                None => return Ok(true),
+            }
+        }
+        Ok(false)
+    }
+}
+
 /// Compares keys by path component, as a directory tree lists them.
 pub fn tree_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     a.split('/').cmp(b.split('/'))

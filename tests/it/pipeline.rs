@@ -632,7 +632,7 @@ async fn range_listing_finds_every_directory(versioning: Versioning) {
     batch
         .extend((200..320).map(|i| vec![Location::dir(&w.bucket, &format!("runs/{i}/")).unwrap()]));
     let buckets = Buckets::default();
-    let tallies = objects::purge(&w.ctx, &buckets, &batch).await;
+    let tallies = objects::purge(&w.ctx, &buckets, &batch, false).await;
     assert!(
         tallies
             .iter()
