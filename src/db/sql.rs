@@ -34,28 +34,26 @@ impl Sql {
     where
         T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
     {
-        let mut q = sqlx::query_as(AssertSqlSafe(self.text.clone()));
-        for b in &self.binds {
-            q = match b {
-                Bind::Text(s) => q.bind(s.as_str()),
-                Bind::Texts(v) => q.bind(v.as_slice()),
-                Bind::Int(n) => q.bind(*n),
-                Bind::Time(t) => q.bind(*t),
-            };
-        }
-        q
+        sqlx::query_as_with(AssertSqlSafe(self.text.clone()), self.arguments())
     }
 
     pub fn query(&self) -> sqlx::query::Query<'_, Postgres, PgArguments> {
-        let mut q = sqlx::query(AssertSqlSafe(self.text.clone()));
+        sqlx::query_with(AssertSqlSafe(self.text.clone()), self.arguments())
+    }
+
+    fn arguments(&self) -> PgArguments {
+        use sqlx::Arguments;
+        let mut args = PgArguments::default();
         for b in &self.binds {
-            q = match b {
-                Bind::Text(s) => q.bind(s.as_str()),
-                Bind::Texts(v) => q.bind(v.as_slice()),
-                Bind::Int(n) => q.bind(*n),
-                Bind::Time(t) => q.bind(*t),
+            let added = match b {
+                Bind::Text(s) => args.add(s.as_str()),
+                Bind::Texts(v) => args.add(v.as_slice()),
+                Bind::Int(n) => args.add(*n),
+                Bind::Time(t) => args.add(*t),
             };
+            // Encoding these plain types into a buffer cannot fail.
+            added.expect("text, integer and time values always encode");
         }
-        q
+        args
     }
 }

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# One lethe purge with its stage timings, for profiling (not a comparison; see bench/run.sh).
+#
+#   bench/profile.sh [SUBJECTS [PER [SEED_ARGS...]]]   # default 2,000 subjects x 10 objects
+#
+# Seeds a fresh bucket and a database `lethe_prof` of SUBJECTS deleted runs, runs
+# `lethe run --job deleted-runs` with info logs, and prints the wall time and each batch's
+# `stages_ms` line (manifest, claim, holds, objects, verify, rows). Extra environment (for
+# example LETHE_DELETE_CONCURRENCY=32) is passed through to lethe. Leaves the services running
+# when they were already up; stops what it started otherwise.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lethe-target}"
+SUBJECTS="${1:-2000}"
+PER="${2:-10}"
+shift $(($# > 2 ? 2 : $#))
+
+if ! curl -s -o /dev/null http://127.0.0.1:8333; then
+    trap 'scripts/services.sh stop >/dev/null 2>&1 || true' EXIT
+fi
+scripts/services.sh start >&2
+eval "$(scripts/services.sh env)"
+cargo build --release --quiet --bin lethe --example lethe-bench
+LETHE="$CARGO_TARGET_DIR/release/lethe"
+TOOL="$CARGO_TARGET_DIR/release/examples/lethe-bench"
+OUT=target/bench
+mkdir -p "$OUT"
+DB=postgres://postgres@127.0.0.1:5432/lethe_prof
+bucket="prof-$RANDOM$RANDOM"
+
+"$TOOL" seed "$bucket" "$SUBJECTS" "$PER" "$@" >&2
+psql -X -q -v ON_ERROR_STOP=1 postgres://postgres@127.0.0.1:5432/postgres \
+    -c "DROP DATABASE IF EXISTS lethe_prof WITH (FORCE)" -c "CREATE DATABASE lethe_prof"
+psql -X -q -v ON_ERROR_STOP=1 "$DB" -f jobs/reference/training-platform.sql
+psql -X -q -v ON_ERROR_STOP=1 "$DB" <<SQL
+INSERT INTO accounts VALUES (1, 'prof@example.com', 'free', 'active', NULL);
+INSERT INTO runs SELECT i, 1, 'r', 'deleted', (extract(epoch FROM now() - interval '10 days') * 1000)::bigint, NULL
+FROM generate_series(1, $SUBJECTS) i;
+SQL
+DATABASE_URL="$DB" "$LETHE" migrate >&2
+jobs="$OUT/jobs-prof"
+rm -rf "$jobs" && mkdir -p "$jobs"
+sed "s/lethe-artifacts/$bucket/" jobs/deleted-runs.toml >"$jobs/deleted-runs.toml"
+
+start=${EPOCHREALTIME/./}
+code=0
+DATABASE_URL="$DB" LETHE_JOBS_DIR="$jobs" LETHE_LOG=lethe=info \
+    "$LETHE" run --job deleted-runs >"$OUT/profile.out" 2>"$OUT/profile.log" || code=$?
+end=${EPOCHREALTIME/./}
+grep -o 'stages_ms=.*' "$OUT/profile.log" || true
+printf 'wall %.2fs, exit %s, left (versions markers): %s\n' \
+    "$(echo "($end - $start) / 1000000" | bc -l)" "$code" "$("$TOOL" count "$bucket")"
