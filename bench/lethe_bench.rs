@@ -5,7 +5,9 @@
 //!   `--versions`, the bucket is versioned and each key gets V versions; `--markers` adds a
 //!   delete marker on every key.
 //! - `ceiling BUCKET`: lists everything first (untimed), then deletes it with a tight loop of
-//!   concurrent 1,000-key DeleteObjects over the keys known in advance, and prints deletes/s.
+//!   concurrent 1,000-key DeleteObjects over the keys known in advance, and prints deletes/s
+//!   (`LETHE_BENCH_BATCH` keys per request and `LETHE_DELETE_CONCURRENCY` requests in flight
+//!   change the shape, to look for the server's best).
 //! - `count BUCKET`: prints how many versions and delete markers are left.
 //!
 //! Endpoint and credentials come from the environment, as for lethe.
@@ -109,7 +111,11 @@ async fn main() {
             let started = Instant::now();
             let store = &store;
             let bucket = &bucket;
-            let failed: usize = futures::stream::iter(items.chunks(MAX_BATCH))
+            let per_request: usize = std::env::var("LETHE_BENCH_BATCH")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(MAX_BATCH);
+            let failed: usize = futures::stream::iter(items.chunks(per_request))
                 .map(|chunk| async move {
                     let out = store.delete_batch(bucket, chunk).await.expect("delete");
                     out.iter()
@@ -123,6 +129,44 @@ async fn main() {
             println!(
                 "{{\"deleted\": {n}, \"failed\": {failed}, \"seconds\": {secs:.3}, \"per_second\": {:.0}}}",
                 n as f64 / secs
+            );
+        }
+        Some("lists") => {
+            // lists BUCKET N MODE: one listing of each of runs/1/ .. runs/N/, 32 in flight.
+            let n: usize = arg(&args, 3, "directories");
+            let mode: String = arg(&args, 4, "mode: plain, max1 or delimiter");
+            let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .endpoint_url(settings.s3.endpoint.clone().expect("an endpoint"))
+                .region(aws_config::Region::new("us-east-1"))
+                .load()
+                .await;
+            let client = aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(&conf)
+                    .force_path_style(true)
+                    .build(),
+            );
+            let started = Instant::now();
+            let (client, bucket, mode) = (&client, &bucket, &mode);
+            let found: usize = futures::stream::iter(1..=n)
+                .map(|i| async move {
+                    let mut req = client
+                        .list_objects_v2()
+                        .bucket(bucket)
+                        .prefix(format!("runs/{i}/"));
+                    match mode.as_str() {
+                        "max1" => req = req.max_keys(1),
+                        "delimiter" => req = req.delimiter("/").max_keys(1),
+                        _ => {}
+                    }
+                    let out = req.send().await.expect("list");
+                    out.contents().len() + out.common_prefixes().len()
+                })
+                .buffer_unordered(32)
+                .fold(0, |a, b| async move { a + b })
+                .await;
+            println!(
+                "{{\"lists\": {n}, \"mode\": \"{mode}\", \"found\": {found}, \"seconds\": {:.3}}}",
+                started.elapsed().as_secs_f64()
             );
         }
         Some("count") => {

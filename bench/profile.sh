@@ -6,10 +6,11 @@
 # Seeds a fresh bucket and a database `lethe_prof` of SUBJECTS deleted runs, runs
 # `lethe run --job deleted-runs` with info logs, and prints the wall time and each batch's
 # `stages_ms` line (manifest, claim, holds, objects, verify, rows). Extra environment (for
-# example LETHE_DELETE_CONCURRENCY=32) is passed through to lethe. Leaves the services running
-# when they were already up; stops what it started otherwise.
+# example LETHE_DELETE_CONCURRENCY=32) is passed through to lethe. The S3 server is restarted
+# empty first; the services stay running when they were already up.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source bench/lib.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lethe-target}"
 SUBJECTS="${1:-2000}"
 PER="${2:-10}"
@@ -19,6 +20,7 @@ if ! curl -s -o /dev/null http://127.0.0.1:8333; then
     trap 'scripts/services.sh stop >/dev/null 2>&1 || true' EXIT
 fi
 scripts/services.sh start >&2
+scripts/services.sh restart-s3 >&2 # a fresh server each time: see bench/run.sh
 eval "$(scripts/services.sh env)"
 cargo build --release --quiet --bin lethe --example lethe-bench
 LETHE="$CARGO_TARGET_DIR/release/lethe"
@@ -42,11 +44,15 @@ jobs="$OUT/jobs-prof"
 rm -rf "$jobs" && mkdir -p "$jobs"
 sed "s/lethe-artifacts/$bucket/" jobs/deleted-runs.toml >"$jobs/deleted-runs.toml"
 
+quiesce
+ticks=$(server_ticks)
 start=${EPOCHREALTIME/./}
 code=0
 DATABASE_URL="$DB" LETHE_JOBS_DIR="$jobs" LETHE_LOG=lethe=info \
-    "$LETHE" run --job deleted-runs >"$OUT/profile.out" 2>"$OUT/profile.log" || code=$?
+    /usr/bin/time -f 'lethe cpu: user %U s, sys %S s, peak RSS %M KiB' -o "$OUT/profile.time" "$LETHE" run --job deleted-runs >"$OUT/profile.out" 2>"$OUT/profile.log" || code=$?
 end=${EPOCHREALTIME/./}
+printf 'S3 server cpu: %.2f s\n' "$(echo "($(server_ticks) - $ticks) / $(getconf CLK_TCK)" | bc -l)"
 grep -o 'stages_ms=.*' "$OUT/profile.log" || true
+cat "$OUT/profile.time"
 printf 'wall %.2fs, exit %s, left (versions markers): %s\n' \
     "$(echo "($end - $start) / 1000000" | bc -l)" "$code" "$("$TOOL" count "$bucket")"

@@ -10,11 +10,14 @@
 #   versioned  VSUBJECTS x PER keys (default 1,000 x 10), 2 versions each + a delete marker
 #   rows       ROW_SUBJECTS deleted runs (default 100,000), 20 child rows each, no objects
 #   memory     MEM_SMALL and MEM_LARGE objects (default 10,000 and 1,000,000), 1,000 per subject
+# TOOLS (default "lethe s5cmd rclone boto3 aws-cli ceiling") picks the tools of the object
+# scenarios.
 # Every tool gets a freshly seeded, identical data set each round (ROUNDS, default 3); after
 # each, what is left under the prefix (all versions and markers) is counted. Results go to
 # target/bench/results.tsv and a table of medians and ratios is printed at the end.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source bench/lib.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lethe-target}"
 ROUNDS="${ROUNDS:-3}"
 SUBJECTS="${SUBJECTS:-2000}"
@@ -23,6 +26,7 @@ PER="${PER:-10}"
 ROW_SUBJECTS="${ROW_SUBJECTS:-100000}"
 MEM_SMALL="${MEM_SMALL:-10000}"
 MEM_LARGE="${MEM_LARGE:-1000000}"
+TOOLS="${TOOLS:-lethe s5cmd rclone boto3 aws-cli ceiling}"
 scenarios=("$@")
 [[ ${#scenarios[@]} -gt 0 ]] || scenarios=(objects versioned rows)
 
@@ -52,15 +56,23 @@ E="$AWS_ENDPOINT_URL"
 psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@" >>"$LOG" 2>&1; }
 db_url() { echo "postgres://postgres@127.0.0.1:5432/$1"; }
 
+# Every tool run gets a brand-new S3 server: SeaweedFS slows down as deleted entries pile up
+# in its metadata store (measured: the same purge's verification took 0.8 s on a fresh server
+# and 1.9 s three purges later), so a shared server would favour whoever runs first.
+fresh_s3() { scripts/services.sh restart-s3 >>"$LOG" 2>&1; }
+
 # timed SCENARIO TOOL ROUND ITEMS BUCKET CMD...: runs CMD under GNU time, records a result row.
 timed() {
     local scenario=$1 tool=$2 round=$3 items=$4 bucket=$5
     shift 5
     local code=0
+    quiesce
     /usr/bin/time -f '%e %M' -o "$OUT/time.txt" "$@" >>"$LOG" 2>&1 || code=$?
     local secs rss left=("-" "-")
     read -r secs rss < <(tail -n 1 "$OUT/time.txt")
-    if [[ -n $bucket ]]; then read -r -a left < <("$TOOL" count "$bucket"); fi
+    if [[ -n $bucket ]]; then
+        read -r -a left < <("$TOOL" count "$bucket")
+    fi
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$tool" "$round" "$items" "$secs" "$rss" "${left[0]}" "${left[1]}" "$code" >>"$RESULTS"
     say "$scenario $tool round $round: ${secs}s, ${rss} KiB, left ${left[*]}, exit $code"
 }
@@ -101,10 +113,14 @@ object_round() {
     shift 3
     local versions_flag=() items
     [[ $scenario == versioned ]] && versions_flag=(--all-versions)
-    for tool in lethe s5cmd rclone boto3 aws-cli ceiling; do
+    # Each round starts one tool later in the list, so no tool always goes first.
+    local tools=($TOOLS) order=() k
+    for k in "${!tools[@]}"; do order+=("${tools[(k + round - 1) % ${#tools[@]}]}"); done
+    for tool in "${order[@]}"; do
         [[ $tool == rclone ]] && ! command -v rclone >/dev/null && continue
         local b
         b="bench-$(printf '%s' "$tool" | tr -cd 'a-z0-9')-$round-$RANDOM$RANDOM"
+        fresh_s3
         "$TOOL" seed "$b" "$subjects" "$PER" "$@" >>"$LOG" 2>&1
         read -r v m < <("$TOOL" count "$b")
         items=$((v + m))
@@ -124,6 +140,7 @@ object_round() {
             aws-cli) timed "$scenario" aws-cli "$round" "$items" "$b" "$VENV/bin/aws" --endpoint-url "$E" s3 rm --recursive --only-show-errors "s3://$b/runs/" ;;
             ceiling)
                 # The server's own limit: deletes only, keys known in advance (listing untimed).
+                quiesce
                 "$TOOL" ceiling "$b" >"$OUT/ceiling.json" 2>>"$LOG"
                 read -r -a left < <("$TOOL" count "$b")
                 python3 - "$OUT/ceiling.json" "$scenario" "$round" "$items" "${left[@]}" >>"$RESULTS" <<'PY'
@@ -166,6 +183,7 @@ memory_round() {
     local round=$1
     for n in "$MEM_SMALL" "$MEM_LARGE"; do
         local subjects=$((n / 1000)) b="bench-mem-$n-$round-$RANDOM"
+        fresh_s3
         say "seeding $n objects for the memory benchmark"
         "$TOOL" seed "$b" "$subjects" 1000 >>"$LOG" 2>&1
         make_run_db lethe_bench_mem "$subjects" no

@@ -5,6 +5,7 @@
 #
 #   scripts/services.sh start   # start what is not running (idempotent)
 #   scripts/services.sh stop    # stop what this script started
+#   scripts/services.sh restart-s3  # a fresh, empty S3 server (benchmarks)
 #   scripts/services.sh env     # print `export` lines: eval "$(scripts/services.sh env)"
 #
 # Environment:
@@ -293,6 +294,19 @@ cmd_start() {
     log "services ready"
 }
 
+# A brand-new S3 server with an empty data directory (PostgreSQL is left alone): benchmarks
+# give every tool a server in the same state, since SeaweedFS slows down as deleted entries
+# accumulate in its metadata store.
+cmd_restart_s3() {
+    mkdir -p "$STATE_DIR"
+    STATE_DIR="$(cd "$STATE_DIR" && pwd)"
+    WEED_PID_FILE="$STATE_DIR/seaweedfs.pid"
+    WEED_DATA_FILE="$STATE_DIR/seaweedfs.datadir"
+    WEED_LOG="$STATE_DIR/seaweedfs.log"
+    stop_seaweedfs
+    start_seaweedfs
+}
+
 cmd_stop() {
     if [[ -d "$STATE_DIR" ]]; then
         STATE_DIR="$(cd "$STATE_DIR" && pwd)"
@@ -318,9 +332,10 @@ cmd_env() {
 case "${1:-}" in
     start) cmd_start ;;
     stop) cmd_stop ;;
+    restart-s3) cmd_restart_s3 ;;
     env) cmd_env ;;
     *)
-        echo "usage: $0 {start|stop|env}" >&2
+        echo "usage: $0 {start|stop|restart-s3|env}" >&2
         exit 2
         ;;
 esac

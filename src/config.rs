@@ -24,6 +24,10 @@ pub struct Settings {
     pub delete_concurrency: usize,
     /// `LETHE_LIST_CONCURRENCY` (default 32): listings in flight.
     pub list_concurrency: usize,
+    /// `LETHE_LIST_RANGES` (default 4): contiguous ranges a batch's directories in one bucket
+    /// are split into for the purge's listing, walked concurrently. Each range's last page
+    /// reads on into the next range's keys, so more ranges list more keys twice.
+    pub list_ranges: usize,
     /// `LETHE_KEY_RETRIES` (default 5): attempts for keys a DeleteObjects answer reports failed.
     pub key_retries: u32,
     /// `LETHE_LEASE_SECONDS` (default 900): how long a claim is ours before another run may take it.
@@ -41,6 +45,7 @@ impl fmt::Debug for Settings {
             .field("batch_subjects", &self.batch_subjects)
             .field("delete_concurrency", &self.delete_concurrency)
             .field("list_concurrency", &self.list_concurrency)
+            .field("list_ranges", &self.list_ranges)
             .field("key_retries", &self.key_retries)
             .field("lease_seconds", &self.lease_seconds)
             .field("db_connections", &self.db_connections)
@@ -108,6 +113,7 @@ impl Settings {
             batch_subjects: number("LETHE_BATCH_SUBJECTS", 2000, 1, 10_000)?,
             delete_concurrency: number("LETHE_DELETE_CONCURRENCY", 16, 1, 256)?,
             list_concurrency: number("LETHE_LIST_CONCURRENCY", 32, 1, 512)?,
+            list_ranges: number("LETHE_LIST_RANGES", 4, 1, 512)?,
             key_retries: number("LETHE_KEY_RETRIES", 5, 1, 50)?,
             lease_seconds: number("LETHE_LEASE_SECONDS", 900, 10, 86_400)?,
             db_connections: number("LETHE_DB_CONNECTIONS", 8, 2, 200)?,

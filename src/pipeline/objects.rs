@@ -160,7 +160,7 @@ pub async fn purge(
             if careful {
                 usize::MAX
             } else {
-                settings.list_concurrency
+                settings.list_ranges
             },
         );
         async move {

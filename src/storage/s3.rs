@@ -153,7 +153,7 @@ impl ObjectStore for S3Store {
     ) -> Result<Page, StoreError> {
         let what = || format!("listing s3://{bucket}/{prefix}");
         if !versions {
-            let out = self
+            let mut out = self
                 .client
                 .list_objects_v2()
                 .bucket(bucket)
@@ -162,6 +162,30 @@ impl ObjectStore for S3Store {
                 .send()
                 .await
                 .map_err(|e| classify(&what(), e))?;
+            // A page may come back empty yet truncated (a server that stops after scanning so
+            // many entries): follow its continuation token rather than take it for the end.
+            let mut empty_pages = 0;
+            while out.contents().is_empty() && out.is_truncated() == Some(true) {
+                empty_pages += 1;
+                let Some(next) = out
+                    .next_continuation_token()
+                    .filter(|_| empty_pages <= 1_000)
+                else {
+                    return Err(StoreError::Other(format!(
+                        "{}: the server answered empty pages marked truncated without a way on",
+                        what()
+                    )));
+                };
+                out = self
+                    .client
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .prefix(prefix)
+                    .continuation_token(next)
+                    .send()
+                    .await
+                    .map_err(|e| classify(&what(), e))?;
+            }
             // Continue after the last key seen rather than by continuation token: it stays correct
             // while we delete what earlier pages listed.
             let items: Vec<ObjectVersion> = out
