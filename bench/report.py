@@ -19,8 +19,12 @@ for (scenario, tool), rs in sorted(by.items()):
     secs = [float(r["seconds"]) for r in rs]
     med = statistics.median(secs)
     mine = rate[(scenario, tool)]
+    incomplete = any(r["left_versions"] not in ("0", "-") or r["left_markers"] not in ("0", "-") for r in rs)
+
     def ratio(peer):
         other = rate.get((scenario, peer))
+        if incomplete:
+            return "left data"
         return f"{mine / other:.2f}" if other and tool != peer else "-"
     rss = [int(r["peak_rss_kb"]) for r in rs if r["peak_rss_kb"] not in ("-", "")]
     rss_s = f"{max(rss) / 1024:.1f}" if rss else "-"
@@ -28,3 +32,14 @@ for (scenario, tool), rs in sorted(by.items()):
     codes = ",".join(sorted({r["exit"] for r in rs}))
     print(f"{scenario:<16}{tool:<10}{rs[0]['items']:>9}{med:>10.2f}{min(secs):>8.2f}{max(secs):>8.2f}{mine:>10.0f}"
           f"{ratio('s5cmd'):>10}{ratio('ceiling'):>11}{ratio('raw-sql'):>11}{rss_s:>14}  {left}, {codes}")
+
+# Paired ratios: each round's tools ran on identical data, one after another, so the ratio of
+# one round is less exposed to the machine's drift than a ratio of medians.
+for scenario in sorted({s for s, _ in by}):
+    for peer in ("s5cmd", "ceiling", "raw-sql"):
+        mine = {r["round"]: float(r["seconds"]) for r in by.get((scenario, "lethe"), [])}
+        other = {r["round"]: float(r["seconds"]) for r in by.get((scenario, peer), [])}
+        ratios = [other[k] / mine[k] for k in sorted(mine) if k in other]
+        if ratios:
+            shown = " ".join(f"{x:.2f}" for x in ratios)
+            print(f"{scenario}: lethe's speed / {peer}'s, round by round: {shown} (median {statistics.median(ratios):.2f})")

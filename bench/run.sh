@@ -9,7 +9,8 @@
 #   objects    SUBJECTS x PER objects of 1 KiB (default 2,000 x 10) under runs/{id}/, unversioned
 #   versioned  VSUBJECTS x PER keys (default 1,000 x 10), 2 versions each + a delete marker
 #   rows       ROW_SUBJECTS deleted runs (default 100,000), 20 child rows each, no objects
-#   memory     MEM_SMALL and MEM_LARGE objects (default 10,000 and 1,000,000), 1,000 per subject
+#   memory     MEM objects (default "10000 1000000"), each over MEM_SUBJECTS (1,000) subjects
+#   scaling    SCALE subjects (default "1000 10000 100000") of one object each: time vs backlog
 # TOOLS (default "lethe s5cmd rclone boto3 aws-cli ceiling") picks the tools of the object
 # scenarios.
 # Every tool gets a freshly seeded, identical data set each round (ROUNDS, default 3); after
@@ -24,9 +25,10 @@ SUBJECTS="${SUBJECTS:-2000}"
 VSUBJECTS="${VSUBJECTS:-1000}"
 PER="${PER:-10}"
 ROW_SUBJECTS="${ROW_SUBJECTS:-100000}"
-MEM_SMALL="${MEM_SMALL:-10000}"
-MEM_LARGE="${MEM_LARGE:-1000000}"
+MEM="${MEM:-10000 1000000}"
+MEM_SUBJECTS="${MEM_SUBJECTS:-1000}"
 TOOLS="${TOOLS:-lethe s5cmd rclone boto3 aws-cli ceiling}"
+SCALE="${SCALE:-1000 10000 100000}"
 scenarios=("$@")
 [[ ${#scenarios[@]} -gt 0 ]] || scenarios=(objects versioned rows)
 
@@ -59,6 +61,10 @@ db_url() { echo "postgres://postgres@127.0.0.1:5432/$1"; }
 # Every tool run gets a brand-new S3 server: SeaweedFS slows down as deleted entries pile up
 # in its metadata store (measured: the same purge's verification took 0.8 s on a fresh server
 # and 1.9 s three purges later), so a shared server would favour whoever runs first.
+# count_left BUCKET: versions and delete markers left. Listing a bucket right after a large
+# purge is slow on SeaweedFS (it walks every emptied directory), hence the long time limit.
+count_left() { LETHE_S3_TIMEOUT_SECONDS=600 "$TOOL" count "$1"; }
+
 fresh_s3() { scripts/services.sh restart-s3 >>"$LOG" 2>&1; }
 
 # timed SCENARIO TOOL ROUND ITEMS BUCKET CMD...: runs CMD under GNU time, records a result row.
@@ -71,7 +77,7 @@ timed() {
     local secs rss left=("-" "-")
     read -r secs rss < <(tail -n 1 "$OUT/time.txt")
     if [[ -n $bucket ]]; then
-        read -r -a left < <("$TOOL" count "$bucket")
+        read -r -a left < <(count_left "$bucket")
     fi
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$tool" "$round" "$items" "$secs" "$rss" "${left[0]}" "${left[1]}" "$code" >>"$RESULTS"
     say "$scenario $tool round $round: ${secs}s, ${rss} KiB, left ${left[*]}, exit $code"
@@ -122,7 +128,7 @@ object_round() {
         b="bench-$(printf '%s' "$tool" | tr -cd 'a-z0-9')-$round-$RANDOM$RANDOM"
         fresh_s3
         "$TOOL" seed "$b" "$subjects" "$PER" "$@" >>"$LOG" 2>&1
-        read -r v m < <("$TOOL" count "$b")
+        read -r v m < <(count_left "$b")
         items=$((v + m))
         case $tool in
             lethe)
@@ -142,7 +148,7 @@ object_round() {
                 # The server's own limit: deletes only, keys known in advance (listing untimed).
                 quiesce
                 "$TOOL" ceiling "$b" >"$OUT/ceiling.json" 2>>"$LOG"
-                read -r -a left < <("$TOOL" count "$b")
+                read -r -a left < <(count_left "$b")
                 python3 - "$OUT/ceiling.json" "$scenario" "$round" "$items" "${left[@]}" >>"$RESULTS" <<'PY'
 import json, sys
 c = json.load(open(sys.argv[1]))
@@ -179,19 +185,31 @@ SQL
     [[ $left == 0 ]] || say "raw-sql left $left rows"
 }
 
+# lethe_alone SCENARIO ROUND SUBJECTS PER ITEMS: one lethe purge of SUBJECTS x PER objects on a
+# fresh server, recorded as ITEMS items.
+lethe_alone() {
+    local scenario=$1 round=$2 subjects=$3 per=$4 items=$5
+    local b="bench-$scenario-$round-$RANDOM" jobs
+    fresh_s3
+    say "seeding $subjects subjects x $per objects for $scenario"
+    "$TOOL" seed "$b" "$subjects" "$per" >>"$LOG" 2>&1
+    make_run_db lethe_bench_alone "$subjects" no
+    jobs=$(jobs_for_bucket "$b")
+    timed "$scenario" lethe "$round" "$items" "$b" \
+        env DATABASE_URL="$(db_url lethe_bench_alone)" LETHE_JOBS_DIR="$jobs" LETHE_LOG=warn "$LETHE" run --job deleted-runs
+}
+
+# Time against backlog size: SCALE subjects (default 1k, 10k, 100k) of one object each.
+scaling_round() {
+    local n
+    for n in $SCALE; do lethe_alone "scaling-$n" "$1" "$n" 1 "$n"; done
+}
+
+# Peak RSS against the number of objects: each of MEM objects over MEM_SUBJECTS subjects, so
+# the batch of subjects (which memory also scales with, up to LETHE_BATCH_SUBJECTS) stays the same.
 memory_round() {
-    local round=$1
-    for n in "$MEM_SMALL" "$MEM_LARGE"; do
-        local subjects=$((n / 1000)) b="bench-mem-$n-$round-$RANDOM"
-        fresh_s3
-        say "seeding $n objects for the memory benchmark"
-        "$TOOL" seed "$b" "$subjects" 1000 >>"$LOG" 2>&1
-        make_run_db lethe_bench_mem "$subjects" no
-        local jobs
-        jobs=$(jobs_for_bucket "$b")
-        timed "memory-$n" lethe "$round" "$n" "$b" \
-            env DATABASE_URL="$(db_url lethe_bench_mem)" LETHE_JOBS_DIR="$jobs" LETHE_LOG=warn "$LETHE" run --job deleted-runs
-    done
+    local n
+    for n in $MEM; do lethe_alone "memory-$n" "$1" "$MEM_SUBJECTS" $((n / MEM_SUBJECTS)) "$n"; done
 }
 
 for s in "${scenarios[@]}"; do
@@ -203,7 +221,8 @@ for s in "${scenarios[@]}"; do
             make_run_db lethe_bench_rows_tpl "$ROW_SUBJECTS" yes
             for r in $(seq "$ROUNDS"); do rows_round "$r"; done ;;
         memory) for r in $(seq "$ROUNDS"); do memory_round "$r"; done ;;
-        *) echo "unknown scenario $s (objects, versioned, rows, memory)" >&2; exit 2 ;;
+        scaling) for r in $(seq "$ROUNDS"); do scaling_round "$r"; done ;;
+        *) echo "unknown scenario $s (objects, versioned, rows, memory, scaling)" >&2; exit 2 ;;
     esac
 done
 

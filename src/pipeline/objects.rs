@@ -191,17 +191,26 @@ pub async fn purge(
             let mut pending: HashMap<String, Vec<(usize, ObjectVersion)>> = HashMap::new();
             let mut inflight = tokio::task::JoinSet::new();
             let retries = ctx.settings.key_retries;
-            let send = |bucket: String,
-                        batch: Vec<(usize, ObjectVersion)>,
-                        inflight: &mut tokio::task::JoinSet<()>| {
-                let store = store.clone();
-                let tallies = tallies.clone();
+            // A slot is taken before a request is started, so while every slot is busy this loop
+            // stops taking keys, the channel fills and the listings wait: the keys held in memory
+            // are bounded by the channel and the requests in flight, not by the backlog.
+            let slot = || {
                 let permits = permits.clone();
-                inflight.spawn(async move {
-                    let _permit = permits
+                async move {
+                    permits
                         .acquire_owned()
                         .await
-                        .expect("semaphore is never closed");
+                        .expect("semaphore is never closed")
+                }
+            };
+            let send = |bucket: String,
+                        batch: Vec<(usize, ObjectVersion)>,
+                        inflight: &mut tokio::task::JoinSet<()>,
+                        permit: tokio::sync::OwnedSemaphorePermit| {
+                let store = store.clone();
+                let tallies = tallies.clone();
+                inflight.spawn(async move {
+                    let _permit = permit;
                     delete_with_retries(&*store, &bucket, batch, retries, &tallies).await;
                 });
             };
@@ -216,20 +225,25 @@ pub async fn purge(
                         let idle = inflight.len() < ctx.settings.delete_concurrency;
                         if b.len() >= MAX_BATCH || (idle && b.len() >= MIN_EAGER_BATCH) {
                             let batch = std::mem::take(b);
-                            send(bucket, batch, &mut inflight);
+                            send(bucket, batch, &mut inflight, slot().await);
                         }
                     }
                     Ok(None) => break,
                     Err(_) => {
                         for (bucket, b) in pending.iter_mut().filter(|(_, b)| !b.is_empty()) {
-                            send(bucket.clone(), std::mem::take(b), &mut inflight);
+                            send(
+                                bucket.clone(),
+                                std::mem::take(b),
+                                &mut inflight,
+                                slot().await,
+                            );
                         }
                     }
                 }
                 while inflight.try_join_next().is_some() {}
             }
             for (bucket, b) in pending.into_iter().filter(|(_, b)| !b.is_empty()) {
-                send(bucket, b, &mut inflight);
+                send(bucket, b, &mut inflight, slot().await);
             }
             while inflight.join_next().await.is_some() {}
         }
