@@ -729,6 +729,133 @@ pub async fn count(
 mod tests {
     use super::*;
     use crate::storage::memory::MemoryStore;
+    use crate::storage::{Page, PageToken, Upload};
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    /// An unversioned one-bucket store that lists 1,000 keys at a time at once and deletes
+    /// slowly, recording the most keys listed and not yet deleted.
+    #[derive(Default)]
+    struct SlowDeletes {
+        keys: Mutex<std::collections::BTreeSet<String>>,
+        seen: Mutex<std::collections::HashSet<String>>,
+        deleted: AtomicUsize,
+        most_waiting: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for SlowDeletes {
+        async fn versioning(&self, _: &str) -> Result<Versioning, StoreError> {
+            Ok(Versioning::Unversioned)
+        }
+        async fn list_page(
+            &self,
+            _: &str,
+            prefix: &str,
+            _: bool,
+            token: Option<PageToken>,
+        ) -> Result<Page, StoreError> {
+            let from = token.map(|t| t.key).unwrap_or_default();
+            let items: Vec<ObjectVersion> = self
+                .keys
+                .lock()
+                .unwrap()
+                .range::<String, _>((std::ops::Bound::Excluded(from), std::ops::Bound::Unbounded))
+                .filter(|k| k.starts_with(prefix))
+                .take(MAX_BATCH)
+                .map(|k| ObjectVersion {
+                    key: k.clone(),
+                    version_id: None,
+                    delete_marker: false,
+                })
+                .collect();
+            let listed = {
+                let mut seen = self.seen.lock().unwrap();
+                seen.extend(items.iter().map(|o| o.key.clone()));
+                seen.len()
+            };
+            let waiting = listed.saturating_sub(self.deleted.load(SeqCst));
+            self.most_waiting.fetch_max(waiting, SeqCst);
+            let next = (items.len() == MAX_BATCH).then(|| PageToken {
+                key: items[MAX_BATCH - 1].key.clone(),
+                version: None,
+            });
+            Ok(Page { items, next })
+        }
+        async fn delete_batch(
+            &self,
+            _: &str,
+            items: &[ObjectVersion],
+        ) -> Result<Vec<KeyOutcome>, StoreError> {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let mut keys = self.keys.lock().unwrap();
+            for o in items {
+                keys.remove(&o.key);
+            }
+            self.deleted.fetch_add(items.len(), SeqCst);
+            Ok(vec![KeyOutcome::Deleted; items.len()])
+        }
+        async fn list_uploads(&self, _: &str, _: &str) -> Result<Vec<Upload>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn abort_upload(&self, _: &str, _: &Upload) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn put(&self, _: &str, key: &str, _: Vec<u8>) -> Result<Option<String>, StoreError> {
+            self.keys.lock().unwrap().insert(key.to_string());
+            Ok(None)
+        }
+        async fn create_bucket(&self, _: &str, _: Versioning) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn start_upload(&self, _: &str, _: &str) -> Result<Upload, StoreError> {
+            Err(StoreError::Other("not supported here".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_listing_faster_than_the_deletes_waits_instead_of_filling_memory() {
+        let store = Arc::new(SlowDeletes::default());
+        store
+            .create_bucket("bkt", Versioning::Unversioned)
+            .await
+            .unwrap();
+        let (subjects, per) = (40, 500);
+        for i in 0..subjects {
+            for j in 0..per {
+                store
+                    .put("bkt", &format!("runs/{i}/{j}"), vec![])
+                    .await
+                    .unwrap();
+            }
+        }
+        let mut settings =
+            crate::config::Settings::from_env_with(Some("postgres://unused/unused".into()))
+                .unwrap();
+        settings.delete_concurrency = 2;
+        // One listing walks every directory in order, so each key it lists is one the purge
+        // holds until it is deleted.
+        settings.list_ranges = 1;
+        let pool = sqlx::PgPool::connect_lazy("postgres://unused/unused").unwrap();
+        let ctx = Context::with_store(&settings, pool, store.clone());
+        let locations: Vec<Vec<Location>> = (0..subjects)
+            .map(|i| vec![Location::dir("bkt", &format!("runs/{i}/")).unwrap()])
+            .collect();
+        let tallies = purge(&ctx, &Buckets::default(), &locations, false).await;
+        assert!(
+            tallies
+                .iter()
+                .all(|t| t.versions == per as u64 && t.failed.is_none())
+        );
+        assert_eq!(store.deleted.load(SeqCst), subjects * per);
+        // At most: the channel (4 batches), the batch being filled, the requests in flight and a
+        // page; never the whole 20,000-key backlog.
+        let bound = (4 + 1 + settings.delete_concurrency) * MAX_BATCH + 100;
+        let most = store.most_waiting.load(SeqCst);
+        assert!(
+            most <= bound,
+            "{most} listed keys waited at once (bound {bound})"
+        );
+    }
 
     #[tokio::test]
     async fn one_upload_listing_per_bucket_still_matches_each_subject_exactly() {
