@@ -12,6 +12,7 @@ pub mod objects;
 pub mod plan;
 pub mod ranges;
 pub mod rows;
+pub mod verify;
 
 use crate::context::Context;
 use crate::db::{items, platform, runs};
@@ -56,6 +57,13 @@ pub struct JobReport {
 }
 
 impl JobReport {
+    /// Adds what a purge removed to the totals.
+    fn count_objects(&mut self, t: &Tally) {
+        self.object_versions_deleted += t.versions;
+        self.delete_markers_deleted += t.delete_markers;
+        self.uploads_aborted += t.uploads_aborted;
+    }
+
     /// Whether the run left work undone: failures, busy subjects, or a limit that stopped it.
     pub fn incomplete(&self) -> bool {
         self.failed > 0 || self.busy > 0 || self.left_by_limit
@@ -381,9 +389,7 @@ async fn purge_batch(
     let tallies = objects::purge(ctx, buckets, &locations, false).await;
     let mut verified = Vec::new();
     for (mut r, t) in go.into_iter().zip(tallies) {
-        report.object_versions_deleted += t.versions;
-        report.delete_markers_deleted += t.delete_markers;
-        report.uploads_aborted += t.uploads_aborted;
+        report.count_objects(&t);
         r.tally = t;
         if let Some(evidence) = r.tally.denied.clone() {
             let mut d = r.detail();
@@ -417,7 +423,7 @@ async fn purge_batch(
         .iter()
         .map(|r| merged[&r.id].locations.clone())
         .collect();
-    let mut checks = objects::verify(ctx, buckets, &to_verify).await;
+    let mut checks = verify::verify(ctx, buckets, &to_verify).await;
     // Leftovers after a range-listed purge: purge those subjects once more listing each
     // directory on its own (no range listing, no constructed marker), then verify again. A
     // server whose listing order or marker semantics surprise us costs time, never a subject.
@@ -435,15 +441,11 @@ async fn purge_batch(
         let locs: Vec<Vec<crate::domain::Location>> =
             again.iter().map(|&i| to_verify[i].clone()).collect();
         let extra = objects::purge(ctx, buckets, &locs, true).await;
-        let rechecks = objects::verify(ctx, buckets, &locs).await;
+        let rechecks = verify::verify(ctx, buckets, &locs).await;
         for ((&i, t), c) in again.iter().zip(extra).zip(rechecks) {
             let r = &mut verified[i];
-            r.tally.versions += t.versions;
-            r.tally.delete_markers += t.delete_markers;
-            r.tally.uploads_aborted += t.uploads_aborted;
-            report.object_versions_deleted += t.versions;
-            report.delete_markers_deleted += t.delete_markers;
-            report.uploads_aborted += t.uploads_aborted;
+            r.tally.add_counts(&t);
+            report.count_objects(&t);
             checks[i] = match (t.failed, t.denied) {
                 (Some(e), _) => Err(e),
                 (None, Some(d)) => Err(format!("refused by the store on the second pass: {d}")),

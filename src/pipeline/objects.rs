@@ -35,6 +35,15 @@ pub struct Tally {
     pub failed: Option<String>,
 }
 
+impl Tally {
+    /// Adds another pass's counts (versions, markers, uploads) to these.
+    pub fn add_counts(&mut self, other: &Tally) {
+        self.versions += other.versions;
+        self.delete_markers += other.delete_markers;
+        self.uploads_aborted += other.uploads_aborted;
+    }
+}
+
 /// Bucket versioning, read once per bucket per run.
 #[derive(Default, Clone)]
 pub struct Buckets(Arc<Mutex<HashMap<String, Versioning>>>);
@@ -290,21 +299,21 @@ pub enum ListTask {
 }
 
 impl ListTask {
-    fn owners(&self) -> Vec<usize> {
+    pub(super) fn owners(&self) -> Vec<usize> {
         match self {
             ListTask::Dirs { dirs, .. } => dirs.iter().map(|d| d.1).collect(),
             ListTask::Exact { owner, .. } => vec![*owner],
         }
     }
 
-    fn bucket(&self) -> &str {
+    pub(super) fn bucket(&self) -> &str {
         match self {
             ListTask::Dirs { bucket, .. } => bucket,
             ListTask::Exact { loc, .. } => &loc.bucket,
         }
     }
 
-    fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         match self {
             ListTask::Dirs { bucket, dirs } => format!(
                 "s3://{bucket}/{}..{} ({} directories)",
@@ -318,44 +327,41 @@ impl ListTask {
         }
     }
 
-    /// Pages of `(owners, entry)` for this task.
-    async fn for_each_page(
+    /// Sends every entry this task lists into `tx`, tagged with its first owner: a key inside
+    /// two subjects' directories is deleted once and tallied to the first; verification checks
+    /// it for every owner. Stops early if the receiver is gone.
+    async fn send_all(
         &self,
         store: &dyn ObjectStore,
         versions: bool,
-        mut each: impl AsyncPageSink,
+        tx: &mpsc::Sender<Tagged>,
     ) -> Result<(), StoreError> {
+        let send =
+            |owner: usize, item: ObjectVersion| tx.send((owner, self.bucket().to_string(), item));
         match self {
             ListTask::Dirs { bucket, dirs } => {
                 let mut w = RangeWalker::new(store, bucket, versions, dirs);
                 while let Some(page) = w.next_page().await? {
-                    if !each.take(page).await {
-                        break;
+                    for (owners, item) in page {
+                        if send(owners[0], item).await.is_err() {
+                            return Ok(());
+                        }
                     }
                 }
             }
             ListTask::Exact { owner, loc } => {
                 let mut w = Walker::exact_only(store, loc, versions);
                 while let Some(page) = w.next_page().await? {
-                    if !each
-                        .take(page.into_iter().map(|o| (vec![*owner], o)).collect())
-                        .await
-                    {
-                        break;
+                    for item in page {
+                        if send(*owner, item).await.is_err() {
+                            return Ok(());
+                        }
                     }
                 }
             }
         }
         Ok(())
     }
-}
-
-/// Receives listing pages; answers false to stop early.
-pub trait AsyncPageSink {
-    fn take(
-        &mut self,
-        page: Vec<(Vec<usize>, ObjectVersion)>,
-    ) -> impl std::future::Future<Output = bool> + Send;
 }
 
 /// Splits the batch's locations into listing tasks: per bucket, the sorted directories in up to
@@ -405,29 +411,6 @@ pub fn list_tasks(locations: &[Vec<Location>], parts: usize) -> Vec<ListTask> {
     tasks
 }
 
-struct ChannelSink<'a> {
-    bucket: &'a str,
-    tx: &'a mpsc::Sender<Tagged>,
-}
-
-impl AsyncPageSink for ChannelSink<'_> {
-    async fn take(&mut self, page: Vec<(Vec<usize>, ObjectVersion)>) -> bool {
-        for (owners, item) in page {
-            // A key inside two subjects' directories is deleted once, tallied to the first;
-            // verification checks it for every owner.
-            if self
-                .tx
-                .send((owners[0], self.bucket.to_string(), item))
-                .await
-                .is_err()
-            {
-                return false;
-            }
-        }
-        true
-    }
-}
-
 async fn list_into(
     store: &dyn ObjectStore,
     buckets: &Buckets,
@@ -442,15 +425,7 @@ async fn list_into(
             t[i].routes.insert(v.as_str().to_string());
         }
     }
-    task.for_each_page(
-        store,
-        v.keeps_versions(),
-        ChannelSink {
-            bucket: task.bucket(),
-            tx,
-        },
-    )
-    .await
+    task.send_all(store, v.keeps_versions(), tx).await
 }
 
 async fn delete_with_retries(
@@ -521,7 +496,7 @@ fn fail(tallies: &Mutex<Vec<Tally>>, i: usize, msg: String) {
 /// longest prefix the batch's locations share (uploads are rare, so one call usually answers
 /// for a whole batch), then matched to locations here exactly as objects are: under the
 /// directory prefix, or equal to the exact key.
-async fn uploads_by_subject(
+pub(super) async fn uploads_by_subject(
     store: &dyn ObjectStore,
     locations: &[Vec<Location>],
 ) -> Result<Vec<Vec<(String, crate::storage::Upload)>>, (String, StoreError)> {
@@ -543,20 +518,11 @@ async fn uploads_by_subject(
                     .map(move |l| (i, l))
             })
             .collect();
-        let common = locs
-            .iter()
-            .map(|(_, l)| l.exact_key().unwrap_or(&l.prefix))
-            .fold(None, |acc: Option<&str>, p| {
-                Some(match acc {
-                    None => p,
-                    Some(a) => {
-                        let n = a.bytes().zip(p.bytes()).take_while(|(x, y)| x == y).count();
-                        &a[..n]
-                    }
-                })
-            });
+        let common = super::ranges::common_prefix(
+            locs.iter().map(|(_, l)| l.exact_key().unwrap_or(&l.prefix)),
+        );
         let uploads = store
-            .list_uploads(bucket, common.unwrap_or(""))
+            .list_uploads(bucket, common)
             .await
             .map_err(|e| (bucket.to_string(), e))?;
         for u in uploads {
@@ -570,126 +536,6 @@ async fn uploads_by_subject(
     Ok(out)
 }
 
-async fn uploads_at(
-    store: &dyn ObjectStore,
-    loc: &Location,
-) -> Result<Vec<crate::storage::Upload>, StoreError> {
-    let mut out: Vec<_> = store
-        .list_uploads(&loc.bucket, &loc.prefix)
-        .await?
-        .into_iter()
-        .filter(|u| u.key.starts_with(&loc.prefix))
-        .collect();
-    if let Some(exact) = loc.exact_key() {
-        out.extend(
-            store
-                .list_uploads(&loc.bucket, exact)
-                .await?
-                .into_iter()
-                .filter(|u| u.key == exact),
-        );
-    }
-    Ok(out)
-}
-
-/// Lists every subject's locations again, each directory on its own: anything
-/// left (a version, a marker, an upload) is reported, and that subject fails closed.
-pub async fn verify(
-    ctx: &Context,
-    buckets: &Buckets,
-    locations: &[Vec<Location>],
-) -> Vec<Result<(), String>> {
-    use futures::StreamExt;
-    let store = &*ctx.store;
-    let results: Mutex<Vec<Result<(), String>>> = Mutex::new(vec![Ok(()); locations.len()]);
-    let flag = |i: usize, msg: String| {
-        let mut r = results.lock().expect("results");
-        if r[i].is_ok() {
-            r[i] = Err(msg);
-        }
-    };
-    match uploads_by_subject(store, locations).await {
-        Ok(found) => {
-            for (i, uploads) in found.iter().enumerate() {
-                if let Some((bucket, u)) = uploads.first() {
-                    flag(
-                        i,
-                        format!(
-                            "verification found {} unfinished uploads left (first: s3://{bucket}/{})",
-                            uploads.len(),
-                            u.key
-                        ),
-                    );
-                }
-            }
-        }
-        Err((bucket, e)) => {
-            let msg = format!("verifying: listing unfinished uploads in bucket `{bucket}`: {e}");
-            return locations.iter().map(|_| Err(msg.clone())).collect();
-        }
-    }
-    // Verification shares no ordering assumption with the purge's range listings: every
-    // directory is listed on its own, by its own prefix, paged only by the server. (A full scan
-    // of a batch's emptied range was measured slower on SeaweedFS, which keeps empty
-    // directories and walks them all.)
-    futures::stream::iter(list_tasks(locations, usize::MAX))
-        .for_each_concurrent(ctx.settings.list_concurrency, |task| {
-            let flag = &flag;
-            async move {
-                if let Err(e) = verify_task(store, buckets, &task, flag).await {
-                    for i in task.owners() {
-                        flag(i, format!("verifying {}: {e}", task.describe()));
-                    }
-                }
-            }
-        })
-        .await;
-    results.into_inner().expect("results")
-}
-
-async fn verify_task(
-    store: &dyn ObjectStore,
-    buckets: &Buckets,
-    task: &ListTask,
-    flag: &(impl Fn(usize, String) + Sync),
-) -> Result<(), StoreError> {
-    let versions = buckets
-        .versioning(store, task.bucket())
-        .await?
-        .keeps_versions();
-    let left = |owners: &[usize], o: &ObjectVersion| {
-        for &i in owners {
-            flag(
-                i,
-                format!(
-                    "verification found object versions left (first: s3://{}/{})",
-                    task.bucket(),
-                    o.key
-                ),
-            );
-        }
-    };
-    match task {
-        ListTask::Dirs { bucket, dirs } => {
-            for d in dirs {
-                RangeWalker::new(store, bucket, versions, std::slice::from_ref(d))
-                    .scan_all(u64::MAX, left)
-                    .await?;
-            }
-            Ok(())
-        }
-        ListTask::Exact { owner, loc } => {
-            let mut w = Walker::exact_only(store, loc, versions);
-            while let Some(page) = w.next_page().await? {
-                for o in &page {
-                    left(&[*owner], o);
-                }
-            }
-            Ok(())
-        }
-    }
-}
-
 /// Counts what `purge` would delete, for `--dry-run`: (versions, delete markers, uploads).
 pub async fn count(
     ctx: &Context,
@@ -697,7 +543,7 @@ pub async fn count(
     locations: &[Location],
 ) -> Result<(u64, u64, u64), String> {
     let store = &*ctx.store;
-    let (mut versions, mut markers, mut uploads) = (0, 0, 0);
+    let (mut versions, mut markers) = (0, 0);
     for loc in locations {
         let v = buckets
             .versioning(store, &loc.bucket)
@@ -717,11 +563,12 @@ pub async fn count(
                 }
             }
         }
-        uploads += uploads_at(store, loc)
-            .await
-            .map_err(|e| format!("{loc}: {e}"))?
-            .len() as u64;
     }
+    let uploads = uploads_by_subject(store, std::slice::from_ref(&locations.to_vec()))
+        .await
+        .map_err(|(bucket, e)| format!("listing unfinished uploads in bucket `{bucket}`: {e}"))?
+        .remove(0)
+        .len() as u64;
     Ok((versions, markers, uploads))
 }
 

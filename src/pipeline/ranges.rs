@@ -47,16 +47,7 @@ impl<'a> RangeWalker<'a> {
                 _ => grouped.push((p.clone(), vec![*i])),
             }
         }
-        let common = grouped
-            .iter()
-            .map(|(p, _)| p.as_str())
-            .fold(None, |acc: Option<&str>, p| {
-                Some(match acc {
-                    None => p,
-                    Some(a) => &a[..a.bytes().zip(p.bytes()).take_while(|(x, y)| x == y).count()],
-                })
-            });
-        let common = common.unwrap_or("").to_string();
+        let common = common_prefix(grouped.iter().map(|(p, _)| p.as_str())).to_string();
         let owners = grouped
             .iter()
             .enumerate()
@@ -184,15 +175,13 @@ impl<'a> RangeWalker<'a> {
 impl RangeWalker<'_> {
     /// Lists everything under the directories' common prefix from its very start, paging only
     /// with the server's own continuation (no constructed markers, so no ordering assumption),
-    /// and reports every key inside one of the directories. Gives up after `budget` pages and
-    /// answers false.
+    /// and reports every key inside one of the directories.
     pub async fn scan_all(
         &mut self,
-        budget: u64,
         mut each: impl FnMut(&[usize], &ObjectVersion),
-    ) -> Result<bool, StoreError> {
+    ) -> Result<(), StoreError> {
         let mut token = None;
-        for _ in 0..budget {
+        loop {
             let page = self
                 .store
                 .list_page(self.bucket, &self.common, self.versions, token)
@@ -206,11 +195,30 @@ impl RangeWalker<'_> {
             }
             match page.next {
                 Some(t) => token = Some(t),
-                None => return Ok(true),
+                None => return Ok(()),
             }
         }
-        Ok(false)
     }
+}
+
+/// The longest prefix all of `items` share, cut back to a character boundary; "" for none.
+pub fn common_prefix<'a>(items: impl IntoIterator<Item = &'a str>) -> &'a str {
+    let mut items = items.into_iter();
+    let Some(mut common) = items.next() else {
+        return "";
+    };
+    for p in items {
+        let mut n = common
+            .bytes()
+            .zip(p.bytes())
+            .take_while(|(x, y)| x == y)
+            .count();
+        while !common.is_char_boundary(n) {
+            n -= 1;
+        }
+        common = &common[..n];
+    }
+    common
 }
 
 /// Compares keys by path component, as a directory tree lists them.
@@ -306,6 +314,15 @@ mod tests {
                 "{p} -> {k}"
             );
         }
+    }
+
+    #[test]
+    fn common_prefix_stops_at_a_character_boundary() {
+        assert_eq!(common_prefix(["runs/1/", "runs/10/", "runs/2/"]), "runs/");
+        // é and è share their first UTF-8 byte; cutting there would split a character.
+        assert_eq!(common_prefix(["runs/é/", "runs/è/"]), "runs/");
+        assert_eq!(common_prefix(["a/"]), "a/");
+        assert_eq!(common_prefix(Vec::<&str>::new()), "");
     }
 
     #[test]

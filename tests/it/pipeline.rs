@@ -605,6 +605,7 @@ async fn range_listing_finds_every_directory_on_an_unversioned_bucket() {
 async fn range_listing_finds_every_directory(versioning: Versioning) {
     use lethe::domain::Location;
     use lethe::pipeline::objects::{self, Buckets};
+    use lethe::pipeline::verify;
     let w = World::new(versioning).await;
     let names = ["1", "1-x", "1.5", "10", "100", "2", "a_b", "Z", "1_0"];
     let mut keys = Vec::new();
@@ -649,7 +650,7 @@ async fn range_listing_finds_every_directory(versioning: Versioning) {
         (names.len() * 3 + 120) as u64 + extra
     );
     assert!(
-        objects::verify(&w.ctx, &buckets, &batch)
+        verify::verify(&w.ctx, &buckets, &batch)
             .await
             .iter()
             .all(|r| r.is_ok())
@@ -662,7 +663,7 @@ async fn range_listing_finds_every_directory(versioning: Versioning) {
     // Verification is not fooled either: a leftover in any directory fails that subject only.
     w.put("runs/1-x/late").await;
     w.put("runs/250/late").await;
-    let checks = objects::verify(&w.ctx, &buckets, &batch).await;
+    let checks = verify::verify(&w.ctx, &buckets, &batch).await;
     let failed: Vec<usize> = checks
         .iter()
         .enumerate()

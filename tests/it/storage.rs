@@ -7,6 +7,7 @@ use futures::StreamExt;
 use lethe::context::Context;
 use lethe::domain::Location;
 use lethe::pipeline::objects::{self, Buckets, Walker};
+use lethe::pipeline::verify;
 use lethe::storage::memory::MemoryStore;
 use lethe::storage::s3::S3Store;
 use lethe::storage::{
@@ -395,7 +396,7 @@ async fn purge_and_verify_remove_every_version_and_marker_of_each_subject_only(k
     ];
     let buckets = Buckets::default();
     assert!(
-        objects::verify(&b.ctx, &buckets, &subjects[1..2]).await[0].is_err(),
+        verify::verify(&b.ctx, &buckets, &subjects[1..2]).await[0].is_err(),
         "verify before purge"
     );
     assert_eq!(
@@ -415,7 +416,7 @@ async fn purge_and_verify_remove_every_version_and_marker_of_each_subject_only(k
         assert_eq!((&t.failed, &t.denied), (&None, &None));
         assert_eq!(t.routes, BTreeSet::from(["versioned".to_string()]));
         assert_eq!(
-            objects::verify(&b.ctx, &buckets, std::slice::from_ref(locs)).await,
+            verify::verify(&b.ctx, &buckets, std::slice::from_ref(locs)).await,
             vec![Ok(())]
         );
     }
@@ -456,7 +457,7 @@ async fn purge_aborts_unfinished_uploads(kind: Kind) {
     assert_eq!(b.list_all("runs/5/", false).await.0, vec![]);
     let loc = vec![Location::dir(&b.bucket, "runs/5/").unwrap()];
     let buckets = Buckets::default();
-    let err = objects::verify(&b.ctx, &buckets, std::slice::from_ref(&loc))
+    let err = verify::verify(&b.ctx, &buckets, std::slice::from_ref(&loc))
         .await
         .remove(0)
         .unwrap_err();
@@ -466,7 +467,7 @@ async fn purge_aborts_unfinished_uploads(kind: Kind) {
     assert_eq!(tallies[0].uploads_aborted, 1, "{tallies:?}");
     assert_eq!(tallies[0].failed, None);
     assert_eq!(
-        objects::verify(&b.ctx, &buckets, std::slice::from_ref(&loc)).await,
+        verify::verify(&b.ctx, &buckets, std::slice::from_ref(&loc)).await,
         vec![Ok(())]
     );
     assert_eq!(
