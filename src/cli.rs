@@ -68,8 +68,13 @@ struct RunArgs {
     #[arg(long)]
     dry_run: bool,
     /// Purge at most N subjects in this invocation; exit 1 if more were eligible.
+    /// Default: LETHE_MAX_SUBJECTS_PER_RUN, if set.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     limit: Option<u64>,
+    /// When another lethe process is running a job, wait for it and then run the job, instead
+    /// of skipping it with exit code 3.
+    #[arg(long)]
+    wait: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -184,7 +189,10 @@ async fn dispatch(cli: Cli) -> Result<u8> {
                 &selected,
                 &RunOptions {
                     dry_run: args.dry_run,
-                    limit: args.limit,
+                    limit: args.limit.or(ctx.settings.max_subjects_per_run),
+                    deadline: ctx.settings.run_budget.map(|b| std::time::Instant::now() + b),
+                    stop: None,
+                    wait: args.wait,
                 },
             )
             .await
@@ -357,6 +365,9 @@ fn print_summary(reports: &[JobReport], dry_run: bool) -> Result<()> {
             r.object_versions_deleted,
             r.delete_markers_deleted
         )?;
+        if let Some(why) = &r.halted {
+            writeln!(out, "  {}: stopped claiming: {why}; the rest waits for the next run", r.job)?;
+        }
         if r.left_by_limit {
             writeln!(
                 out,

@@ -37,6 +37,9 @@ pub async fn append(tx: &mut PgConnection, entries: Vec<NewEntry>) -> Result<()>
             "SELECT now(), (SELECT seq FROM lethe.audit_log ORDER BY seq DESC LIMIT 1),
                     (SELECT hash FROM lethe.audit_log ORDER BY seq DESC LIMIT 1)",
         )
+        // Planned afresh each time: a plan cached while the log was small scans the whole
+        // table, and every append of a long run grew slower (measured: 1 ms to 36 ms).
+        .persistent(false)
         .fetch_one(&mut *tx)
         .await
         .context("reading the audit chain head")?;

@@ -118,12 +118,46 @@ pub fn render_filter(job: &Job, node: usize, f: &Filter, sql: &mut Sql) -> Strin
 /// `n0.key = ANY(...)` for a batch of subject keys, cast to the key column's type so the
 /// platform's index on it is used.
 pub fn keys_match(job: &Job, keys: &[String], sql: &mut Sql) -> String {
+    column_in(job, 0, &job.key, keys, sql)
+}
+
+/// `n{node}.column = ANY(keys)`, the keys cast to the column's type so its index serves.
+fn column_in(job: &Job, node: usize, column: &Ident, keys: &[String], sql: &mut Sql) -> String {
     let p = sql.bind(Bind::Texts(keys.to_vec()));
-    let k = format!("n0.{}", job.key.quoted());
-    match job.types.get(&(0, job.key.as_str().to_string())) {
+    let k = format!("n{node}.{}", column.quoted());
+    match job.types.get(&(node, column.as_str().to_string())) {
         Some(ty) => format!("{k} = ANY(CAST({p} AS {ty}[]))"),
         None => format!("{k}::text = ANY({p})"),
     }
+}
+
+/// The rows of node `i` that belong to `keys`: tables (as `table alias`), conditions, and the
+/// expression giving each row's subject key (in its own type). A direct child of the subject
+/// that links to the subject's key is matched on its own column, with no join: the same rows,
+/// found through the child's index alone.
+pub fn scope(
+    job: &Job,
+    i: usize,
+    keys: &[String],
+    sql: &mut Sql,
+) -> (Vec<String>, Vec<String>, String) {
+    let node = &job.nodes[i];
+    if let Some(link) = node
+        .link
+        .as_ref()
+        .filter(|l| l.parent == 0 && l.parent_column == job.key)
+    {
+        let mut conds = Vec::new();
+        if let Some(f) = &node.filter {
+            conds.push(render_filter(job, i, f, sql));
+        }
+        conds.push(column_in(job, i, &link.column, keys, sql));
+        let key = format!("n{i}.{}", link.column.quoted());
+        return (vec![format!("{} n{i}", node.table.quoted())], conds, key);
+    }
+    let (tables, mut conds) = chain(job, i, sql);
+    conds.push(keys_match(job, keys, sql));
+    (tables, conds, format!("n0.{}", job.key.quoted()))
 }
 
 /// The base condition for a subject row: it has a clock and passes the job's filter.
@@ -281,12 +315,21 @@ pub fn discover(job: &Job, cursor: &Cursor, limit: i64) -> Sql {
 
 /// Of `keys`, those still eligible now, locked `FOR UPDATE` so a concurrent restore waits for us.
 pub fn lock_still_eligible(job: &Job, keys: &[String]) -> Sql {
+    still_eligible_sql(job, keys, " FOR UPDATE OF n0")
+}
+
+/// Of `keys`, those still eligible now (no lock: the row step checks again under one).
+pub fn still_eligible(job: &Job, keys: &[String]) -> Sql {
+    still_eligible_sql(job, keys, "")
+}
+
+fn still_eligible_sql(job: &Job, keys: &[String], lock: &str) -> Sql {
     let mut sql = Sql::default();
     let base = subject_base(job, &mut sql);
     let eligible = clock_plus(job, Which::Grace, &mut sql);
     let m = keys_match(job, keys, &mut sql);
     sql.push(&format!(
-        "SELECT n0.{}::text FROM {} n0 WHERE {m} AND {base} AND {eligible} <= now() FOR UPDATE OF n0",
+        "SELECT n0.{}::text FROM {} n0 WHERE {m} AND {base} AND {eligible} <= now(){lock}",
         job.key.quoted(),
         job.subject_table().quoted()
     ));
@@ -309,11 +352,9 @@ pub fn holds_for(job: &Job, all: &[Job], keys: &[String]) -> Sql {
 /// Rows of node `i` per subject key: `(key, count)`.
 pub fn count_rows(job: &Job, i: usize, keys: &[String]) -> Sql {
     let mut sql = Sql::default();
-    let (tables, mut conds) = chain(job, i, &mut sql);
-    conds.push(keys_match(job, keys, &mut sql));
+    let (tables, conds, key) = scope(job, i, keys, &mut sql);
     sql.push(&format!(
-        "SELECT n0.{}::text, count(*) FROM {} WHERE {} GROUP BY 1",
-        job.key.quoted(),
+        "SELECT {key}::text, count(*) FROM {} WHERE {} GROUP BY {key}",
         tables.join(", "),
         conds.join(" AND ")
     ));
@@ -347,18 +388,16 @@ pub fn object_values(job: &Job, i: usize, columns: &[Ident], keys: &[String]) ->
 /// Deletes node `i`'s rows for `keys`, answering `(key, deleted)` per subject.
 pub fn delete_rows(job: &Job, i: usize, keys: &[String]) -> Sql {
     let mut sql = Sql::default();
-    let (tables, mut conds) = chain(job, i, &mut sql);
-    conds.push(keys_match(job, keys, &mut sql));
+    let (tables, conds, key) = scope(job, i, keys, &mut sql);
     let using = if tables.len() > 1 {
         format!(" USING {}", tables[1..].join(", "))
     } else {
         String::new()
     };
     sql.push(&format!(
-        "WITH d AS (DELETE FROM {}{using} WHERE {} RETURNING n0.{}::text AS k) SELECT k, count(*) FROM d GROUP BY k",
+        "WITH d AS (DELETE FROM {}{using} WHERE {} RETURNING {key} AS k) SELECT k::text, count(*) FROM d GROUP BY k",
         tables[0],
         conds.join(" AND "),
-        job.key.quoted()
     ));
     sql
 }
@@ -369,7 +408,8 @@ pub fn plan_counts(job: &Job, all: &[Job]) -> Sql {
     let inner = plan_rows_inner(job, all, &mut sql);
     sql.push(&format!(
         "SELECT count(*) FILTER (WHERE e <= now() AND h IS NULL), count(*) FILTER (WHERE e <= now() AND h IS NOT NULL), \
-         count(*) FILTER (WHERE e > now()), count(*) FILTER (WHERE d < now() AND h IS NULL) FROM ({inner}) s"
+         count(*) FILTER (WHERE e > now()), count(*) FILTER (WHERE d < now() AND h IS NULL), \
+         min(e) FILTER (WHERE e <= now() AND h IS NULL) FROM ({inner}) s"
     ));
     sql
 }

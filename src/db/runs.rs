@@ -2,6 +2,7 @@
 //! outcome, so an operator can see runs that died (still `running`) and what each did.
 
 use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 pub async fn start(pool: &PgPool, job: &str, dry_run: bool) -> Result<i64> {
@@ -43,8 +44,19 @@ pub async fn finish(
 }
 
 /// A session-level advisory lock per job, so two runs of one job never overlap, whichever
-/// process starts them. Held on its own connection for the run's length.
-pub struct JobLock(sqlx::pool::PoolConnection<sqlx::Postgres>);
+/// process starts them. Held on its own connection for the run's length. Dropped without
+/// `unlock_job` (a panic, a cancelled task), the connection is closed rather than returned to
+/// the pool, so the lock cannot outlive the run on a pooled session.
+pub struct JobLock(Option<sqlx::pool::PoolConnection<sqlx::Postgres>>);
+
+impl Drop for JobLock {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            // Detached, the connection is closed when dropped: the session and its lock end.
+            drop(conn.detach());
+        }
+    }
+}
 
 fn lock_key(job: &str) -> String {
     format!("lethe:job:{job}")
@@ -57,11 +69,27 @@ pub async fn try_lock_job(pool: &PgPool, job: &str) -> Result<Option<JobLock>> {
         .fetch_one(&mut *conn)
         .await
         .with_context(|| format!("taking the run lock of job `{job}`"))?;
-    Ok(got.then_some(JobLock(conn)))
+    Ok(got.then(|| JobLock(Some(conn))))
 }
 
-pub async fn unlock_job(lock: JobLock, job: &str) {
-    let mut conn = lock.0;
+/// Waits until the job's run lock is free and takes it, checking every `every`.
+pub async fn lock_job_waiting(
+    pool: &PgPool,
+    job: &str,
+    every: std::time::Duration,
+) -> Result<JobLock> {
+    loop {
+        if let Some(lock) = try_lock_job(pool, job).await? {
+            return Ok(lock);
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+pub async fn unlock_job(mut lock: JobLock, job: &str) {
+    let Some(mut conn) = lock.0.take() else {
+        return;
+    };
     let res = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
         .bind(lock_key(job))
         .execute(&mut *conn)
@@ -70,4 +98,16 @@ pub async fn unlock_job(lock: JobLock, job: &str) {
         // Closing the connection releases a session lock for certain.
         let _ = conn.close().await;
     }
+}
+
+/// When the job last finished a run that was not a dry run, by the database's clock.
+pub async fn last_finished(pool: &PgPool, job: &str) -> Result<Option<DateTime<Utc>>> {
+    sqlx::query_scalar(
+        "SELECT max(finished_at) FROM lethe.job_runs
+         WHERE job = $1 AND NOT dry_run AND status IN ('ok', 'partial')",
+    )
+    .bind(job)
+    .fetch_one(pool)
+    .await
+    .with_context(|| format!("reading the last run of job `{job}`"))
 }

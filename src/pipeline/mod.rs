@@ -25,13 +25,36 @@ use objects::{Buckets, Tally};
 use rows::RowOutcome;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// What `lethe run` was asked to do.
+/// What `lethe run` (or one daemon fire) was asked to do.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
     pub dry_run: bool,
     /// At most this many subjects in this invocation, across jobs.
     pub limit: Option<u64>,
+    /// Stop claiming once this instant passes (the run's time budget); batches already started
+    /// finish.
+    pub deadline: Option<std::time::Instant>,
+    /// Set from outside (a shutdown signal) to stop claiming; batches already started finish.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// When another process is running a job: wait for it to finish, then run (instead of
+    /// skipping the job).
+    pub wait: bool,
+}
+
+impl RunOptions {
+    /// Why no new batch may start now, if one may not.
+    fn halt_reason(&self) -> Option<&'static str> {
+        if self.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+            Some("shutting down")
+        } else if self.deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            Some("the run's time budget was spent")
+        } else {
+            None
+        }
+    }
 }
 
 /// What one job's run did.
@@ -51,6 +74,9 @@ pub struct JobReport {
     pub uploads_aborted: u64,
     /// Eligible subjects not reached because `--limit` was hit.
     pub left_by_limit: bool,
+    /// Why the run stopped claiming before it ran out of subjects (time budget, shutdown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub halted: Option<String>,
     /// With --dry-run: what would be deleted.
     pub would_purge: u64,
     pub errors: Vec<String>,
@@ -64,9 +90,27 @@ impl JobReport {
         self.uploads_aborted += t.uploads_aborted;
     }
 
+    /// Adds one batch's counts to the job's.
+    fn absorb(&mut self, part: JobReport) {
+        self.purged += part.purged;
+        self.held += part.held;
+        self.failed += part.failed;
+        self.busy += part.busy;
+        self.rows_deleted += part.rows_deleted;
+        self.object_versions_deleted += part.object_versions_deleted;
+        self.delete_markers_deleted += part.delete_markers_deleted;
+        self.uploads_aborted += part.uploads_aborted;
+        self.left_by_limit |= part.left_by_limit;
+        if self.halted.is_none() {
+            self.halted = part.halted;
+        }
+        self.would_purge += part.would_purge;
+        self.errors.extend(part.errors);
+    }
+
     /// Whether the run left work undone: failures, busy subjects, or a limit that stopped it.
     pub fn incomplete(&self) -> bool {
-        self.failed > 0 || self.busy > 0 || self.left_by_limit
+        self.failed > 0 || self.busy > 0 || self.left_by_limit || self.halted.is_some()
     }
 }
 
@@ -160,7 +204,12 @@ pub async fn run_all(
     let mut budget = opts.limit;
     let mut summary = RunSummary::default();
     for job in selected {
-        let Some(lock) = runs::try_lock_job(&ctx.pool, &job.name).await? else {
+        let lock = if opts.wait {
+            Some(runs::lock_job_waiting(&ctx.pool, &job.name, std::time::Duration::from_secs(1)).await?)
+        } else {
+            runs::try_lock_job(&ctx.pool, &job.name).await?
+        };
+        let Some(lock) = lock else {
             summary.locked_out.push(job.name.clone());
             continue;
         };
@@ -193,7 +242,31 @@ pub async fn run_job(
     let span = tracing::info_span!("job", job = %job.name, run_id = run_id.unwrap_or(0), dry_run = opts.dry_run);
     let _enter = span.enter();
     let buckets = Buckets::default();
-    let result = run_batches(ctx, job, all, budget, run_id, &buckets, &mut report).await;
+    let result = {
+        use futures::FutureExt;
+        // A panic in one job is that run's failure, not the process's: its items are released
+        // below like after any other error.
+        std::panic::AssertUnwindSafe(run_batches(
+            ctx,
+            job,
+            all,
+            opts,
+            budget,
+            run_id,
+            &buckets,
+            &mut report,
+        ))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            let msg = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown panic");
+            Err(anyhow::anyhow!("the run panicked: {msg}"))
+        })
+    };
     if let Err(e) = &result {
         report.errors.push(format!("{e:#}"));
         if let Some(id) = run_id {
@@ -221,60 +294,165 @@ pub async fn run_job(
     Ok(report)
 }
 
+/// Discovers the job's eligible subjects in order and purges them batch by batch, with up to
+/// `batch_concurrency` batches in flight while the next one is being discovered. After an
+/// error, no new batch starts, the batches in flight finish (each is safe on its own) and the
+/// first error is returned.
 #[allow(clippy::too_many_arguments)]
 async fn run_batches(
     ctx: &Context,
     job: &Job,
     all: &[Job],
+    opts: &RunOptions,
     budget: &mut Option<u64>,
     run_id: Option<i64>,
     buckets: &Buckets,
     report: &mut JobReport,
 ) -> Result<()> {
-    let mut cursor: platform::Cursor = None;
-    loop {
-        let want = match budget {
-            Some(0) => {
-                // Only unheld subjects count as left undone; held ones are exceptions.
-                loop {
-                    let more: Vec<platform::Candidate> =
-                        platform::discover(job, &cursor, ctx.settings.batch_subjects as i64)
-                            .query_as()
-                            .fetch_all(&ctx.pool)
-                            .await?;
-                    let Some(last) = more.last() else {
-                        return Ok(());
-                    };
-                    cursor = Some((last.clock_at, last.key.clone()));
-                    let keys: Vec<String> = more.into_iter().map(|c| c.key).collect();
-                    let held = hold_map(ctx, job, all, &keys).await?;
-                    if keys.iter().any(|k| !held.contains_key(k)) {
-                        report.left_by_limit = true;
-                        return Ok(());
+    use futures::StreamExt;
+    let stopped = AtomicBool::new(false);
+    let stopped = &stopped;
+    let mut halted = None;
+    let halted_at = &mut halted;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<platform::Candidate>>(1);
+    let discovery = async move {
+        let mut cursor: platform::Cursor = None;
+        while !stopped.load(Ordering::Relaxed) {
+            if let Some(why) = opts.halt_reason() {
+                *halted_at = Some(why);
+                break;
+            }
+            match next_page(ctx, job, all, budget, &mut cursor).await? {
+                Next::Page(mut page) => {
+                    while !page.is_empty() {
+                        let rest = page.split_off(page.len().min(ctx.settings.batch_subjects));
+                        if tx.send(std::mem::replace(&mut page, rest)).await.is_err() {
+                            return Ok(false);
+                        }
                     }
                 }
+                Next::End { left_by_limit } => return Ok(left_by_limit),
             }
-            Some(b) => (*b).min(ctx.settings.batch_subjects as u64),
-            None => ctx.settings.batch_subjects as u64,
-        };
-        let batch: Vec<platform::Candidate> = platform::discover(job, &cursor, want as i64)
-            .query_as()
-            .fetch_all(&ctx.pool)
-            .await
-            .with_context(|| format!("discovering eligible subjects of job `{}`", job.name))?;
-        let Some(last) = batch.last() else {
-            return Ok(());
-        };
-        cursor = Some((last.clock_at, last.key.clone()));
-        if let Some(b) = budget {
-            *b -= batch.len() as u64;
         }
-        tracing::info!(subjects = batch.len(), "batch discovered");
-        match run_id {
-            None => dry_run::batch(ctx, job, all, buckets, &batch, report).await?,
-            Some(run_id) => purge_batch(ctx, job, all, run_id, buckets, &batch, report).await?,
+        Ok::<bool, anyhow::Error>(false)
+    };
+    let purging = async {
+        let batches =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+        let mut done = std::pin::pin!(
+            batches
+                .map(|batch| async move {
+                    let mut part = JobReport::default();
+                    if stopped.load(Ordering::Relaxed) {
+                        return Ok(part);
+                    }
+                    if let Some(why) = opts.halt_reason() {
+                        // Discovered but not started: left for the next run, like the rest.
+                        part.halted = Some(why.to_string());
+                        return Ok(part);
+                    }
+                    match run_id {
+                        None => dry_run::batch(ctx, job, all, buckets, &batch, &mut part).await?,
+                        Some(run_id) => {
+                            purge_batch(ctx, job, all, run_id, buckets, &batch, &mut part).await?
+                        }
+                    }
+                    Ok::<JobReport, anyhow::Error>(part)
+                })
+                .buffer_unordered(ctx.settings.batch_concurrency)
+        );
+        let mut first_error = None;
+        while let Some(part) = done.next().await {
+            match part {
+                Ok(part) => report.absorb(part),
+                Err(e) => {
+                    stopped.store(true, Ordering::Relaxed);
+                    first_error.get_or_insert(e);
+                }
+            }
         }
+        first_error
+    };
+    let (discovered, failed) = tokio::join!(discovery, purging);
+    if let Some(e) = failed {
+        return Err(e);
     }
+    report.left_by_limit |= discovered?;
+    if let Some(why) = halted {
+        report.halted.get_or_insert(why.to_string());
+    }
+    if let Some(why) = &report.halted {
+        tracing::warn!(reason = %why, "stopped claiming; the subjects left are taken by the next run");
+    }
+    Ok(())
+}
+
+/// Discovery reads this many batches' worth of candidates per query. Each query scans the
+/// candidates left (the clock has no index to serve the order on most platforms), so larger
+/// pages make a long backlog cheaper to walk; eligibility and holds are checked again before
+/// anything is deleted, so a page going stale costs nothing but a skip.
+const DISCOVERY_PAGE_BATCHES: u64 = 8;
+
+enum Next {
+    Page(Vec<platform::Candidate>),
+    /// No more: everything was discovered, or the budget is spent (and unheld subjects were
+    /// left, when `left_by_limit`).
+    End {
+        left_by_limit: bool,
+    },
+}
+
+/// The next page of eligible subjects after `cursor`, within the budget.
+async fn next_page(
+    ctx: &Context,
+    job: &Job,
+    all: &[Job],
+    budget: &mut Option<u64>,
+    cursor: &mut platform::Cursor,
+) -> Result<Next> {
+    let want = match budget {
+        Some(0) => {
+            // Only unheld subjects count as left undone; held ones are exceptions.
+            loop {
+                let more: Vec<platform::Candidate> =
+                    platform::discover(job, cursor, ctx.settings.batch_subjects as i64)
+                        .query_as()
+                        .fetch_all(&ctx.pool)
+                        .await?;
+                let Some(last) = more.last() else {
+                    return Ok(Next::End {
+                        left_by_limit: false,
+                    });
+                };
+                *cursor = Some((last.clock_at, last.key.clone()));
+                let keys: Vec<String> = more.into_iter().map(|c| c.key).collect();
+                let held = hold_map(ctx, job, all, &keys).await?;
+                if keys.iter().any(|k| !held.contains_key(k)) {
+                    return Ok(Next::End {
+                        left_by_limit: true,
+                    });
+                }
+            }
+        }
+        Some(b) => (*b).min(ctx.settings.batch_subjects as u64 * DISCOVERY_PAGE_BATCHES),
+        None => ctx.settings.batch_subjects as u64 * DISCOVERY_PAGE_BATCHES,
+    };
+    let batch: Vec<platform::Candidate> = platform::discover(job, cursor, want as i64)
+        .query_as()
+        .fetch_all(&ctx.pool)
+        .await
+        .with_context(|| format!("discovering eligible subjects of job `{}`", job.name))?;
+    let Some(last) = batch.last() else {
+        return Ok(Next::End {
+            left_by_limit: false,
+        });
+    };
+    *cursor = Some((last.clock_at, last.key.clone()));
+    if let Some(b) = budget {
+        *b -= batch.len() as u64;
+    }
+    tracing::info!(subjects = batch.len(), "subjects discovered");
+    Ok(Next::Page(batch))
 }
 
 pub(crate) async fn hold_map(
@@ -356,17 +534,25 @@ async fn purge_batch(
         .collect();
 
     stages.mark("claim");
-    // Hold check immediately before the first destructive step.
-    let held = hold_map(
-        ctx,
-        job,
-        all,
-        &ready.iter().map(|r| r.key.clone()).collect::<Vec<_>>(),
-    )
-    .await?;
+    // Hold and eligibility check immediately before the first destructive step: a subject
+    // restored since it was discovered is left untouched.
+    let claimed_keys: Vec<String> = ready.iter().map(|r| r.key.clone()).collect();
+    let held = hold_map(ctx, job, all, &claimed_keys).await?;
+    let still: std::collections::HashSet<String> = platform::still_eligible(job, &claimed_keys)
+        .query_as::<(String,)>()
+        .fetch_all(&ctx.pool)
+        .await
+        .context("re-checking eligibility")?
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
     let mut go = Vec::new();
     for r in ready.drain(..) {
-        if let Some(h) = held.get(&r.key) {
+        if !still.contains(&r.key) {
+            let msg = "no longer eligible when its objects were to be purged (restored, or its clock \
+                       changed); nothing was deleted";
+            fail(ctx, job, run_id, &r, "no_longer_eligible", msg, report).await?;
+        } else if let Some(h) = held.get(&r.key) {
             items::mark_held(
                 &ctx.pool,
                 &r.subject(job, run_id),
@@ -410,12 +596,23 @@ async fn purge_batch(
             verified.push(r);
         }
     }
-    let fenced: Vec<(i64, i64)> = verified.iter().map(|r| (r.id, r.epoch)).collect();
-    let mut conn = ctx.pool.acquire().await?;
-    let moved = items::advance(&mut conn, run_id, &fenced, ItemState::ObjectsPurged, false).await?;
-    drop(conn);
-    verified.retain(|r| moved.contains(&r.id));
-    report.busy += (fenced.len() - verified.len()) as u64;
+    // Subjects without object locations skip the object states: there is nothing for them to
+    // record, and the row transaction fences them like every other subject.
+    let has_objects = |r: &Ready| !merged[&r.id].locations.is_empty();
+    let fenced: Vec<(i64, i64)> = verified
+        .iter()
+        .filter(|r| has_objects(r))
+        .map(|r| (r.id, r.epoch))
+        .collect();
+    let before = verified.len();
+    if !fenced.is_empty() {
+        let mut conn = ctx.pool.acquire().await?;
+        let moved =
+            items::advance(&mut conn, run_id, &fenced, ItemState::ObjectsPurged, false).await?;
+        drop(conn);
+        verified.retain(|r| !has_objects(r) || moved.contains(&r.id));
+    }
+    report.busy += (before - verified.len()) as u64;
 
     let mut ready = Vec::new();
     stages.mark("objects");
@@ -459,10 +656,15 @@ async fn purge_batch(
             Err(e) => fail(ctx, job, run_id, &r, "verification", &e, report).await?,
         }
     }
-    let fenced: Vec<(i64, i64)> = ready.iter().map(|r| (r.id, r.epoch)).collect();
-    let mut conn = ctx.pool.acquire().await?;
-    items::advance(&mut conn, run_id, &fenced, ItemState::Verified, false).await?;
-    drop(conn);
+    let fenced: Vec<(i64, i64)> = ready
+        .iter()
+        .filter(|r| has_objects(r))
+        .map(|r| (r.id, r.epoch))
+        .collect();
+    if !fenced.is_empty() {
+        let mut conn = ctx.pool.acquire().await?;
+        items::advance(&mut conn, run_id, &fenced, ItemState::Verified, false).await?;
+    }
 
     stages.mark("verify");
     let outcomes = rows::purge(ctx, job, all, run_id, &ready).await;

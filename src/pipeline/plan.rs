@@ -20,10 +20,14 @@ pub struct PlanCounts {
     pub waiting: i64,
     /// Past the promised deadline, not held, not purged: a breach in progress.
     pub overdue: i64,
+    /// When the longest-waiting eligible, unheld subject became eligible.
+    pub oldest_eligible_at: Option<DateTime<Utc>>,
 }
 
 pub async fn counts(ctx: &Context, job: &Job, all: &[Job]) -> Result<PlanCounts> {
-    let (eligible, held, waiting, overdue): (i64, i64, i64, i64) = platform::plan_counts(job, all)
+    type Counts = (i64, i64, i64, i64, Option<DateTime<Utc>>);
+    let (eligible, held, waiting, overdue, oldest_eligible_at): Counts =
+        platform::plan_counts(job, all)
         .query_as()
         .fetch_one(&ctx.pool)
         .await
@@ -34,6 +38,7 @@ pub async fn counts(ctx: &Context, job: &Job, all: &[Job]) -> Result<PlanCounts>
         held,
         waiting,
         overdue,
+        oldest_eligible_at,
     })
 }
 

@@ -348,6 +348,8 @@ pub fn parse_schedule(text: &str) -> Result<croner::Cron, String> {
     CronParser::builder()
         .seconds(Seconds::Optional)
         .year(Year::Disallowed)
+        // As tokio-cron-scheduler fires them: a day-of-month and a day-of-week must both match.
+        .dom_and_dow(true)
         .build()
         .parse(text)
         .map_err(|e| format!("`{text}` is not a valid cron expression: {e}"))
