@@ -3,7 +3,7 @@
 //! 0 all done; 1 some subjects failed or were left undone; 2 usage or configuration error
 //! (nothing was deleted); 3 another lethe process is running the job.
 
-use crate::config::Settings;
+use crate::config::{ConfigError, Settings, config_error};
 use crate::context::Context;
 use crate::db::{self, holds};
 use crate::pipeline::{self, JobReport, RunOptions, plan};
@@ -48,6 +48,12 @@ enum Command {
     },
     /// Purge what is eligible now.
     Run(RunArgs),
+    /// Run every job on its schedule until SIGTERM or SIGINT (JSON logs on stderr).
+    Daemon {
+        /// Serve /metrics, /healthz and /readyz here (default: LETHE_LISTEN; none if unset).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Place, release and list legal or compliance holds.
     #[command(subcommand)]
     Hold(HoldCommand),
@@ -116,25 +122,13 @@ enum AuditCommand {
     Verify,
 }
 
-/// An error in what the user asked for or configured: exit 2, nothing deleted.
-#[derive(Debug)]
-struct ConfigError(anyhow::Error);
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:#}", self.0)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
 fn config<T>(r: Result<T>) -> Result<T> {
-    r.map_err(|e| anyhow!(ConfigError(e)))
+    r.map_err(config_error)
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(matches!(cli.command, Command::Daemon { .. }));
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -158,19 +152,36 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// Logs go to stderr: JSON lines for the daemon (or with LETHE_LOG_FORMAT=json), text otherwise.
+fn init_logging(daemon: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LETHE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("lethe=info,warn"));
-    let _ = tracing_subscriber::fmt()
+    let json = match std::env::var("LETHE_LOG_FORMAT").as_deref() {
+        Ok("json") => true,
+        Ok("text") => false,
+        _ => daemon,
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
+    };
 }
 
 async fn dispatch(cli: Cli) -> Result<u8> {
-    let settings = config(Settings::from_env())?;
+    let mut settings = config(Settings::from_env())?;
+    if let Command::Daemon { listen } = cli.command {
+        if listen.is_some() {
+            settings.listen = listen;
+        }
+        return crate::daemon::run(settings).await;
+    }
     let ctx = config(Context::build(&settings).await)?;
     match cli.command {
         Command::Migrate { down, .. } => migrate(&ctx, down).await,
@@ -190,13 +201,17 @@ async fn dispatch(cli: Cli) -> Result<u8> {
                 &RunOptions {
                     dry_run: args.dry_run,
                     limit: args.limit.or(ctx.settings.max_subjects_per_run),
-                    deadline: ctx.settings.run_budget.map(|b| std::time::Instant::now() + b),
+                    deadline: ctx
+                        .settings
+                        .run_budget
+                        .map(|b| std::time::Instant::now() + b),
                     stop: None,
                     wait: args.wait,
                 },
             )
             .await
         }
+        Command::Daemon { .. } => unreachable!("handled before connecting"),
         Command::Hold(h) => hold_cmd(&ctx, h).await,
         Command::Audit(AuditCommand::Verify) => {
             config(db::require_current_schema(&ctx.pool).await)?;
@@ -366,7 +381,11 @@ fn print_summary(reports: &[JobReport], dry_run: bool) -> Result<()> {
             r.delete_markers_deleted
         )?;
         if let Some(why) = &r.halted {
-            writeln!(out, "  {}: stopped claiming: {why}; the rest waits for the next run", r.job)?;
+            writeln!(
+                out,
+                "  {}: stopped claiming: {why}; the rest waits for the next run",
+                r.job
+            )?;
         }
         if r.left_by_limit {
             writeln!(

@@ -3,7 +3,7 @@
 //! `lethe check` prints the effective values with secrets masked.
 
 use crate::storage::s3::S3Settings;
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -150,9 +150,26 @@ impl Settings {
             listen: match var("LETHE_LISTEN") {
                 None => None,
                 Some(a) => Some(a.trim().parse().map_err(|_| {
-                    anyhow::anyhow!("LETHE_LISTEN={a:?} is not an address like 127.0.0.1:9187")
+                    anyhow!("LETHE_LISTEN={a:?} is not an address like 127.0.0.1:9187")
                 })?),
             },
         })
     }
+}
+
+/// An error in what the user asked for or configured: exit 2, nothing deleted.
+#[derive(Debug)]
+pub struct ConfigError(anyhow::Error);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Marks an error as the user's configuration's: the process exits 2.
+pub fn config_error(e: anyhow::Error) -> anyhow::Error {
+    anyhow!(ConfigError(e))
 }

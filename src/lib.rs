@@ -2,12 +2,13 @@
 //! their window from PostgreSQL and object storage, skips every held one, and records each purge
 //! and each exception in a hash-chained audit log.
 //!
-//! Dependencies point one way: `domain ← spec, storage ← db ← pipeline ← cli`.
+//! Dependencies point one way: `domain ← spec, storage ← db ← pipeline ← daemon ← cli`.
 
 pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod context;
+pub mod daemon;
 pub mod db;
 pub mod domain;
 pub mod pipeline;

@@ -47,9 +47,16 @@ pub struct RunOptions {
 impl RunOptions {
     /// Why no new batch may start now, if one may not.
     fn halt_reason(&self) -> Option<&'static str> {
-        if self.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+        if self
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+        {
             Some("shutting down")
-        } else if self.deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+        } else if self
+            .deadline
+            .is_some_and(|d| std::time::Instant::now() >= d)
+        {
             Some("the run's time budget was spent")
         } else {
             None
@@ -205,7 +212,10 @@ pub async fn run_all(
     let mut summary = RunSummary::default();
     for job in selected {
         let lock = if opts.wait {
-            Some(runs::lock_job_waiting(&ctx.pool, &job.name, std::time::Duration::from_secs(1)).await?)
+            Some(
+                runs::lock_job_waiting(&ctx.pool, &job.name, std::time::Duration::from_secs(1))
+                    .await?,
+            )
         } else {
             runs::try_lock_job(&ctx.pool, &job.name).await?
         };

@@ -28,10 +28,10 @@ pub async fn counts(ctx: &Context, job: &Job, all: &[Job]) -> Result<PlanCounts>
     type Counts = (i64, i64, i64, i64, Option<DateTime<Utc>>);
     let (eligible, held, waiting, overdue, oldest_eligible_at): Counts =
         platform::plan_counts(job, all)
-        .query_as()
-        .fetch_one(&ctx.pool)
-        .await
-        .with_context(|| format!("planning job `{}`", job.name))?;
+            .query_as()
+            .fetch_one(&ctx.pool)
+            .await
+            .with_context(|| format!("planning job `{}`", job.name))?;
     Ok(PlanCounts {
         job: job.name.clone(),
         eligible,

@@ -1,0 +1,103 @@
+//! The daemon's HTTP listener: `GET /metrics`, `/healthz` and `/readyz`, nothing else. Three
+//! fixed read-only answers do not need a web framework: one request per connection, a bounded
+//! request head, a timeout, `Connection: close`.
+
+use super::State;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const MAX_HEAD: usize = 8 * 1024;
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Accepts connections until the process ends. Each is answered on its own task.
+pub async fn serve(listener: TcpListener, state: Arc<State>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = answer(stream, &state).await {
+                        tracing::debug!(error = %e, "http connection ended with an error");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting an http connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn answer(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    let complete = tokio::time::timeout(READ_TIMEOUT, async {
+        loop {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<bool, std::io::Error>(false);
+            }
+            head.extend_from_slice(&buf[..n]);
+            if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                return Ok(true);
+            }
+            if head.len() > MAX_HEAD {
+                return Ok(false);
+            }
+        }
+    })
+    .await
+    .unwrap_or(Ok(false))?;
+    if !complete {
+        return respond(&mut stream, 400, "text/plain", "bad request\n").await;
+    }
+    let line = String::from_utf8_lossy(&head);
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if method != "GET" {
+        return respond(&mut stream, 405, "text/plain", "only GET\n").await;
+    }
+    match path.split('?').next().unwrap_or("") {
+        "/metrics" => {
+            let body = state.metrics_text().await;
+            respond(&mut stream, 200, "text/plain; version=0.0.4", &body).await
+        }
+        "/healthz" => respond(&mut stream, 200, "text/plain", "ok\n").await,
+        "/readyz" => {
+            let (ready, body) = state.readiness().await;
+            respond(
+                &mut stream,
+                if ready { 200 } else { 503 },
+                "text/plain",
+                &body,
+            )
+            .await
+        }
+        _ => respond(&mut stream, 404, "text/plain", "not found\n").await,
+    }
+}
+
+async fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Service Unavailable",
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}

@@ -1,0 +1,388 @@
+//! `lethe daemon`: every job on its cron schedule (UTC, via tokio-cron-scheduler), forever.
+//!
+//! - A job never overlaps itself: in this process a fire that finds the previous run still
+//!   going is skipped (and counted); across processes the job's run lock decides, so a replica
+//!   or a one-shot `lethe run` already running the job makes this fire a `locked` no-op.
+//! - After downtime, a job whose last finished run is older than one schedule period runs once
+//!   at start (catch-up; missed fires are coalesced into that one run).
+//! - A run that fails outright (database or store unreachable) is retried with exponential
+//!   backoff and jitter, never in a tight loop; a panic is that run's failure only.
+//! - SIGTERM or SIGINT: stop claiming, let the batches in flight finish for up to
+//!   `LETHE_SHUTDOWN_SECONDS`, then exit.
+
+mod http;
+pub mod metrics;
+
+use crate::config::Settings;
+use crate::context::Context;
+use crate::pipeline::{self, RunOptions, plan};
+use crate::spec::Job;
+use anyhow::{Context as _, Result};
+use chrono::Utc;
+use metrics::{JobMetrics, Metrics};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+/// First retry after a failed run; doubles up to `RETRY_MAX`.
+const RETRY_FIRST: Duration = Duration::from_secs(15);
+const RETRY_MAX: Duration = Duration::from_secs(30 * 60);
+const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Shared with the HTTP listener.
+#[derive(Default)]
+pub struct State {
+    metrics: Mutex<Metrics>,
+    pool: Mutex<Option<sqlx::PgPool>>,
+}
+
+impl State {
+    fn with_job<T>(&self, job: &str, f: impl FnOnce(&mut JobMetrics) -> T) -> T {
+        let mut m = self.metrics.lock().expect("metrics lock");
+        f(m.jobs.entry(job.to_string()).or_default())
+    }
+
+    async fn database_up(&self) -> bool {
+        let pool = self.pool.lock().expect("pool lock").clone();
+        let up = match pool {
+            Some(p) => tokio::time::timeout(DB_CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(&p))
+                .await
+                .is_ok_and(|r| r.is_ok()),
+            None => false,
+        };
+        self.metrics.lock().expect("metrics lock").database_up = up;
+        up
+    }
+
+    async fn metrics_text(&self) -> String {
+        self.database_up().await;
+        let m = self.metrics.lock().expect("metrics lock");
+        metrics::render(&m, Utc::now())
+    }
+
+    /// Ready when the database answers, the jobs are loaded and we are not shutting down.
+    async fn readiness(&self) -> (bool, String) {
+        let db = self.database_up().await;
+        let m = self.metrics.lock().expect("metrics lock");
+        let mut problems = Vec::new();
+        if !db {
+            problems.push("the platform database does not answer".to_string());
+        }
+        if m.jobs.is_empty() {
+            problems.push("no jobs loaded yet".to_string());
+        }
+        if m.shutting_down {
+            problems.push("shutting down".to_string());
+        }
+        for (job, j) in &m.jobs {
+            if let Some(e) = &j.last_error {
+                problems.push(format!("job {job}: last run failed: {e}"));
+            }
+        }
+        let ready = db && !m.jobs.is_empty() && !m.shutting_down;
+        if problems.is_empty() {
+            (ready, "ready\n".into())
+        } else {
+            (ready, problems.join("\n") + "\n")
+        }
+    }
+}
+
+/// Runs until SIGTERM or SIGINT. Returns the exit code: 0 after a clean shutdown, 1 when runs
+/// were still in flight at the end of the grace period.
+pub async fn run(settings: Settings) -> Result<u8> {
+    let state = Arc::new(State::default());
+    state.metrics.lock().expect("metrics lock").started = Some(Utc::now());
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+
+    if let Some(addr) = settings.listen {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            crate::config::config_error(anyhow::anyhow!("LETHE_LISTEN={addr}: {e}"))
+        })?;
+        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+        tokio::spawn(http::serve(listener, state.clone()));
+    }
+
+    // The database may be down when we start (a failover, a restart): wait for it, never exit.
+    let mut attempt = 0;
+    let ctx = loop {
+        match Context::build(&settings).await {
+            Ok(ctx) => break ctx,
+            Err(e) => {
+                let wait = backoff(attempt);
+                attempt += 1;
+                tracing::warn!(error = %format!("{e:#}"), retry_in_s = wait.as_secs(), "cannot reach the platform database");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = term.recv() => return Ok(0),
+                    _ = int.recv() => return Ok(0),
+                }
+            }
+        }
+    };
+    *state.pool.lock().expect("pool lock") = Some(ctx.pool.clone());
+    crate::db::require_current_schema(&ctx.pool)
+        .await
+        .map_err(crate::config::config_error)?;
+    let jobs = Arc::new(ctx.load_jobs().await.map_err(crate::config::config_error)?);
+    for job in jobs.iter() {
+        state.with_job(&job.name, |_| ());
+    }
+
+    let (fire_tx, mut fire_rx) = mpsc::channel::<usize>(64);
+    let mut scheduler = tokio_cron_scheduler::JobScheduler::new()
+        .await
+        .context("starting the scheduler")?;
+    for (i, job) in jobs.iter().enumerate() {
+        let tx = fire_tx.clone();
+        let cron = with_seconds(&job.schedule_text);
+        let fire = tokio_cron_scheduler::Job::new_async(cron.as_str(), move |_, _| {
+            let tx = tx.clone();
+            Box::pin(async move {
+                // A full queue means fires are already waiting: this one coalesces with them.
+                let _ = tx.try_send(i);
+            })
+        })
+        .map_err(|e| anyhow::anyhow!("job `{}`: schedule `{cron}`: {e}", job.name))?;
+        scheduler
+            .add(fire)
+            .await
+            .with_context(|| format!("scheduling job `{}`", job.name))?;
+    }
+    scheduler.start().await.context("starting the scheduler")?;
+    for (i, job) in jobs.iter().enumerate() {
+        let due = catch_up_due(&ctx, job).await.unwrap_or_else(|e| {
+            tracing::warn!(job = %job.name, error = %format!("{e:#}"), "cannot read the last run; running now");
+            true
+        });
+        if due {
+            tracing::info!(job = %job.name, "last run is older than one period (or none): catching up now");
+            let _ = fire_tx.try_send(i);
+        } else {
+            refresh_plan(&ctx, &jobs, i, &state).await;
+        }
+    }
+    tracing::info!(jobs = jobs.len(), "daemon started");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut running: JoinSet<(usize, bool)> = JoinSet::new();
+    let mut task_job: HashMap<tokio::task::Id, usize> = HashMap::new();
+    let mut busy = vec![false; jobs.len()];
+    let mut failures = vec![0u32; jobs.len()];
+    loop {
+        tokio::select! {
+            Some(i) = fire_rx.recv() => {
+                let job = &jobs[i];
+                if busy[i] {
+                    tracing::info!(job = %job.name, "previous run still going; this fire is skipped");
+                    state.with_job(&job.name, |m| m.fires_skipped += 1);
+                    continue;
+                }
+                busy[i] = true;
+                let (ctx, jobs, stop, state) = (ctx.clone(), jobs.clone(), stop.clone(), state.clone());
+                let handle = running.spawn(async move {
+                    let ok = run_once(&ctx, &jobs, i, stop, &state).await;
+                    (i, ok)
+                });
+                task_job.insert(handle.id(), i);
+            }
+            Some(done) = running.join_next_with_id() => {
+                let (id, outcome) = match done {
+                    Ok((id, (_, ok))) => (id, Some(ok)),
+                    Err(e) => (e.id(), None),
+                };
+                let Some(i) = task_job.remove(&id) else { continue };
+                busy[i] = false;
+                if outcome == Some(true) {
+                    failures[i] = 0;
+                } else {
+                    // Failed outright (or the task died): try again after a backoff rather
+                    // than waiting a whole period, without hammering a server that is down.
+                    let wait = backoff(failures[i]);
+                    failures[i] += 1;
+                    tracing::warn!(job = %jobs[i].name, retry_in_s = wait.as_secs(), "run failed; retrying after a backoff");
+                    let tx = fire_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        let _ = tx.try_send(i);
+                    });
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+
+    tracing::info!(
+        runs_in_flight = running.len(),
+        "shutting down: no new claims"
+    );
+    stop.store(true, Ordering::Relaxed);
+    state.metrics.lock().expect("metrics lock").shutting_down = true;
+    let _ = scheduler.shutdown().await;
+    let grace = ctx.settings.shutdown_grace;
+    let drained = tokio::time::timeout(grace, async {
+        while running.join_next().await.is_some() {}
+    })
+    .await
+    .is_ok();
+    if drained {
+        tracing::info!("stopped cleanly");
+        Ok(0)
+    } else {
+        tracing::warn!(
+            grace_s = grace.as_secs(),
+            "runs still in flight at the end of the grace period; exiting anyway (their leases expire and the next run takes their subjects over)"
+        );
+        Ok(1)
+    }
+}
+
+/// Runs job `i` once and records what happened. True unless the run failed outright.
+async fn run_once(
+    ctx: &Context,
+    jobs: &[Job],
+    i: usize,
+    stop: Arc<AtomicBool>,
+    state: &State,
+) -> bool {
+    let job = &jobs[i];
+    state.with_job(&job.name, |m| m.running = true);
+    let started = Instant::now();
+    let opts = RunOptions {
+        dry_run: false,
+        limit: ctx.settings.max_subjects_per_run,
+        deadline: ctx.settings.run_budget.map(|b| started + b),
+        stop: Some(stop),
+        wait: false,
+    };
+    let one = std::slice::from_ref(job);
+    let result = async {
+        pipeline::preflight(ctx, one).await?;
+        pipeline::run_all(ctx, jobs, one, &opts).await
+    }
+    .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let ok = result.is_ok();
+    state.with_job(&job.name, |m| {
+        m.running = false;
+        m.last_duration_seconds = elapsed;
+        let status = match &result {
+            Err(e) => {
+                m.last_error = Some(format!("{e:#}"));
+                "failed"
+            }
+            Ok(s) if !s.locked_out.is_empty() => "locked",
+            Ok(s) => {
+                m.last_error = None;
+                let mut status = "ok";
+                for r in &s.reports {
+                    m.record(r);
+                    if r.incomplete() || !r.errors.is_empty() {
+                        status = "partial";
+                    }
+                }
+                if status == "ok" {
+                    m.last_success = Some(Utc::now());
+                }
+                status
+            }
+        };
+        *m.runs.entry(status).or_default() += 1;
+    });
+    match &result {
+        Err(e) => {
+            tracing::error!(job = %job.name, error = %format!("{e:#}"), "run failed")
+        }
+        Ok(s) if !s.locked_out.is_empty() => {
+            tracing::info!(job = %job.name, "another process is running this job; skipped")
+        }
+        Ok(_) => {}
+    }
+    refresh_plan(ctx, jobs, i, state).await;
+    ok
+}
+
+/// Updates the job's eligible / held / overdue gauges.
+async fn refresh_plan(ctx: &Context, jobs: &[Job], i: usize, state: &State) {
+    match plan::counts(ctx, &jobs[i], jobs).await {
+        Ok(p) => state.with_job(&jobs[i].name, |m| {
+            m.plan = Some(p);
+            m.plan_at = Some(Utc::now());
+        }),
+        Err(e) => {
+            tracing::warn!(job = %jobs[i].name, error = %format!("{e:#}"), "cannot count the job's subjects")
+        }
+    }
+}
+
+/// Whether the job's last finished run is older than one period of its schedule (or it never
+/// ran), by the database's clock.
+async fn catch_up_due(ctx: &Context, job: &Job) -> Result<bool> {
+    let Some(last) = crate::db::runs::last_finished(&ctx.pool, &job.name).await? else {
+        return Ok(true);
+    };
+    let now: chrono::DateTime<Utc> = sqlx::query_scalar("SELECT now()")
+        .fetch_one(&ctx.pool)
+        .await?;
+    Ok(match period(job, now) {
+        Some(p) => now - last > p,
+        None => false,
+    })
+}
+
+/// The time between the schedule's next two fires after `now`.
+pub fn period(job: &Job, now: chrono::DateTime<Utc>) -> Option<chrono::Duration> {
+    let mut fires = job.schedule.iter_after(now);
+    let a = fires.next()?;
+    let b = fires.next()?;
+    Some(b - a)
+}
+
+/// tokio-cron-scheduler wants the seconds field; a 5-field spec fires at second 0.
+pub fn with_seconds(schedule: &str) -> String {
+    if schedule.split_whitespace().count() == 5 {
+        format!("0 {}", schedule.trim())
+    } else {
+        schedule.trim().to_string()
+    }
+}
+
+/// Exponential backoff from `RETRY_FIRST` to `RETRY_MAX`, with ±20% jitter so replicas that
+/// failed together do not retry together.
+fn backoff(attempt: u32) -> Duration {
+    let base = RETRY_FIRST
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(RETRY_MAX);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let jitter = (f64::from(nanos % 1000) / 1000.0 - 0.5) * 0.4;
+    base.mul_f64(1.0 + jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn five_field_schedules_fire_at_second_zero() {
+        assert_eq!(with_seconds("15 3 * * *"), "0 15 3 * * *");
+        assert_eq!(with_seconds(" */5 * * * * * "), "*/5 * * * * *");
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        let first = backoff(0);
+        assert!(first >= RETRY_FIRST.mul_f64(0.8) && first <= RETRY_FIRST.mul_f64(1.2));
+        let third = backoff(2);
+        assert!(third >= (RETRY_FIRST * 4).mul_f64(0.8), "{third:?}");
+        assert!(backoff(40) <= RETRY_MAX.mul_f64(1.2));
+    }
+}
