@@ -113,6 +113,32 @@ pub async fn advance(
     .context("advancing work items")
 }
 
+/// Extends the leases of `fenced` items still ours (same run, same epoch, in progress, lease
+/// not yet expired). Returns the ids renewed; any other id was lost.
+pub async fn renew(
+    pool: &PgPool,
+    run_id: i64,
+    lease_secs: i64,
+    fenced: &[(i64, i64)],
+) -> Result<Vec<i64>> {
+    let ids: Vec<i64> = fenced.iter().map(|f| f.0).collect();
+    let epochs: Vec<i64> = fenced.iter().map(|f| f.1).collect();
+    sqlx::query_scalar(
+        "UPDATE lethe.work_items w SET lease_until = now() + $3 * interval '1 second'
+         FROM unnest($1::bigint[], $2::bigint[]) AS f(id, ep)
+         WHERE w.id = f.id AND w.epoch = f.ep AND w.run_id = $4
+           AND w.state IN ('claimed', 'objects_purged', 'verified') AND w.lease_until > now()
+         RETURNING w.id",
+    )
+    .bind(&ids)
+    .bind(&epochs)
+    .bind(lease_secs)
+    .bind(run_id)
+    .fetch_all(pool)
+    .await
+    .context("renewing work item leases")
+}
+
 /// Context for recording one subject's exception or failure in the audit log.
 pub struct Subject<'a> {
     pub job: &'a str,

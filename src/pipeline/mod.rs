@@ -7,6 +7,7 @@
 //! objects are deleted, and again under lock in the row transaction.
 
 mod dry_run;
+pub mod lease;
 pub mod manifest;
 pub mod objects;
 pub mod plan;
@@ -582,7 +583,23 @@ async fn purge_batch(
     let locations: Vec<Vec<crate::domain::Location>> =
         go.iter().map(|r| merged[&r.id].locations.clone()).collect();
     stages.mark("holds");
-    let tallies = objects::purge(ctx, buckets, &locations, false).await;
+    tracing::info!(subjects = go.len(), "purging objects");
+    let lease = |subjects: &[&Ready]| {
+        Some(Arc::new(lease::Lease::new(
+            ctx.pool.clone(),
+            run_id,
+            ctx.settings.lease_seconds,
+            subjects.iter().map(|r| (r.id, r.epoch)).collect(),
+        )))
+    };
+    let tallies = objects::purge(
+        ctx,
+        buckets,
+        &locations,
+        false,
+        lease(&go.iter().collect::<Vec<_>>()),
+    )
+    .await;
     let mut verified = Vec::new();
     for (mut r, t) in go.into_iter().zip(tallies) {
         report.count_objects(&t);
@@ -647,7 +664,8 @@ async fn purge_batch(
         );
         let locs: Vec<Vec<crate::domain::Location>> =
             again.iter().map(|&i| to_verify[i].clone()).collect();
-        let extra = objects::purge(ctx, buckets, &locs, true).await;
+        let owners: Vec<&Ready> = again.iter().map(|&i| &verified[i]).collect();
+        let extra = objects::purge(ctx, buckets, &locs, true, lease(&owners)).await;
         let rechecks = verify::verify(ctx, buckets, &locs).await;
         for ((&i, t), c) in again.iter().zip(extra).zip(rechecks) {
             let r = &mut verified[i];

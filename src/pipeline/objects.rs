@@ -6,12 +6,13 @@
 //! by the number of objects. Per-key outcomes are tallied per subject; keys that failed are
 //! retried a bounded number of times; a key refused by Object Lock makes its subject held.
 
+use super::lease::Lease;
 use super::ranges::RangeWalker;
 use crate::context::Context;
 use crate::domain::Location;
 use crate::storage::{KeyOutcome, MAX_BATCH, ObjectStore, ObjectVersion, StoreError, Versioning};
 use serde::Serialize;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
@@ -154,6 +155,7 @@ pub async fn purge(
     buckets: &Buckets,
     locations: &[Vec<Location>],
     careful: bool,
+    lease: Option<Arc<Lease>>,
 ) -> Vec<Tally> {
     let tallies = Arc::new(Mutex::new(vec![Tally::default(); locations.len()]));
     let (tx, mut rx) = mpsc::channel::<Tagged>(4 * MAX_BATCH);
@@ -195,6 +197,7 @@ pub async fn purge(
     let deleter = {
         let tallies = tallies.clone();
         let store = store.clone();
+        let lease = lease.clone();
         async move {
             let permits = Arc::new(Semaphore::new(ctx.settings.delete_concurrency));
             let mut pending: HashMap<String, Vec<(usize, ObjectVersion)>> = HashMap::new();
@@ -218,9 +221,16 @@ pub async fn purge(
                         permit: tokio::sync::OwnedSemaphorePermit| {
                 let store = store.clone();
                 let tallies = tallies.clone();
+                let lease = lease.clone();
                 inflight.spawn(async move {
                     let _permit = permit;
-                    delete_with_retries(&*store, &bucket, batch, retries, &tallies).await;
+                    let mut batch = batch;
+                    let subjects = batch.iter().map(|(i, _)| *i).collect();
+                    let refused = fence(lease.as_deref(), &subjects, &tallies).await;
+                    batch.retain(|(i, _)| !refused.contains(i));
+                    if !batch.is_empty() {
+                        delete_with_retries(&*store, &bucket, batch, retries, &tallies).await;
+                    }
                 });
             };
             loop {
@@ -263,6 +273,15 @@ pub async fn purge(
     match uploads_by_subject(&*store, locations).await {
         Ok(found) => {
             for (i, uploads) in found.into_iter().enumerate() {
+                if uploads.is_empty() {
+                    continue;
+                }
+                if !fence(lease.as_deref(), &HashSet::from([i]), &tallies)
+                    .await
+                    .is_empty()
+                {
+                    continue;
+                }
                 for (bucket, u) in uploads {
                     match store.abort_upload(&bucket, &u).await {
                         Ok(()) => tallies.lock().expect("tallies")[i].uploads_aborted += 1,
@@ -426,6 +445,32 @@ async fn list_into(
         }
     }
     task.send_all(store, v.keeps_versions(), tx).await
+}
+
+/// Of `subjects`, those whose objects must not be deleted now (their lease is lost or cannot be
+/// confirmed); each of them fails with the reason.
+async fn fence(
+    lease: Option<&Lease>,
+    subjects: &HashSet<usize>,
+    tallies: &Mutex<Vec<Tally>>,
+) -> HashSet<usize> {
+    let Some(lease) = lease else {
+        return HashSet::new();
+    };
+    match lease.refused(subjects).await {
+        Ok(refused) => {
+            for &i in &refused {
+                fail(tallies, i, super::lease::LOST.to_string());
+            }
+            refused
+        }
+        Err(why) => {
+            for &i in subjects {
+                fail(tallies, i, why.clone());
+            }
+            subjects.clone()
+        }
+    }
 }
 
 async fn delete_with_retries(
@@ -687,7 +732,7 @@ mod tests {
         let locations: Vec<Vec<Location>> = (0..subjects)
             .map(|i| vec![Location::dir("bkt", &format!("runs/{i}/")).unwrap()])
             .collect();
-        let tallies = purge(&ctx, &Buckets::default(), &locations, false).await;
+        let tallies = purge(&ctx, &Buckets::default(), &locations, false, None).await;
         assert!(
             tallies
                 .iter()

@@ -352,3 +352,95 @@ async fn daemon_waits_for_an_unreachable_database_instead_of_exiting() {
     assert_eq!(d.terminate().0, 0);
     w.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_cut_off_past_its_lease_deletes_nothing_after_the_take_over() {
+    let w = World::new(Versioning::Unversioned).await;
+    w.account(1, "free", None).await;
+    w.run_row(1, 1, Some(GRACE + 60)).await;
+    w.put_many((0..4000).map(|i| format!("runs/1/f/{i:05}")).collect())
+        .await;
+    let log = w.jobs_dir.join("old.log");
+    // The old process: short lease, one delete request at a time, so it is caught mid-purge.
+    let mut old = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .args(["run", "--job", "deleted-runs"])
+        .env(
+            "DATABASE_URL",
+            format!("{}?application_name=lethe-old", w.url),
+        )
+        .env("LETHE_JOBS_DIR", &w.jobs_dir)
+        .env("LETHE_LEASE_SECONDS", "10")
+        .env("LETHE_DELETE_CONCURRENCY", "1")
+        .env("LETHE_LOG", "lethe=info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = old.id().to_string();
+    let t = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("purging objects")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "old process never reached its objects"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Cut off: its database sessions end (its run lock with them), as in a network partition.
+    w.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'lethe-old'")
+        .await;
+    let at_stop = w.keys("runs/1/").await.len();
+    assert!(
+        at_stop > 0,
+        "the old process finished before it was stopped; the test needs more objects"
+    );
+    // Meanwhile an operator holds the subject, and once the lease has expired a new run takes
+    // the item over and records the hold.
+    w.hold(&["--subject", "deleted-runs:1"]).await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let (code, _, err) = w.cli(&["run", "--job", "deleted-runs"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        w.count("SELECT count(*) FROM lethe.work_items WHERE state = 'held'")
+            .await,
+        1
+    );
+    let kept = w.keys("runs/1/").await.len();
+    assert!(kept > 0);
+
+    // The old process wakes up: it must not delete another object of the held subject.
+    assert!(
+        Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = old.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(90), "old process hangs");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        w.keys("runs/1/").await.len(),
+        kept,
+        "objects were deleted after the take-over; old process log:\n{logs}"
+    );
+    assert_ne!(status.code(), Some(0), "{logs}");
+    assert_eq!(w.rows_of_run(1).await, 7, "the held subject keeps its rows");
+    assert!(w.audit_events("purged").await.is_empty());
+    w.cleanup().await;
+}

@@ -633,7 +633,7 @@ async fn range_listing_finds_every_directory(versioning: Versioning) {
     batch
         .extend((200..320).map(|i| vec![Location::dir(&w.bucket, &format!("runs/{i}/")).unwrap()]));
     let buckets = Buckets::default();
-    let tallies = objects::purge(&w.ctx, &buckets, &batch, false).await;
+    let tallies = objects::purge(&w.ctx, &buckets, &batch, false, None).await;
     assert!(
         tallies
             .iter()

@@ -406,7 +406,7 @@ async fn purge_and_verify_remove_every_version_and_marker_of_each_subject_only(k
         (6, 1, 0)
     );
 
-    let tallies = objects::purge(&b.ctx, &buckets, &subjects, false).await;
+    let tallies = objects::purge(&b.ctx, &buckets, &subjects, false, None).await;
     let t: Vec<_> = tallies
         .iter()
         .map(|t| (t.versions, t.delete_markers, t.uploads_aborted))
@@ -463,7 +463,7 @@ async fn purge_aborts_unfinished_uploads(kind: Kind) {
         .unwrap_err();
     assert!(err.contains("1 unfinished uploads"), "{err}");
 
-    let tallies = objects::purge(&b.ctx, &buckets, std::slice::from_ref(&loc), false).await;
+    let tallies = objects::purge(&b.ctx, &buckets, std::slice::from_ref(&loc), false, None).await;
     assert_eq!(tallies[0].uploads_aborted, 1, "{tallies:?}");
     assert_eq!(tallies[0].failed, None);
     assert_eq!(
