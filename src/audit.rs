@@ -19,6 +19,8 @@ pub mod event {
     pub const FAILED: &str = "failed";
     pub const HOLD_PLACED: &str = "hold_placed";
     pub const HOLD_RELEASED: &str = "hold_released";
+    /// An operator vouched for the database clock after the clock guard tripped.
+    pub const CLOCK_CONFIRMED: &str = "clock_confirmed";
 }
 
 /// One audit entry. Ids, counts, times and outcomes only: never row or object content.

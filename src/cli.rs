@@ -1,7 +1,8 @@
 //! Command line: parsing (the only module that imports clap), logging setup, and mapping each
 //! outcome to an exit code. Exit codes, documented in the README:
 //! 0 all done; 1 some subjects failed or were left undone; 2 usage or configuration error
-//! (nothing was deleted); 3 another lethe process is running the job.
+//! (nothing was deleted); 3 another lethe process is running the job; 4 the clock guard refused
+//! to run (nothing was deleted).
 
 use crate::config::{ConfigError, Settings, config_error};
 use crate::context::Context;
@@ -60,6 +61,9 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The clock guard.
+    #[command(subcommand)]
+    Clock(ClockCommand),
 }
 
 #[derive(Args, Debug)]
@@ -117,6 +121,17 @@ enum HoldCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum ClockCommand {
+    /// Vouch for the database clock after the clock guard refused a run (exit 4): recorded in
+    /// the audit log, after which runs go ahead.
+    Confirm {
+        /// Who confirms.
+        #[arg(long)]
+        by: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum AuditCommand {
     /// Recompute the hash chain and name the first bad entry.
     Verify,
@@ -145,6 +160,8 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(if e.downcast_ref::<ConfigError>().is_some() {
                 2
+            } else if e.downcast_ref::<db::clock::ClockJump>().is_some() {
+                4
             } else {
                 1
             })
@@ -213,6 +230,15 @@ async fn dispatch(cli: Cli) -> Result<u8> {
         }
         Command::Daemon { .. } => unreachable!("handled before connecting"),
         Command::Hold(h) => hold_cmd(&ctx, h).await,
+        Command::Clock(ClockCommand::Confirm { by }) => {
+            config(db::require_current_schema(&ctx.pool).await)?;
+            let (now, last) = config(db::clock::confirm(&ctx.pool, &by).await)?;
+            let last = last
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_else(|| "nothing".into());
+            eprintln!("clock confirmed by {by}: database now {now}, previously recorded {last}");
+            Ok(0)
+        }
         Command::Audit(AuditCommand::Verify) => {
             config(db::require_current_schema(&ctx.pool).await)?;
             audit_verify(&ctx).await

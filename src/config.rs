@@ -49,6 +49,10 @@ pub struct Settings {
     /// `LETHE_SHUTDOWN_SECONDS` (default 30): after SIGTERM or SIGINT the daemon stops claiming
     /// and waits this long for the batches in flight, then exits.
     pub shutdown_grace: Duration,
+    /// `LETHE_CLOCK_MAX_GAP_SECONDS` (default 1,209,600: 14 days; 0 disables): a destructive
+    /// run refuses (exit 4) when the database clock is this far past the newest time lethe
+    /// recorded, or behind it, until `lethe clock confirm`.
+    pub clock_max_gap: Option<Duration>,
     /// `LETHE_LISTEN` (default none): address of the daemon's HTTP listener (`/metrics`,
     /// `/healthz`, `/readyz`), e.g. `127.0.0.1:9187`.
     pub listen: Option<std::net::SocketAddr>,
@@ -71,6 +75,7 @@ impl fmt::Debug for Settings {
             .field("run_budget", &self.run_budget)
             .field("max_subjects_per_run", &self.max_subjects_per_run)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("clock_max_gap", &self.clock_max_gap)
             .field("listen", &self.listen)
             .finish()
     }
@@ -146,6 +151,14 @@ impl Settings {
                 .map(Duration::from_secs),
             max_subjects_per_run: Some(number("LETHE_MAX_SUBJECTS_PER_RUN", 0u64, 0, u64::MAX)?)
                 .filter(|n| *n > 0),
+            clock_max_gap: Some(number(
+                "LETHE_CLOCK_MAX_GAP_SECONDS",
+                1_209_600u64,
+                0,
+                u64::MAX,
+            )?)
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs),
             shutdown_grace: Duration::from_secs(number("LETHE_SHUTDOWN_SECONDS", 30, 1, 3_600)?),
             listen: match var("LETHE_LISTEN") {
                 None => None,

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod catalog;
+pub mod clock;
 pub mod holds;
 pub mod items;
 pub mod platform;

@@ -209,6 +209,9 @@ pub async fn run_all(
     selected: &[Job],
     opts: &RunOptions,
 ) -> Result<RunSummary> {
+    if !opts.dry_run {
+        crate::db::clock::check(&ctx.pool, ctx.settings.clock_max_gap).await?;
+    }
     let mut budget = opts.limit;
     let mut summary = RunSummary::default();
     for job in selected {

@@ -444,3 +444,111 @@ async fn a_process_cut_off_past_its_lease_deletes_nothing_after_the_take_over() 
     assert!(w.audit_events("purged").await.is_empty());
     w.cleanup().await;
 }
+
+async fn deletable_runs(w: &World, n: i64) {
+    w.account(1, "free", None).await;
+    w.sql(&format!(
+        "INSERT INTO runs SELECT g, 1, 'r', 'deleted',
+             (extract(epoch from now() - interval '8 days') * 1000)::bigint, NULL
+         FROM generate_series(1, {n}) g"
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_guard_refuses_after_a_jump_until_an_operator_confirms() {
+    let w = World::new(Versioning::Unversioned).await;
+    deletable_runs(&w, 3).await;
+    // The newest time lethe recorded is 30 days ago: the clock jumped (or lethe was down).
+    w.sql(
+        "INSERT INTO lethe.job_runs (job, started_at, finished_at, status, host)
+         VALUES ('deleted-runs', now() - interval '30 days', now() - interval '30 days', 'ok', 'test')",
+    )
+    .await;
+    let (code, _, err) = w.cli(&["run", "--all"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("lethe clock confirm"), "{err}");
+    assert_eq!(
+        w.count("SELECT count(*) FROM runs").await,
+        3,
+        "nothing deleted"
+    );
+    let (code, _, err) = w.cli(&["run", "--all", "--dry-run"]);
+    assert_eq!(code, 0, "a dry run is not destructive: {err}");
+
+    let (code, _, err) = w.cli(&["clock", "confirm", "--by", "ops@example.com"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        w.audit_events("clock_confirmed").await,
+        vec![":".to_string()]
+    );
+    let (code, _, err) = w.cli(&["run", "--all"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(w.count("SELECT count(*) FROM runs").await, 0);
+
+    // Backwards: the database clock is now a day behind what lethe recorded.
+    deletable_runs_more(&w, 10, 12).await;
+    w.sql(
+        "INSERT INTO lethe.job_runs (job, started_at, finished_at, status, host)
+         VALUES ('deleted-runs', now() + interval '1 day', now() + interval '1 day', 'ok', 'test')",
+    )
+    .await;
+    let (code, _, err) = w.cli(&["run", "--all"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("behind"), "{err}");
+    assert_eq!(w.count("SELECT count(*) FROM runs").await, 3);
+    w.cleanup().await;
+}
+
+async fn deletable_runs_more(w: &World, from: i64, to: i64) {
+    w.sql(&format!(
+        "INSERT INTO runs SELECT g, 1, 'r', 'deleted',
+             (extract(epoch from now() - interval '8 days') * 1000)::bigint, NULL
+         FROM generate_series({from}, {to}) g"
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_blast_radius_cap_and_the_time_budget_leave_the_rest_for_the_next_run() {
+    let w = World::new(Versioning::Unversioned).await;
+    deletable_runs(&w, 200).await;
+    let (code, out, err) = w.cli_env(
+        &["run", "--job", "deleted-runs"],
+        &[("LETHE_MAX_SUBJECTS_PER_RUN", "5")],
+    );
+    assert_eq!(code, 1, "more were eligible than the cap: {out}{err}");
+    assert!(out.contains("limit reached"), "{out}");
+    assert_eq!(w.count("SELECT count(*) FROM runs").await, 195);
+
+    // One subject per batch, one batch at a time: 195 batches cannot fit in one second.
+    let (code, out, err) = w.cli_env(
+        &["run", "--job", "deleted-runs"],
+        &[
+            ("LETHE_RUN_BUDGET_SECONDS", "1"),
+            ("LETHE_BATCH_SUBJECTS", "1"),
+            ("LETHE_BATCH_CONCURRENCY", "1"),
+        ],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("time budget"), "{out}");
+    let left = w.count("SELECT count(*) FROM runs").await;
+    assert!(left > 0 && left < 195, "some purged, some left: {left}");
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM lethe.job_runs ORDER BY id DESC LIMIT 1")
+            .fetch_one(&w.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "partial");
+    // Nothing half-done: every subject is either fully purged or untouched.
+    assert_eq!(
+        w.count("SELECT count(*) FROM lethe.work_items WHERE state NOT IN ('done')")
+            .await,
+        0
+    );
+    let (code, _, err) = w.cli(&["run", "--job", "deleted-runs"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(w.count("SELECT count(*) FROM runs").await, 0);
+    assert_eq!(w.audit_events("purged").await.len(), 200);
+    w.cleanup().await;
+}

@@ -154,11 +154,17 @@ impl World {
 
     /// Runs the real binary against this world: (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        self.cli_env(args, &[])
+    }
+
+    /// As `cli`, with extra environment variables.
+    pub fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
             .args(args)
             .env("DATABASE_URL", &self.url)
             .env("LETHE_JOBS_DIR", &self.jobs_dir)
             .env("LETHE_LOG", "warn")
+            .envs(env.iter().copied())
             .output()
             .unwrap();
         (

@@ -1,0 +1,98 @@
+//! The clock guard. Eligibility is judged by the database's clock, so a database clock that
+//! jumps forward (a bad NTP step, a restored VM, a wrong manual setting) would make subjects
+//! eligible early: a destructive run checks the clock against the newest time lethe has
+//! recorded (runs and audit entries) and refuses when it moved backwards, or forwards by more
+//! than `LETHE_CLOCK_MAX_GAP_SECONDS`, until an operator confirms the clock with
+//! `lethe clock confirm`. A long gap between runs (downtime) trips it the same way: that is
+//! the price of catching a jump across restarts.
+
+use super::audit::{NewEntry, append};
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use std::time::Duration;
+
+/// A backwards step smaller than this is ordinary clock slew, not a jump.
+const BACKWARD_TOLERANCE_SECS: i64 = 300;
+
+/// The guard refused destructive work: exit code 4.
+#[derive(Debug)]
+pub struct ClockJump(pub String);
+
+impl std::fmt::Display for ClockJump {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}; nothing was deleted. If the clock is right (e.g. after planned downtime), record it with `lethe clock confirm --by NAME` and run again",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for ClockJump {}
+
+/// The database's `now()` and the newest time lethe recorded, if any.
+async fn readings(pool: &PgPool) -> Result<(DateTime<Utc>, Option<DateTime<Utc>>)> {
+    sqlx::query_as(
+        "SELECT now(), greatest(
+             (SELECT max(greatest(started_at, coalesce(finished_at, started_at))) FROM lethe.job_runs WHERE NOT dry_run),
+             (SELECT at FROM lethe.audit_log ORDER BY seq DESC LIMIT 1))",
+    )
+    .persistent(false)
+    .fetch_one(pool)
+    .await
+    .context("reading the database clock")
+}
+
+/// Errs with `ClockJump` when the database clock moved backwards, or forwards by more than
+/// `max_gap` (None: no forward limit), since lethe last recorded a time.
+pub async fn check(pool: &PgPool, max_gap: Option<Duration>) -> Result<()> {
+    let (now, last) = readings(pool).await?;
+    let Some(last) = last else { return Ok(()) };
+    let ahead = (now - last).num_seconds();
+    if ahead < -BACKWARD_TOLERANCE_SECS {
+        return Err(ClockJump(format!(
+            "the database clock ({now}) is {}s behind the newest time lethe recorded ({last})",
+            -ahead
+        ))
+        .into());
+    }
+    if let Some(gap) = max_gap {
+        if ahead > gap.as_secs() as i64 {
+            return Err(ClockJump(format!(
+                "the database clock ({now}) is {ahead}s past the newest time lethe recorded ({last}), more than LETHE_CLOCK_MAX_GAP_SECONDS={}",
+                gap.as_secs()
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Records that an operator vouches for the database clock now: an audit entry, which also
+/// becomes the newest recorded time.
+pub async fn confirm(pool: &PgPool, by: &str) -> Result<(DateTime<Utc>, Option<DateTime<Utc>>)> {
+    anyhow::ensure!(
+        !by.trim().is_empty(),
+        "--by must name who confirms the clock"
+    );
+    let (now, last) = readings(pool).await?;
+    let mut tx = pool.begin().await?;
+    append(
+        &mut tx,
+        vec![NewEntry {
+            run_id: None,
+            job: None,
+            subject_key: None,
+            owner: None,
+            event: crate::audit::event::CLOCK_CONFIRMED,
+            hold_id: None,
+            detail: serde_json::json!({ "by": by, "database_now": now, "previous_recorded": last }),
+        }],
+    )
+    .await?;
+    tx.commit()
+        .await
+        .context("recording the clock confirmation")?;
+    Ok((now, last))
+}
