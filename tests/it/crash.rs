@@ -1,0 +1,153 @@
+//! SIGKILL at random moments: a one-shot run is killed again and again mid-purge, then runs to
+//! completion, and the world is checked against the six invariants of ARCHITECTURE.md.
+
+use crate::helpers::World;
+use lethe::storage::Versioning;
+use rand::{Rng, SeedableRng};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const SUBJECTS: i64 = 300;
+const KILLS: usize = 20;
+
+fn seed() -> u64 {
+    std::env::var("LETHE_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_twenty_times_then_run_to_completion_keeps_every_invariant() {
+    let seed = seed();
+    eprintln!("seed {seed} (rerun with LETHE_TEST_SEED={seed})");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let w = World::new(Versioning::Enabled).await;
+    w.account(1, "free", None).await;
+    // Runs 1..=300: every tenth (10, 20, ...) deleted only a day ago (in grace), every tenth
+    // plus five held; the rest eligible.
+    let in_grace = |id: i64| id % 10 == 0;
+    let held = |id: i64| id % 10 == 5;
+    w.sql(&format!(
+        "INSERT INTO runs SELECT g, 1, 'r', 'deleted',
+             (extract(epoch from now() - CASE WHEN g % 10 = 0 THEN interval '1 day' ELSE interval '8 days' END) * 1000)::bigint, NULL
+         FROM generate_series(1, {SUBJECTS}) g;
+         INSERT INTO metrics (run_id, key, value, step) SELECT g, 'loss', 0.5, s FROM generate_series(1, {SUBJECTS}) g, generate_series(1, 3) s;
+         INSERT INTO params SELECT g, 'lr', '0.1' FROM generate_series(1, {SUBJECTS}) g;
+         INSERT INTO links (destination_type, destination_id, label) SELECT 'RUN', g::text, 'l' FROM generate_series(1, {SUBJECTS}) g"
+    ))
+    .await;
+    let mut keys = Vec::new();
+    for id in 1..=SUBJECTS {
+        keys.push(format!("runs/{id}/model.bin"));
+        keys.push(format!("runs/{id}/logs/0.txt"));
+    }
+    w.put_many(keys.clone()).await;
+    // A second version of every model, so each subject has versions and a current object.
+    w.put_many(
+        keys.iter()
+            .filter(|k| k.ends_with("model.bin"))
+            .cloned()
+            .collect(),
+    )
+    .await;
+    let mut holds = std::collections::HashMap::new();
+    for id in (1..=SUBJECTS).filter(|&id| held(id)) {
+        holds.insert(
+            id,
+            w.hold(&["--subject", &format!("deleted-runs:{id}")]).await,
+        );
+    }
+
+    let env = [
+        ("LETHE_BATCH_SUBJECTS", "10"),
+        ("LETHE_LEASE_SECONDS", "10"),
+    ];
+    let mut schedule = Vec::new();
+    for _ in 0..KILLS {
+        let after = Duration::from_millis(rng.random_range(150..900));
+        schedule.push(after);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lethe"))
+            .args(["run", "--job", "deleted-runs"])
+            .env("DATABASE_URL", &w.url)
+            .env("LETHE_JOBS_DIR", &w.jobs_dir)
+            .env("LETHE_LOG", "off")
+            .envs(env)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(after).await;
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+    }
+    eprintln!("kill schedule (ms after start): {schedule:?}");
+    let purged_before = w.audit_events("purged").await.len();
+    // Leases of the killed runs expire; then runs go on until nothing is left.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let (code, out, err) = w.cli_env(&["run", "--job", "deleted-runs"], &env);
+    assert_eq!(code, 0, "seed {seed}: the run after the kills: {out}{err}");
+
+    // 1. No over-deletion: held and in-grace subjects keep every row and every version.
+    // 2. No under-deletion: every other subject has no rows, versions or markers left, and was
+    //    purged before its deadline.
+    for id in 1..=SUBJECTS {
+        let rows = w.rows_of_run(id).await;
+        let versions = w.versions(&format!("runs/{id}/")).await;
+        if held(id) || in_grace(id) {
+            assert_eq!(rows, 1 + 3 + 1 + 1, "seed {seed}: subject {id} lost rows");
+            assert_eq!(versions.len(), 3, "seed {seed}: subject {id} lost versions");
+            assert!(versions.iter().all(|v| !v.delete_marker));
+        } else {
+            assert_eq!(rows, 0, "seed {seed}: subject {id} kept rows");
+            assert!(
+                versions.is_empty(),
+                "seed {seed}: subject {id} kept {versions:?}"
+            );
+        }
+    }
+    let late = w
+        .count("SELECT count(*) FROM lethe.work_items WHERE state = 'done' AND purged_at > deadline_at")
+        .await;
+    assert_eq!(late, 0);
+    // 3. Exactly once: one `purged` entry per purged subject.
+    let purged = w.audit_events("purged").await;
+    let mut distinct = purged.clone();
+    distinct.sort();
+    distinct.dedup();
+    let expected = (1..=SUBJECTS)
+        .filter(|&id| !held(id) && !in_grace(id))
+        .count();
+    assert_eq!(purged.len(), expected, "seed {seed}: purged entries");
+    assert_eq!(distinct.len(), expected);
+    // 4. Audit completeness: every purge has its claimed work item (the committed intent with
+    //    the manifest), and every held subject's exception names its hold.
+    let done = w
+        .count("SELECT count(*) FROM lethe.work_items WHERE state = 'done' AND manifest ? 'rows'")
+        .await;
+    assert_eq!(done, expected as i64);
+    for (id, hold) in &holds {
+        let n = w
+            .count(&format!(
+                "SELECT count(*) FROM lethe.audit_log WHERE event = 'held' AND subject_key = '{id}' AND hold_id = {hold}"
+            ))
+            .await;
+        assert!(
+            n >= 1,
+            "seed {seed}: subject {id} has no exception naming hold {hold}"
+        );
+    }
+    // 5. Audit integrity.
+    let (code, out, err) = w.cli(&["audit", "verify"]);
+    assert_eq!(code, 0, "seed {seed}: {out}{err}");
+    // 6. Convergence: nothing eligible is left, and another run has nothing to do.
+    let (code, out, _) = w.cli(&["plan", "--job", "deleted-runs"]);
+    assert_eq!(code, 0);
+    let line = out.lines().find(|l| l.starts_with("deleted-runs")).unwrap();
+    let eligible: i64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert_eq!(eligible, 0, "seed {seed}: {out}");
+    eprintln!(
+        "seed {seed}: {purged_before} of {expected} purged during the {KILLS} killed runs, the rest after"
+    );
+    w.cleanup().await;
+}
