@@ -17,17 +17,19 @@ fn seed() -> u64 {
         .unwrap_or_else(rand::random)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_twenty_times_then_run_to_completion_keeps_every_invariant() {
-    let seed = seed();
-    eprintln!("seed {seed} (rerun with LETHE_TEST_SEED={seed})");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let w = World::new(Versioning::Enabled).await;
+fn in_grace(id: i64) -> bool {
+    id % 10 == 0
+}
+
+fn held(id: i64) -> bool {
+    id % 10 == 5
+}
+
+/// Runs 1..=300 on a versioned bucket: every tenth (10, 20, ...) deleted only a day ago (in
+/// grace), every tenth plus five held by a subject hold, the rest eligible. Each has 6 rows and
+/// 3 versions (two of `model.bin`, one log). Returns the hold id per held subject.
+async fn seed_world(w: &World) -> std::collections::HashMap<i64, i64> {
     w.account(1, "free", None).await;
-    // Runs 1..=300: every tenth (10, 20, ...) deleted only a day ago (in grace), every tenth
-    // plus five held; the rest eligible.
-    let in_grace = |id: i64| id % 10 == 0;
-    let held = |id: i64| id % 10 == 5;
     w.sql(&format!(
         "INSERT INTO runs SELECT g, 1, 'r', 'deleted',
              (extract(epoch from now() - CASE WHEN g % 10 = 0 THEN interval '1 day' ELSE interval '8 days' END) * 1000)::bigint, NULL
@@ -43,7 +45,6 @@ async fn killed_twenty_times_then_run_to_completion_keeps_every_invariant() {
         keys.push(format!("runs/{id}/logs/0.txt"));
     }
     w.put_many(keys.clone()).await;
-    // A second version of every model, so each subject has versions and a current object.
     w.put_many(
         keys.iter()
             .filter(|k| k.ends_with("model.bin"))
@@ -58,36 +59,11 @@ async fn killed_twenty_times_then_run_to_completion_keeps_every_invariant() {
             w.hold(&["--subject", &format!("deleted-runs:{id}")]).await,
         );
     }
+    holds
+}
 
-    let env = [
-        ("LETHE_BATCH_SUBJECTS", "10"),
-        ("LETHE_LEASE_SECONDS", "10"),
-    ];
-    let mut schedule = Vec::new();
-    for _ in 0..KILLS {
-        let after = Duration::from_millis(rng.random_range(150..900));
-        schedule.push(after);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lethe"))
-            .args(["run", "--job", "deleted-runs"])
-            .env("DATABASE_URL", &w.url)
-            .env("LETHE_JOBS_DIR", &w.jobs_dir)
-            .env("LETHE_LOG", "off")
-            .envs(env)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        tokio::time::sleep(after).await;
-        let _ = child.kill(); // SIGKILL
-        let _ = child.wait();
-    }
-    eprintln!("kill schedule (ms after start): {schedule:?}");
-    let purged_before = w.audit_events("purged").await.len();
-    // Leases of the killed runs expire; then runs go on until nothing is left.
-    tokio::time::sleep(Duration::from_secs(11)).await;
-    let (code, out, err) = w.cli_env(&["run", "--job", "deleted-runs"], &env);
-    assert_eq!(code, 0, "seed {seed}: the run after the kills: {out}{err}");
-
+/// The six invariants of ARCHITECTURE.md over the seeded world, after a run that exited 0.
+async fn check_invariants(w: &World, seed: u64, holds: &std::collections::HashMap<i64, i64>) {
     // 1. No over-deletion: held and in-grace subjects keep every row and every version.
     // 2. No under-deletion: every other subject has no rows, versions or markers left, and was
     //    purged before its deadline.
@@ -126,7 +102,7 @@ async fn killed_twenty_times_then_run_to_completion_keeps_every_invariant() {
         .count("SELECT count(*) FROM lethe.work_items WHERE state = 'done' AND manifest ? 'rows'")
         .await;
     assert_eq!(done, expected as i64);
-    for (id, hold) in &holds {
+    for (id, hold) in holds {
         let n = w
             .count(&format!(
                 "SELECT count(*) FROM lethe.audit_log WHERE event = 'held' AND subject_key = '{id}' AND hold_id = {hold}"
@@ -140,14 +116,89 @@ async fn killed_twenty_times_then_run_to_completion_keeps_every_invariant() {
     // 5. Audit integrity.
     let (code, out, err) = w.cli(&["audit", "verify"]);
     assert_eq!(code, 0, "seed {seed}: {out}{err}");
-    // 6. Convergence: nothing eligible is left, and another run has nothing to do.
+    // 6. Convergence: nothing eligible is left.
     let (code, out, _) = w.cli(&["plan", "--job", "deleted-runs"]);
     assert_eq!(code, 0);
     let line = out.lines().find(|l| l.starts_with("deleted-runs")).unwrap();
     let eligible: i64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert_eq!(eligible, 0, "seed {seed}: {out}");
-    eprintln!(
-        "seed {seed}: {purged_before} of {expected} purged during the {KILLS} killed runs, the rest after"
-    );
+}
+
+const ENV: [(&str, &str); 2] = [
+    ("LETHE_BATCH_SUBJECTS", "10"),
+    ("LETHE_LEASE_SECONDS", "10"),
+];
+
+fn spawn_run(w: &World, app: &str) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .args(["run", "--job", "deleted-runs"])
+        .env("DATABASE_URL", format!("{}?application_name={app}", w.url))
+        .env("LETHE_JOBS_DIR", &w.jobs_dir)
+        .env("LETHE_LOG", "off")
+        .envs(ENV)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_twenty_times_then_run_to_completion_keeps_every_invariant() {
+    let seed = seed();
+    eprintln!("seed {seed} (rerun with LETHE_TEST_SEED={seed})");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let w = World::new(Versioning::Enabled).await;
+    let holds = seed_world(&w).await;
+    let mut schedule = Vec::new();
+    for _ in 0..KILLS {
+        let after = Duration::from_millis(rng.random_range(150..900));
+        schedule.push(after);
+        let mut child = spawn_run(&w, "lethe-killed");
+        tokio::time::sleep(after).await;
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+    }
+    eprintln!("kill schedule (ms after start): {schedule:?}");
+    let purged_before = w.audit_events("purged").await.len();
+    // Leases of the killed runs expire; then one run finishes the job.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let (code, out, err) = w.cli_env(&["run", "--job", "deleted-runs"], &ENV);
+    assert_eq!(code, 0, "seed {seed}: the run after the kills: {out}{err}");
+    check_invariants(&w, seed, &holds).await;
+    eprintln!("seed {seed}: {purged_before} purged during the {KILLS} killed runs, the rest after");
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_sessions_cut_mid_run_converge_on_the_next_run() {
+    let seed = seed();
+    eprintln!("seed {seed} (rerun with LETHE_TEST_SEED={seed})");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let w = World::new(Versioning::Enabled).await;
+    let holds = seed_world(&w).await;
+    // What a database restart looks like from lethe's side: every session it has ends at once,
+    // mid-transaction, a few times during the run.
+    let mut child = spawn_run(&w, "lethe-cut");
+    let mut cut = 0;
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(100..500))).await;
+        cut += w
+            .count(
+                // OFFSET 0 keeps the filter inside: only lethe's sessions in this database end.
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM (
+                     SELECT pid FROM pg_stat_activity
+                     WHERE application_name = 'lethe-cut' AND datname = current_database() OFFSET 0) s",
+            )
+            .await;
+    }
+    let status = child.wait().unwrap();
+    eprintln!("{cut} sessions cut; the cut run exited with {status}");
+    assert!(cut > 0, "the run ended before any session was cut");
+    let before = w.audit_events("purged").await.len();
+    assert!(before < 240, "the cuts came too late to interrupt anything");
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let (code, out, err) = w.cli_env(&["run", "--job", "deleted-runs"], &ENV);
+    assert_eq!(code, 0, "seed {seed}: the next run: {out}{err}");
+    check_invariants(&w, seed, &holds).await;
     w.cleanup().await;
 }
