@@ -27,6 +27,9 @@ cargo clippy --all-targets -- -D warnings
 stage "cargo build --all-targets"
 cargo build --all-targets
 
+stage "deploy/: systemd units, manifests, JSON, Dockerfile"
+scripts/lint-deploy.sh
+
 # Split extra args: before `--` for cargo (e.g. a test name filter), after it for libtest.
 cargo_args=()
 test_args=()

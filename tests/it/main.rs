@@ -4,6 +4,7 @@
 
 mod crash;
 mod daemon;
+mod deploy;
 mod helpers;
 mod pipeline;
 mod specs;
