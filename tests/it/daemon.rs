@@ -552,3 +552,64 @@ async fn the_blast_radius_cap_and_the_time_budget_leave_the_rest_for_the_next_ru
     assert_eq!(w.audit_events("purged").await.len(), 200);
     w.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_stopped_past_its_lease_deletes_nothing_when_continued() {
+    let w = World::new(Versioning::Unversioned).await;
+    w.account(1, "free", None).await;
+    w.run_row(1, 1, Some(GRACE + 60)).await;
+    w.put_many((0..4000).map(|i| format!("runs/1/f/{i:05}")).collect())
+        .await;
+    // Daily schedules: the only run is the catch-up at start.
+    for f in [
+        "deleted-runs.toml",
+        "deleted-snapshots.toml",
+        "closed-accounts.toml",
+    ] {
+        set_schedule(&w, f, "0 3 * * *");
+    }
+    let mut d = Daemon::start(
+        &w,
+        &[
+            ("LETHE_LEASE_SECONDS", "10"),
+            ("LETHE_DELETE_CONCURRENCY", "1"),
+        ],
+    );
+    let t = Instant::now();
+    while !d.logs().contains("purging objects") {
+        assert!(t.elapsed() < Duration::from_secs(60), "{}", d.logs());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    d.signal("-STOP");
+    let at_stop = w.keys("runs/1/").await.len();
+    assert!(
+        at_stop > 0,
+        "the purge finished before the stop; the test needs more objects"
+    );
+    // Past its lease, the subject is held (holds are checked before objects go, so only the
+    // lease can stop a purge already under way).
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    w.hold(&["--subject", "deleted-runs:1"]).await;
+    let kept = w.keys("runs/1/").await.len();
+    d.signal("-CONT");
+    wait_for("the run to end", &d, async || {
+        w.count("SELECT count(*) FROM lethe.job_runs WHERE job = 'deleted-runs' AND finished_at IS NOT NULL")
+            .await
+            == 1
+    })
+    .await;
+    assert_eq!(
+        w.keys("runs/1/").await.len(),
+        kept,
+        "objects were deleted after the lease expired; log:\n{}",
+        d.logs()
+    );
+    assert_eq!(w.rows_of_run(1).await, 7);
+    assert!(
+        d.logs().contains("lease"),
+        "the failure names the lease: {}",
+        d.logs()
+    );
+    assert_eq!(d.terminate().0, 0);
+    w.cleanup().await;
+}
