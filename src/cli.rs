@@ -64,6 +64,9 @@ enum Command {
     /// The clock guard.
     #[command(subcommand)]
     Clock(ClockCommand),
+    /// The compliance report: one row per subject outcome (purged, held, failed) recorded in
+    /// the period, with its deadline and whether it was met. Streams CSV or JSON Lines.
+    Report(ReportArgs),
 }
 
 #[derive(Args, Debug)]
@@ -118,6 +121,30 @@ enum HoldCommand {
         #[arg(long)]
         all: bool,
     },
+}
+
+#[derive(Args, Debug)]
+struct ReportArgs {
+    /// Entries recorded at or after this date (2026-11-01, UTC) or time (RFC 3339).
+    #[arg(long)]
+    from: Option<String>,
+    /// Entries recorded up to this date (the whole day included) or before this time.
+    #[arg(long)]
+    to: Option<String>,
+    /// Only this job.
+    #[arg(long)]
+    job: Option<String>,
+    /// Only subjects this account owns (for a data-subject request).
+    #[arg(long, conflicts_with = "subject")]
+    account: Option<String>,
+    /// Only this subject: JOB:KEY.
+    #[arg(long)]
+    subject: Option<String>,
+    #[arg(long, default_value = "csv", value_parser = ["csv", "jsonl"])]
+    format: String,
+    /// Write here instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    out: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -230,6 +257,7 @@ async fn dispatch(cli: Cli) -> Result<u8> {
         }
         Command::Daemon { .. } => unreachable!("handled before connecting"),
         Command::Hold(h) => hold_cmd(&ctx, h).await,
+        Command::Report(args) => report_cmd(&ctx, args).await,
         Command::Clock(ClockCommand::Confirm { by }) => {
             config(db::require_current_schema(&ctx.pool).await)?;
             let (now, last) = config(db::clock::confirm(&ctx.pool, &by).await)?;
@@ -514,6 +542,51 @@ fn known_job(ctx: &Context, name: &str) -> Result<()> {
             ctx.settings.jobs_dir.display()
         )
     }
+}
+
+async fn report_cmd(ctx: &Context, args: ReportArgs) -> Result<u8> {
+    use crate::report::{Filter, Format, parse_bound};
+    config(db::require_current_schema(&ctx.pool).await)?;
+    let bound = |t: &Option<String>, end: bool, flag: &str| -> Result<_> {
+        t.as_deref()
+            .map(|t| parse_bound(t, end).with_context(|| format!("--{flag}")))
+            .transpose()
+    };
+    let subject = match &args.subject {
+        None => None,
+        Some(s) => Some(config(
+            s.split_once(':')
+                .map(|(j, k)| (j.to_string(), k.to_string()))
+                .ok_or_else(|| anyhow!("--subject takes JOB:KEY, got `{s}`")),
+        )?),
+    };
+    let filter = Filter {
+        from: config(bound(&args.from, false, "from"))?,
+        to: config(bound(&args.to, true, "to"))?,
+        job: args.job.clone(),
+        account: args.account.clone(),
+        subject,
+    };
+    let format = if args.format == "jsonl" {
+        Format::Jsonl
+    } else {
+        Format::Csv
+    };
+    let n = match &args.out {
+        Some(path) => {
+            let file = config(
+                std::fs::File::create(path).with_context(|| format!("--out {}", path.display())),
+            )?;
+            let mut w = std::io::BufWriter::new(file);
+            crate::report::write(&ctx.pool, &filter, format, &mut w).await?
+        }
+        None => {
+            let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+            crate::report::write(&ctx.pool, &filter, format, &mut w).await?
+        }
+    };
+    eprintln!("report: {n} rows");
+    Ok(0)
 }
 
 async fn audit_verify(ctx: &Context) -> Result<u8> {

@@ -12,5 +12,6 @@ pub mod daemon;
 pub mod db;
 pub mod domain;
 pub mod pipeline;
+pub mod report;
 pub mod spec;
 pub mod storage;

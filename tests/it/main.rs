@@ -7,5 +7,6 @@ mod daemon;
 mod deploy;
 mod helpers;
 mod pipeline;
+mod report;
 mod specs;
 mod storage;

@@ -1,0 +1,118 @@
+//! `lethe report` against a world purged for real: golden CSV and JSON Lines (times and
+//! run-dependent numbers normalized), a breached deadline, a hold with its reason, filters.
+
+use crate::helpers::{DAY, World, repo};
+use lethe::storage::Versioning;
+
+/// Replaces what differs from run to run (times, margins near a known value) with markers.
+fn normalize(text: &str) -> String {
+    let time = regex_lite::Regex::new(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ").unwrap();
+    time.replace_all(text, "<time>").into_owned()
+}
+
+fn golden(name: &str, actual: &str) {
+    let path = repo().join("tests/golden").join(name);
+    if std::env::var_os("LETHE_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{} is missing (LETHE_BLESS=1 writes it)", path.display()));
+    assert_eq!(
+        actual, expected,
+        "{name} differs from the golden file (LETHE_BLESS=1 rewrites it)"
+    );
+}
+
+/// Margins are seconds from purge to deadline: round them to days for the golden files.
+fn margin_days(v: &str) -> String {
+    let s: i64 = v.parse().unwrap();
+    format!("{}d", (s as f64 / DAY as f64).round() as i64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_proves_each_deadline_and_names_each_hold() {
+    let w = World::new(Versioning::Unversioned).await;
+    w.account(1, "free", None).await;
+    w.account(2, "free", None).await;
+    w.run_row(1, 1, Some(8 * DAY)).await; // purged, 22 days early
+    w.run_row(2, 1, Some(9 * DAY)).await; // held
+    w.run_row(3, 2, Some(40 * DAY)).await; // purged 10 days after its 30-day deadline
+    w.run_row(4, 2, Some(DAY)).await; // in grace: not in the report
+    w.hold(&["--subject", "deleted-runs:2"]).await;
+    let (code, _, err) = w.cli(&["run", "--job", "deleted-runs"]);
+    assert_eq!(code, 0, "{err}");
+
+    let (code, csv, err) = w.cli(&["report", "--format", "csv"]);
+    assert_eq!(code, 0, "{err}");
+    let mut lines: Vec<String> = csv.lines().map(String::from).collect();
+    assert_eq!(lines[0], lethe::report::COLUMNS.join(","));
+    assert_eq!(lines.len(), 4, "{csv}");
+    let col = |name: &str| {
+        lethe::report::COLUMNS
+            .iter()
+            .position(|c| *c == name)
+            .unwrap()
+    };
+    for line in lines.iter_mut().skip(1) {
+        let mut f: Vec<String> = line.split(',').map(String::from).collect();
+        let m = col("deadline_margin_seconds");
+        if !f[m].is_empty() {
+            f[m] = margin_days(&f[m]);
+        }
+        *line = f.join(",");
+    }
+    let csv = normalize(&(lines.join("\n") + "\n"));
+    golden("report.csv", &csv);
+    assert!(
+        csv.contains(",3,2,purged,") && csv.contains(",breached,-10d,"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains(",1,1,purged,") && csv.contains(",met,22d,"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains(",2,1,held,") && csv.contains(",litigation,legal@example.com,"),
+        "{csv}"
+    );
+
+    let (code, jsonl, err) = w.cli(&["report", "--format", "jsonl", "--job", "deleted-runs"]);
+    assert_eq!(code, 0, "{err}");
+    // Normalized as text, so the golden file also pins the field order.
+    let margin = regex_lite::Regex::new(r#""deadline_margin_seconds":(-?\d+)"#).unwrap();
+    let out = margin.replace_all(&jsonl, |c: &regex_lite::Captures| {
+        format!(r#""deadline_margin_seconds":"{}""#, margin_days(&c[1]))
+    });
+    golden("report.jsonl", &normalize(&out));
+
+    // One account, one subject: what a data-subject request needs.
+    let (_, acct, _) = w.cli(&["report", "--account", "2", "--format", "jsonl"]);
+    let keys: Vec<String> = acct
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["subject_key"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(keys, vec!["3".to_string()]);
+    let (_, one, _) = w.cli(&["report", "--subject", "deleted-runs:2", "--format", "jsonl"]);
+    assert_eq!(one.lines().count(), 1);
+    assert!(one.contains("\"outcome\":\"held\""), "{one}");
+    // A period with nothing in it, and a bad date.
+    let (code, none, _) = w.cli(&["report", "--from", "2099-01-01"]);
+    assert_eq!(code, 0);
+    assert_eq!(none.lines().count(), 1, "the header only: {none}");
+    let (code, _, err) = w.cli(&["report", "--from", "last tuesday"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--from"), "{err}");
+    // --out writes the same report to a file.
+    let file = w.jobs_dir.join("report.csv");
+    let (code, stdout, _) = w.cli(&["report", "--out", file.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(stdout.is_empty());
+    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 4);
+    w.cleanup().await;
+}
