@@ -160,8 +160,20 @@ enum ClockCommand {
 
 #[derive(Subcommand, Debug)]
 enum AuditCommand {
-    /// Recompute the hash chain and name the first bad entry.
-    Verify,
+    /// Recompute the hash chain and name the first bad entry. With --anchor, also check that
+    /// every anchor recorded there is an entry of the chain with that hash.
+    Verify {
+        /// A file or s3://BUCKET/PREFIX written by `lethe audit anchor` (default:
+        /// LETHE_AUDIT_ANCHOR, if set).
+        #[arg(long, value_name = "TARGET")]
+        anchor: Option<String>,
+    },
+    /// Record the chain head (sequence number and hash) outside the database.
+    Anchor {
+        /// A file (one JSON line per anchor) or s3://BUCKET/PREFIX (default: LETHE_AUDIT_ANCHOR).
+        #[arg(long, value_name = "TARGET")]
+        to: Option<String>,
+    },
 }
 
 fn config<T>(r: Result<T>) -> Result<T> {
@@ -267,9 +279,33 @@ async fn dispatch(cli: Cli) -> Result<u8> {
             eprintln!("clock confirmed by {by}: database now {now}, previously recorded {last}");
             Ok(0)
         }
-        Command::Audit(AuditCommand::Verify) => {
+        Command::Audit(cmd) => {
             config(db::require_current_schema(&ctx.pool).await)?;
-            audit_verify(&ctx).await
+            let target = |t: Option<String>| -> Result<Option<crate::anchor::Target>> {
+                t.or_else(|| ctx.settings.audit_anchor.clone())
+                    .map(|t| crate::anchor::Target::parse(&t))
+                    .transpose()
+            };
+            match cmd {
+                AuditCommand::Verify { anchor } => {
+                    audit_verify(&ctx, config(target(anchor))?).await
+                }
+                AuditCommand::Anchor { to } => {
+                    let Some(target) = config(target(to))? else {
+                        return config(Err(anyhow!(
+                            "where to? give --to FILE or --to s3://BUCKET/PREFIX (or set LETHE_AUDIT_ANCHOR)"
+                        )));
+                    };
+                    match crate::anchor::head(&ctx.pool).await? {
+                        None => eprintln!("the audit log is empty; nothing to anchor"),
+                        Some(a) => {
+                            target.write(&*ctx.store, &a).await?;
+                            println!("anchored entry {} {}", a.seq, a.hash);
+                        }
+                    }
+                    Ok(0)
+                }
+            }
         }
     }
 }
@@ -589,7 +625,13 @@ async fn report_cmd(ctx: &Context, args: ReportArgs) -> Result<u8> {
     Ok(0)
 }
 
-async fn audit_verify(ctx: &Context) -> Result<u8> {
+async fn audit_verify(ctx: &Context, anchor: Option<crate::anchor::Target>) -> Result<u8> {
+    let anchors = match &anchor {
+        Some(t) => config(t.read(&*ctx.store).await)?,
+        None => Vec::new(),
+    };
+    let n_anchors = anchors.len();
+    let mut check = crate::anchor::AnchorCheck::new(anchors);
     let mut v = crate::audit::Verifier::default();
     let mut after = 0;
     loop {
@@ -597,11 +639,18 @@ async fn audit_verify(ctx: &Context) -> Result<u8> {
         let Some((last, _)) = page.last() else { break };
         after = last.seq;
         for (e, h) in &page {
-            if let Err(msg) = v.next(e, h) {
+            if let Err(msg) = v.next(e, h).and_then(|()| check.entry(e.seq, h)) {
                 println!("audit chain BROKEN: {msg}");
                 return Ok(1);
             }
         }
+    }
+    if let Err(msg) = check.end(v.head().0) {
+        println!("audit chain BROKEN: {msg}");
+        return Ok(1);
+    }
+    if anchor.is_some() {
+        println!("anchors: all {n_anchors} match the chain");
     }
     let (seq, hash) = v.head();
     println!(

@@ -53,6 +53,9 @@ pub struct Settings {
     /// run refuses (exit 4) when the database clock is this far past the newest time lethe
     /// recorded, or behind it, until `lethe clock confirm`.
     pub clock_max_gap: Option<Duration>,
+    /// `LETHE_AUDIT_ANCHOR` (default none): where `lethe audit anchor` writes and `lethe audit
+    /// verify` reads anchors (a file or s3://BUCKET/PREFIX); the daemon anchors after each run.
+    pub audit_anchor: Option<String>,
     /// `LETHE_LISTEN` (default none): address of the daemon's HTTP listener (`/metrics`,
     /// `/healthz`, `/readyz`), e.g. `127.0.0.1:9187`.
     pub listen: Option<std::net::SocketAddr>,
@@ -76,6 +79,7 @@ impl fmt::Debug for Settings {
             .field("max_subjects_per_run", &self.max_subjects_per_run)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("clock_max_gap", &self.clock_max_gap)
+            .field("audit_anchor", &self.audit_anchor)
             .field("listen", &self.listen)
             .finish()
     }
@@ -160,6 +164,7 @@ impl Settings {
             .filter(|s| *s > 0)
             .map(Duration::from_secs),
             shutdown_grace: Duration::from_secs(number("LETHE_SHUTDOWN_SECONDS", 30, 1, 3_600)?),
+            audit_anchor: var("LETHE_AUDIT_ANCHOR"),
             listen: match var("LETHE_LISTEN") {
                 None => None,
                 Some(a) => Some(a.trim().parse().map_err(|_| {

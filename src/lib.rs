@@ -4,6 +4,7 @@
 //!
 //! Dependencies point one way: `domain ← spec, storage ← db ← pipeline ← daemon ← cli`.
 
+pub mod anchor;
 pub mod audit;
 pub mod cli;
 pub mod config;

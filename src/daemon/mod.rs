@@ -130,6 +130,10 @@ pub async fn run(settings: Settings) -> Result<u8> {
         .await
         .map_err(crate::config::config_error)?;
     let jobs = Arc::new(ctx.load_jobs().await.map_err(crate::config::config_error)?);
+    if let Some(t) = &ctx.settings.audit_anchor {
+        crate::anchor::Target::parse(t)
+            .map_err(|e| crate::config::config_error(e.context("LETHE_AUDIT_ANCHOR")))?;
+    }
     for job in jobs.iter() {
         state.with_job(&job.name, |_| ());
     }
@@ -305,7 +309,22 @@ async fn run_once(
         Ok(_) => {}
     }
     refresh_plan(ctx, jobs, i, state).await;
+    if let Some(target) = &ctx.settings.audit_anchor {
+        if let Err(e) = anchor(ctx, target).await {
+            tracing::error!(error = %format!("{e:#}"), "anchoring the audit chain failed");
+        }
+    }
     ok
+}
+
+/// Writes the audit chain head to `LETHE_AUDIT_ANCHOR`.
+async fn anchor(ctx: &Context, target: &str) -> Result<()> {
+    let target = crate::anchor::Target::parse(target)?;
+    if let Some(head) = crate::anchor::head(&ctx.pool).await? {
+        target.write(&*ctx.store, &head).await?;
+        tracing::info!(seq = head.seq, "audit chain anchored");
+    }
+    Ok(())
 }
 
 /// Updates the job's eligible / held / overdue gauges.

@@ -2,6 +2,7 @@
 //! PostgreSQL and a real SeaweedFS S3 server that the script starts. Each test gets its own
 //! database and its own bucket, so tests run in parallel.
 
+mod audit;
 mod crash;
 mod daemon;
 mod deploy;
