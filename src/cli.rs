@@ -142,6 +142,11 @@ struct ReportArgs {
     subject: Option<String>,
     #[arg(long, default_value = "csv", value_parser = ["csv", "jsonl"])]
     format: String,
+    /// The summary instead of the rows: outcomes per job, the share of deadlines met, what is
+    /// overdue now (held subjects apart), holds active in the period, runs. Text, or one JSON
+    /// object with --format jsonl.
+    #[arg(long, conflicts_with_all = ["account", "subject"])]
+    summary: bool,
     /// Write here instead of stdout.
     #[arg(long, value_name = "FILE")]
     out: Option<std::path::PathBuf>,
@@ -608,6 +613,23 @@ async fn report_cmd(ctx: &Context, args: ReportArgs) -> Result<u8> {
     } else {
         Format::Csv
     };
+    if args.summary {
+        let all = ready_jobs(ctx).await?;
+        let s = crate::report::summary::build(ctx, &all, &filter).await?;
+        let mut out: Box<dyn Write> = match &args.out {
+            Some(path) => Box::new(config(
+                std::fs::File::create(path).with_context(|| format!("--out {}", path.display())),
+            )?),
+            None => Box::new(std::io::stdout().lock()),
+        };
+        if format == Format::Jsonl {
+            serde_json::to_writer_pretty(&mut out, &s)?;
+            writeln!(out)?;
+        } else {
+            crate::report::summary::write_text(&s, &mut out)?;
+        }
+        return Ok(0);
+    }
     let n = match &args.out {
         Some(path) => {
             let file = config(

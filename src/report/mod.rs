@@ -3,6 +3,8 @@
 //! whether it was met. CSV and JSON Lines are streamed row by row from the database, so memory
 //! stays flat however long the log is.
 
+pub mod summary;
+
 use anyhow::{Context as _, Result, bail};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use futures::TryStreamExt;

@@ -114,5 +114,32 @@ async fn report_proves_each_deadline_and_names_each_hold() {
     assert_eq!(code, 0);
     assert!(stdout.is_empty());
     assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 4);
+
+    // The summary: outcomes, the share of deadlines met, and what is overdue now, held
+    // subjects apart with their holds.
+    w.run_row(5, 1, Some(40 * DAY)).await;
+    let hold5 = w.hold(&["--subject", "deleted-runs:5"]).await;
+    w.run_row(6, 2, Some(35 * DAY)).await; // eligible, past its deadline, not purged yet
+    let (code, json, err) = w.cli(&["report", "--summary", "--format", "jsonl"]);
+    assert_eq!(code, 0, "{err}");
+    let s: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let j = &s["jobs"]["deleted-runs"];
+    assert_eq!(j["purged"], 2, "{json}");
+    assert_eq!(j["held"], 1);
+    assert_eq!(j["failed"], 0);
+    assert_eq!(j["purged_by_deadline"], 1);
+    assert_eq!(j["deadline_met_share"], 0.5);
+    assert_eq!(j["overdue_now"], 1);
+    assert_eq!(j["overdue_subjects"][0]["key"], "6");
+    assert_eq!(j["held_past_deadline_now"], 1);
+    assert_eq!(j["held_past_deadline_subjects"][0]["key"], "5");
+    assert_eq!(j["held_past_deadline_subjects"][0]["hold_id"], hold5);
+    assert_eq!(s["holds"].as_array().unwrap().len(), 2);
+    assert_eq!(s["runs"][0]["status"], "ok");
+    let (code, text, _) = w.cli(&["report", "--summary"]);
+    assert_eq!(code, 0);
+    assert!(text.contains("OVERDUE deleted-runs:6"), "{text}");
+    assert!(text.contains("50.0%"), "{text}");
+    assert!(text.contains("held past deadline deleted-runs:5"), "{text}");
     w.cleanup().await;
 }

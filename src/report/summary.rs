@@ -1,0 +1,274 @@
+//! The report's summary: outcomes per job in the period, the share of purges that kept their
+//! deadline, what is overdue right now (held subjects apart, with their holds), the holds active
+//! in the period, and the runs.
+
+use super::Filter;
+use crate::context::Context;
+use crate::db::{holds, platform};
+use crate::spec::Job;
+use anyhow::{Context as _, Result};
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::Write;
+
+/// Overdue subjects listed per job (all are counted).
+const LIST_AT_MOST: usize = 100;
+
+#[derive(Debug, Default, Serialize)]
+pub struct JobSummary {
+    pub purged: i64,
+    pub held: i64,
+    pub failed: i64,
+    pub purged_by_deadline: i64,
+    /// Of the purges in the period, the share that met their deadline (None: no purges).
+    pub deadline_met_share: Option<f64>,
+    /// Unheld subjects past their deadline and not purged, now.
+    pub overdue_now: i64,
+    pub overdue_subjects: Vec<Overdue>,
+    /// Held subjects past their deadline, now: exceptions, not breaches.
+    pub held_past_deadline_now: i64,
+    pub held_past_deadline_subjects: Vec<Overdue>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Overdue {
+    pub key: String,
+    pub owner: Option<String>,
+    pub deadline_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_id: Option<i64>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct RunLine {
+    pub id: i64,
+    pub job: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub status: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HoldLine {
+    pub id: i64,
+    pub scope: String,
+    pub reason: String,
+    pub placed_by: String,
+    pub placed_at: DateTime<Utc>,
+    pub released_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub generated_at: DateTime<Utc>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub jobs: BTreeMap<String, JobSummary>,
+    pub holds: Vec<HoldLine>,
+    pub runs: Vec<RunLine>,
+}
+
+pub async fn build(ctx: &Context, all: &[Job], filter: &Filter) -> Result<Summary> {
+    let pool = &ctx.pool;
+    let generated_at: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(pool).await?;
+    let mut jobs: BTreeMap<String, JobSummary> = all
+        .iter()
+        .filter(|j| filter.job.as_ref().is_none_or(|f| *f == j.name))
+        .map(|j| (j.name.clone(), JobSummary::default()))
+        .collect();
+    let counts: Vec<(String, String, i64, i64)> = sqlx::query_as(
+        "SELECT job, event, count(*),
+                count(*) FILTER (WHERE event = 'purged' AND at <= (detail->>'deadline_at')::timestamptz)
+         FROM lethe.audit_log
+         WHERE event IN ('purged', 'held', 'failed') AND job IS NOT NULL
+           AND ($1::timestamptz IS NULL OR at >= $1) AND ($2::timestamptz IS NULL OR at < $2)
+           AND ($3::text IS NULL OR job = $3)
+         GROUP BY 1, 2",
+    )
+    .bind(filter.from)
+    .bind(filter.to)
+    .bind(&filter.job)
+    .fetch_all(pool)
+    .await
+    .context("counting outcomes")?;
+    for (job, event, n, met) in counts {
+        let s = jobs.entry(job).or_default();
+        match event.as_str() {
+            "purged" => {
+                s.purged = n;
+                s.purged_by_deadline = met;
+            }
+            "held" => s.held = n,
+            _ => s.failed = n,
+        }
+    }
+    for s in jobs.values_mut() {
+        s.deadline_met_share =
+            (s.purged > 0).then(|| s.purged_by_deadline as f64 / s.purged as f64);
+    }
+    for job in all {
+        let Some(s) = jobs.get_mut(&job.name) else {
+            continue;
+        };
+        let sql = platform::plan_rows(job, all);
+        type PlanRow = (
+            String,
+            Option<String>,
+            DateTime<Utc>,
+            DateTime<Utc>,
+            DateTime<Utc>,
+            Option<i64>,
+            bool,
+            bool,
+        );
+        let mut rows = sql.query_as::<PlanRow>().fetch(pool);
+        while let Some((key, owner, _, _, deadline_at, hold, _, overdue)) = rows
+            .try_next()
+            .await
+            .with_context(|| format!("listing the subjects of job `{}`", job.name))?
+        {
+            if !overdue {
+                continue;
+            }
+            let line = Overdue {
+                key,
+                owner,
+                deadline_at,
+                hold_id: hold,
+            };
+            if hold.is_some() {
+                s.held_past_deadline_now += 1;
+                if s.held_past_deadline_subjects.len() < LIST_AT_MOST {
+                    s.held_past_deadline_subjects.push(line);
+                }
+            } else {
+                s.overdue_now += 1;
+                if s.overdue_subjects.len() < LIST_AT_MOST {
+                    s.overdue_subjects.push(line);
+                }
+            }
+        }
+    }
+    let holds = holds::list(pool, true)
+        .await?
+        .into_iter()
+        .filter(|h| {
+            filter.to.is_none_or(|to| h.placed_at < to)
+                && filter
+                    .from
+                    .is_none_or(|from| h.released_at.is_none_or(|r| r >= from))
+        })
+        .map(|h| HoldLine {
+            id: h.id,
+            scope: h.scope_text(),
+            reason: h.reason.clone(),
+            placed_by: h.placed_by.clone(),
+            placed_at: h.placed_at,
+            released_at: h.released_at,
+        })
+        .collect();
+    let runs: Vec<RunLine> = sqlx::query_as(
+        "SELECT id, job, started_at, finished_at, status FROM lethe.job_runs
+         WHERE NOT dry_run AND ($1::timestamptz IS NULL OR coalesce(finished_at, 'infinity') >= $1)
+           AND ($2::timestamptz IS NULL OR started_at < $2) AND ($3::text IS NULL OR job = $3)
+         ORDER BY id",
+    )
+    .bind(filter.from)
+    .bind(filter.to)
+    .bind(&filter.job)
+    .fetch_all(pool)
+    .await
+    .context("listing runs")?;
+    Ok(Summary {
+        generated_at,
+        from: filter.from,
+        to: filter.to,
+        jobs,
+        holds,
+        runs,
+    })
+}
+
+fn t(d: DateTime<Utc>) -> String {
+    d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The summary as text for a person.
+pub fn write_text(s: &Summary, out: &mut dyn Write) -> std::io::Result<()> {
+    let period = format!(
+        "{} .. {}",
+        s.from.map(t).unwrap_or_else(|| "the beginning".into()),
+        s.to.map(t).unwrap_or_else(|| "now".into())
+    );
+    writeln!(
+        out,
+        "lethe report, {period} (generated {})",
+        t(s.generated_at)
+    )?;
+    writeln!(
+        out,
+        "\n{:<28} {:>8} {:>8} {:>8} {:>14} {:>12} {:>14}",
+        "job", "purged", "held", "failed", "deadline met", "overdue now", "held overdue"
+    )?;
+    for (job, j) in &s.jobs {
+        let share = j
+            .deadline_met_share
+            .map(|x| format!("{:.1}%", x * 100.0))
+            .unwrap_or_else(|| "-".into());
+        writeln!(
+            out,
+            "{job:<28} {:>8} {:>8} {:>8} {share:>14} {:>12} {:>14}",
+            j.purged, j.held, j.failed, j.overdue_now, j.held_past_deadline_now
+        )?;
+    }
+    for (job, j) in &s.jobs {
+        for o in &j.overdue_subjects {
+            writeln!(
+                out,
+                "OVERDUE {job}:{} (owner {}) deadline {}",
+                o.key,
+                o.owner.as_deref().unwrap_or("-"),
+                t(o.deadline_at)
+            )?;
+        }
+        for o in &j.held_past_deadline_subjects {
+            writeln!(
+                out,
+                "held past deadline {job}:{} deadline {} hold {}",
+                o.key,
+                t(o.deadline_at),
+                o.hold_id.unwrap_or_default()
+            )?;
+        }
+    }
+    writeln!(out, "\nholds active in the period: {}", s.holds.len())?;
+    for h in &s.holds {
+        let released = h
+            .released_at
+            .map(|r| format!(", released {}", t(r)))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "  hold {} on {}: {} (by {}, placed {}{released})",
+            h.id,
+            h.scope,
+            h.reason,
+            h.placed_by,
+            t(h.placed_at)
+        )?;
+    }
+    writeln!(out, "\nruns: {}", s.runs.len())?;
+    for r in &s.runs {
+        writeln!(
+            out,
+            "  run {} {} started {} {}",
+            r.id,
+            r.job,
+            t(r.started_at),
+            r.status
+        )?;
+    }
+    Ok(())
+}
