@@ -18,6 +18,16 @@ stage "services: start PostgreSQL and SeaweedFS S3"
 scripts/services.sh start
 eval "$(scripts/services.sh env)"
 
+# The HTML report is checked in a real browser: Debian's headless Chromium.
+if ! command -v chromium >/dev/null; then
+    stage "installing Debian's chromium (for the HTML report test)"
+    if [[ $(id -u) == 0 ]]; then
+        apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+    else
+        sudo apt-get install -y -q chromium >/dev/null
+    fi
+fi
+
 stage "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 

@@ -140,7 +140,9 @@ struct ReportArgs {
     /// Only this subject: JOB:KEY.
     #[arg(long)]
     subject: Option<String>,
-    #[arg(long, default_value = "csv", value_parser = ["csv", "jsonl"])]
+    /// `csv`, `jsonl`, or `html` (one self-contained page: summary, chart, exceptions, and the
+    /// full table with sorting and filtering).
+    #[arg(long, default_value = "csv", value_parser = ["csv", "jsonl", "html"])]
     format: String,
     /// The summary instead of the rows: outcomes per job, the share of deadlines met, what is
     /// overdue now (held subjects apart), holds active in the period, runs. Text, or one JSON
@@ -613,6 +615,25 @@ async fn report_cmd(ctx: &Context, args: ReportArgs) -> Result<u8> {
     } else {
         Format::Csv
     };
+    if args.format == "html" {
+        let all = ready_jobs(ctx).await?;
+        let n = match &args.out {
+            Some(path) => {
+                let file = config(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("--out {}", path.display())),
+                )?;
+                let mut w = std::io::BufWriter::new(file);
+                crate::report::html::write(ctx, &all, &filter, &mut w).await?
+            }
+            None => {
+                let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+                crate::report::html::write(ctx, &all, &filter, &mut w).await?
+            }
+        };
+        eprintln!("report: {n} rows");
+        return Ok(0);
+    }
     if args.summary {
         let all = ready_jobs(ctx).await?;
         let s = crate::report::summary::build(ctx, &all, &filter).await?;

@@ -3,6 +3,7 @@
 //! whether it was met. CSV and JSON Lines are streamed row by row from the database, so memory
 //! stays flat however long the log is.
 
+pub mod html;
 pub mod summary;
 
 use anyhow::{Context as _, Result, bail};
@@ -182,7 +183,7 @@ impl Row {
         }
     }
 
-    fn csv_fields(&self) -> Vec<String> {
+    pub fn csv_fields(&self) -> Vec<String> {
         fn o<T: ToString>(v: &Option<T>) -> String {
             v.as_ref().map(|v| v.to_string()).unwrap_or_default()
         }
@@ -245,23 +246,20 @@ fn write_csv_line(out: &mut dyn Write, fields: &[String]) -> std::io::Result<()>
     out.write_all(b"\r\n")
 }
 
-/// Streams the report rows matching `filter`, in audit order, to `out`. Returns how many.
-pub async fn write(
+/// Calls `each` with every report row matching `filter` (only `held` and `failed` ones with
+/// `exceptions_only`), in audit order, streaming from the database. Returns how many.
+pub async fn for_each_row(
     pool: &PgPool,
     filter: &Filter,
-    format: Format,
-    out: &mut dyn Write,
+    exceptions_only: bool,
+    mut each: impl FnMut(Row) -> Result<()>,
 ) -> Result<u64> {
-    if format == Format::Csv {
-        let header: Vec<String> = COLUMNS.iter().map(|c| c.to_string()).collect();
-        write_csv_line(out, &header)?;
-    }
     let (subject_job, subject_key) = filter.subject.clone().unzip();
     let mut rows = sqlx::query_as::<_, Raw>(
         "SELECT a.seq, a.at, a.run_id, a.job, a.subject_key, a.owner, a.event, a.hold_id, a.detail,
                 h.reason, h.placed_by
          FROM lethe.audit_log a LEFT JOIN lethe.holds h ON h.id = a.hold_id
-         WHERE a.event IN ('purged', 'held', 'failed')
+         WHERE a.event IN ('purged', 'held', 'failed') AND NOT ($7 AND a.event = 'purged')
            AND ($1::timestamptz IS NULL OR a.at >= $1) AND ($2::timestamptz IS NULL OR a.at < $2)
            AND ($3::text IS NULL OR a.job = $3) AND ($4::text IS NULL OR a.owner = $4)
            AND ($5::text IS NULL OR (a.job = $5 AND a.subject_key = $6))
@@ -273,10 +271,28 @@ pub async fn write(
     .bind(&filter.account)
     .bind(subject_job)
     .bind(subject_key)
+    .bind(exceptions_only)
     .fetch(pool);
     let mut n = 0;
     while let Some(raw) = rows.try_next().await.context("reading the audit log")? {
-        let row = Row::from_raw(raw);
+        each(Row::from_raw(raw))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Streams the report rows matching `filter`, in audit order, to `out`. Returns how many.
+pub async fn write(
+    pool: &PgPool,
+    filter: &Filter,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<u64> {
+    if format == Format::Csv {
+        let header: Vec<String> = COLUMNS.iter().map(|c| c.to_string()).collect();
+        write_csv_line(out, &header)?;
+    }
+    let n = for_each_row(pool, filter, false, |row| {
         match format {
             Format::Csv => write_csv_line(out, &row.csv_fields())?,
             Format::Jsonl => {
@@ -284,8 +300,9 @@ pub async fn write(
                 out.write_all(b"\n")?;
             }
         }
-        n += 1;
-    }
+        Ok(())
+    })
+    .await?;
     out.flush()?;
     Ok(n)
 }

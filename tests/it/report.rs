@@ -143,3 +143,112 @@ async fn report_proves_each_deadline_and_names_each_hold() {
     assert!(text.contains("held past deadline deleted-runs:5"), "{text}");
     w.cleanup().await;
 }
+
+/// Pixels of exactly this colour in a PNG.
+fn pixels_of(png_path: &std::path::Path, rgb: [u8; 3]) -> usize {
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(png_path).unwrap(),
+    ));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let step = info.color_type.samples();
+    buf[..info.buffer_size()]
+        .chunks(step)
+        .filter(|p| p[..3] == rgb)
+        .count()
+}
+
+fn hex(c: &str) -> [u8; 3] {
+    let v = u32::from_str_radix(c.trim_start_matches('#'), 16).unwrap();
+    [(v >> 16) as u8, (v >> 8) as u8, v as u8]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn html_report_renders_its_summary_and_chart_in_chromium() {
+    let chromium = std::path::Path::new("/usr/bin/chromium");
+    assert!(
+        chromium.exists(),
+        "Debian's chromium is needed (scripts/test.sh installs it: apt-get install chromium)"
+    );
+    let w = World::new(Versioning::Unversioned).await;
+    w.account(1, "free", None).await;
+    for id in 1..=6 {
+        // Four purged in time, two after their deadline.
+        let ago = if id <= 4 { 8 * DAY } else { 40 * DAY };
+        w.run_row(id, 1, Some(ago)).await;
+    }
+    w.run_row(7, 1, Some(9 * DAY)).await;
+    w.hold(&["--subject", "deleted-runs:7"]).await;
+    let (code, _, err) = w.cli(&["run", "--job", "deleted-runs"]);
+    assert_eq!(code, 0, "{err}");
+    let html = w.jobs_dir.join("report.html");
+    let (code, _, err) = w.cli(&[
+        "report",
+        "--format",
+        "html",
+        "--out",
+        html.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        !page.contains("src=\"http") && !page.contains("href=\"http") && !page.contains("url(http"),
+        "the page must not fetch anything"
+    );
+
+    let url = format!("file://{}", html.display());
+    let flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+    ];
+    let dom = std::process::Command::new(chromium)
+        .args(flags)
+        .args(["--dump-dom", &url])
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom.contains("data-ready=\"1\""),
+        "the page's script did not run: {dom}"
+    );
+    assert!(
+        dom.contains("id=\"summary\"") && dom.contains("66.7%"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("litigation"),
+        "the exception names its hold: {dom}"
+    );
+
+    let shot = w.jobs_dir.join("report.png");
+    let out = std::process::Command::new(chromium)
+        .args(flags)
+        .arg(format!("--screenshot={}", shot.display()))
+        .args(["--window-size=1280,1000", &url])
+        .output()
+        .unwrap();
+    assert!(
+        shot.exists(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let met = pixels_of(&shot, hex(lethe::report::html::MET));
+    let breached = pixels_of(&shot, hex(lethe::report::html::BREACHED));
+    let summary = pixels_of(&shot, [0xe3, 0xf2, 0xfd]);
+    assert!(
+        met > 200,
+        "the chart's met bars are not on screen ({met} px)"
+    );
+    assert!(
+        breached > 200,
+        "the chart's breached bars are not on screen ({breached} px)"
+    );
+    assert!(
+        summary > 5_000,
+        "the summary box is not on screen ({summary} px)"
+    );
+    w.cleanup().await;
+}
