@@ -52,8 +52,13 @@ impl Target {
         Ok(Target::File(PathBuf::from(text)))
     }
 
-    /// Records `a`.
-    pub async fn write(&self, store: &dyn ObjectStore, a: &Anchor) -> Result<()> {
+    /// Records `a`; S3 anchors in a bucket with Object Lock are retained `retention_days`.
+    pub async fn write(
+        &self,
+        store: &dyn ObjectStore,
+        a: &Anchor,
+        retention_days: i64,
+    ) -> Result<()> {
         let line = serde_json::to_string(a)?;
         match self {
             Target::File(path) => {
@@ -68,10 +73,21 @@ impl Target {
             }
             Target::S3 { bucket, prefix } => {
                 let key = format!("{prefix}anchor-{:020}-{}.json", a.seq, a.hash);
-                store
-                    .put(bucket, &key, line.into_bytes())
-                    .await
-                    .map_err(|e| anyhow::anyhow!("writing the anchor s3://{bucket}/{key}: {e}"))?;
+                let fail = |e| anyhow::anyhow!("writing the anchor s3://{bucket}/{key}: {e}");
+                // Retained in compliance mode where the bucket has Object Lock, so not even the
+                // bucket's owner can remove or replace the anchor before the retention ends.
+                if store.object_lock_enabled(bucket).await.map_err(fail)? {
+                    let until = Utc::now() + chrono::Duration::days(retention_days);
+                    store
+                        .put_retained(bucket, &key, line.into_bytes(), until)
+                        .await
+                        .map_err(fail)?;
+                } else {
+                    store
+                        .put(bucket, &key, line.into_bytes())
+                        .await
+                        .map_err(fail)?;
+                }
             }
         }
         Ok(())

@@ -306,7 +306,9 @@ async fn dispatch(cli: Cli) -> Result<u8> {
                     match crate::anchor::head(&ctx.pool).await? {
                         None => eprintln!("the audit log is empty; nothing to anchor"),
                         Some(a) => {
-                            target.write(&*ctx.store, &a).await?;
+                            target
+                                .write(&*ctx.store, &a, ctx.settings.anchor_retention_days)
+                                .await?;
                             println!("anchored entry {} {}", a.seq, a.hash);
                         }
                     }

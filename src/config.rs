@@ -56,6 +56,9 @@ pub struct Settings {
     /// `LETHE_AUDIT_ANCHOR` (default none): where `lethe audit anchor` writes and `lethe audit
     /// verify` reads anchors (a file or s3://BUCKET/PREFIX); the daemon anchors after each run.
     pub audit_anchor: Option<String>,
+    /// `LETHE_ANCHOR_RETENTION_DAYS` (default 400): how long an anchor written to an S3 bucket
+    /// with Object Lock is retained, in compliance mode (it cannot be shortened).
+    pub anchor_retention_days: i64,
     /// `LETHE_LISTEN` (default none): address of the daemon's HTTP listener (`/metrics`,
     /// `/healthz`, `/readyz`), e.g. `127.0.0.1:9187`.
     pub listen: Option<std::net::SocketAddr>,
@@ -80,6 +83,7 @@ impl fmt::Debug for Settings {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("clock_max_gap", &self.clock_max_gap)
             .field("audit_anchor", &self.audit_anchor)
+            .field("anchor_retention_days", &self.anchor_retention_days)
             .field("listen", &self.listen)
             .finish()
     }
@@ -165,6 +169,7 @@ impl Settings {
             .map(Duration::from_secs),
             shutdown_grace: Duration::from_secs(number("LETHE_SHUTDOWN_SECONDS", 30, 1, 3_600)?),
             audit_anchor: var("LETHE_AUDIT_ANCHOR"),
+            anchor_retention_days: number("LETHE_ANCHOR_RETENTION_DAYS", 400, 1, 36_500)?,
             listen: match var("LETHE_LISTEN") {
                 None => None,
                 Some(a) => Some(a.trim().parse().map_err(|_| {

@@ -321,7 +321,9 @@ async fn run_once(
 async fn anchor(ctx: &Context, target: &str) -> Result<()> {
     let target = crate::anchor::Target::parse(target)?;
     if let Some(head) = crate::anchor::head(&ctx.pool).await? {
-        target.write(&*ctx.store, &head).await?;
+        target
+            .write(&*ctx.store, &head, ctx.settings.anchor_retention_days)
+            .await?;
         tracing::info!(seq = head.seq, "audit chain anchored");
     }
     Ok(())

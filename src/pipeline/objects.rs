@@ -702,6 +702,21 @@ mod tests {
         async fn start_upload(&self, _: &str, _: &str) -> Result<Upload, StoreError> {
             Err(StoreError::Other("not supported here".into()))
         }
+        async fn object_lock_enabled(&self, _: &str) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        async fn put_retained(
+            &self,
+            _: &str,
+            _: &str,
+            _: Vec<u8>,
+            _: chrono::DateTime<chrono::Utc>,
+        ) -> Result<(), StoreError> {
+            Err(StoreError::Other("not supported here".into()))
+        }
+        async fn create_locked_bucket(&self, _: &str) -> Result<(), StoreError> {
+            Err(StoreError::Other("not supported here".into()))
+        }
     }
 
     #[tokio::test]

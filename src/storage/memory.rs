@@ -199,6 +199,24 @@ impl ObjectStore for MemoryStore {
         Ok(keeps.then_some(id))
     }
 
+    async fn object_lock_enabled(&self, bucket: &str) -> Result<bool, StoreError> {
+        self.versioning(bucket).await.map(|_| false)
+    }
+
+    async fn put_retained(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        _until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        self.put(bucket, key, body).await.map(|_| ())
+    }
+
+    async fn create_locked_bucket(&self, bucket: &str) -> Result<(), StoreError> {
+        self.create_bucket(bucket, Versioning::Enabled).await
+    }
+
     async fn create_bucket(&self, bucket: &str, versioning: Versioning) -> Result<(), StoreError> {
         let mut b = self.buckets.lock().expect("lock");
         let entry = b.entry(bucket.to_string()).or_default();

@@ -134,6 +134,23 @@ pub trait ObjectStore: Send + Sync {
     /// Creates a bucket (if missing) and sets its versioning. For tests, demo and benchmarks.
     async fn create_bucket(&self, bucket: &str, versioning: Versioning) -> Result<(), StoreError>;
 
+    /// Whether the bucket has S3 Object Lock enabled, so new versions can be retained.
+    async fn object_lock_enabled(&self, bucket: &str) -> Result<bool, StoreError>;
+
+    /// Writes an object retained in compliance mode until `until` (nobody can delete that
+    /// version before then, not even with a governance bypass). The bucket must have Object
+    /// Lock. For audit anchors.
+    async fn put_retained(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Creates a bucket with Object Lock enabled (versioned). For tests and the demo.
+    async fn create_locked_bucket(&self, bucket: &str) -> Result<(), StoreError>;
+
     /// Starts a multipart upload and leaves it unfinished. For tests.
     async fn start_upload(&self, bucket: &str, key: &str) -> Result<Upload, StoreError>;
 }

@@ -20,7 +20,8 @@ use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumVal
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    BucketVersioningStatus, Delete, ObjectIdentifier, VersioningConfiguration,
+    BucketVersioningStatus, Delete, ObjectIdentifier, ObjectLockEnabled, ObjectLockMode,
+    VersioningConfiguration,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -394,6 +395,59 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| classify(&format!("writing s3://{bucket}/{key}"), e))?;
         Ok(out.version_id().map(String::from))
+    }
+
+    async fn object_lock_enabled(&self, bucket: &str) -> Result<bool, StoreError> {
+        match self
+            .client
+            .get_object_lock_configuration()
+            .bucket(bucket)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .object_lock_configuration()
+                .and_then(|c| c.object_lock_enabled())
+                .is_some_and(|e| *e == ObjectLockEnabled::Enabled)),
+            Err(e) if e.code() == Some("ObjectLockConfigurationNotFoundError") => Ok(false),
+            Err(e) => Err(classify(
+                &format!("reading the Object Lock configuration of bucket `{bucket}`"),
+                e,
+            )),
+        }
+    }
+
+    async fn put_retained(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .object_lock_mode(ObjectLockMode::Compliance)
+            .object_lock_retain_until_date(aws_sdk_s3::primitives::DateTime::from_secs(
+                until.timestamp(),
+            ))
+            .send()
+            .await
+            .map_err(|e| classify(&format!("writing s3://{bucket}/{key} under retention"), e))?;
+        Ok(())
+    }
+
+    async fn create_locked_bucket(&self, bucket: &str) -> Result<(), StoreError> {
+        self.client
+            .create_bucket()
+            .bucket(bucket)
+            .object_lock_enabled_for_bucket(true)
+            .send()
+            .await
+            .map_err(|e| classify(&format!("creating bucket `{bucket}` with Object Lock"), e))?;
+        Ok(())
     }
 
     async fn create_bucket(&self, bucket: &str, versioning: Versioning) -> Result<(), StoreError> {

@@ -27,7 +27,7 @@ async fn seed_log(w: &World, anchors: &Target) {
         tx.commit().await.unwrap();
         // As the daemon does after each run.
         let head = lethe::anchor::head(&w.pool).await.unwrap().unwrap();
-        anchors.write(w.store(), &head).await.unwrap();
+        anchors.write(w.store(), &head, 1).await.unwrap();
     }
 }
 
@@ -182,5 +182,26 @@ async fn every_kind_of_tampering_is_caught_and_the_first_bad_entry_named() {
     assert!(out.contains(&format!("BROKEN: entry {N}:")), "{out}");
     let anchors: Vec<Anchor> = Target::parse(&s3).unwrap().read(w.store()).await.unwrap();
     assert_eq!(anchors.len(), 1);
+
+    // In a bucket with Object Lock, the anchor is retained: its version cannot be deleted.
+    w.sql(restore).await;
+    let locked = format!("{}-lock", w.bucket);
+    w.store().create_locked_bucket(&locked).await.unwrap();
+    let target = format!("s3://{locked}/anchors/");
+    let (code, _, err) = w.cli(&["audit", "anchor", "--to", &target]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(verify(&w, Some(&target)).0, 0);
+    let versions = w
+        .store()
+        .list_page(&locked, "anchors/", true, None)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    let outcome = w.store().delete_batch(&locked, &versions).await.unwrap();
+    assert!(
+        matches!(outcome[0], lethe::storage::KeyOutcome::Denied(_)),
+        "the retained anchor was deletable: {outcome:?}"
+    );
     w.cleanup().await;
 }
