@@ -150,7 +150,8 @@ async fn daemon_catches_up_fires_on_schedule_serves_metrics_and_stops_on_sigterm
     w.run_row(2, 1, Some(GRACE + 60)).await;
     w.run_row(3, 1, Some(DAY)).await; // in grace: must survive every run
     set_schedule(&w, "deleted-runs.toml", "*/2 * * * * *");
-    let mut d = Daemon::start(&w, &[]);
+    let anchors = w.jobs_dir.join("anchors.jsonl");
+    let mut d = Daemon::start(&w, &[("LETHE_AUDIT_ANCHOR", anchors.to_str().unwrap())]);
 
     // Never ran before: the first run happens at start.
     wait_for("the catch-up run", &d, async || {
@@ -195,6 +196,13 @@ async fn daemon_catches_up_fires_on_schedule_serves_metrics_and_stops_on_sigterm
         d.metric("lethe_overdue_subjects{job=\"deleted-runs\"}"),
         Some(0.0)
     );
+
+    // The daemon anchored the audit chain after its runs; the chain matches the anchors.
+    let anchored = std::fs::read_to_string(&anchors).unwrap_or_default();
+    assert!(anchored.lines().count() >= 2, "{anchored}");
+    let (code, out, err) = w.cli(&["audit", "verify", "--anchor", anchors.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("anchors: all"), "{out}");
 
     let (code, took) = d.terminate();
     assert_eq!(code, 0, "clean shutdown; log:\n{}", d.logs());
