@@ -145,9 +145,10 @@ impl Row {
         let (seq, at, run_id, job, key, owner, event, hold_id, d, reason, by) = r;
         let deadline_at = detail_time(&d, "deadline_at");
         let purged = event == crate::audit::event::PURGED;
-        let margin = deadline_at
-            .filter(|_| purged)
-            .map(|dl| (dl - at).num_seconds());
+        let deadline_of_purge = deadline_at.filter(|_| purged);
+        // Met or breached by the times themselves (as the summary and the chart count them),
+        // not by the margin, which is truncated to whole seconds.
+        let met = deadline_of_purge.map(|dl| at <= dl);
         let objects = d.get("objects");
         let count = |k: &str| objects.and_then(|o| o.get(k)).and_then(|v| v.as_u64());
         let rows_by_table: Option<BTreeMap<String, i64>> = d
@@ -165,8 +166,8 @@ impl Row {
             eligible_at: detail_time(&d, "eligible_at").map(time),
             deadline_at: deadline_at.map(time),
             purged_at: purged.then(|| time(at)),
-            deadline: margin.map(|m| if m >= 0 { "met" } else { "breached" }),
-            deadline_margin_seconds: margin,
+            deadline: met.map(|m| if m { "met" } else { "breached" }),
+            deadline_margin_seconds: deadline_of_purge.map(|dl| (dl - at).num_seconds()),
             rows_deleted: rows_by_table.as_ref().map(|r| r.values().sum()),
             rows_by_table,
             object_versions_deleted: count("versions").filter(|_| purged),
@@ -338,6 +339,27 @@ mod tests {
         assert_eq!(csv_field("=cmd()"), "'=cmd()");
         assert_eq!(csv_field("-42"), "-42");
         assert_eq!(csv_field("-x"), "'-x");
+    }
+
+    #[test]
+    fn half_a_second_late_is_breached() {
+        let deadline = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let at = deadline + chrono::Duration::milliseconds(500);
+        let row = Row::from_raw((
+            1,
+            at,
+            None,
+            Some("j".into()),
+            Some("k".into()),
+            None,
+            "purged".into(),
+            None,
+            serde_json::json!({ "deadline_at": deadline }),
+            None,
+            None,
+        ));
+        assert_eq!(row.deadline, Some("breached"));
+        assert_eq!(row.deadline_margin_seconds, Some(0));
     }
 
     #[test]
