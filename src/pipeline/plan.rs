@@ -54,6 +54,21 @@ struct SubjectLine<'a> {
     hold_id: Option<i64>,
 }
 
+/// One subject with a clock, as the plan sees it now.
+pub struct PlanSubject {
+    pub key: String,
+    pub owner: Option<String>,
+    pub clock_at: DateTime<Utc>,
+    pub eligible_at: DateTime<Utc>,
+    pub deadline_at: DateTime<Utc>,
+    /// The lowest active hold covering it.
+    pub hold_id: Option<i64>,
+    /// Past its grace.
+    pub eligible: bool,
+    /// Past its deadline.
+    pub overdue: bool,
+}
+
 type PlanRow = (
     String,
     Option<String>,
@@ -65,14 +80,38 @@ type PlanRow = (
     bool,
 );
 
-/// Streams one JSON line per subject with a clock, in constant memory.
-pub async fn subjects(ctx: &Context, job: &Job, all: &[Job], out: &mut dyn Write) -> Result<()> {
+/// Calls `each` with every subject of `job` that has a clock, streaming from the database.
+pub async fn each_subject(
+    ctx: &Context,
+    job: &Job,
+    all: &[Job],
+    mut each: impl FnMut(PlanSubject) -> Result<()>,
+) -> Result<()> {
     let sql = platform::plan_rows(job, all);
     let mut rows = sql.query_as::<PlanRow>().fetch(&ctx.pool);
     while let Some((key, owner, clock_at, eligible_at, deadline_at, hold_id, eligible, overdue)) =
-        rows.try_next().await?
+        rows.try_next()
+            .await
+            .with_context(|| format!("listing the subjects of job `{}`", job.name))?
     {
-        let status = match (hold_id, eligible, overdue) {
+        each(PlanSubject {
+            key,
+            owner,
+            clock_at,
+            eligible_at,
+            deadline_at,
+            hold_id,
+            eligible,
+            overdue,
+        })?;
+    }
+    Ok(())
+}
+
+/// Streams one JSON line per subject with a clock, in constant memory.
+pub async fn subjects(ctx: &Context, job: &Job, all: &[Job], out: &mut dyn Write) -> Result<()> {
+    each_subject(ctx, job, all, |p| {
+        let status = match (p.hold_id, p.eligible, p.overdue) {
             (Some(_), true, _) => "held",
             (_, false, _) => "waiting",
             (None, true, true) => "overdue",
@@ -80,16 +119,17 @@ pub async fn subjects(ctx: &Context, job: &Job, all: &[Job], out: &mut dyn Write
         };
         let line = SubjectLine {
             job: &job.name,
-            key,
-            owner,
-            clock_at,
-            eligible_at,
-            deadline_at,
+            key: p.key,
+            owner: p.owner,
+            clock_at: p.clock_at,
+            eligible_at: p.eligible_at,
+            deadline_at: p.deadline_at,
             status,
-            hold_id,
+            hold_id: p.hold_id,
         };
         serde_json::to_writer(&mut *out, &line)?;
         out.write_all(b"\n")?;
-    }
-    Ok(())
+        Ok(())
+    })
+    .await
 }

@@ -4,11 +4,10 @@
 
 use super::Filter;
 use crate::context::Context;
-use crate::db::{holds, platform};
+use crate::db::holds;
 use crate::spec::Job;
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
-use futures::TryStreamExt;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -112,44 +111,31 @@ pub async fn build(ctx: &Context, all: &[Job], filter: &Filter) -> Result<Summar
         let Some(s) = jobs.get_mut(&job.name) else {
             continue;
         };
-        let sql = platform::plan_rows(job, all);
-        type PlanRow = (
-            String,
-            Option<String>,
-            DateTime<Utc>,
-            DateTime<Utc>,
-            DateTime<Utc>,
-            Option<i64>,
-            bool,
-            bool,
-        );
-        let mut rows = sql.query_as::<PlanRow>().fetch(pool);
-        while let Some((key, owner, _, _, deadline_at, hold, _, overdue)) = rows
-            .try_next()
-            .await
-            .with_context(|| format!("listing the subjects of job `{}`", job.name))?
-        {
-            if !overdue {
-                continue;
+        crate::pipeline::plan::each_subject(ctx, job, all, |p| {
+            if !p.overdue {
+                return Ok(());
             }
             let line = Overdue {
-                key,
-                owner,
-                deadline_at,
-                hold_id: hold,
+                key: p.key,
+                owner: p.owner,
+                deadline_at: p.deadline_at,
+                hold_id: p.hold_id,
             };
-            if hold.is_some() {
-                s.held_past_deadline_now += 1;
-                if s.held_past_deadline_subjects.len() < LIST_AT_MOST {
-                    s.held_past_deadline_subjects.push(line);
-                }
+            let (count, list) = if p.hold_id.is_some() {
+                (
+                    &mut s.held_past_deadline_now,
+                    &mut s.held_past_deadline_subjects,
+                )
             } else {
-                s.overdue_now += 1;
-                if s.overdue_subjects.len() < LIST_AT_MOST {
-                    s.overdue_subjects.push(line);
-                }
+                (&mut s.overdue_now, &mut s.overdue_subjects)
+            };
+            *count += 1;
+            if list.len() < LIST_AT_MOST {
+                list.push(line);
             }
-        }
+            Ok(())
+        })
+        .await?;
     }
     let holds = holds::list(pool, true)
         .await?
