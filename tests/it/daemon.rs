@@ -361,13 +361,20 @@ async fn daemon_waits_for_an_unreachable_database_instead_of_exiting() {
     w.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_process_cut_off_past_its_lease_deletes_nothing_after_the_take_over() {
+/// Run 1, eligible, with 4,000 more objects: with one delete request at a time its purge takes
+/// long enough to be caught in the middle.
+async fn one_subject_long_to_purge() -> World {
     let w = World::new(Versioning::Unversioned).await;
     w.account(1, "free", None).await;
     w.run_row(1, 1, Some(GRACE + 60)).await;
     w.put_many((0..4000).map(|i| format!("runs/1/f/{i:05}")).collect())
         .await;
+    w
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_cut_off_past_its_lease_deletes_nothing_after_the_take_over() {
+    let w = one_subject_long_to_purge().await;
     let log = w.jobs_dir.join("old.log");
     // The old process: short lease, one delete request at a time, so it is caught mid-purge.
     let mut old = Command::new(env!("CARGO_BIN_EXE_lethe"))
@@ -563,11 +570,7 @@ async fn the_blast_radius_cap_and_the_time_budget_leave_the_rest_for_the_next_ru
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_stopped_past_its_lease_deletes_nothing_when_continued() {
-    let w = World::new(Versioning::Unversioned).await;
-    w.account(1, "free", None).await;
-    w.run_row(1, 1, Some(GRACE + 60)).await;
-    w.put_many((0..4000).map(|i| format!("runs/1/f/{i:05}")).collect())
-        .await;
+    let w = one_subject_long_to_purge().await;
     // Daily schedules: the only run is the catch-up at start.
     for f in [
         "deleted-runs.toml",
