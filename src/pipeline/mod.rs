@@ -6,6 +6,7 @@
 //! only after a fresh listing finds nothing left; holds are checked at claim, again right before
 //! objects are deleted, and again under lock in the row transaction.
 
+mod batches;
 mod dry_run;
 pub mod lease;
 pub mod manifest;
@@ -260,7 +261,7 @@ pub async fn run_job(
         use futures::FutureExt;
         // A panic in one job is that run's failure, not the process's: its items are released
         // below like after any other error.
-        std::panic::AssertUnwindSafe(run_batches(
+        std::panic::AssertUnwindSafe(batches::run_batches(
             ctx,
             job,
             all,
@@ -306,167 +307,6 @@ pub async fn run_job(
         "job finished"
     );
     Ok(report)
-}
-
-/// Discovers the job's eligible subjects in order and purges them batch by batch, with up to
-/// `batch_concurrency` batches in flight while the next one is being discovered. After an
-/// error, no new batch starts, the batches in flight finish (each is safe on its own) and the
-/// first error is returned.
-#[allow(clippy::too_many_arguments)]
-async fn run_batches(
-    ctx: &Context,
-    job: &Job,
-    all: &[Job],
-    opts: &RunOptions,
-    budget: &mut Option<u64>,
-    run_id: Option<i64>,
-    buckets: &Buckets,
-    report: &mut JobReport,
-) -> Result<()> {
-    use futures::StreamExt;
-    let stopped = AtomicBool::new(false);
-    let stopped = &stopped;
-    let mut halted = None;
-    let halted_at = &mut halted;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<platform::Candidate>>(1);
-    let discovery = async move {
-        let mut cursor: platform::Cursor = None;
-        while !stopped.load(Ordering::Relaxed) {
-            if let Some(why) = opts.halt_reason() {
-                *halted_at = Some(why);
-                break;
-            }
-            match next_page(ctx, job, all, budget, &mut cursor).await? {
-                Next::Page(mut page) => {
-                    while !page.is_empty() {
-                        let rest = page.split_off(page.len().min(ctx.settings.batch_subjects));
-                        if tx.send(std::mem::replace(&mut page, rest)).await.is_err() {
-                            return Ok(false);
-                        }
-                    }
-                }
-                Next::End { left_by_limit } => return Ok(left_by_limit),
-            }
-        }
-        Ok::<bool, anyhow::Error>(false)
-    };
-    let purging = async {
-        let batches =
-            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
-        let mut done = std::pin::pin!(
-            batches
-                .map(|batch| async move {
-                    let mut part = JobReport::default();
-                    if stopped.load(Ordering::Relaxed) {
-                        return Ok(part);
-                    }
-                    if let Some(why) = opts.halt_reason() {
-                        // Discovered but not started: left for the next run, like the rest.
-                        part.halted = Some(why.to_string());
-                        return Ok(part);
-                    }
-                    match run_id {
-                        None => dry_run::batch(ctx, job, all, buckets, &batch, &mut part).await?,
-                        Some(run_id) => {
-                            purge_batch(ctx, job, all, run_id, buckets, &batch, &mut part).await?
-                        }
-                    }
-                    Ok::<JobReport, anyhow::Error>(part)
-                })
-                .buffer_unordered(ctx.settings.batch_concurrency)
-        );
-        let mut first_error = None;
-        while let Some(part) = done.next().await {
-            match part {
-                Ok(part) => report.absorb(part),
-                Err(e) => {
-                    stopped.store(true, Ordering::Relaxed);
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        first_error
-    };
-    let (discovered, failed) = tokio::join!(discovery, purging);
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    report.left_by_limit |= discovered?;
-    if let Some(why) = halted {
-        report.halted.get_or_insert(why.to_string());
-    }
-    if let Some(why) = &report.halted {
-        tracing::warn!(reason = %why, "stopped claiming; the subjects left are taken by the next run");
-    }
-    Ok(())
-}
-
-/// Discovery reads this many batches' worth of candidates per query. Each query scans the
-/// candidates left (the clock has no index to serve the order on most platforms), so larger
-/// pages make a long backlog cheaper to walk; eligibility and holds are checked again before
-/// anything is deleted, so a page going stale costs nothing but a skip.
-const DISCOVERY_PAGE_BATCHES: u64 = 8;
-
-enum Next {
-    Page(Vec<platform::Candidate>),
-    /// No more: everything was discovered, or the budget is spent (and unheld subjects were
-    /// left, when `left_by_limit`).
-    End {
-        left_by_limit: bool,
-    },
-}
-
-/// The next page of eligible subjects after `cursor`, within the budget.
-async fn next_page(
-    ctx: &Context,
-    job: &Job,
-    all: &[Job],
-    budget: &mut Option<u64>,
-    cursor: &mut platform::Cursor,
-) -> Result<Next> {
-    let want = match budget {
-        Some(0) => {
-            // Only unheld subjects count as left undone; held ones are exceptions.
-            loop {
-                let more: Vec<platform::Candidate> =
-                    platform::discover(job, cursor, ctx.settings.batch_subjects as i64)
-                        .query_as()
-                        .fetch_all(&ctx.pool)
-                        .await?;
-                let Some(last) = more.last() else {
-                    return Ok(Next::End {
-                        left_by_limit: false,
-                    });
-                };
-                *cursor = Some((last.clock_at, last.key.clone()));
-                let keys: Vec<String> = more.into_iter().map(|c| c.key).collect();
-                let held = hold_map(ctx, job, all, &keys).await?;
-                if keys.iter().any(|k| !held.contains_key(k)) {
-                    return Ok(Next::End {
-                        left_by_limit: true,
-                    });
-                }
-            }
-        }
-        Some(b) => (*b).min(ctx.settings.batch_subjects as u64 * DISCOVERY_PAGE_BATCHES),
-        None => ctx.settings.batch_subjects as u64 * DISCOVERY_PAGE_BATCHES,
-    };
-    let batch: Vec<platform::Candidate> = platform::discover(job, cursor, want as i64)
-        .query_as()
-        .fetch_all(&ctx.pool)
-        .await
-        .with_context(|| format!("discovering eligible subjects of job `{}`", job.name))?;
-    let Some(last) = batch.last() else {
-        return Ok(Next::End {
-            left_by_limit: false,
-        });
-    };
-    *cursor = Some((last.clock_at, last.key.clone()));
-    if let Some(b) = budget {
-        *b -= batch.len() as u64;
-    }
-    tracing::info!(subjects = batch.len(), "subjects discovered");
-    Ok(Next::Page(batch))
 }
 
 pub(crate) async fn hold_map(
