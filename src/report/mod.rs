@@ -341,11 +341,9 @@ mod tests {
         assert_eq!(csv_field("-x"), "'-x");
     }
 
-    #[test]
-    fn half_a_second_late_is_breached() {
-        let deadline = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let at = deadline + chrono::Duration::milliseconds(500);
-        let row = Row::from_raw((
+    /// The row of a `purged` entry recorded at `at` with `detail`.
+    fn purged_at(at: DateTime<Utc>, detail: serde_json::Value) -> Row {
+        Row::from_raw((
             1,
             at,
             None,
@@ -354,29 +352,24 @@ mod tests {
             None,
             "purged".into(),
             None,
-            serde_json::json!({ "deadline_at": deadline }),
+            detail,
             None,
             None,
-        ));
+        ))
+    }
+
+    #[test]
+    fn half_a_second_late_is_breached() {
+        let deadline = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let at = deadline + chrono::Duration::milliseconds(500);
+        let row = purged_at(at, serde_json::json!({ "deadline_at": deadline }));
         assert_eq!(row.deadline, Some("breached"));
         assert_eq!(row.deadline_margin_seconds, Some(0));
     }
 
     #[test]
     fn header_matches_row_fields() {
-        let row = Row::from_raw((
-            1,
-            Utc::now(),
-            None,
-            Some("j".into()),
-            Some("k".into()),
-            None,
-            "purged".into(),
-            None,
-            serde_json::json!({}),
-            None,
-            None,
-        ));
+        let row = purged_at(Utc::now(), serde_json::json!({}));
         assert_eq!(row.csv_fields().len(), COLUMNS.len());
         let json = serde_json::to_value(&row).unwrap();
         let keys: Vec<&str> = json
