@@ -4,8 +4,9 @@
 use crate::config::Settings;
 use crate::spec::{self, Job};
 use crate::storage::ObjectStore;
+use crate::storage::local::LocalStore;
 use crate::storage::s3::S3Store;
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, anyhow};
 use sqlx::PgPool;
 use std::sync::Arc;
 
@@ -17,10 +18,16 @@ pub struct Context {
 }
 
 impl Context {
-    /// Connects to the database and sets up the S3 client (which connects lazily).
+    /// Connects to the database and sets up the object store (an S3 client connects lazily; a
+    /// local root must exist).
     pub async fn build(settings: &Settings) -> Result<Self> {
         let pool = crate::db::connect(&settings.database_url, settings.db_connections).await?;
-        let store: Arc<dyn ObjectStore> = Arc::new(S3Store::connect(&settings.s3).await);
+        let store: Arc<dyn ObjectStore> = match &settings.object_root {
+            None => Arc::new(S3Store::connect(&settings.s3).await),
+            Some(root) => Arc::new(
+                LocalStore::open(root).map_err(|e| crate::config::config_error(anyhow!(e)))?,
+            ),
+        };
         Ok(Context {
             settings: settings.clone(),
             pool,

@@ -58,6 +58,36 @@ impl Location {
         Ok(loc)
     }
 
+    /// Parses a URI column's value for the configured store: `s3://bucket/path`, or, with a
+    /// local object root, `file:///ROOT/bucket/path`. A URI of the other kind, or a file path
+    /// outside the root, is refused: it names objects this lethe cannot reach.
+    pub fn from_uri_for(uri: &str, file_root: Option<&std::path::Path>) -> Result<Self, String> {
+        match (uri.strip_prefix("file://"), file_root) {
+            (None, None) => Location::from_uri(uri),
+            (Some(_), None) => Err(format!(
+                "`{uri}` is a file:// URI but the object store is S3 (set LETHE_OBJECT_STORE=file:///ROOT)"
+            )),
+            (None, Some(root)) => Err(format!(
+                "`{uri}` is not a file:// URI under the object root {}",
+                root.display()
+            )),
+            (Some(path), Some(root)) => {
+                let root = root.to_string_lossy();
+                let rest = path
+                    .strip_prefix(root.trim_end_matches('/'))
+                    .and_then(|r| r.strip_prefix('/'))
+                    .ok_or_else(|| format!("`{uri}` is outside the object root {root}"))?;
+                let (bucket, path) = rest.split_once('/').ok_or_else(|| {
+                    format!("`{uri}` names a whole bucket directory, not a path inside it")
+                })?;
+                let mut loc = Location::dir(bucket, path).map_err(|e| format!("`{uri}`: {e}"))?;
+                loc.store = "file".into();
+                loc.exact = !path.ends_with('/');
+                Ok(loc)
+            }
+        }
+    }
+
     /// The single object key purged besides the directory, if any.
     pub fn exact_key(&self) -> Option<&str> {
         self.exact.then(|| self.prefix.trim_end_matches('/'))
@@ -139,5 +169,35 @@ mod tests {
         ] {
             assert!(Location::from_uri(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn file_uris_resolve_under_the_root_only() {
+        let root = std::path::Path::new("/srv/objs");
+        let l = Location::from_uri_for("file:///srv/objs/artifacts/runs/7", Some(root)).unwrap();
+        assert_eq!(
+            (
+                l.store.as_str(),
+                l.bucket.as_str(),
+                l.prefix.as_str(),
+                l.exact_key()
+            ),
+            ("file", "artifacts", "runs/7/", Some("runs/7"))
+        );
+        for bad in [
+            "file:///srv/objsx/artifacts/runs/7",
+            "file:///etc/passwd",
+            "file:///srv/objs/artifacts",
+            "file:///srv/objs/artifacts/",
+            "file:///srv/objs/artifacts/../../etc/x",
+            "file:///srv/objs/../etc/x/y",
+            "s3://bkt/runs/7",
+        ] {
+            assert!(
+                Location::from_uri_for(bad, Some(root)).is_err(),
+                "{bad} accepted"
+            );
+        }
+        assert!(Location::from_uri_for("file:///srv/objs/a/b", None).is_err());
     }
 }

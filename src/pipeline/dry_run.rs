@@ -1,4 +1,5 @@
-//! `lethe run --dry-run`: every read of a real run (discovery, holds, manifests, listings), and
+//! `lethe run --dry-run`: every read of a real run (discovery, holds, manifests, listings, Object
+//! Lock states), and
 //! counts of what would be deleted. Writes nothing, not even work items or audit entries.
 
 use super::objects::{self, Buckets};
@@ -29,6 +30,19 @@ pub(super) async fn batch(
             report.failed += 1;
             report.errors.push(format!("{}: {e}", c.key));
             continue;
+        }
+        let lock = objects::storage_holds(ctx, buckets, std::slice::from_ref(&m.locations)).await;
+        match lock.into_iter().next().expect("one answer per subject") {
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                report.held += 1;
+                continue;
+            }
+            Err(e) => {
+                report.failed += 1;
+                report.errors.push(format!("{}: {e}", c.key));
+                continue;
+            }
         }
         match objects::count(ctx, buckets, &m.locations).await {
             Ok((v, d, u)) => {

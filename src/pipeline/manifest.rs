@@ -24,6 +24,7 @@ pub struct Manifest {
 
 /// Manifests for a batch of subject keys.
 pub async fn build(ctx: &Context, job: &Job, keys: &[String]) -> Result<HashMap<String, Manifest>> {
+    let file_root = ctx.settings.object_root.as_deref();
     let mut out: HashMap<String, Manifest> = keys
         .iter()
         .map(|k| (k.clone(), Manifest::default()))
@@ -69,12 +70,17 @@ pub async fn build(ctx: &Context, job: &Job, keys: &[String]) -> Result<HashMap<
                         other => values.get(other).cloned().flatten(),
                     })
                     .and_then(|p| Location::dir(bucket, &p))
-                    .map(Some),
+                    .map(|mut l| {
+                        if file_root.is_some() {
+                            l.store = "file".into();
+                        }
+                        Some(l)
+                    }),
                 ObjectSource::Uri { column, .. } => {
                     match values.get(column.as_str()).cloned().flatten() {
                         None => Ok(None),
                         Some(uri) if uri.trim().is_empty() => Ok(None),
-                        Some(uri) => Location::from_uri(&uri).map(Some),
+                        Some(uri) => Location::from_uri_for(&uri, file_root).map(Some),
                     }
                 }
             };

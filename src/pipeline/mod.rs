@@ -423,6 +423,23 @@ async fn purge_batch(
         }
     }
 
+    // Storage-level holds (S3 Object Lock) keep the whole subject, asked before any of its
+    // objects is deleted.
+    let locations: Vec<Vec<crate::domain::Location>> =
+        go.iter().map(|r| merged[&r.id].locations.clone()).collect();
+    let locks = objects::storage_holds(ctx, buckets, &locations).await;
+    let mut unlocked = Vec::new();
+    for (r, lock) in go.into_iter().zip(locks) {
+        match lock {
+            Ok(None) => unlocked.push(r),
+            Ok(Some(evidence)) => {
+                held_by_storage(ctx, job, run_id, &r, prev_hold[&r.id], evidence).await?;
+                report.held += 1;
+            }
+            Err(e) => fail(ctx, job, run_id, &r, "objects", &e, report).await?,
+        }
+    }
+    let go = unlocked;
     let locations: Vec<Vec<crate::domain::Location>> =
         go.iter().map(|r| merged[&r.id].locations.clone()).collect();
     stages.mark("holds");
@@ -448,17 +465,7 @@ async fn purge_batch(
         report.count_objects(&t);
         r.tally = t;
         if let Some(evidence) = r.tally.denied.clone() {
-            let mut d = r.detail();
-            d["source"] = "storage".into();
-            d["evidence"] = evidence.into();
-            items::mark_held(
-                &ctx.pool,
-                &r.subject(job, run_id),
-                None,
-                prev_hold[&r.id],
-                d,
-            )
-            .await?;
+            held_by_storage(ctx, job, run_id, &r, prev_hold[&r.id], evidence).await?;
             report.held += 1;
         } else if let Some(e) = r.tally.failed.clone() {
             fail(ctx, job, run_id, &r, "objects", &e, report).await?;
@@ -567,6 +574,24 @@ async fn purge_batch(
     stages.mark("rows");
     tracing::info!(subjects = batch.len(), stages_ms = %stages, "batch done");
     Ok(())
+}
+
+/// Records a subject held by the object store (Object Lock), with the store's evidence.
+async fn held_by_storage(
+    ctx: &Context,
+    job: &Job,
+    run_id: i64,
+    r: &Ready,
+    prev_hold: Option<i64>,
+    evidence: String,
+) -> Result<()> {
+    tracing::info!(subject = %r.key, %evidence, "held by the object store");
+    let mut d = r.detail();
+    d["source"] = "storage".into();
+    d["evidence"] = evidence.into();
+    items::mark_held(&ctx.pool, &r.subject(job, run_id), None, prev_hold, d)
+        .await
+        .map(|_| ())
 }
 
 async fn fail(

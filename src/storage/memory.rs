@@ -14,6 +14,7 @@ struct Bucket {
     /// key → versions, oldest first: (version id, is delete marker).
     objects: BTreeMap<String, Vec<(String, bool)>>,
     uploads: Vec<Upload>,
+    object_lock: bool,
 }
 
 #[derive(Default)]
@@ -200,7 +201,34 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn object_lock_enabled(&self, bucket: &str) -> Result<bool, StoreError> {
-        self.versioning(bucket).await.map(|_| false)
+        let b = self.buckets.lock().expect("lock");
+        b.get(bucket)
+            .map(|b| b.object_lock)
+            .ok_or_else(|| StoreError::NotFound(bucket.into()))
+    }
+
+    async fn lock_of(
+        &self,
+        _bucket: &str,
+        item: &ObjectVersion,
+    ) -> Result<Option<String>, StoreError> {
+        let locked = self.locked.lock().expect("lock");
+        Ok((!item.delete_marker && locked.contains(&item.key)).then(|| "legal hold ON".into()))
+    }
+
+    async fn set_legal_hold(
+        &self,
+        _bucket: &str,
+        key: &str,
+        _version_id: Option<&str>,
+        on: bool,
+    ) -> Result<(), StoreError> {
+        let mut locked = self.locked.lock().expect("lock");
+        locked.retain(|k| k != key);
+        if on {
+            locked.push(key.to_string());
+        }
+        Ok(())
     }
 
     async fn put_retained(
@@ -214,7 +242,10 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn create_locked_bucket(&self, bucket: &str) -> Result<(), StoreError> {
-        self.create_bucket(bucket, Versioning::Enabled).await
+        self.create_bucket(bucket, Versioning::Enabled).await?;
+        let mut b = self.buckets.lock().expect("lock");
+        b.entry(bucket.to_string()).or_default().object_lock = true;
+        Ok(())
     }
 
     async fn create_bucket(&self, bucket: &str, versioning: Versioning) -> Result<(), StoreError> {

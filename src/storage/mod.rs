@@ -1,7 +1,9 @@
-//! Object storage behind one small trait. Backends: `s3` (any S3-compatible endpoint) and
-//! `memory` (unit tests only). Every method says what "not found" and partial failure mean;
-//! the behaviour suite in `tests/it/storage.rs` holds every backend to the same answers.
+//! Object storage behind one small trait. Backends: `s3` (any S3-compatible endpoint), `local`
+//! (a directory on a disk or a network mount) and `memory` (unit tests only). Every method says
+//! what "not found" and partial failure mean; the behaviour suite in `tests/it/storage.rs` holds
+//! every backend to the same answers.
 
+pub mod local;
 pub mod memory;
 pub mod s3;
 
@@ -146,6 +148,25 @@ pub trait ObjectStore: Send + Sync {
         key: &str,
         body: Vec<u8>,
         until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// The Object Lock protection on one version now, as evidence ("legal hold ON", or a
+    /// retention mode and the time it runs until), or `None` when nothing stops its deletion.
+    /// A delete marker is never protected. A version already gone is `None`.
+    async fn lock_of(
+        &self,
+        bucket: &str,
+        item: &ObjectVersion,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Places (`on`) or removes an Object Lock legal hold on one version. For tests and the
+    /// demo; the purge path never changes a lock.
+    async fn set_legal_hold(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        on: bool,
     ) -> Result<(), StoreError>;
 
     /// Creates a bucket with Object Lock enabled (versioned). For tests and the demo.

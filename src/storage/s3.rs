@@ -20,8 +20,8 @@ use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumVal
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    BucketVersioningStatus, Delete, ObjectIdentifier, ObjectLockEnabled, ObjectLockMode,
-    VersioningConfiguration,
+    BucketVersioningStatus, Delete, ObjectIdentifier, ObjectLockEnabled, ObjectLockLegalHold,
+    ObjectLockLegalHoldStatus, ObjectLockMode, VersioningConfiguration,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -436,6 +436,86 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| classify(&format!("writing s3://{bucket}/{key} under retention"), e))?;
+        Ok(())
+    }
+
+    async fn lock_of(
+        &self,
+        bucket: &str,
+        item: &ObjectVersion,
+    ) -> Result<Option<String>, StoreError> {
+        if item.delete_marker {
+            return Ok(None);
+        }
+        // The two dedicated calls rather than a HEAD, so lethe's role needs no read access to
+        // object content (s3:GetObjectLegalHold and s3:GetObjectRetention only). A 404 on
+        // either means "none": no hold or retention configured, or the version is gone.
+        let what = |c: &str| format!("reading the {c} of s3://{bucket}/{}", item.key);
+        let (hold, retention) = tokio::join!(
+            self.client
+                .get_object_legal_hold()
+                .bucket(bucket)
+                .key(&item.key)
+                .set_version_id(item.version_id.clone())
+                .send(),
+            self.client
+                .get_object_retention()
+                .bucket(bucket)
+                .key(&item.key)
+                .set_version_id(item.version_id.clone())
+                .send()
+        );
+        match hold {
+            Ok(out)
+                if out.legal_hold().and_then(|h| h.status())
+                    == Some(&ObjectLockLegalHoldStatus::On) =>
+            {
+                return Ok(Some("legal hold ON".into()));
+            }
+            Ok(_) => {}
+            Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 404 => {}
+            Err(e) => return Err(classify(&what("legal hold"), e)),
+        }
+        let retention = match retention {
+            Ok(out) => out.retention().cloned(),
+            Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 404 => None,
+            Err(e) => return Err(classify(&what("retention"), e)),
+        };
+        let until = retention
+            .as_ref()
+            .and_then(|r| r.retain_until_date())
+            .and_then(|d| chrono::DateTime::from_timestamp(d.secs(), d.subsec_nanos()));
+        match (retention.as_ref().and_then(|r| r.mode()), until) {
+            (Some(mode), Some(until)) if until > chrono::Utc::now() => Ok(Some(format!(
+                "{} retention until {}",
+                mode.as_str(),
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ))),
+            _ => Ok(None),
+        }
+    }
+
+    async fn set_legal_hold(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        on: bool,
+    ) -> Result<(), StoreError> {
+        let status = if on {
+            ObjectLockLegalHoldStatus::On
+        } else {
+            ObjectLockLegalHoldStatus::Off
+        };
+        self.client
+            .put_object_legal_hold()
+            .bucket(bucket)
+            .key(key)
+            .set_version_id(version_id.map(String::from))
+            .legal_hold(ObjectLockLegalHold::builder().status(status).build())
+            .send()
+            .await
+            .map_err(|e| classify(&format!("setting a legal hold on s3://{bucket}/{key}"), e))?;
         Ok(())
     }
 

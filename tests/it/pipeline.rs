@@ -673,3 +673,170 @@ async fn range_listing_finds_every_directory(versioning: Versioning) {
     assert_eq!(failed, vec![1, names.len() + 50]);
     w.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_lock_holds_keep_the_whole_subject_and_are_recorded_as_evidence() {
+    let mut w = World::new(Versioning::Enabled).await;
+    let locked = crate::helpers::unique("it-lock-");
+    w.store().create_locked_bucket(&locked).await.unwrap();
+    w.bucket = locked;
+    w.use_specs(&crate::helpers::repo().join("jobs"), &[]);
+    w.account(1, "free", None).await;
+    for run in 1..=3 {
+        w.run_row(run, 1, Some(10 * DAY)).await;
+        w.put(&format!("runs/{run}/model.bin")).await;
+    }
+    // Run 1: a legal hold on one version of one of its two objects.
+    let held_version = w
+        .store()
+        .put(&w.bucket, "runs/1/weights.bin", b"w".to_vec())
+        .await
+        .unwrap();
+    w.store()
+        .set_legal_hold(
+            &w.bucket,
+            "runs/1/weights.bin",
+            held_version.as_deref(),
+            true,
+        )
+        .await
+        .unwrap();
+    // Run 2: a compliance-mode retention that has not expired.
+    let until = chrono::Utc::now() + chrono::Duration::minutes(10);
+    w.store()
+        .put_retained(&w.bucket, "runs/2/retained.bin", b"r".to_vec(), until)
+        .await
+        .unwrap();
+
+    let kept1 = w.versions("runs/1/").await.len();
+    let kept2 = w.versions("runs/2/").await.len();
+    let dry = w
+        .run(
+            &["deleted-runs"],
+            RunOptions {
+                dry_run: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(dry.reports[0].held, 2, "the dry run sees the storage holds");
+    assert_eq!(dry.reports[0].would_purge, 1);
+
+    let s = w.run(&["deleted-runs"], RunOptions::default()).await;
+    assert_eq!(
+        s.exit_code(),
+        0,
+        "a storage hold is never a failure: {:?}",
+        s.reports
+    );
+    assert_eq!((s.reports[0].purged, s.reports[0].held), (1, 2));
+    assert_eq!(w.rows_of_run(3).await, 0);
+    assert!(w.versions("runs/3/").await.is_empty());
+    for run in [1, 2] {
+        assert_eq!(w.rows_of_run(run).await, 7, "run {run} keeps every row");
+    }
+    assert_eq!(
+        w.versions("runs/1/").await.len(),
+        kept1,
+        "nothing of run 1 is deleted, not even its unlocked objects"
+    );
+    assert_eq!(w.versions("runs/2/").await.len(), kept2);
+
+    let evidence: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT subject_key, detail->>'source', detail->>'evidence' FROM lethe.audit_log \
+         WHERE event = 'held' ORDER BY subject_key",
+    )
+    .fetch_all(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(evidence.len(), 2, "{evidence:?}");
+    assert_eq!(
+        (evidence[0].0.as_str(), evidence[0].1.as_str()),
+        ("1", "storage")
+    );
+    assert!(
+        evidence[0].2.contains("runs/1/weights.bin") && evidence[0].2.contains("legal hold ON"),
+        "{evidence:?}"
+    );
+    assert!(
+        evidence[1].2.contains("runs/2/retained.bin")
+            && evidence[1].2.contains("COMPLIANCE retention until"),
+        "{evidence:?}"
+    );
+
+    // The legal hold is lifted: the next run purges run 1 whole; run 2 stays retained.
+    w.store()
+        .set_legal_hold(
+            &w.bucket,
+            "runs/1/weights.bin",
+            held_version.as_deref(),
+            false,
+        )
+        .await
+        .unwrap();
+    let s = w.run(&["deleted-runs"], RunOptions::default()).await;
+    assert_eq!(
+        (s.reports[0].purged, s.reports[0].held),
+        (1, 1),
+        "{:?}",
+        s.reports
+    );
+    assert_eq!(w.rows_of_run(1).await, 0);
+    assert!(w.versions("runs/1/").await.is_empty());
+    assert_eq!(w.rows_of_run(2).await, 7);
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versioning_suspended_bucket_loses_old_versions_and_null_versions() {
+    let w = World::new(Versioning::Enabled).await;
+    w.account(1, "free", None).await;
+    w.run_row(1, 1, Some(10 * DAY)).await;
+    w.run_row(2, 1, None).await;
+    // Versions written while versioning was on, then null versions after it was suspended.
+    w.put("runs/1/model.bin").await;
+    w.put("runs/1/model.bin").await;
+    w.put("runs/2/model.bin").await;
+    w.store()
+        .create_bucket(&w.bucket, Versioning::Suspended)
+        .await
+        .unwrap();
+    assert_eq!(
+        w.store().versioning(&w.bucket).await.unwrap(),
+        Versioning::Suspended
+    );
+    w.put("runs/1/model.bin").await;
+    w.put("runs/1/notes.txt").await;
+    let neighbour = w.versions("runs/2/").await;
+    let before = w.versions("runs/1/").await;
+    assert!(
+        before.len() >= 4,
+        "two old versions and the null versions: {before:?}"
+    );
+    assert!(
+        before
+            .iter()
+            .any(|v| v.version_id.as_deref() == Some("null")),
+        "{before:?}"
+    );
+
+    let s = w.run(&["deleted-runs"], RunOptions::default()).await;
+    assert_eq!(s.exit_code(), 0, "{:?}", s.reports);
+    assert!(
+        w.versions("runs/1/").await.is_empty(),
+        "no old version and no null version is left"
+    );
+    assert_eq!(
+        w.versions("runs/2/").await,
+        neighbour,
+        "the neighbour is kept"
+    );
+    let route: String = sqlx::query_scalar(
+        "SELECT detail->'objects'->'routes'->>0 FROM lethe.audit_log WHERE event = 'purged'",
+    )
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(route, "versioning-suspended");
+    w.cleanup().await;
+}

@@ -1,6 +1,8 @@
-//! The storage behaviour suite: every `ObjectStore` backend (the in-memory one and the real S3
-//! server) must give the same answers to the same questions, and `Walker`, `purge` and `verify`
-//! must behave the same on top of each. Each test gets its own fresh bucket.
+//! The storage behaviour suite: every `ObjectStore` backend (the in-memory one, the real S3
+//! server and a local directory) must give the same answers to the same questions, and
+//! `Walker`, `purge` and `verify` must behave the same on top of each. Each test gets its own
+//! fresh bucket. A local directory keeps no versions or uploads, and cannot hold a file and a
+//! directory of the same name, so those tests run on the other two only.
 
 use crate::helpers;
 use futures::StreamExt;
@@ -8,6 +10,7 @@ use lethe::context::Context;
 use lethe::domain::Location;
 use lethe::pipeline::objects::{self, Buckets, Walker};
 use lethe::pipeline::verify;
+use lethe::storage::local::LocalStore;
 use lethe::storage::memory::MemoryStore;
 use lethe::storage::s3::S3Store;
 use lethe::storage::{
@@ -16,10 +19,26 @@ use lethe::storage::{
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
     Memory,
     S3,
+    Local,
+}
+
+impl Kind {
+    /// The bucket kinds this backend has.
+    fn versionings(self) -> Vec<Versioning> {
+        match self {
+            Kind::Local => vec![Versioning::Unversioned],
+            _ => vec![Versioning::Unversioned, Versioning::Enabled],
+        }
+    }
+
+    /// Whether `a` and `a/b` can both be keys (not on a file system).
+    fn file_beside_dir(self) -> bool {
+        self != Kind::Local
+    }
 }
 
 /// One backend with one fresh bucket, and a `Context` around it for `purge` and `verify`
@@ -31,10 +50,17 @@ struct Backend {
 }
 
 async fn backend(kind: Kind, versioning: Versioning) -> Backend {
-    let settings = helpers::settings(&helpers::admin_url(), &std::env::temp_dir());
+    let mut settings = helpers::settings(&helpers::admin_url(), &std::env::temp_dir());
     let store: Arc<dyn ObjectStore> = match kind {
         Kind::Memory => Arc::new(MemoryStore::default()),
         Kind::S3 => Arc::new(S3Store::connect(&settings.s3).await),
+        Kind::Local => {
+            let root = std::env::temp_dir().join(helpers::unique("lethe-objects-"));
+            std::fs::create_dir_all(&root).unwrap();
+            let store = LocalStore::open(&root).unwrap();
+            settings.object_root = Some(store.root().to_path_buf());
+            Arc::new(store)
+        }
     };
     let bucket = helpers::unique("it-");
     store
@@ -161,7 +187,7 @@ async fn unversioned_listing_pages_through_everything_and_batch_delete_empties_i
 /// `purge` deletes what the first pages listed while it is still listing: a continuation must
 /// not depend on the entries it continues after still being there.
 async fn listing_continues_after_deleting_the_pages_already_listed(kind: Kind) {
-    for versioning in [Versioning::Unversioned, Versioning::Enabled] {
+    for versioning in kind.versionings() {
         let b = backend(kind, versioning).await;
         let v = versioning.keeps_versions();
         // Versioned: a few keys with hundreds of versions each, so pages end inside a key and the
@@ -209,6 +235,9 @@ async fn deleting_what_is_already_gone_is_success(kind: Kind) {
     assert_eq!(out, vec![KeyOutcome::Deleted, KeyOutcome::Deleted]);
 
     // A version deleted twice (a retried batch on a versioned bucket).
+    if !kind.versionings().contains(&Versioning::Enabled) {
+        return;
+    }
     let v = backend(kind, Versioning::Enabled).await;
     let id = v
         .put("a/x")
@@ -325,8 +354,11 @@ async fn versioned_listing_pages_through_many_versions_of_one_key(kind: Kind) {
 }
 
 async fn walker_never_strays_into_neighbouring_prefixes(kind: Kind) {
-    for versioning in [Versioning::Unversioned, Versioning::Enabled] {
+    for versioning in kind.versionings() {
         let b = backend(kind, versioning).await;
+        // `runs/1` and `runs/10` are objects beside the directories of the same name, where the
+        // backend can store both.
+        let exact = kind.file_beside_dir();
         for k in [
             "runs/1/a",
             "runs/1/b/c",
@@ -336,7 +368,9 @@ async fn walker_never_strays_into_neighbouring_prefixes(kind: Kind) {
             "runs/10",
             "runs/1a",
         ] {
-            b.put(k).await;
+            if exact || !["runs/1", "runs/10"].contains(&k) {
+                b.put(k).await;
+            }
         }
         if versioning.keeps_versions() {
             b.put("runs/1").await;
@@ -354,14 +388,66 @@ async fn walker_never_strays_into_neighbouring_prefixes(kind: Kind) {
 
         let uri = Location::from_uri(&format!("s3://{}/runs/1", b.bucket)).unwrap();
         let seen = b.walk(&uri, v).await;
-        assert_eq!(
-            seen.keys().collect::<Vec<_>>(),
-            ["runs/1", "runs/1/a", "runs/1/b/c"],
-            "{versioning:?}"
-        );
-        // Two puts and a marker on the exact object of the versioned bucket.
-        assert_eq!(seen["runs/1"], if v { 3 } else { 1 }, "{versioning:?}");
+        let want: &[&str] = if exact {
+            &["runs/1", "runs/1/a", "runs/1/b/c"]
+        } else {
+            &["runs/1/a", "runs/1/b/c"]
+        };
+        assert_eq!(seen.keys().collect::<Vec<_>>(), want, "{versioning:?}");
+        if exact {
+            // Two puts and a marker on the exact object of the versioned bucket.
+            assert_eq!(seen["runs/1"], if v { 3 } else { 1 }, "{versioning:?}");
+        }
     }
+}
+
+/// On a plain bucket: one subject's URI names a single object, another's a directory; each
+/// loses exactly its own, however alike the neighbours' names.
+async fn purge_and_verify_remove_each_subject_only_on_a_plain_bucket(kind: Kind) {
+    let b = backend(kind, Versioning::Unversioned).await;
+    let mine = [
+        "runs/1/model.bin",
+        "runs/2/a",
+        "runs/2/deep/er/b",
+        "runs/2/c",
+    ];
+    let neighbours = [
+        "runs/1/model.bin.bak",
+        "runs/1/model.binx/y",
+        "runs/10/z",
+        "runs/2-b/k",
+        "runs/20/a",
+        "runs/2.txt",
+    ];
+    for k in mine.iter().chain(&neighbours) {
+        b.put(k).await;
+    }
+    let subjects = vec![
+        vec![Location::from_uri(&format!("s3://{}/runs/1/model.bin", b.bucket)).unwrap()],
+        vec![Location::dir(&b.bucket, "runs/2/").unwrap()],
+    ];
+    let buckets = Buckets::default();
+    assert!(
+        verify::verify(&b.ctx, &buckets, &subjects)
+            .await
+            .iter()
+            .all(|c| c.is_err())
+    );
+    let tallies = objects::purge(&b.ctx, &buckets, &subjects, false, None).await;
+    let t: Vec<_> = tallies
+        .iter()
+        .map(|t| (t.versions, t.failed.clone()))
+        .collect();
+    assert_eq!(t, [(1, None), (3, None)], "{tallies:?}");
+    assert_eq!(
+        verify::verify(&b.ctx, &buckets, &subjects).await,
+        vec![Ok(()), Ok(())]
+    );
+    assert_eq!(
+        keys(&b.list_all("runs/", false).await.0),
+        neighbours.iter().map(|k| k.to_string()).collect(),
+        "only the neighbours are left"
+    );
 }
 
 async fn purge_and_verify_remove_every_version_and_marker_of_each_subject_only(kind: Kind) {
@@ -507,11 +593,15 @@ async fn missing_bucket_is_not_found_and_absent_prefix_is_empty(kind: Kind) {
 }
 
 macro_rules! backend_tests {
-    ($($name:ident),* $(,)?) => {
+    (every: [$($name:ident),* $(,)?], versioned: [$($v:ident),* $(,)?] $(,)?) => {
         mod memory {
             $(#[tokio::test]
             async fn $name() {
                 super::$name(super::Kind::Memory).await
+            })*
+            $(#[tokio::test]
+            async fn $v() {
+                super::$v(super::Kind::Memory).await
             })*
         }
         mod s3 {
@@ -519,21 +609,36 @@ macro_rules! backend_tests {
             async fn $name() {
                 super::$name(super::Kind::S3).await
             })*
+            $(#[tokio::test]
+            async fn $v() {
+                super::$v(super::Kind::S3).await
+            })*
+        }
+        mod local {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Kind::Local).await
+            })*
         }
     };
 }
 
 backend_tests!(
-    unversioned_listing_pages_through_everything_and_batch_delete_empties_it,
-    listing_continues_after_deleting_the_pages_already_listed,
-    deleting_what_is_already_gone_is_success,
-    versioned_bucket_keeps_versions_and_markers_until_each_is_deleted,
-    each_delete_marker_is_a_version_of_its_own,
-    versioned_listing_pages_through_many_versions_of_one_key,
-    walker_never_strays_into_neighbouring_prefixes,
-    purge_and_verify_remove_every_version_and_marker_of_each_subject_only,
-    purge_aborts_unfinished_uploads,
-    missing_bucket_is_not_found_and_absent_prefix_is_empty,
+    every: [
+        unversioned_listing_pages_through_everything_and_batch_delete_empties_it,
+        listing_continues_after_deleting_the_pages_already_listed,
+        deleting_what_is_already_gone_is_success,
+        walker_never_strays_into_neighbouring_prefixes,
+        purge_and_verify_remove_each_subject_only_on_a_plain_bucket,
+        missing_bucket_is_not_found_and_absent_prefix_is_empty,
+    ],
+    versioned: [
+        versioned_bucket_keeps_versions_and_markers_until_each_is_deleted,
+        each_delete_marker_is_a_version_of_its_own,
+        versioned_listing_pages_through_many_versions_of_one_key,
+        purge_and_verify_remove_every_version_and_marker_of_each_subject_only,
+        purge_aborts_unfinished_uploads,
+    ],
 );
 
 /// Refused credentials are a configuration error (exit 2) that names the bucket, never a
@@ -569,4 +674,155 @@ async fn s3_wrong_secret_key_stops_the_run_before_anything_is_deleted() {
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(w.keys("runs/1/").await, Vec::<String>::new());
     w.cleanup().await;
+}
+
+/// A version under an Object Lock legal hold is refused per key (`Denied`, a hold, never a
+/// failure), `lock_of` names the protection, and lifting the hold makes it deletable.
+async fn object_lock_refuses_a_held_version_and_names_the_hold(kind: Kind) {
+    let b = backend(kind, Versioning::Enabled).await;
+    let bucket = helpers::unique("it-lock-");
+    b.s().create_locked_bucket(&bucket).await.unwrap();
+    assert!(b.s().object_lock_enabled(&bucket).await.unwrap());
+    assert!(!b.s().object_lock_enabled(&b.bucket).await.unwrap());
+    let put = |k: &'static str| {
+        let (s, bucket) = (b.s(), bucket.clone());
+        async move { s.put(&bucket, k, b"x".to_vec()).await.unwrap() }
+    };
+    let (a, other) = (put("runs/1/a").await, put("runs/1/b").await);
+    b.s()
+        .set_legal_hold(&bucket, "runs/1/a", a.as_deref(), true)
+        .await
+        .unwrap();
+    let va = object("runs/1/a", a.as_deref());
+    let vb = object("runs/1/b", other.as_deref());
+    assert_eq!(
+        b.s().lock_of(&bucket, &va).await.unwrap().as_deref(),
+        Some("legal hold ON")
+    );
+    assert_eq!(b.s().lock_of(&bucket, &vb).await.unwrap(), None);
+    let out = b
+        .s()
+        .delete_batch(&bucket, &[va.clone(), vb.clone()])
+        .await
+        .unwrap();
+    assert!(matches!(out[0], KeyOutcome::Denied(_)), "{out:?}");
+    assert_eq!(out[1], KeyOutcome::Deleted);
+    assert_eq!(b.s().lock_of(&bucket, &vb).await.unwrap(), None, "gone");
+
+    b.s()
+        .set_legal_hold(&bucket, "runs/1/a", a.as_deref(), false)
+        .await
+        .unwrap();
+    assert_eq!(b.s().lock_of(&bucket, &va).await.unwrap(), None);
+    assert_eq!(
+        b.s().delete_batch(&bucket, &[va]).await.unwrap(),
+        vec![KeyOutcome::Deleted]
+    );
+}
+
+#[tokio::test]
+async fn memory_object_lock_refuses_a_held_version_and_names_the_hold() {
+    object_lock_refuses_a_held_version_and_names_the_hold(Kind::Memory).await
+}
+
+#[tokio::test]
+async fn s3_object_lock_refuses_a_held_version_and_names_the_hold() {
+    object_lock_refuses_a_held_version_and_names_the_hold(Kind::S3).await
+}
+
+/// A local store never follows a symlink: a link inside a subject's directory is deleted as a
+/// link (its target, outside the root, is untouched), and a subject directory that is itself a
+/// link to elsewhere is not entered at all.
+#[tokio::test]
+async fn local_symlinks_are_never_followed_out_of_the_root() {
+    let b = backend(Kind::Local, Versioning::Unversioned).await;
+    let outside = std::env::temp_dir().join(helpers::unique("lethe-outside-"));
+    std::fs::create_dir_all(outside.join("sub")).unwrap();
+    std::fs::write(outside.join("secret.txt"), "keep").unwrap();
+    std::fs::write(outside.join("sub/deep.txt"), "keep").unwrap();
+    b.put("runs/1/a").await;
+    b.put("runs/3/a").await;
+    let root = lethe_root(&b);
+    let dir1 = root.join(&b.bucket).join("runs/1");
+    std::os::unix::fs::symlink(&outside, dir1.join("dirlink")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.txt"), dir1.join("filelink")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join(&b.bucket).join("runs/2")).unwrap();
+
+    let subjects = vec![
+        vec![Location::dir(&b.bucket, "runs/1/").unwrap()],
+        vec![Location::dir(&b.bucket, "runs/2/").unwrap()],
+    ];
+    assert_eq!(
+        keys(&b.list_all("runs/", false).await.0),
+        BTreeSet::from([
+            "runs/1/a".into(),
+            "runs/1/dirlink".into(),
+            "runs/1/filelink".into(),
+            "runs/2".into(),
+            "runs/3/a".into(),
+        ]),
+        "links are entries of their own; nothing behind them is listed"
+    );
+    let buckets = Buckets::default();
+    let tallies = objects::purge(&b.ctx, &buckets, &subjects, false, None).await;
+    assert_eq!(tallies[0].versions, 3, "{tallies:?}");
+    assert_eq!(tallies[1].versions, 0, "{tallies:?}");
+    assert_eq!(
+        verify::verify(&b.ctx, &buckets, &subjects).await,
+        vec![Ok(()), Ok(())]
+    );
+    assert_eq!(
+        std::fs::read_to_string(outside.join("secret.txt")).unwrap(),
+        "keep"
+    );
+    assert_eq!(
+        std::fs::read_to_string(outside.join("sub/deep.txt")).unwrap(),
+        "keep"
+    );
+    assert!(!dir1.exists(), "the emptied subject directory is removed");
+    assert!(
+        root.join(&b.bucket).join("runs").is_dir(),
+        "the top-level directory stays"
+    );
+    assert_eq!(
+        keys(&b.list_all("runs/", false).await.0),
+        BTreeSet::from(["runs/2".into(), "runs/3/a".into()])
+    );
+    // A delete asked to go through the link is refused as "not here", and deletes nothing.
+    let out = b
+        .s()
+        .delete_batch(&b.bucket, &[object("runs/2/secret.txt", None)])
+        .await
+        .unwrap();
+    assert_eq!(out, vec![KeyOutcome::Deleted]);
+    assert!(outside.join("secret.txt").exists());
+    let _ = std::fs::remove_dir_all(&outside);
+}
+
+/// A file whose name no key can spell would be invisible to verification: the subject fails
+/// and keeps it, rather than being called clean.
+#[tokio::test]
+async fn local_unlistable_file_name_fails_the_subject() {
+    use std::os::unix::ffi::OsStrExt;
+    let b = backend(Kind::Local, Versioning::Unversioned).await;
+    b.put("runs/4/a").await;
+    let dir = lethe_root(&b).join(&b.bucket).join("runs/4");
+    let odd = dir.join(std::ffi::OsStr::from_bytes(b"bad-\xff"));
+    std::fs::write(&odd, "x").unwrap();
+    let subjects = vec![vec![Location::dir(&b.bucket, "runs/4/").unwrap()]];
+    let buckets = Buckets::default();
+    let tallies = objects::purge(&b.ctx, &buckets, &subjects, false, None).await;
+    let failed = tallies[0].failed.clone().unwrap_or_default();
+    assert!(failed.contains("not UTF-8"), "{tallies:?}");
+    let check = verify::verify(&b.ctx, &buckets, &subjects).await.remove(0);
+    assert!(check.is_err(), "verification must not call it clean");
+    assert!(odd.exists());
+}
+
+fn lethe_root(b: &Backend) -> std::path::PathBuf {
+    b.ctx
+        .settings
+        .object_root
+        .clone()
+        .expect("a local backend has a root")
 }
