@@ -42,6 +42,8 @@ pub struct World {
     pub bucket: String,
     pub jobs_dir: PathBuf,
     pub ctx: Context,
+    /// Where objects live when the world uses a local directory store instead of S3.
+    pub object_root: Option<PathBuf>,
 }
 
 impl World {
@@ -89,6 +91,33 @@ impl World {
             bucket,
             jobs_dir,
             ctx,
+            object_root: None,
+        }
+    }
+
+    /// As `new`, with objects in a fresh local directory store (`LETHE_OBJECT_STORE`).
+    pub async fn local() -> World {
+        let mut w = World::new(Versioning::Unversioned).await;
+        let root = std::env::temp_dir().join(unique("lethe-objects-"));
+        std::fs::create_dir_all(&root).unwrap();
+        let store = lethe::storage::local::LocalStore::open(&root).unwrap();
+        let root = store.root().to_path_buf();
+        store
+            .create_bucket(&w.bucket, Versioning::Unversioned)
+            .await
+            .unwrap();
+        let mut settings = w.ctx.settings.clone();
+        settings.object_root = Some(root.clone());
+        w.ctx = Context::with_store(&settings, w.pool.clone(), Arc::new(store));
+        w.object_root = Some(root);
+        w
+    }
+
+    /// A URI column's value naming `path` in this world's bucket, for its store.
+    pub fn uri(&self, path: &str) -> String {
+        match &self.object_root {
+            Some(root) => format!("file://{}/{}/{path}", root.display(), self.bucket),
+            None => format!("s3://{}/{path}", self.bucket),
         }
     }
 
@@ -164,6 +193,11 @@ impl World {
             .env("DATABASE_URL", &self.url)
             .env("LETHE_JOBS_DIR", &self.jobs_dir)
             .env("LETHE_LOG", "warn")
+            .envs(
+                self.object_root
+                    .iter()
+                    .map(|r| ("LETHE_OBJECT_STORE", format!("file://{}", r.display()))),
+            )
             .envs(env.iter().copied())
             .output()
             .unwrap();
@@ -257,9 +291,9 @@ impl World {
             Some(s) => format!("now() - interval '{s} seconds'"),
             None => "NULL".into(),
         };
-        let b = &self.bucket;
+        let uri = self.uri(&format!("snaps/{id}/"));
         self.sql(&format!(
-            "INSERT INTO snapshots VALUES ({id}, {run}, {account}, {at}, 's3://{b}/snaps/{id}/');
+            "INSERT INTO snapshots VALUES ({id}, {run}, {account}, {at}, '{uri}');
              INSERT INTO snapshot_files (snapshot_id, path, size_bytes) VALUES ({id}, 'a', 1), ({id}, 'b', 2)"
         ))
         .await;
@@ -297,6 +331,9 @@ impl World {
         .await
         .unwrap();
         let _ = std::fs::remove_dir_all(&self.jobs_dir);
+        if let Some(root) = &self.object_root {
+            let _ = std::fs::remove_dir_all(root);
+        }
     }
 }
 

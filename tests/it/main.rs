@@ -7,6 +7,7 @@ mod crash;
 mod daemon;
 mod deploy;
 mod helpers;
+mod local;
 mod pipeline;
 mod report;
 mod specs;
