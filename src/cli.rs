@@ -383,13 +383,34 @@ async fn check(ctx: &Context) -> Result<u8> {
             w.grace,
             w.deadline
         )?;
+        if let Some(r) = &job.windows.from_row {
+            writeln!(
+                out,
+                "    retention from {}.{} ({}) where {}.{} = {}; deadline {} after it; \
+                 NULL uses the defaults above, zero or less keeps forever",
+                r.table,
+                r.column,
+                format!("{:?}", r.unit).to_lowercase(),
+                r.table,
+                r.key,
+                r.link,
+                r.deadline_after
+            )?;
+        }
         for (value, p) in &job.windows.overrides {
-            let col = job
+            let by = job
                 .windows
                 .vary_by
                 .as_ref()
                 .map(|c| c.as_str())
                 .unwrap_or("?");
+            let col = match &job.windows.vary_on {
+                Some(r) => format!(
+                    "{}.{by} (where {}.{} = {})",
+                    r.table, r.table, r.key, r.link
+                ),
+                None => by.to_string(),
+            };
             writeln!(
                 out,
                 "    when {col} = {value:?}: grace {}, deadline {}",

@@ -20,6 +20,9 @@ pub fn clock_ts(job: &Job) -> String {
     }
 }
 
+/// The window of a subject kept forever: about 3,000 years.
+const FOREVER_SECONDS: i64 = 3_000 * 366 * 86_400;
+
 #[derive(Clone, Copy)]
 pub enum Which {
     Grace,
@@ -34,10 +37,40 @@ fn window_secs(job: &Job, which: Which, sql: &mut Sql) -> String {
     };
     let w = &job.windows;
     let default = pick(&w.default.grace, &w.default.deadline);
+    if let Some(r) = &w.from_row {
+        // NULL (or no related row) takes the defaults; zero or less keeps the subject forever
+        // (a window of 3,000 years, so every comparison stays ordinary arithmetic).
+        let v = format!(
+            "(SELECT wr.{}::bigint FROM {} wr WHERE wr.{} = n0.{})",
+            r.column.quoted(),
+            r.table.quoted(),
+            r.key.quoted(),
+            r.link.quoted()
+        );
+        let extra = match which {
+            Which::Grace => 0,
+            Which::Deadline => r.deadline_after.seconds(),
+        };
+        return format!(
+            "CASE WHEN {v} IS NULL THEN {default} WHEN {v} > 0 THEN {v} * {} + {extra} \
+             ELSE {FOREVER_SECONDS} END",
+            r.unit.seconds()
+        );
+    }
     match &w.vary_by {
         None => default.to_string(),
         Some(col) => {
-            let mut s = format!("CASE n0.{}::text", col.quoted());
+            let value = match &w.vary_on {
+                None => format!("n0.{}::text", col.quoted()),
+                Some(r) => format!(
+                    "(SELECT wv.{}::text FROM {} wv WHERE wv.{} = n0.{})",
+                    col.quoted(),
+                    r.table.quoted(),
+                    r.key.quoted(),
+                    r.link.quoted()
+                ),
+            };
+            let mut s = format!("CASE {value}");
             for (value, pair) in &w.overrides {
                 let p = sql.bind(Bind::Text(value.clone()));
                 s.push_str(&format!(

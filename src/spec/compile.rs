@@ -73,6 +73,10 @@ pub struct Windows {
     pub default: WindowPair,
     pub vary_by: Option<Ident>,
     pub overrides: Vec<(String, WindowPair)>,
+    /// Retention read from a related row; `default` applies where it is NULL.
+    pub from_row: Option<super::FromRowSpec>,
+    /// The related row `vary_by` is read from, if not the subject row.
+    pub vary_on: Option<super::RelatedRow>,
 }
 
 /// Where objects are found, per subject.
@@ -469,10 +473,24 @@ fn compile_windows(spec: &JobSpec) -> Result<Windows, (&'static str, String)> {
         }
         _ => {}
     }
+    if w.vary_on.is_some() && w.vary_by.is_none() {
+        return Err((
+            "vary_on",
+            "`vary_on` says where `vary_by` is read, but `vary_by` is not set".into(),
+        ));
+    }
+    if w.from_row.is_some() && w.vary_by.is_some() {
+        return Err((
+            "from_row",
+            "`from_row` and `vary_by` cannot be combined: the window comes from one place".into(),
+        ));
+    }
     Ok(Windows {
         default,
         vary_by: w.vary_by.clone(),
         overrides: w.overrides.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        from_row: w.from_row.clone(),
+        vary_on: w.vary_on.clone(),
     })
 }
 

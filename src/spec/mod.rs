@@ -74,11 +74,71 @@ pub struct WindowSpec {
     pub grace: Window,
     /// The promise: a subject must be gone by clock + deadline. At least `grace`.
     pub deadline: Window,
-    /// A column of the subject table whose value picks an entry of `overrides`.
+    /// A column of the subject table (or, with `vary_on`, of a related row) whose value picks
+    /// an entry of `overrides`.
     pub vary_by: Option<Ident>,
+    /// The related row `vary_by` is read from, e.g. the subject's account: `[window.vary_on]`.
+    pub vary_on: Option<RelatedRow>,
     /// Per-value windows, e.g. `[window.overrides.enterprise]`; other values use the defaults.
     #[serde(default)]
     pub overrides: BTreeMap<String, WindowPair>,
+    /// Retention read from a related row, for age-based retention of live records ("traces
+    /// older than their project's retention"): `[window.from_row]`. `grace` and `deadline` are
+    /// then the defaults for subjects whose value is NULL or that have no related row.
+    pub from_row: Option<FromRowSpec>,
+}
+
+/// Where a per-subject retention is read: `table.column` of the row whose `key` equals the
+/// subject's `link` column, counted in `unit`s.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct FromRowSpec {
+    /// The related table, e.g. `projects`.
+    pub table: TableName,
+    /// Its key column. Default: `id`.
+    #[serde(default = "default_id_plain")]
+    pub key: Ident,
+    /// The subject column that points at the related row, e.g. `project_id`.
+    pub link: Ident,
+    /// The related column holding the retention, e.g. `retention_days`. A whole number; NULL
+    /// uses the defaults, and zero or less means "keep forever" (never eligible).
+    pub column: Ident,
+    /// The column's unit: `days`, `hours` or `seconds`.
+    pub unit: RetentionUnit,
+    /// How long after the retention ends the subject must be gone (the deadline's slack).
+    pub deadline_after: Window,
+}
+
+/// A row related to the subject: the row of `table` whose `key` equals the subject's `link`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RelatedRow {
+    /// The related table, e.g. `accounts`.
+    pub table: TableName,
+    /// Its key column. Default: `id`.
+    #[serde(default = "default_id_plain")]
+    pub key: Ident,
+    /// The subject column that points at the related row, e.g. `account_id`.
+    pub link: Ident,
+}
+
+/// The unit of a retention column.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RetentionUnit {
+    Days,
+    Hours,
+    Seconds,
+}
+
+impl RetentionUnit {
+    pub fn seconds(self) -> i64 {
+        match self {
+            RetentionUnit::Days => 86_400,
+            RetentionUnit::Hours => 3_600,
+            RetentionUnit::Seconds => 1,
+        }
+    }
 }
 
 /// One override's windows.
@@ -134,6 +194,10 @@ impl<'de> Deserialize<'de> for FilterText {
             .map(FilterText)
             .map_err(|e| serde::de::Error::custom(format!("filter: {e}")))
     }
+}
+
+fn default_id_plain() -> Ident {
+    Ident::new("id").expect("`id` is a valid identifier")
 }
 
 fn default_id() -> Spanned<Ident> {

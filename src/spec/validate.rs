@@ -55,6 +55,14 @@ pub fn validate(jobs: &mut [Job], catalog: &Catalog) -> Result<()> {
     Ok(())
 }
 
+/// Whether a catalog type holds whole numbers.
+fn is_whole_number(ty: &str) -> bool {
+    matches!(
+        ty,
+        "smallint" | "integer" | "bigint" | "int2" | "int4" | "int8"
+    )
+}
+
 fn check_job(job: &Job, cat: &Catalog, errors: &mut Vec<String>) {
     let file = job.file.display().to_string();
     let mut err = |line: usize, msg: String| errors.push(format!("{file}:{line}: {msg}"));
@@ -80,7 +88,56 @@ fn check_job(job: &Job, cat: &Catalog, errors: &mut Vec<String>) {
     if let Some(o) = &job.owner {
         need(0, o.as_str(), "subject owner", &mut err);
     }
-    if let Some(v) = &job.windows.vary_by {
+    if let Some(r) = &job.windows.from_row {
+        need(0, r.link.as_str(), "window from_row link", &mut err);
+        if !cat.columns.contains_key(&r.table) {
+            err(
+                job.subject_line,
+                format!(
+                    "window from_row: table `{}` does not exist in the database",
+                    r.table
+                ),
+            );
+        } else {
+            if cat.column_type(&r.table, r.key.as_str()).is_none() {
+                err(
+                    job.subject_line,
+                    format!(
+                        "window from_row key: table `{}` has no column `{}`",
+                        r.table, r.key
+                    ),
+                );
+            }
+            match cat.column_type(&r.table, r.column.as_str()) {
+                None => err(
+                    job.subject_line,
+                    format!(
+                        "window from_row column: table `{}` has no column `{}`",
+                        r.table, r.column
+                    ),
+                ),
+                Some(ty) if !is_whole_number(ty) => err(
+                    job.subject_line,
+                    format!(
+                        "window from_row column `{}.{}` is `{ty}`: a retention must be a whole number (smallint, integer, bigint)",
+                        r.table, r.column
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+    if let (Some(v), Some(r)) = (&job.windows.vary_by, &job.windows.vary_on) {
+        need(0, r.link.as_str(), "window vary_on link", &mut err);
+        for (c, what) in [(r.key.as_str(), "vary_on key"), (v.as_str(), "vary_by")] {
+            if cat.column_type(&r.table, c).is_none() {
+                err(
+                    job.subject_line,
+                    format!("window {what}: table `{}` has no column `{c}`", r.table),
+                );
+            }
+        }
+    } else if let Some(v) = &job.windows.vary_by {
         need(0, v.as_str(), "window vary_by", &mut err);
     }
     if let Some(ty) = cat.column_type(&subject.table, job.clock.as_str()) {

@@ -15,6 +15,9 @@ use std::sync::Arc;
 
 pub const DAY: i64 = 86_400;
 
+/// The bucket names the shipped specs use, replaced by each world's own bucket.
+const SHIPPED_BUCKETS: [&str; 3] = ["lethe-artifacts", "lethe-traces", "lethe-inference"];
+
 pub fn admin_url() -> String {
     std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
@@ -58,6 +61,21 @@ impl World {
             .unwrap();
         lethe::db::migrator().run(&w.pool).await.unwrap();
         w.use_specs(&repo().join("jobs"), &[]);
+        w
+    }
+
+    /// A policy pack's world: its reference schema (`jobs/packs/NAME/schema.sql`), lethe
+    /// migrated, and the pack's specs pointing at a fresh bucket.
+    pub async fn pack(name: &str) -> World {
+        let w = World::bare(Versioning::Unversioned).await;
+        let dir = repo().join("jobs/packs").join(name);
+        let schema = std::fs::read_to_string(dir.join("schema.sql")).unwrap();
+        sqlx::raw_sql(AssertSqlSafe(schema))
+            .execute(&w.pool)
+            .await
+            .unwrap();
+        lethe::db::migrator().run(&w.pool).await.unwrap();
+        w.use_specs(&dir, &[]);
         w
     }
 
@@ -130,9 +148,10 @@ impl World {
             let p = e.unwrap().path();
             let name = p.file_name().unwrap().to_str().unwrap().to_string();
             if p.extension().is_some_and(|x| x == "toml") && !skip.contains(&name.as_str()) {
-                let text = std::fs::read_to_string(&p)
-                    .unwrap()
-                    .replace("lethe-artifacts", &self.bucket);
+                let mut text = std::fs::read_to_string(&p).unwrap();
+                for shipped in SHIPPED_BUCKETS {
+                    text = text.replace(shipped, &self.bucket);
+                }
                 std::fs::write(self.jobs_dir.join(name), text).unwrap();
             }
         }

@@ -8,6 +8,7 @@ mod daemon;
 mod deploy;
 mod helpers;
 mod local;
+mod packs;
 mod pipeline;
 mod report;
 mod specs;

@@ -119,6 +119,59 @@ async fn malformed_specs_name_file_line_and_field_and_delete_nothing() {
             ),
             "metrics_run_id_fkey",
         ),
+        (
+            "from_row and vary_by together",
+            base.replace(
+                "deadline = \"30d\"",
+                "deadline = \"30d\"\nvary_by = \"name\"\n[window.overrides.x]\ngrace = \"1d\"\ndeadline = \"2d\"\n\
+                 [window.from_row]\ntable = \"accounts\"\nlink = \"account_id\"\ncolumn = \"id\"\nunit = \"days\"\ndeadline_after = \"1d\"",
+            ),
+            "from_row",
+        ),
+        (
+            "from_row retention that is not a whole number",
+            base.replace(
+                "deadline = \"30d\"",
+                "deadline = \"30d\"\n[window.from_row]\ntable = \"accounts\"\nlink = \"account_id\"\n\
+                 column = \"plan\"\nunit = \"days\"\ndeadline_after = \"1d\"",
+            ),
+            "whole number",
+        ),
+        (
+            "from_row unit unknown",
+            base.replace(
+                "deadline = \"30d\"",
+                "deadline = \"30d\"\n[window.from_row]\ntable = \"accounts\"\nlink = \"account_id\"\n\
+                 column = \"id\"\nunit = \"fortnights\"\ndeadline_after = \"1d\"",
+            ),
+            "fortnights",
+        ),
+        (
+            "from_row table unknown",
+            base.replace(
+                "deadline = \"30d\"",
+                "deadline = \"30d\"\n[window.from_row]\ntable = \"projects\"\nlink = \"account_id\"\n\
+                 column = \"retention_days\"\nunit = \"days\"\ndeadline_after = \"1d\"",
+            ),
+            "projects",
+        ),
+        (
+            "vary_on without vary_by",
+            base.replace(
+                "deadline = \"30d\"",
+                "deadline = \"30d\"\n[window.vary_on]\ntable = \"accounts\"\nlink = \"account_id\"",
+            ),
+            "vary_on",
+        ),
+        (
+            "vary_by column missing on the related row",
+            base.replace(
+                "deadline = \"30d\"",
+                "deadline = \"30d\"\nvary_by = \"tier\"\n[window.vary_on]\ntable = \"accounts\"\nlink = \"account_id\"\n\
+                 [window.overrides.gold]\ngrace = \"1d\"\ndeadline = \"2d\"",
+            ),
+            "tier",
+        ),
     ];
     for (what, text, needle) in cases {
         w.use_specs(&crate::helpers::repo().join("jobs"), &["deleted-runs.toml"]);
