@@ -64,6 +64,14 @@ enum Command {
     /// The clock guard.
     #[command(subcommand)]
     Clock(ClockCommand),
+    /// A tour with nothing installed: a SQLite platform database and a local object directory
+    /// in a fresh directory, a seeded world, then plan, a hold, a purge, an audit check and the
+    /// HTML report.
+    Demo {
+        /// Where to build the demo (replaced if it holds an earlier demo).
+        #[arg(long, default_value = "lethe-demo")]
+        dir: std::path::PathBuf,
+    },
     /// The compliance report: one row per subject outcome (purged, held, failed) recorded in
     /// the period, with its deadline and whether it was met. Streams CSV or JSON Lines.
     Report(ReportArgs),
@@ -238,6 +246,9 @@ fn init_logging(daemon: bool) {
 }
 
 async fn dispatch(cli: Cli) -> Result<u8> {
+    if let Command::Demo { dir } = &cli.command {
+        return demo_cmd(dir).await;
+    }
     let mut settings = config(Settings::from_env())?;
     if let Command::Daemon { listen } = cli.command {
         if listen.is_some() {
@@ -274,12 +285,12 @@ async fn dispatch(cli: Cli) -> Result<u8> {
             )
             .await
         }
-        Command::Daemon { .. } => unreachable!("handled before connecting"),
+        Command::Daemon { .. } | Command::Demo { .. } => unreachable!("handled before connecting"),
         Command::Hold(h) => hold_cmd(&ctx, h).await,
         Command::Report(args) => report_cmd(&ctx, args).await,
         Command::Clock(ClockCommand::Confirm { by }) => {
-            config(db::require_current_schema(&ctx.pool).await)?;
-            let (now, last) = config(db::clock::confirm(&ctx.pool, &by).await)?;
+            config(db::require_current_schema(&ctx.db).await)?;
+            let (now, last) = config(db::clock::confirm(&ctx.db, &by).await)?;
             let last = last
                 .map(|t| t.to_rfc3339())
                 .unwrap_or_else(|| "nothing".into());
@@ -287,7 +298,7 @@ async fn dispatch(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Audit(cmd) => {
-            config(db::require_current_schema(&ctx.pool).await)?;
+            config(db::require_current_schema(&ctx.db).await)?;
             let target = |t: Option<String>| -> Result<Option<crate::anchor::Target>> {
                 t.or_else(|| ctx.settings.audit_anchor.clone())
                     .map(|t| crate::anchor::Target::parse(&t))
@@ -303,7 +314,7 @@ async fn dispatch(cli: Cli) -> Result<u8> {
                             "where to? give --to FILE or --to s3://BUCKET/PREFIX (or set LETHE_AUDIT_ANCHOR)"
                         )));
                     };
-                    match crate::anchor::head(&ctx.pool).await? {
+                    match crate::anchor::head(&ctx.db).await? {
                         None => eprintln!("the audit log is empty; nothing to anchor"),
                         Some(a) => {
                             target
@@ -319,9 +330,85 @@ async fn dispatch(cli: Cli) -> Result<u8> {
     }
 }
 
+/// `lethe demo`: builds the embedded world, then runs the same commands a user would.
+async fn demo_cmd(dir: &std::path::Path) -> Result<u8> {
+    let step = |s: &str| println!("\n==> {s}");
+    // The demo's own database, jobs and objects; other settings (batch sizes...) still apply.
+    let base = config(Settings::from_env_with(Some("sqlite::memory:".into())))?;
+    step(&format!(
+        "creating the demo in {}: a SQLite platform database, a local object directory, the shipped jobs",
+        dir.display()
+    ));
+    let demo = config(crate::demo::prepare(dir, &base).await)?;
+    let census = |c: (i64, i64, i64, i64, usize)| {
+        format!(
+            "{} accounts, {} runs, {} snapshots, {} metric rows; {} objects",
+            c.0, c.1, c.2, c.3, c.4
+        )
+    };
+    println!("{}", census(crate::demo::census(&demo).await?));
+    let ctx = &demo.ctx;
+
+    step("lethe check: the job specs against the database");
+    let all = ready_jobs(ctx).await?;
+    println!(
+        "{} job specs are valid: {}",
+        all.len(),
+        all.iter().map(|j| j.name.as_str()).collect::<Vec<_>>().join(", ")
+    );
+
+    step("lethe hold place --account 9: a litigation hold on a closed account past its deadline");
+    let hold = holds::place(
+        &ctx.db,
+        &holds::Scope::Account("9".into()),
+        "litigation hold #42",
+        "legal@example.com",
+    )
+    .await?;
+    println!("hold {hold} placed");
+
+    step("lethe plan: what a run would do now");
+    plan_cmd(ctx, &all, &all, "table").await?;
+
+    step("lethe run --all: purge what is eligible and unheld");
+    let ran = run_cmd(ctx, &all, &all, &RunOptions::default()).await?;
+
+    step("lethe plan again: held and waiting subjects remain");
+    plan_cmd(ctx, &all, &all, "table").await?;
+
+    step("lethe audit verify: recompute the hash chain");
+    let verified = audit_verify(ctx, None).await?;
+
+    step("lethe report --format html");
+    let file = std::fs::File::create(&demo.report)
+        .with_context(|| format!("writing {}", demo.report.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    let rows = crate::report::html::write(ctx, &all, &Default::default(), &mut w).await?;
+    w.flush()?;
+    println!("{rows} report rows");
+
+    step("what is where");
+    println!("{}", census(crate::demo::census(&demo).await?));
+    let env = format!(
+        "DATABASE_URL=sqlite://{} LETHE_JOBS_DIR={} LETHE_OBJECT_STORE=file://{}",
+        demo.database.display(),
+        demo.jobs.display(),
+        demo.objects.display()
+    );
+    println!(
+        "  database  {}   (platform tables, and lethe's own as lethe_*)\n  objects   {}/{}\n  jobs      {}\n  report    {}\n\n  explore:  {env} lethe report --summary",
+        demo.database.display(),
+        demo.objects.display(),
+        crate::demo::BUCKET,
+        demo.jobs.display(),
+        demo.report.display()
+    );
+    Ok(ran.max(verified))
+}
+
 /// Jobs loaded and validated, with lethe's schema current: the precondition of plan and run.
 async fn ready_jobs(ctx: &Context) -> Result<Vec<Job>> {
-    config(db::require_current_schema(&ctx.pool).await)?;
+    config(db::require_current_schema(&ctx.db).await)?;
     config(ctx.load_jobs().await)
 }
 
@@ -341,14 +428,13 @@ fn select(all: &[Job], names: &[String], everything: bool) -> Result<Vec<Job>> {
 }
 
 async fn migrate(ctx: &Context, down: bool) -> Result<u8> {
-    let m = db::migrator();
     if down {
-        m.undo(&ctx.pool, 0)
+        db::unmigrate(&ctx.db)
             .await
             .context("undoing lethe's migrations")?;
         eprintln!("lethe's schema was removed");
     } else {
-        m.run(&ctx.pool)
+        db::migrate(&ctx.db)
             .await
             .context("applying lethe's migrations")?;
         eprintln!("lethe's schema is up to date");
@@ -436,7 +522,7 @@ async fn check(ctx: &Context) -> Result<u8> {
             fires.join(", ")
         )?;
     }
-    match db::schema_status(&ctx.pool).await? {
+    match db::schema_status(&ctx.db).await? {
         db::SchemaStatus::Current => writeln!(out, "\nlethe schema: current")?,
         other => writeln!(out, "\nlethe schema: {other:?} (run `lethe migrate`)")?,
     }
@@ -524,7 +610,7 @@ fn print_summary(reports: &[JobReport], dry_run: bool) -> Result<()> {
 }
 
 async fn hold_cmd(ctx: &Context, cmd: HoldCommand) -> Result<u8> {
-    config(db::require_current_schema(&ctx.pool).await)?;
+    config(db::require_current_schema(&ctx.db).await)?;
     match cmd {
         HoldCommand::Place {
             account,
@@ -556,12 +642,12 @@ async fn hold_cmd(ctx: &Context, cmd: HoldCommand) -> Result<u8> {
                     )));
                 }
             };
-            let id = config(holds::place(&ctx.pool, &scope, &reason, &by).await)?;
+            let id = config(holds::place(&ctx.db, &scope, &reason, &by).await)?;
             println!("{id}");
             eprintln!("hold {id} placed on {scope:?}");
         }
         HoldCommand::Release { id, by, reason } => {
-            config(holds::release(&ctx.pool, id, &reason, &by).await)?;
+            config(holds::release(&ctx.db, id, &reason, &by).await)?;
             eprintln!("hold {id} released");
         }
         HoldCommand::List { all } => {
@@ -571,7 +657,7 @@ async fn hold_cmd(ctx: &Context, cmd: HoldCommand) -> Result<u8> {
                 "{:>6}  {:<32} {:<22} {:<16} reason",
                 "id", "scope", "placed_at", "by"
             )?;
-            for h in holds::list(&ctx.pool, all).await? {
+            for h in holds::list(&ctx.db, all).await? {
                 let released = h
                     .released_at
                     .map(|t| {
@@ -612,7 +698,7 @@ fn known_job(ctx: &Context, name: &str) -> Result<()> {
 
 async fn report_cmd(ctx: &Context, args: ReportArgs) -> Result<u8> {
     use crate::report::{Filter, Format, parse_bound};
-    config(db::require_current_schema(&ctx.pool).await)?;
+    config(db::require_current_schema(&ctx.db).await)?;
     let bound = |t: &Option<String>, end: bool, flag: &str| -> Result<_> {
         t.as_deref()
             .map(|t| parse_bound(t, end).with_context(|| format!("--{flag}")))
@@ -680,11 +766,11 @@ async fn report_cmd(ctx: &Context, args: ReportArgs) -> Result<u8> {
                 std::fs::File::create(path).with_context(|| format!("--out {}", path.display())),
             )?;
             let mut w = std::io::BufWriter::new(file);
-            crate::report::write(&ctx.pool, &filter, format, &mut w).await?
+            crate::report::write(&ctx.db, &filter, format, &mut w).await?
         }
         None => {
             let mut w = std::io::BufWriter::new(std::io::stdout().lock());
-            crate::report::write(&ctx.pool, &filter, format, &mut w).await?
+            crate::report::write(&ctx.db, &filter, format, &mut w).await?
         }
     };
     eprintln!("report: {n} rows");
@@ -701,7 +787,7 @@ async fn audit_verify(ctx: &Context, anchor: Option<crate::anchor::Target>) -> R
     let mut v = crate::audit::Verifier::default();
     let mut after = 0;
     loop {
-        let page = db::audit::page(&ctx.pool, after, 5_000).await?;
+        let page = db::audit::page(&ctx.db, after, 5_000).await?;
         let Some((last, _)) = page.last() else { break };
         after = last.seq;
         for (e, h) in &page {

@@ -7,13 +7,13 @@ use crate::storage::ObjectStore;
 use crate::storage::local::LocalStore;
 use crate::storage::s3::S3Store;
 use anyhow::{Context as _, Result, anyhow};
-use sqlx::PgPool;
+use crate::db::Db;
 use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct Context {
     pub settings: Settings,
-    pub pool: PgPool,
+    pub db: Db,
     pub store: Arc<dyn ObjectStore>,
 }
 
@@ -21,7 +21,7 @@ impl Context {
     /// Connects to the database and sets up the object store (an S3 client connects lazily; a
     /// local root must exist).
     pub async fn build(settings: &Settings) -> Result<Self> {
-        let pool = crate::db::connect(&settings.database_url, settings.db_connections).await?;
+        let db = crate::db::connect(&settings.database_url, settings.db_connections).await?;
         let store: Arc<dyn ObjectStore> = match &settings.object_root {
             None => Arc::new(S3Store::connect(&settings.s3).await),
             Some(root) => Arc::new(
@@ -30,16 +30,16 @@ impl Context {
         };
         Ok(Context {
             settings: settings.clone(),
-            pool,
+            db,
             store,
         })
     }
 
     /// With a given store (unit tests use the in-memory one).
-    pub fn with_store(settings: &Settings, pool: PgPool, store: Arc<dyn ObjectStore>) -> Self {
+    pub fn with_store(settings: &Settings, db: Db, store: Arc<dyn ObjectStore>) -> Self {
         Context {
             settings: settings.clone(),
-            pool,
+            db,
             store,
         }
     }
@@ -47,9 +47,9 @@ impl Context {
     /// Loads the job specs and validates them against the live catalog.
     pub async fn load_jobs(&self) -> Result<Vec<Job>> {
         let mut jobs = spec::load_dir(&self.settings.jobs_dir)?;
-        let catalog = crate::db::catalog::load(&self.pool).await?;
+        let catalog = crate::db::catalog::load(&self.db).await?;
         spec::validate(&mut jobs, &catalog).context("the job specs do not match the database")?;
-        crate::db::catalog::check_literals(&self.pool, &jobs)
+        crate::db::catalog::check_literals(&self.db, &jobs)
             .await
             .context("the job specs do not match the database")?;
         Ok(jobs)

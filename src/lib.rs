@@ -11,6 +11,7 @@ pub mod config;
 pub mod context;
 pub mod daemon;
 pub mod db;
+pub mod demo;
 pub mod domain;
 pub mod pipeline;
 pub mod report;

@@ -37,7 +37,7 @@ const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Default)]
 pub struct State {
     metrics: Mutex<Metrics>,
-    pool: Mutex<Option<sqlx::PgPool>>,
+    pool: Mutex<Option<crate::db::Db>>,
 }
 
 impl State {
@@ -49,9 +49,11 @@ impl State {
     async fn database_up(&self) -> bool {
         let pool = self.pool.lock().expect("pool lock").clone();
         let up = match pool {
-            Some(p) => tokio::time::timeout(DB_CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(&p))
-                .await
-                .is_ok_and(|r| r.is_ok()),
+            Some(db) => tokio::time::timeout(DB_CHECK_TIMEOUT, async {
+                crate::on_db!(&db, p => sqlx::query("SELECT 1").execute(p).await.is_ok())
+            })
+            .await
+            .unwrap_or(false),
             None => false,
         };
         self.metrics.lock().expect("metrics lock").database_up = up;
@@ -125,8 +127,8 @@ pub async fn run(settings: Settings) -> Result<u8> {
             }
         }
     };
-    *state.pool.lock().expect("pool lock") = Some(ctx.pool.clone());
-    crate::db::require_current_schema(&ctx.pool)
+    *state.pool.lock().expect("pool lock") = Some(ctx.db.clone());
+    crate::db::require_current_schema(&ctx.db)
         .await
         .map_err(crate::config::config_error)?;
     let jobs = Arc::new(ctx.load_jobs().await.map_err(crate::config::config_error)?);
@@ -320,7 +322,7 @@ async fn run_once(
 /// Writes the audit chain head to `LETHE_AUDIT_ANCHOR`.
 async fn anchor(ctx: &Context, target: &str) -> Result<()> {
     let target = crate::anchor::Target::parse(target)?;
-    if let Some(head) = crate::anchor::head(&ctx.pool).await? {
+    if let Some(head) = crate::anchor::head(&ctx.db).await? {
         target
             .write(&*ctx.store, &head, ctx.settings.anchor_retention_days)
             .await?;
@@ -345,12 +347,15 @@ async fn refresh_plan(ctx: &Context, jobs: &[Job], i: usize, state: &State) {
 /// Whether the job's last finished run is older than one period of its schedule (or it never
 /// ran), by the database's clock.
 async fn catch_up_due(ctx: &Context, job: &Job) -> Result<bool> {
-    let Some(last) = crate::db::runs::last_finished(&ctx.pool, &job.name).await? else {
+    let Some(last) = crate::db::runs::last_finished(&ctx.db, &job.name).await? else {
         return Ok(true);
     };
-    let now: chrono::DateTime<Utc> = sqlx::query_scalar("SELECT now()")
-        .fetch_one(&ctx.pool)
-        .await?;
+    let sql = format!("SELECT {}", ctx.db.dialect().now());
+    let now: chrono::DateTime<Utc> = crate::on_db!(&ctx.db, p => sqlx::query_scalar(
+        sqlx::AssertSqlSafe(sql)
+    )
+    .fetch_one(p)
+    .await)?;
     Ok(match period(job, now) {
         Some(p) => now - last > p,
         None => false,

@@ -1,10 +1,12 @@
 //! Appending to and reading the audit log. Appends take a transaction-scoped advisory lock so
-//! the chain has one writer at a time, across processes and replicas.
+//! the chain has one writer at a time, across processes and replicas (on SQLite, the
+//! transaction's write lock is that already).
 
 use crate::audit::{Entry, GENESIS, hash};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use super::{Db, Tx, lite_time};
+use sqlx::{PgConnection, SqliteConnection};
 
 /// Serializes chain appends.
 const AUDIT_LOCK: i64 = 0x6c65_7468_6500_0001;
@@ -23,28 +25,22 @@ pub struct NewEntry {
 
 /// Appends entries inside the caller's transaction, so they commit (or not) with the change
 /// they record.
-pub async fn append(tx: &mut PgConnection, entries: Vec<NewEntry>) -> Result<()> {
+pub async fn append(tx: &mut Tx, entries: Vec<NewEntry>) -> Result<()> {
     if entries.is_empty() {
         return Ok(());
     }
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(AUDIT_LOCK)
-        .execute(&mut *tx)
-        .await
-        .context("locking the audit chain")?;
-    let (now, last): (DateTime<Utc>, Option<(i64, String)>) = {
-        let row: (DateTime<Utc>, Option<i64>, Option<String>) = sqlx::query_as(
-            "SELECT now(), (SELECT seq FROM lethe.audit_log ORDER BY seq DESC LIMIT 1),
-                    (SELECT hash FROM lethe.audit_log ORDER BY seq DESC LIMIT 1)",
-        )
-        // Planned afresh each time: a plan cached while the log was small scans the whole
-        // table, and every append of a long run grew slower (measured: 1 ms to 36 ms).
-        .persistent(false)
-        .fetch_one(&mut *tx)
-        .await
-        .context("reading the audit chain head")?;
-        (row.0, row.1.zip(row.2))
-    };
+    match tx {
+        Tx::Pg(t) => append_pg(t, entries).await,
+        Tx::Lite(t) => append_lite(t, entries).await,
+    }
+}
+
+/// Places entries after `(seq, hash)` of the chain's head, at time `now`.
+fn chain(
+    now: DateTime<Utc>,
+    last: Option<(i64, String)>,
+    entries: Vec<NewEntry>,
+) -> Vec<(Entry, String)> {
     let (mut seq, mut prev) = last.unwrap_or((0, GENESIS.to_string()));
     let mut chained: Vec<(Entry, String)> = Vec::with_capacity(entries.len());
     for ne in entries {
@@ -65,6 +61,64 @@ pub async fn append(tx: &mut PgConnection, entries: Vec<NewEntry>) -> Result<()>
         prev = h.clone();
         chained.push((e, h));
     }
+    chained
+}
+
+async fn append_lite(tx: &mut SqliteConnection, entries: Vec<NewEntry>) -> Result<()> {
+    let (now, seq, hash): (String, Option<i64>, Option<String>) = sqlx::query_as(
+        "SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), (SELECT seq FROM lethe_audit_log ORDER BY seq DESC LIMIT 1),
+                (SELECT hash FROM lethe_audit_log ORDER BY seq DESC LIMIT 1)",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .context("reading the audit chain head")?;
+    // The time is hashed as it is stored: milliseconds, UTC.
+    let now = DateTime::parse_from_rfc3339(&now)
+        .context("reading the database clock")?
+        .with_timezone(&Utc);
+    for (e, h) in chain(now, seq.zip(hash), entries) {
+        sqlx::query(
+            "INSERT INTO lethe_audit_log (seq, at, run_id, job, subject_key, owner, event, hold_id, detail, prev_hash, hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(e.seq)
+        .bind(lite_time(e.at))
+        .bind(e.run_id)
+        .bind(&e.job)
+        .bind(&e.subject_key)
+        .bind(&e.owner)
+        .bind(&e.event)
+        .bind(e.hold_id)
+        .bind(&e.detail)
+        .bind(&e.prev_hash)
+        .bind(&h)
+        .execute(&mut *tx)
+        .await
+        .context("appending to the audit log")?;
+    }
+    Ok(())
+}
+
+async fn append_pg(tx: &mut PgConnection, entries: Vec<NewEntry>) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(AUDIT_LOCK)
+        .execute(&mut *tx)
+        .await
+        .context("locking the audit chain")?;
+    let (now, last): (DateTime<Utc>, Option<(i64, String)>) = {
+        let row: (DateTime<Utc>, Option<i64>, Option<String>) = sqlx::query_as(
+            "SELECT now(), (SELECT seq FROM lethe.audit_log ORDER BY seq DESC LIMIT 1),
+                    (SELECT hash FROM lethe.audit_log ORDER BY seq DESC LIMIT 1)",
+        )
+        // Planned afresh each time: a plan cached while the log was small scans the whole
+        // table, and every append of a long run grew slower (measured: 1 ms to 36 ms).
+        .persistent(false)
+        .fetch_one(&mut *tx)
+        .await
+        .context("reading the audit chain head")?;
+        (row.0, row.1.zip(row.2))
+    };
+    let chained = chain(now, last, entries);
     fn col<T>(c: &[(Entry, String)], f: impl Fn(&(Entry, String)) -> T) -> Vec<T> {
         c.iter().map(f).collect()
     }
@@ -106,15 +160,16 @@ type Row = (
 );
 
 /// Reads entries with `seq > after`, at most `limit`, in order, with their stored hashes.
-pub async fn page(pool: &PgPool, after: i64, limit: i64) -> Result<Vec<(Entry, String)>> {
-    let rows: Vec<Row> = sqlx::query_as(
+pub async fn page(db: &Db, after: i64, limit: i64) -> Result<Vec<(Entry, String)>> {
+    let sql = db.t(
         "SELECT seq, at, run_id, job, subject_key, owner, event, hold_id, detail, prev_hash, hash
          FROM lethe.audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
-    )
-    .bind(after)
-    .bind(limit)
-    .fetch_all(pool)
-    .await
+    );
+    let rows: Vec<Row> = crate::on_db!(db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(p)
+        .await)
     .context("reading the audit log")?;
     Ok(rows
         .into_iter()

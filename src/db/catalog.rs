@@ -2,8 +2,9 @@
 
 use crate::spec::validate::{Column, ForeignKey};
 use crate::spec::{Catalog, TableName};
+use super::{Db, Dialect};
 use anyhow::{Context, Result};
-use sqlx::PgPool;
+use sqlx::{PgPool, SqlitePool};
 
 /// A foreign key as read: name, schema, table, referenced schema, table, columns, ref columns.
 type FkRow = (
@@ -16,7 +17,91 @@ type FkRow = (
     Vec<String>,
 );
 
-pub async fn load(pool: &PgPool) -> Result<Catalog> {
+pub async fn load(db: &Db) -> Result<Catalog> {
+    match db {
+        Db::Pg(p) => load_pg(p).await,
+        Db::Lite(p) => load_lite(p).await,
+    }
+}
+
+/// SQLite's catalog: every table but SQLite's and lethe's own, its declared column types, and
+/// its foreign keys (named `TABLE_COLUMN_fkey`, as PostgreSQL would, since SQLite's are
+/// unnamed). A key that names no columns of its parent refers to the parent's primary key.
+async fn load_lite(pool: &SqlitePool) -> Result<Catalog> {
+    let what = "reading the database catalog (tables, columns and foreign keys)";
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+         AND name NOT LIKE 'lethe\\_%' ESCAPE '\\' ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await
+    .context(what)?;
+    let mut cat = Catalog {
+        dialect: Dialect::Sqlite,
+        ..Default::default()
+    };
+    let mut primary: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for table in &tables {
+        let cols: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT name, type, pk FROM pragma_table_info($1) ORDER BY cid")
+                .bind(table)
+                .fetch_all(pool)
+                .await
+                .context(what)?;
+        let mut pk: Vec<(i64, String)> = cols
+            .iter()
+            .filter(|c| c.2 > 0)
+            .map(|c| (c.2, c.0.clone()))
+            .collect();
+        pk.sort();
+        primary.insert(table.clone(), pk.into_iter().map(|p| p.1).collect());
+        let Ok(t) = TableName::parse(table) else {
+            continue;
+        };
+        cat.columns.insert(
+            t,
+            cols.into_iter()
+                .map(|(name, ty, _)| Column { name, ty })
+                .collect(),
+        );
+    }
+    for table in &tables {
+        let rows: Vec<(i64, i64, String, String, Option<String>)> = sqlx::query_as(
+            "SELECT id, seq, \"table\", \"from\", \"to\" FROM pragma_foreign_key_list($1) ORDER BY id, seq",
+        )
+        .bind(table)
+        .fetch_all(pool)
+        .await
+        .context(what)?;
+        let mut by_id: std::collections::BTreeMap<i64, Vec<(String, String, Option<String>)>> =
+            Default::default();
+        for (id, _, parent, from, to) in rows {
+            by_id.entry(id).or_default().push((parent, from, to));
+        }
+        for cols in by_id.into_values() {
+            let parent = cols[0].0.clone();
+            let columns: Vec<String> = cols.iter().map(|c| c.1.clone()).collect();
+            let mut ref_columns: Vec<String> = cols.iter().filter_map(|c| c.2.clone()).collect();
+            if ref_columns.is_empty() {
+                ref_columns = primary.get(&parent).cloned().unwrap_or_default();
+            }
+            let (Ok(t), Ok(references)) = (TableName::parse(table), TableName::parse(&parent))
+            else {
+                continue;
+            };
+            cat.foreign_keys.push(ForeignKey {
+                name: format!("{table}_{}_fkey", columns.join("_")),
+                table: t,
+                columns,
+                references,
+                ref_columns,
+            });
+        }
+    }
+    Ok(cat)
+}
+
+async fn load_pg(pool: &PgPool) -> Result<Catalog> {
     let rows: Vec<(String, String, String, String)> = sqlx::query_as(
         "SELECT n.nspname::text, c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod)
          FROM pg_attribute a
@@ -72,7 +157,11 @@ pub async fn load(pool: &PgPool) -> Result<Catalog> {
 
 /// Checks that every filter literal is a valid value of its column's type (`id = 'abc'` on a
 /// bigint column), so `check` refuses what `run` would otherwise fail on.
-pub async fn check_literals(pool: &PgPool, jobs: &[crate::spec::Job]) -> Result<()> {
+pub async fn check_literals(db: &Db, jobs: &[crate::spec::Job]) -> Result<()> {
+    let pool = match db {
+        Db::Pg(p) => p,
+        Db::Lite(_) => return check_literals_lite(jobs),
+    };
     let mut errors = Vec::new();
     for job in jobs {
         for (i, node) in job.nodes.iter().enumerate() {
@@ -96,6 +185,43 @@ pub async fn check_literals(pool: &PgPool, jobs: &[crate::spec::Job]) -> Result<
                         job.file.display(),
                         node.line,
                         literal.as_bind(),
+                        node.table
+                    ));
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        anyhow::bail!("{}", errors.join("\n"));
+    }
+    Ok(())
+}
+
+/// SQLite converts rather than refuses (`CAST('abc' AS INTEGER)` is 0), so literals of numeric
+/// columns are checked here: a filter `id = 'abc'` would otherwise match rows it never meant.
+fn check_literals_lite(jobs: &[crate::spec::Job]) -> Result<()> {
+    let mut errors = Vec::new();
+    for job in jobs {
+        for (i, node) in job.nodes.iter().enumerate() {
+            let Some(f) = &node.filter else { continue };
+            for (column, literal) in f.literals() {
+                let Some(ty) = job.types.get(&(i, column.to_string())) else {
+                    continue;
+                };
+                let ty_l = ty.to_ascii_lowercase();
+                let text = literal.as_bind();
+                let ok = if ty_l.contains("int") {
+                    text.trim().parse::<i64>().is_ok()
+                } else if ty_l.contains("real") || ty_l.contains("floa") || ty_l.contains("doub") || ty_l.contains("num") {
+                    text.trim().parse::<f64>().is_ok()
+                } else {
+                    true
+                };
+                if !ok {
+                    errors.push(format!(
+                        "{}:{}: filter: {text:?} is not a valid value for `{}.{column}` ({ty})",
+                        job.file.display(),
+                        node.line,
                         node.table
                     ));
                 }

@@ -9,7 +9,7 @@
 use super::audit::{NewEntry, append};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use super::Db;
 use std::time::Duration;
 
 /// A backwards step smaller than this is ordinary clock slew, not a jump.
@@ -32,22 +32,32 @@ impl std::fmt::Display for ClockJump {
 impl std::error::Error for ClockJump {}
 
 /// The database's `now()` and the newest time lethe recorded, if any.
-async fn readings(pool: &PgPool) -> Result<(DateTime<Utc>, Option<DateTime<Utc>>)> {
-    sqlx::query_as(
-        "SELECT now(), greatest(
-             (SELECT max(greatest(started_at, coalesce(finished_at, started_at))) FROM lethe.job_runs WHERE NOT dry_run),
-             (SELECT at FROM lethe.audit_log ORDER BY seq DESC LIMIT 1))",
-    )
-    .persistent(false)
-    .fetch_one(pool)
-    .await
+async fn readings(db: &Db) -> Result<(DateTime<Utc>, Option<DateTime<Utc>>)> {
+    match db {
+        Db::Pg(p) => sqlx::query_as(
+            "SELECT now(), greatest(
+                 (SELECT max(greatest(started_at, coalesce(finished_at, started_at))) FROM lethe.job_runs WHERE NOT dry_run),
+                 (SELECT at FROM lethe.audit_log ORDER BY seq DESC LIMIT 1))",
+        )
+        .persistent(false)
+        .fetch_one(p)
+        .await,
+        // Times are canonical text, so the greatest string is the latest time.
+        Db::Lite(p) => sqlx::query_as(
+            "SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), (SELECT max(t) FROM (
+                 SELECT max(max(started_at, coalesce(finished_at, started_at))) AS t FROM lethe_job_runs WHERE NOT dry_run
+                 UNION ALL SELECT at FROM (SELECT at FROM lethe_audit_log ORDER BY seq DESC LIMIT 1)))",
+        )
+        .fetch_one(p)
+        .await,
+    }
     .context("reading the database clock")
 }
 
 /// Errs with `ClockJump` when the database clock moved backwards, or forwards by more than
 /// `max_gap` (None: no forward limit), since lethe last recorded a time.
-pub async fn check(pool: &PgPool, max_gap: Option<Duration>) -> Result<()> {
-    let (now, last) = readings(pool).await?;
+pub async fn check(db: &Db, max_gap: Option<Duration>) -> Result<()> {
+    let (now, last) = readings(db).await?;
     let Some(last) = last else { return Ok(()) };
     let ahead = (now - last).num_seconds();
     if ahead < -BACKWARD_TOLERANCE_SECS {
@@ -71,13 +81,13 @@ pub async fn check(pool: &PgPool, max_gap: Option<Duration>) -> Result<()> {
 
 /// Records that an operator vouches for the database clock now: an audit entry, which also
 /// becomes the newest recorded time.
-pub async fn confirm(pool: &PgPool, by: &str) -> Result<(DateTime<Utc>, Option<DateTime<Utc>>)> {
+pub async fn confirm(db: &Db, by: &str) -> Result<(DateTime<Utc>, Option<DateTime<Utc>>)> {
     anyhow::ensure!(
         !by.trim().is_empty(),
         "--by must name who confirms the clock"
     );
-    let (now, last) = readings(pool).await?;
-    let mut tx = pool.begin().await?;
+    let (now, last) = readings(db).await?;
+    let mut tx = db.begin().await?;
     append(
         &mut tx,
         vec![NewEntry {

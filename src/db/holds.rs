@@ -8,7 +8,7 @@ use crate::audit::event;
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool};
+use super::{Db, Tx};
 
 pub const HOLDS_LOCK: i64 = 0x6c65_7468_6500_0002;
 
@@ -48,23 +48,29 @@ impl Hold {
     }
 }
 
-pub async fn lock_exclusive(tx: &mut PgConnection) -> Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(HOLDS_LOCK)
-        .execute(&mut *tx)
-        .await?;
+/// On SQLite the transaction's write lock (`BEGIN IMMEDIATE`) already excludes every other
+/// writer, so both locks are that lock.
+pub async fn lock_exclusive(tx: &mut Tx) -> Result<()> {
+    if let Tx::Pg(t) = tx {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(HOLDS_LOCK)
+            .execute(&mut **t)
+            .await?;
+    }
     Ok(())
 }
 
-pub async fn lock_shared(tx: &mut PgConnection) -> Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-        .bind(HOLDS_LOCK)
-        .execute(&mut *tx)
-        .await?;
+pub async fn lock_shared(tx: &mut Tx) -> Result<()> {
+    if let Tx::Pg(t) = tx {
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+            .bind(HOLDS_LOCK)
+            .execute(&mut **t)
+            .await?;
+    }
     Ok(())
 }
 
-pub async fn place(pool: &PgPool, scope: &Scope, reason: &str, by: &str) -> Result<i64> {
+pub async fn place(db: &Db, scope: &Scope, reason: &str, by: &str) -> Result<i64> {
     if reason.trim().is_empty() || by.trim().is_empty() {
         bail!("a hold needs a non-empty --reason and --by");
     }
@@ -73,18 +79,19 @@ pub async fn place(pool: &PgPool, scope: &Scope, reason: &str, by: &str) -> Resu
         Scope::Job(j) => (None, Some(j.as_str()), None),
         Scope::Subject { job, key } => (None, Some(job.as_str()), Some(key.as_str())),
     };
-    let mut tx = pool.begin().await?;
+    let mut tx = db.begin().await?;
     lock_exclusive(&mut tx).await?;
-    let id: i64 = sqlx::query_scalar(
+    let sql = db.t(
         "INSERT INTO lethe.holds (account, job, subject_key, reason, placed_by) VALUES ($1, $2, $3, $4, $5) RETURNING id",
-    )
-    .bind(account)
-    .bind(job)
-    .bind(key)
-    .bind(reason)
-    .bind(by)
-    .fetch_one(&mut *tx)
-    .await
+    );
+    let id: i64 = crate::on_tx!(&mut tx, c => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(account)
+        .bind(job)
+        .bind(key)
+        .bind(reason)
+        .bind(by)
+        .fetch_one(c)
+        .await)
     .context("placing the hold")?;
     append(
         &mut tx,
@@ -103,16 +110,22 @@ pub async fn place(pool: &PgPool, scope: &Scope, reason: &str, by: &str) -> Resu
     Ok(id)
 }
 
-pub async fn release(pool: &PgPool, id: i64, reason: &str, by: &str) -> Result<()> {
+pub async fn release(db: &Db, id: i64, reason: &str, by: &str) -> Result<()> {
     if reason.trim().is_empty() || by.trim().is_empty() {
         bail!("releasing a hold needs a non-empty --reason and --by");
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = db.begin().await?;
     lock_exclusive(&mut tx).await?;
-    let hold: Option<Hold> = sqlx::query_as("SELECT * FROM lethe.holds WHERE id = $1 FOR UPDATE")
+    let lock = if db.dialect() == super::Dialect::Postgres {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    let sql = db.t(&format!("SELECT * FROM lethe.holds WHERE id = $1{lock}"));
+    let hold: Option<Hold> = crate::on_tx!(&mut tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        .fetch_optional(c)
+        .await)?;
     let Some(hold) = hold else {
         bail!("there is no hold {id}: see `lethe hold list`")
     };
@@ -122,12 +135,17 @@ pub async fn release(pool: &PgPool, id: i64, reason: &str, by: &str) -> Result<(
             hold.released_by.unwrap_or_default()
         );
     }
-    sqlx::query("UPDATE lethe.holds SET released_at = now(), released_by = $2, release_reason = $3 WHERE id = $1")
+    let sql = db.t(&format!(
+        "UPDATE lethe.holds SET released_at = {}, released_by = $2, release_reason = $3 WHERE id = $1",
+        db.dialect().now()
+    ));
+    crate::on_tx!(&mut tx, c => sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .bind(by)
         .bind(reason)
-        .execute(&mut *tx)
-        .await?;
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
     append(
         &mut tx,
         vec![NewEntry {
@@ -145,19 +163,28 @@ pub async fn release(pool: &PgPool, id: i64, reason: &str, by: &str) -> Result<(
     Ok(())
 }
 
-pub async fn list(pool: &PgPool, include_released: bool) -> Result<Vec<Hold>> {
-    sqlx::query_as("SELECT * FROM lethe.holds WHERE $1 OR released_at IS NULL ORDER BY id")
+pub async fn list(db: &Db, include_released: bool) -> Result<Vec<Hold>> {
+    let sql = db.t("SELECT * FROM lethe.holds WHERE $1 OR released_at IS NULL ORDER BY id");
+    crate::on_db!(db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(include_released)
-        .fetch_all(pool)
-        .await
-        .context("listing holds")
+        .fetch_all(p)
+        .await)
+    .context("listing holds")
 }
 
-pub async fn get_many(pool: &PgPool, ids: &[i64]) -> Result<Vec<Hold>> {
-    Ok(
-        sqlx::query_as("SELECT * FROM lethe.holds WHERE id = ANY($1)")
-            .bind(ids)
-            .fetch_all(pool)
-            .await?,
-    )
+pub async fn get_many(db: &Db, ids: &[i64]) -> Result<Vec<Hold>> {
+    Ok(match db {
+        Db::Pg(p) => {
+            sqlx::query_as("SELECT * FROM lethe.holds WHERE id = ANY($1)")
+                .bind(ids)
+                .fetch_all(p)
+                .await?
+        }
+        Db::Lite(p) => {
+            sqlx::query_as("SELECT * FROM lethe_holds WHERE id IN (SELECT value FROM json_each($1))")
+                .bind(serde_json::to_string(ids).expect("ids serialize"))
+                .fetch_all(p)
+                .await?
+        }
+    })
 }

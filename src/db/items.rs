@@ -8,7 +8,8 @@ use crate::audit::event;
 use crate::domain::ItemState;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use super::{Db, Tx, lite_time};
+use sqlx::{PgPool, SqlitePool};
 
 /// What a claim records for one subject.
 #[derive(Clone, Debug)]
@@ -36,7 +37,7 @@ pub struct Claimed {
 /// On take-over the manifest's locations are the union of the old and the new, so objects named
 /// by an earlier claim are never forgotten.
 pub async fn claim(
-    pool: &PgPool,
+    db: &Db,
     job: &str,
     run_id: i64,
     lease_secs: i64,
@@ -45,6 +46,68 @@ pub async fn claim(
     if items.is_empty() {
         return Ok(Vec::new());
     }
+    match db {
+        Db::Pg(p) => claim_pg(p, job, run_id, lease_secs, items).await,
+        Db::Lite(p) => claim_lite(p, job, run_id, lease_secs, items).await,
+    }
+    .with_context(|| format!("claiming work items for job `{job}`"))
+}
+
+/// SQLite: one upsert per subject, all in one write transaction.
+async fn claim_lite(
+    pool: &SqlitePool,
+    job: &str,
+    run_id: i64,
+    lease_secs: i64,
+    items: &[ClaimInput],
+) -> Result<Vec<Claimed>> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut out = Vec::with_capacity(items.len());
+    for i in items {
+        let got: Option<Claimed> = sqlx::query_as(
+            "INSERT INTO lethe_work_items
+                 (job, subject_key, owner, state, clock_at, eligible_at, deadline_at, manifest, run_id, lease_until)
+             VALUES ($1, $2, $3, 'claimed', $4, $5, $6, $7, $8,
+                     strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || $9 || ' seconds'))
+             ON CONFLICT (job, subject_key) WHERE state <> 'done' DO UPDATE SET
+                 state = 'claimed', run_id = excluded.run_id, lease_until = excluded.lease_until,
+                 epoch = lethe_work_items.epoch + 1, attempts = lethe_work_items.attempts + 1,
+                 owner = excluded.owner, clock_at = excluded.clock_at,
+                 eligible_at = excluded.eligible_at, deadline_at = excluded.deadline_at,
+                 manifest = json_set(excluded.manifest, '$.locations', json((
+                     SELECT json_group_array(json(value)) FROM (
+                         SELECT value FROM json_each(lethe_work_items.manifest, '$.locations')
+                         UNION SELECT value FROM json_each(excluded.manifest, '$.locations'))))),
+                 error_class = NULL, last_error = NULL,
+                 updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+               WHERE lethe_work_items.state IN ('held', 'failed')
+                  OR lethe_work_items.lease_until < strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+             RETURNING id, subject_key, epoch, manifest, hold_id AS prev_hold",
+        )
+        .bind(job)
+        .bind(&i.key)
+        .bind(&i.owner)
+        .bind(lite_time(i.clock_at))
+        .bind(lite_time(i.eligible_at))
+        .bind(lite_time(i.deadline_at))
+        .bind(&i.manifest)
+        .bind(run_id)
+        .bind(lease_secs)
+        .fetch_optional(&mut *tx)
+        .await?;
+        out.extend(got);
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+async fn claim_pg(
+    pool: &PgPool,
+    job: &str,
+    run_id: i64,
+    lease_secs: i64,
+    items: &[ClaimInput],
+) -> Result<Vec<Claimed>> {
     let keys: Vec<&str> = items.iter().map(|i| i.key.as_str()).collect();
     let owners: Vec<Option<&str>> = items.iter().map(|i| i.owner.as_deref()).collect();
     let clocks: Vec<DateTime<Utc>> = items.iter().map(|i| i.clock_at).collect();
@@ -80,13 +143,13 @@ pub async fn claim(
     .bind(&manifests)
     .fetch_all(pool)
     .await
-    .with_context(|| format!("claiming work items for job `{job}`"))
+    .map_err(Into::into)
 }
 
 /// Moves items from one in-progress state to the next, fenced by epoch and run. Returns the ids
 /// that moved; an id missing from the answer lost its lease and must not be acted on.
 pub async fn advance(
-    conn: &mut PgConnection,
+    tx: &mut Tx,
     run_id: i64,
     fenced: &[(i64, i64)],
     to: ItemState,
@@ -94,6 +157,26 @@ pub async fn advance(
 ) -> Result<Vec<i64>> {
     let ids: Vec<i64> = fenced.iter().map(|f| f.0).collect();
     let epochs: Vec<i64> = fenced.iter().map(|f| f.1).collect();
+    let conn = match tx {
+        Tx::Pg(t) => &mut **t,
+        Tx::Lite(t) => {
+            return sqlx::query_scalar(
+                "UPDATE lethe_work_items SET state = $2, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+                        purged_at = CASE WHEN $3 THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') ELSE purged_at END,
+                        lease_until = CASE WHEN $3 THEN NULL ELSE lease_until END
+                 WHERE (id, epoch) IN (SELECT value ->> 0, value ->> 1 FROM json_each($1))
+                   AND run_id = $4 AND state IN ('claimed', 'objects_purged', 'verified')
+                 RETURNING id",
+            )
+            .bind(serde_json::to_string(fenced).expect("pairs serialize"))
+            .bind(to.as_str())
+            .bind(purged)
+            .bind(run_id)
+            .fetch_all(&mut **t)
+            .await
+            .context("advancing work items");
+        }
+    };
     sqlx::query_scalar(
         "UPDATE lethe.work_items w SET state = $3, updated_at = now(),
                 purged_at = CASE WHEN $4 THEN now() ELSE w.purged_at END,
@@ -116,13 +199,32 @@ pub async fn advance(
 /// Extends the leases of `fenced` items still ours (same run, same epoch, in progress, lease
 /// not yet expired). Returns the ids renewed; any other id was lost.
 pub async fn renew(
-    pool: &PgPool,
+    db: &Db,
     run_id: i64,
     lease_secs: i64,
     fenced: &[(i64, i64)],
 ) -> Result<Vec<i64>> {
     let ids: Vec<i64> = fenced.iter().map(|f| f.0).collect();
     let epochs: Vec<i64> = fenced.iter().map(|f| f.1).collect();
+    let pool = match db {
+        Db::Pg(p) => p,
+        Db::Lite(p) => {
+            return sqlx::query_scalar(
+                "UPDATE lethe_work_items
+                    SET lease_until = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || $2 || ' seconds')
+                 WHERE (id, epoch) IN (SELECT value ->> 0, value ->> 1 FROM json_each($1))
+                   AND run_id = $3 AND state IN ('claimed', 'objects_purged', 'verified')
+                   AND lease_until > strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                 RETURNING id",
+            )
+            .bind(serde_json::to_string(fenced).expect("pairs serialize"))
+            .bind(lease_secs)
+            .bind(run_id)
+            .fetch_all(p)
+            .await
+            .context("renewing work item leases");
+        }
+    };
     sqlx::query_scalar(
         "UPDATE lethe.work_items w SET lease_until = now() + $3 * interval '1 second'
          FROM unnest($1::bigint[], $2::bigint[]) AS f(id, ep)
@@ -152,26 +254,29 @@ pub struct Subject<'a> {
 /// Marks an item held by `hold_id` (or by storage evidence) and, unless it was already held by
 /// the same hold, records the exception. Returns false if the lease was lost.
 pub async fn mark_held(
-    pool: &PgPool,
+    db: &Db,
     s: &Subject<'_>,
     hold_id: Option<i64>,
     prev_hold: Option<i64>,
     detail: serde_json::Value,
 ) -> Result<bool> {
-    let mut tx = pool.begin().await?;
-    let moved = sqlx::query(
-        "UPDATE lethe.work_items SET state = 'held', hold_id = $3, lease_until = NULL, updated_at = now(),
+    let mut tx = db.begin().await?;
+    let sql = db.t(&format!(
+        "UPDATE lethe.work_items SET state = 'held', hold_id = $3, lease_until = NULL, updated_at = {},
                 last_error = $5
          WHERE id = $1 AND epoch = $2 AND run_id = $4 AND state IN ('claimed', 'objects_purged', 'verified')",
-    )
-    .bind(s.id)
-    .bind(s.epoch)
-    .bind(hold_id)
-    .bind(s.run_id)
-    .bind(detail.get("evidence").and_then(|v| v.as_str()))
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
+        db.dialect().now()
+    ));
+    let evidence = detail.get("evidence").and_then(|v| v.as_str());
+    let moved = crate::on_tx!(&mut tx, c => sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(s.id)
+        .bind(s.epoch)
+        .bind(hold_id)
+        .bind(s.run_id)
+        .bind(evidence)
+        .execute(c)
+        .await?
+        .rows_affected())
         == 1;
     if moved && (hold_id.is_none() || hold_id != prev_hold) {
         append(&mut tx, vec![entry(s, event::HELD, hold_id, detail)]).await?;
@@ -183,26 +288,28 @@ pub async fn mark_held(
 /// Marks an item failed with an error class and message, and records it. The item stays open
 /// and is claimed again by the next run.
 pub async fn mark_failed(
-    pool: &PgPool,
+    db: &Db,
     s: &Subject<'_>,
     class: &str,
     message: &str,
     detail: serde_json::Value,
 ) -> Result<bool> {
-    let mut tx = pool.begin().await?;
-    let moved = sqlx::query(
-        "UPDATE lethe.work_items SET state = 'failed', error_class = $3, last_error = $4, retry_at = now(),
-                hold_id = NULL, lease_until = NULL, updated_at = now()
+    let mut tx = db.begin().await?;
+    let sql = db.t(&format!(
+        "UPDATE lethe.work_items SET state = 'failed', error_class = $3, last_error = $4, retry_at = {now},
+                hold_id = NULL, lease_until = NULL, updated_at = {now}
          WHERE id = $1 AND epoch = $2 AND run_id = $5 AND state IN ('claimed', 'objects_purged', 'verified')",
-    )
-    .bind(s.id)
-    .bind(s.epoch)
-    .bind(class)
-    .bind(message)
-    .bind(s.run_id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
+        now = db.dialect().now()
+    ));
+    let moved = crate::on_tx!(&mut tx, c => sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(s.id)
+        .bind(s.epoch)
+        .bind(class)
+        .bind(message)
+        .bind(s.run_id)
+        .execute(c)
+        .await?
+        .rows_affected())
         == 1;
     if moved {
         let mut d = detail;
@@ -233,17 +340,19 @@ pub fn entry(
 
 /// After a run aborted: every item it still holds in progress becomes `failed` (lease dropped),
 /// so the next run claims it at once. Returns how many.
-pub async fn release_run(pool: &PgPool, run_id: i64, reason: &str) -> Result<u64> {
-    let n = sqlx::query(
+pub async fn release_run(db: &Db, run_id: i64, reason: &str) -> Result<u64> {
+    let sql = db.t(&format!(
         "UPDATE lethe.work_items SET state = 'failed', error_class = 'run_aborted', last_error = $2,
-                lease_until = NULL, retry_at = now(), updated_at = now()
+                lease_until = NULL, retry_at = {now}, updated_at = {now}
          WHERE run_id = $1 AND state IN ('claimed', 'objects_purged', 'verified')",
-    )
-    .bind(run_id)
-    .bind(reason)
-    .execute(pool)
-    .await
-    .context("releasing the work items of an aborted run")?
-    .rows_affected();
+        now = db.dialect().now()
+    ));
+    let n = crate::on_db!(db, p => sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(run_id)
+        .bind(reason)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
+    .context("releasing the work items of an aborted run")?;
     Ok(n)
 }

@@ -16,13 +16,145 @@ pub mod runs;
 pub mod sql;
 
 use anyhow::{Context, Result, bail};
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{PgPool, SqlitePool};
+use std::str::FromStr;
 use std::time::Duration;
 
-/// lethe's migrations, with their bookkeeping table inside schema `lethe` so nothing of lethe's
-/// lands in the platform's `public` schema.
+/// Which SQL the platform database speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Dialect {
+    #[default]
+    Postgres,
+    Sqlite,
+}
+
+/// The platform database, where lethe's own state lives too: PostgreSQL (schema `lethe`) or a
+/// SQLite file (tables `lethe_*`).
+#[derive(Clone, Debug)]
+pub enum Db {
+    Pg(PgPool),
+    Lite(SqlitePool),
+}
+
+/// A transaction on either database. SQLite transactions start with `BEGIN IMMEDIATE`: the
+/// file has one writer at a time, taken up front rather than on a read's upgrade (which fails
+/// instead of waiting).
+pub enum Tx {
+    Pg(sqlx::Transaction<'static, sqlx::Postgres>),
+    Lite(sqlx::Transaction<'static, sqlx::Sqlite>),
+}
+
+/// Runs one expression against whichever pool this is: `on_db!(db, p => query.fetch_all(p))`.
+/// The expression is compiled once per backend, so it must type-check for both.
+#[macro_export]
+macro_rules! on_db {
+    ($db:expr, $p:ident => $e:expr) => {
+        match $db {
+            $crate::db::Db::Pg($p) => $e,
+            $crate::db::Db::Lite($p) => $e,
+        }
+    };
+}
+
+/// As `on_db!`, for a transaction: `$c` is the transaction's connection.
+#[macro_export]
+macro_rules! on_tx {
+    ($tx:expr, $c:ident => $e:expr) => {
+        match $tx {
+            $crate::db::Tx::Pg(t) => {
+                let $c = &mut **t;
+                $e
+            }
+            $crate::db::Tx::Lite(t) => {
+                let $c = &mut **t;
+                $e
+            }
+        }
+    };
+}
+
+impl Db {
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Db::Pg(_) => Dialect::Postgres,
+            Db::Lite(_) => Dialect::Sqlite,
+        }
+    }
+
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(match self {
+            Db::Pg(p) => Tx::Pg(p.begin().await?),
+            Db::Lite(p) => Tx::Lite(p.begin_with("BEGIN IMMEDIATE").await?),
+        })
+    }
+
+    pub async fn close(&self) {
+        on_db!(self, p => p.close().await)
+    }
+
+    /// lethe's table `name` as this database names it: `lethe.name` or `lethe_name`.
+    pub fn t(&self, sql: &str) -> String {
+        self.dialect().t(sql)
+    }
+}
+
+impl Dialect {
+    /// Rewrites `lethe.` table references for this dialect (`lethe_` on SQLite).
+    pub fn t(self, sql: &str) -> String {
+        match self {
+            Dialect::Postgres => sql.to_string(),
+            Dialect::Sqlite => sql.replace("lethe.", "lethe_"),
+        }
+    }
+
+    /// The database's current time as SQL, in lethe's canonical form on SQLite.
+    pub fn now(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "now()",
+            Dialect::Sqlite => "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+        }
+    }
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<()> {
+        match self {
+            Tx::Pg(t) => t.commit().await?,
+            Tx::Lite(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Tx::Pg(_) => Dialect::Postgres,
+            Tx::Lite(_) => Dialect::Sqlite,
+        }
+    }
+}
+
+/// A time as lethe stores it in SQLite: UTC text with milliseconds, which sorts as it compares.
+pub fn lite_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// lethe's migrations for `dialect`, with their bookkeeping table beside lethe's own tables so
+/// nothing of lethe's lands among the platform's (PostgreSQL: schema `lethe`).
+pub fn migrator_for(dialect: Dialect) -> Migrator {
+    match dialect {
+        Dialect::Postgres => migrator(),
+        Dialect::Sqlite => {
+            let mut m = sqlx::migrate!("./migrations/sqlite");
+            m.dangerous_set_table_name("lethe__sqlx_migrations");
+            m
+        }
+    }
+}
+
+/// lethe's PostgreSQL migrations.
 pub fn migrator() -> Migrator {
     let mut m = sqlx::migrate!("./migrations");
     m.create_schema("lethe");
@@ -30,8 +162,38 @@ pub fn migrator() -> Migrator {
     m
 }
 
-/// Connects to the platform database, failing fast with a message that names the server.
-pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
+/// Applies lethe's migrations.
+pub async fn migrate(db: &Db) -> Result<()> {
+    let m = migrator_for(db.dialect());
+    on_db!(db, p => m.run(p).await)?;
+    Ok(())
+}
+
+/// Reverts every lethe migration.
+pub async fn unmigrate(db: &Db) -> Result<()> {
+    let m = migrator_for(db.dialect());
+    on_db!(db, p => m.undo(p, 0).await)?;
+    Ok(())
+}
+
+/// Connects to the platform database, failing fast with a message that names the server:
+/// `postgres://…`, or `sqlite://PATH` (created if missing) for a SQLite file.
+pub async fn connect(url: &str, max_connections: u32) -> Result<Db> {
+    if url.starts_with("sqlite:") {
+        let opts = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("DATABASE_URL `{url}` is not a valid sqlite:// URL"))?
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts)
+            .await
+            .with_context(|| format!("opening the SQLite platform database {url}"))?;
+        return Ok(Db::Lite(pool));
+    }
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
@@ -43,7 +205,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
                 redact_url(url)
             )
         })?;
-    Ok(pool)
+    Ok(Db::Pg(pool))
 }
 
 /// The URL without its password, for messages and `lethe check`.
@@ -69,22 +231,28 @@ pub enum SchemaStatus {
     Ahead { version: i64 },
 }
 
-pub async fn schema_status(pool: &PgPool) -> Result<SchemaStatus> {
-    let exists: bool =
-        sqlx::query_scalar("SELECT to_regclass('lethe._sqlx_migrations') IS NOT NULL")
-            .fetch_one(pool)
+pub async fn schema_status(db: &Db) -> Result<SchemaStatus> {
+    let exists: bool = match db {
+        Db::Pg(p) => sqlx::query_scalar("SELECT to_regclass('lethe._sqlx_migrations') IS NOT NULL")
+            .fetch_one(p)
             .await
-            .context("reading lethe's migration table")?;
+            .context("reading lethe's migration table")?,
+        Db::Lite(p) => sqlx::query_scalar(
+            "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'lethe__sqlx_migrations'",
+        )
+        .fetch_one(p)
+        .await
+        .context("reading lethe's migration table")?,
+    };
     if !exists {
         return Ok(SchemaStatus::Missing);
     }
-    let applied: Vec<i64> = sqlx::query_scalar(
-        "SELECT version FROM lethe._sqlx_migrations WHERE success ORDER BY version",
-    )
-    .fetch_all(pool)
-    .await
+    let sql = db.t("SELECT version FROM lethe._sqlx_migrations WHERE success ORDER BY version");
+    let applied: Vec<i64> = on_db!(db, p => sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
+        .fetch_all(p)
+        .await)
     .context("reading lethe's migration table")?;
-    let m = migrator();
+    let m = migrator_for(db.dialect());
     let known: Vec<i64> = m
         .iter()
         .filter(|x| x.migration_type.is_up_migration())
@@ -103,8 +271,8 @@ pub async fn schema_status(pool: &PgPool) -> Result<SchemaStatus> {
 }
 
 /// Refuses to go on unless lethe's schema matches this binary.
-pub async fn require_current_schema(pool: &PgPool) -> Result<()> {
-    match schema_status(pool).await? {
+pub async fn require_current_schema(db: &Db) -> Result<()> {
+    match schema_status(db).await? {
         SchemaStatus::Current => Ok(()),
         SchemaStatus::Missing => {
             bail!("lethe's schema is not installed in this database: run `lethe migrate` first")

@@ -5,14 +5,64 @@
 //! Eligibility uses the database's `now()` as the only clock (PITFALLS 11): lethe's own process
 //! clock never decides what is deletable.
 
+use super::Dialect;
 use super::sql::{Bind, Sql};
 use crate::spec::filter::Literal;
 use crate::spec::{ClockKind, Filter, Ident, Job};
 use chrono::{DateTime, Utc};
 
-/// The clock column as a timestamptz expression.
+fn lite(job: &Job) -> bool {
+    job.dialect == Dialect::Sqlite
+}
+
+/// A new statement in the job's dialect.
+fn new_sql(job: &Job) -> Sql {
+    Sql::new(job.dialect)
+}
+
+/// `expr` as text.
+fn as_text(job: &Job, expr: &str) -> String {
+    if lite(job) {
+        format!("CAST({expr} AS TEXT)")
+    } else {
+        format!("{expr}::text")
+    }
+}
+
+fn null_text(job: &Job) -> &'static str {
+    if lite(job) { "NULL" } else { "NULL::text" }
+}
+
+/// The database's clock, in the form clock expressions compare with: a timestamptz on
+/// PostgreSQL, epoch seconds on SQLite.
+pub fn now(job: &Job) -> &'static str {
+    if lite(job) {
+        "unixepoch('now', 'subsec')"
+    } else {
+        "now()"
+    }
+}
+
+/// A clock expression as a time to read back.
+pub fn time_out(job: &Job, expr: &str) -> String {
+    if lite(job) {
+        format!("strftime('%Y-%m-%dT%H:%M:%fZ', {expr}, 'unixepoch')")
+    } else {
+        expr.to_string()
+    }
+}
+
+/// The clock column as a timestamptz expression (PostgreSQL) or epoch seconds (SQLite, where a
+/// timestamp is text that `unixepoch` reads; unreadable text is NULL, which is never eligible).
 pub fn clock_ts(job: &Job) -> String {
     let c = format!("n0.{}", job.clock.quoted());
+    if lite(job) {
+        return match job.clock_kind {
+            ClockKind::Timestamptz => format!("unixepoch({c}, 'subsec')"),
+            ClockKind::EpochSeconds => format!("({c} * 1.0)"),
+            ClockKind::EpochMilliseconds => format!("({c} / 1000.0)"),
+        };
+    }
     match job.clock_kind {
         ClockKind::Timestamptz => c,
         ClockKind::EpochSeconds => format!("to_timestamp({c}::double precision)"),
@@ -40,10 +90,15 @@ fn window_secs(job: &Job, which: Which, sql: &mut Sql) -> String {
     if let Some(r) = &w.from_row {
         // NULL (or no related row) takes the defaults; zero or less keeps the subject forever
         // (a window of 3,000 years, so every comparison stays ordinary arithmetic).
+        let column = format!("wr.{}", r.column.quoted());
+        let column = if lite(job) {
+            format!("CAST({column} AS INTEGER)")
+        } else {
+            format!("{column}::bigint")
+        };
         let v = format!(
-            "(SELECT wr.{}::bigint FROM {} wr WHERE wr.{} = n0.{})",
-            r.column.quoted(),
-            r.table.quoted(),
+            "(SELECT {column} FROM {} wr WHERE wr.{} = n0.{})",
+            r.table.quoted_in(job.dialect),
             r.key.quoted(),
             r.link.quoted()
         );
@@ -61,11 +116,11 @@ fn window_secs(job: &Job, which: Which, sql: &mut Sql) -> String {
         None => default.to_string(),
         Some(col) => {
             let value = match &w.vary_on {
-                None => format!("n0.{}::text", col.quoted()),
+                None => as_text(job, &format!("n0.{}", col.quoted())),
                 Some(r) => format!(
-                    "(SELECT wv.{}::text FROM {} wv WHERE wv.{} = n0.{})",
-                    col.quoted(),
-                    r.table.quoted(),
+                    "(SELECT {} FROM {} wv WHERE wv.{} = n0.{})",
+                    as_text(job, &format!("wv.{}", col.quoted())),
+                    r.table.quoted_in(job.dialect),
                     r.key.quoted(),
                     r.link.quoted()
                 ),
@@ -86,6 +141,9 @@ fn window_secs(job: &Job, which: Which, sql: &mut Sql) -> String {
 
 /// `clock + window` for the subject row `n0`.
 pub fn clock_plus(job: &Job, which: Which, sql: &mut Sql) -> String {
+    if lite(job) {
+        return format!("({} + ({}))", clock_ts(job), window_secs(job, which, sql));
+    }
     format!(
         "({} + ({}) * interval '1 second')",
         clock_ts(job),
@@ -158,9 +216,17 @@ pub fn keys_match(job: &Job, keys: &[String], sql: &mut Sql) -> String {
 fn column_in(job: &Job, node: usize, column: &Ident, keys: &[String], sql: &mut Sql) -> String {
     let p = sql.bind(Bind::Texts(keys.to_vec()));
     let k = format!("n{node}.{}", column.quoted());
+    if lite(job) {
+        // The keys arrive as a JSON array; each is cast to the column's declared type, so an
+        // integer key matches an integer column.
+        return match job.types.get(&(node, column.as_str().to_string())) {
+            Some(ty) => format!("{k} IN (SELECT CAST(value AS {ty}) FROM json_each({p}))"),
+            None => format!("CAST({k} AS TEXT) IN (SELECT value FROM json_each({p}))"),
+        };
+    }
     match job.types.get(&(node, column.as_str().to_string())) {
         Some(ty) => format!("{k} = ANY(CAST({p} AS {ty}[]))"),
-        None => format!("{k}::text = ANY({p})"),
+        None => format!("{} = ANY({p})", as_text(job, &k)),
     }
 }
 
@@ -186,7 +252,11 @@ pub fn scope(
         }
         conds.push(column_in(job, i, &link.column, keys, sql));
         let key = format!("n{i}.{}", link.column.quoted());
-        return (vec![format!("{} n{i}", node.table.quoted())], conds, key);
+        return (
+            vec![format!("{} n{i}", node.table.quoted_in(job.dialect))],
+            conds,
+            key,
+        );
     }
     let (tables, mut conds) = chain(job, i, sql);
     conds.push(keys_match(job, keys, sql));
@@ -209,7 +279,7 @@ pub fn chain(job: &Job, i: usize, sql: &mut Sql) -> (Vec<String>, Vec<String>) {
     let mut conds = Vec::new();
     for j in job.chain(i) {
         let node = &job.nodes[j];
-        tables.push(format!("{} n{j}", node.table.quoted()));
+        tables.push(format!("{} n{j}", node.table.quoted_in(job.dialect)));
         if let Some(link) = &node.link {
             let (a, b) = (
                 format!("n{j}.{}", link.column.quoted()),
@@ -222,7 +292,7 @@ pub fn chain(job: &Job, i: usize, sql: &mut Sql) -> (Vec<String>, Vec<String>) {
             conds.push(if same {
                 format!("{a} = {b}")
             } else {
-                format!("{a}::text = {b}::text")
+                format!("{} = {}", as_text(job, &a), as_text(job, &b))
             });
             if let Some(f) = &node.filter {
                 conds.push(render_filter(job, j, f, sql));
@@ -239,16 +309,16 @@ pub fn hold_expr(job: &Job, all: &[Job], sql: &mut Sql) -> String {
     let job_name = sql.bind(Bind::Text(job.name.clone()));
     let owner = match &job.owner {
         Some(o) => format!(
-            "(h.account IS NOT NULL AND h.account = n0.{}::text) OR ",
-            o.quoted()
+            "(h.account IS NOT NULL AND h.account = {}) OR ",
+            as_text(job, &format!("n0.{}", o.quoted()))
         ),
         None => String::new(),
     };
-    let mut parts = vec![format!(
+    let mut parts = vec![job.dialect.t(&format!(
         "(SELECT min(h.id) FROM lethe.holds h WHERE h.released_at IS NULL AND ({owner}(h.job = {job_name} \
-         AND (h.subject_key IS NULL OR h.subject_key = n0.{}::text))))",
-        job.key.quoted()
-    )];
+         AND (h.subject_key IS NULL OR h.subject_key = {}))))",
+        as_text(job, &format!("n0.{}", job.key.quoted()))
+    ))];
     for (i, node) in job.nodes.iter().enumerate().skip(1) {
         for other in all
             .iter()
@@ -262,18 +332,27 @@ pub fn hold_expr(job: &Job, all: &[Job], sql: &mut Sql) -> String {
             let mut where_ = conds;
             where_.push(format!("c0.{k} = n0.{k}", k = job.key.quoted()));
             where_.push(format!(
-                "h.released_at IS NULL AND h.job = {other_name} AND (h.subject_key IS NULL OR h.subject_key = c{i}.{}::text)",
-                other.key.quoted()
+                "h.released_at IS NULL AND h.job = {other_name} AND (h.subject_key IS NULL OR h.subject_key = {})",
+                as_text(job, &format!("c{i}.{}", other.key.quoted()))
             ));
             parts.push(format!(
-                "(SELECT min(h.id) FROM {}, lethe.holds h WHERE {})",
+                "(SELECT min(h.id) FROM {}, {} h WHERE {})",
                 tables.join(", "),
+                job.dialect.t("lethe.holds"),
                 where_.join(" AND ")
             ));
         }
     }
     if parts.len() == 1 {
         parts.remove(0)
+    } else if lite(job) {
+        // SQLite's many-argument min() is NULL if any argument is; LEAST skips NULLs.
+        let none = i64::MAX;
+        let parts: Vec<String> = parts
+            .iter()
+            .map(|p| format!("coalesce({p}, {none})"))
+            .collect();
+        format!("NULLIF(min({}), {none})", parts.join(", "))
     } else {
         format!("LEAST({})", parts.join(", "))
     }
@@ -319,19 +398,24 @@ pub struct Candidate {
 /// Keyset cursor over `(clock, key)`: never an OFFSET over a set that shrinks as we delete.
 pub type Cursor = Option<(DateTime<Utc>, String)>;
 
+/// The subject's owner column as text, or NULL.
+fn owner_text(job: &Job) -> String {
+    match &job.owner {
+        Some(o) => as_text(job, &format!("n0.{}", o.quoted())),
+        None => null_text(job).into(),
+    }
+}
+
 /// Eligible subjects after `cursor`, oldest clock first.
 pub fn discover(job: &Job, cursor: &Cursor, limit: i64) -> Sql {
-    let mut sql = Sql::default();
+    let mut sql = new_sql(job);
     let base = subject_base(job, &mut sql);
     let eligible = clock_plus(job, Which::Grace, &mut sql);
     let deadline = clock_plus(job, Which::Deadline, &mut sql);
     let clock = clock_ts(job);
     let key = format!("n0.{}", job.key.quoted());
-    let owner = match &job.owner {
-        Some(o) => format!("n0.{}::text", o.quoted()),
-        None => "NULL::text".into(),
-    };
-    let mut where_ = format!("{base} AND {eligible} <= now()");
+    let owner = owner_text(job);
+    let mut where_ = format!("{base} AND {eligible} <= {}", now(job));
     if let Some((t, k)) = cursor {
         let t = sql.bind(Bind::Time(*t));
         let k = cast_bind(job, 0, job.key.as_str(), k.clone(), &mut sql);
@@ -339,16 +423,21 @@ pub fn discover(job: &Job, cursor: &Cursor, limit: i64) -> Sql {
     }
     let limit = sql.bind(Bind::Int(limit));
     sql.push(&format!(
-        "SELECT {key}::text AS key, {owner} AS owner, {clock} AS clock_at, {eligible} AS eligible_at, \
-         {deadline} AS deadline_at FROM {} n0 WHERE {where_} ORDER BY {clock}, {key} LIMIT {limit}",
-        job.subject_table().quoted()
+        "SELECT {} AS key, {owner} AS owner, {} AS clock_at, {} AS eligible_at, \
+         {} AS deadline_at FROM {} n0 WHERE {where_} ORDER BY {clock}, {key} LIMIT {limit}",
+        as_text(job, &key),
+        time_out(job, &clock),
+        time_out(job, &eligible),
+        time_out(job, &deadline),
+        job.subject_table().quoted_in(job.dialect)
     ));
     sql
 }
 
-/// Of `keys`, those still eligible now, locked `FOR UPDATE` so a concurrent restore waits for us.
+/// Of `keys`, those still eligible now, locked `FOR UPDATE` so a concurrent restore waits for
+/// us (on SQLite the row transaction already holds the only write lock).
 pub fn lock_still_eligible(job: &Job, keys: &[String]) -> Sql {
-    still_eligible_sql(job, keys, " FOR UPDATE OF n0")
+    still_eligible_sql(job, keys, if lite(job) { "" } else { " FOR UPDATE OF n0" })
 }
 
 /// Of `keys`, those still eligible now (no lock: the row step checks again under one).
@@ -357,37 +446,39 @@ pub fn still_eligible(job: &Job, keys: &[String]) -> Sql {
 }
 
 fn still_eligible_sql(job: &Job, keys: &[String], lock: &str) -> Sql {
-    let mut sql = Sql::default();
+    let mut sql = new_sql(job);
     let base = subject_base(job, &mut sql);
     let eligible = clock_plus(job, Which::Grace, &mut sql);
     let m = keys_match(job, keys, &mut sql);
     sql.push(&format!(
-        "SELECT n0.{}::text FROM {} n0 WHERE {m} AND {base} AND {eligible} <= now(){lock}",
-        job.key.quoted(),
-        job.subject_table().quoted()
+        "SELECT {} FROM {} n0 WHERE {m} AND {base} AND {eligible} <= {}{lock}",
+        as_text(job, &format!("n0.{}", job.key.quoted())),
+        job.subject_table().quoted_in(job.dialect),
+        now(job)
     ));
     sql
 }
 
 /// `(key, hold id)` for each of `keys` that an active hold covers.
 pub fn holds_for(job: &Job, all: &[Job], keys: &[String]) -> Sql {
-    let mut sql = Sql::default();
+    let mut sql = new_sql(job);
     let h = hold_expr(job, all, &mut sql);
     let m = keys_match(job, keys, &mut sql);
     sql.push(&format!(
-        "SELECT key, hold FROM (SELECT n0.{}::text AS key, {h} AS hold FROM {} n0 WHERE {m}) s WHERE hold IS NOT NULL",
-        job.key.quoted(),
-        job.subject_table().quoted()
+        "SELECT key, hold FROM (SELECT {} AS key, {h} AS hold FROM {} n0 WHERE {m}) s WHERE hold IS NOT NULL",
+        as_text(job, &format!("n0.{}", job.key.quoted())),
+        job.subject_table().quoted_in(job.dialect)
     ));
     sql
 }
 
 /// Rows of node `i` per subject key: `(key, count)`.
 pub fn count_rows(job: &Job, i: usize, keys: &[String]) -> Sql {
-    let mut sql = Sql::default();
+    let mut sql = new_sql(job);
     let (tables, conds, key) = scope(job, i, keys, &mut sql);
     sql.push(&format!(
-        "SELECT {key}::text, count(*) FROM {} WHERE {} GROUP BY {key}",
+        "SELECT {}, count(*) FROM {} WHERE {} GROUP BY {key}",
+        as_text(job, &key),
         tables.join(", "),
         conds.join(" AND ")
     ));
@@ -397,20 +488,17 @@ pub fn count_rows(job: &Job, i: usize, keys: &[String]) -> Sql {
 /// The values that locate objects for node `i`: `(key, owner, columns...)` as text, one row per
 /// row of node `i` belonging to one of `keys`.
 pub fn object_values(job: &Job, i: usize, columns: &[Ident], keys: &[String]) -> Sql {
-    let mut sql = Sql::default();
+    let mut sql = new_sql(job);
     let (tables, mut conds) = chain(job, i, &mut sql);
     conds.push(keys_match(job, keys, &mut sql));
-    let owner = match &job.owner {
-        Some(o) => format!("n0.{}::text", o.quoted()),
-        None => "NULL::text".into(),
-    };
+    let owner = owner_text(job);
     let cols: Vec<String> = columns
         .iter()
-        .map(|c| format!(", n{i}.{}::text", c.quoted()))
+        .map(|c| format!(", {}", as_text(job, &format!("n{i}.{}", c.quoted()))))
         .collect();
     sql.push(&format!(
-        "SELECT n0.{}::text, {owner}{} FROM {} WHERE {}",
-        job.key.quoted(),
+        "SELECT {}, {owner}{} FROM {} WHERE {}",
+        as_text(job, &format!("n0.{}", job.key.quoted())),
         cols.concat(),
         tables.join(", "),
         conds.join(" AND ")
@@ -418,10 +506,32 @@ pub fn object_values(job: &Job, i: usize, columns: &[Ident], keys: &[String]) ->
     sql
 }
 
-/// Deletes node `i`'s rows for `keys`, answering `(key, deleted)` per subject.
-pub fn delete_rows(job: &Job, i: usize, keys: &[String]) -> Sql {
-    let mut sql = Sql::default();
+/// How node `i`'s rows for `keys` are deleted.
+pub enum RowDelete {
+    /// One statement answering `(key, deleted)` per subject (PostgreSQL).
+    Counted(Sql),
+    /// Count per subject first, then delete, in the same transaction (SQLite, where a DELETE
+    /// cannot answer the subject key of a joined row; its single writer keeps the counts
+    /// exact). The delete must affect exactly the counted total.
+    CountThenDelete { count: Sql, delete: Sql },
+}
+
+/// Deletes node `i`'s rows for `keys`.
+pub fn delete_rows(job: &Job, i: usize, keys: &[String]) -> RowDelete {
+    let mut sql = new_sql(job);
     let (tables, conds, key) = scope(job, i, keys, &mut sql);
+    if lite(job) {
+        sql.push(&format!(
+            "DELETE FROM {} WHERE rowid IN (SELECT n{i}.rowid FROM {} WHERE {})",
+            job.nodes[i].table.quoted_in(job.dialect),
+            tables.join(", "),
+            conds.join(" AND ")
+        ));
+        return RowDelete::CountThenDelete {
+            count: count_rows(job, i, keys),
+            delete: sql,
+        };
+    }
     let using = if tables.len() > 1 {
         format!(" USING {}", tables[1..].join(", "))
     } else {
@@ -432,27 +542,34 @@ pub fn delete_rows(job: &Job, i: usize, keys: &[String]) -> Sql {
         tables[0],
         conds.join(" AND "),
     ));
-    sql
+    RowDelete::Counted(sql)
 }
 
-/// Plan counts for one job: eligible, held, waiting for grace, overdue (past deadline, unheld).
+/// Plan counts for one job: eligible, held, waiting for grace, overdue (past deadline, unheld),
+/// and the oldest eligible time.
 pub fn plan_counts(job: &Job, all: &[Job]) -> Sql {
-    let mut sql = Sql::default();
+    let mut sql = new_sql(job);
     let inner = plan_rows_inner(job, all, &mut sql);
+    let now = now(job);
     sql.push(&format!(
-        "SELECT count(*) FILTER (WHERE e <= now() AND h IS NULL), count(*) FILTER (WHERE e <= now() AND h IS NOT NULL), \
-         count(*) FILTER (WHERE e > now()), count(*) FILTER (WHERE d < now() AND h IS NULL), \
-         min(e) FILTER (WHERE e <= now() AND h IS NULL) FROM ({inner}) s"
+        "SELECT count(*) FILTER (WHERE e <= {now} AND h IS NULL), count(*) FILTER (WHERE e <= {now} AND h IS NOT NULL), \
+         count(*) FILTER (WHERE e > {now}), count(*) FILTER (WHERE d < {now} AND h IS NULL), \
+         {} FROM ({inner}) s",
+        time_out(job, &format!("min(e) FILTER (WHERE e <= {now} AND h IS NULL)"))
     ));
     sql
 }
 
 /// Every subject with a clock and its times, for `plan --format jsonl`.
 pub fn plan_rows(job: &Job, all: &[Job]) -> Sql {
-    let mut sql = Sql::default();
+    let mut sql = new_sql(job);
     let inner = plan_rows_inner(job, all, &mut sql);
+    let now = now(job);
     sql.push(&format!(
-        "SELECT key, owner, c, e, d, h, e <= now(), d < now() FROM ({inner}) s ORDER BY c, key"
+        "SELECT key, owner, {}, {}, {}, h, e <= {now}, d < {now} FROM ({inner}) s ORDER BY c, key",
+        time_out(job, "c"),
+        time_out(job, "e"),
+        time_out(job, "d")
     ));
     sql
 }
@@ -462,15 +579,12 @@ fn plan_rows_inner(job: &Job, all: &[Job], sql: &mut Sql) -> String {
     let e = clock_plus(job, Which::Grace, sql);
     let d = clock_plus(job, Which::Deadline, sql);
     let h = hold_expr(job, all, sql);
-    let owner = match &job.owner {
-        Some(o) => format!("n0.{}::text", o.quoted()),
-        None => "NULL::text".into(),
-    };
     format!(
-        "SELECT n0.{}::text AS key, {owner} AS owner, {} AS c, {e} AS e, {d} AS d, {h} AS h FROM {} n0 WHERE {base}",
-        job.key.quoted(),
+        "SELECT {} AS key, {} AS owner, {} AS c, {e} AS e, {d} AS d, {h} AS h FROM {} n0 WHERE {base}",
+        as_text(job, &format!("n0.{}", job.key.quoted())),
+        owner_text(job),
         clock_ts(job),
-        job.subject_table().quoted()
+        job.subject_table().quoted_in(job.dialect)
     )
 }
 

@@ -1,11 +1,12 @@
 //! `lethe.job_runs`: one row per run of one job, opened before any work and closed with its
 //! outcome, so an operator can see runs that died (still `running`) and what each did.
 
+use super::{Db, lite_time};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgPool, SqlitePool};
 
-pub async fn start(pool: &PgPool, job: &str, dry_run: bool) -> Result<i64> {
+pub async fn start(db: &Db, job: &str, dry_run: bool) -> Result<i64> {
     let host = std::env::var("HOSTNAME")
         .ok()
         .or_else(|| {
@@ -14,46 +15,65 @@ pub async fn start(pool: &PgPool, job: &str, dry_run: bool) -> Result<i64> {
                 .map(|s| s.trim().to_string())
         })
         .unwrap_or_else(|| "unknown".into());
-    sqlx::query_scalar(
-        "INSERT INTO lethe.job_runs (job, dry_run, host) VALUES ($1, $2, $3) RETURNING id",
-    )
-    .bind(job)
-    .bind(dry_run)
-    .bind(format!("{host}/{}", std::process::id()))
-    .fetch_one(pool)
-    .await
+    let sql = db.t("INSERT INTO lethe.job_runs (job, dry_run, host) VALUES ($1, $2, $3) RETURNING id");
+    crate::on_db!(db, p => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(job)
+        .bind(dry_run)
+        .bind(format!("{host}/{}", std::process::id()))
+        .fetch_one(p)
+        .await)
     .with_context(|| format!("recording the start of job `{job}`"))
 }
 
-pub async fn finish(
-    pool: &PgPool,
-    id: i64,
-    status: &str,
-    summary: &serde_json::Value,
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE lethe.job_runs SET finished_at = now(), status = $2, summary = $3 WHERE id = $1",
-    )
-    .bind(id)
-    .bind(status)
-    .bind(summary)
-    .execute(pool)
-    .await
+pub async fn finish(db: &Db, id: i64, status: &str, summary: &serde_json::Value) -> Result<()> {
+    let sql = db.t(&format!(
+        "UPDATE lethe.job_runs SET finished_at = {}, status = $2, summary = $3 WHERE id = $1",
+        db.dialect().now()
+    ));
+    crate::on_db!(db, p => sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(status)
+        .bind(summary)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
     .context("recording the end of the run")?;
     Ok(())
 }
 
-/// A session-level advisory lock per job, so two runs of one job never overlap, whichever
-/// process starts them. Held on its own connection for the run's length. Dropped without
-/// `unlock_job` (a panic, a cancelled task), the connection is closed rather than returned to
-/// the pool, so the lock cannot outlive the run on a pooled session.
-pub struct JobLock(Option<sqlx::pool::PoolConnection<sqlx::Postgres>>);
+/// The run lock of one job, so two runs of one job never overlap, whichever process starts
+/// them.
+///
+/// PostgreSQL: a session-level advisory lock held on its own connection for the run's length.
+/// Dropped without `unlock_job` (a panic, a cancelled task), the connection is closed rather
+/// than returned to the pool, so the lock cannot outlive the run on a pooled session.
+///
+/// SQLite: a row in `lethe_locks` with an expiry, renewed while the run lasts and deleted at
+/// its end; a crashed holder's lock expires after `SQLITE_LOCK_SECONDS`.
+pub enum JobLock {
+    Pg(Option<sqlx::pool::PoolConnection<sqlx::Postgres>>),
+    Lite {
+        pool: SqlitePool,
+        name: String,
+        holder: String,
+        renew: tokio::task::JoinHandle<()>,
+    },
+}
+
+/// How long a SQLite run lock outlives a holder that stopped renewing it.
+const SQLITE_LOCK_SECONDS: i64 = 60;
 
 impl Drop for JobLock {
     fn drop(&mut self) {
-        if let Some(conn) = self.0.take() {
-            // Detached, the connection is closed when dropped: the session and its lock end.
-            drop(conn.detach());
+        match self {
+            JobLock::Pg(conn) => {
+                if let Some(conn) = conn.take() {
+                    // Detached, the connection is closed when dropped: the session and its lock
+                    // end.
+                    drop(conn.detach());
+                }
+            }
+            JobLock::Lite { renew, .. } => renew.abort(),
         }
     }
 }
@@ -62,24 +82,80 @@ fn lock_key(job: &str) -> String {
     format!("lethe:job:{job}")
 }
 
-pub async fn try_lock_job(pool: &PgPool, job: &str) -> Result<Option<JobLock>> {
+pub async fn try_lock_job(db: &Db, job: &str) -> Result<Option<JobLock>> {
+    match db {
+        Db::Pg(p) => try_lock_pg(p, job).await,
+        Db::Lite(p) => try_lock_lite(p, job).await,
+    }
+}
+
+async fn try_lock_pg(pool: &PgPool, job: &str) -> Result<Option<JobLock>> {
     let mut conn = pool.acquire().await?;
     let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
         .bind(lock_key(job))
         .fetch_one(&mut *conn)
         .await
         .with_context(|| format!("taking the run lock of job `{job}`"))?;
-    Ok(got.then(|| JobLock(Some(conn))))
+    Ok(got.then(|| JobLock::Pg(Some(conn))))
+}
+
+async fn try_lock_lite(pool: &SqlitePool, job: &str) -> Result<Option<JobLock>> {
+    let name = lock_key(job);
+    let holder = format!("{}:{}", std::process::id(), rand_token());
+    let until = |secs: i64| lite_time(Utc::now() + chrono::Duration::seconds(secs));
+    let got = sqlx::query(
+        "INSERT INTO lethe_locks (name, holder, until) VALUES ($1, $2, $3)
+         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
+         WHERE lethe_locks.until < strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+    )
+    .bind(&name)
+    .bind(&holder)
+    .bind(until(SQLITE_LOCK_SECONDS))
+    .execute(pool)
+    .await
+    .with_context(|| format!("taking the run lock of job `{job}`"))?
+    .rows_affected()
+        == 1;
+    if !got {
+        return Ok(None);
+    }
+    let renew = {
+        let (pool, name, holder) = (pool.clone(), name.clone(), holder.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(
+                    SQLITE_LOCK_SECONDS as u64 / 4,
+                ))
+                .await;
+                let _ =
+                    sqlx::query("UPDATE lethe_locks SET until = $3 WHERE name = $1 AND holder = $2")
+                        .bind(&name)
+                        .bind(&holder)
+                        .bind(until(SQLITE_LOCK_SECONDS))
+                        .execute(&pool)
+                        .await;
+            }
+        })
+    };
+    Ok(Some(JobLock::Lite {
+        pool: pool.clone(),
+        name,
+        holder,
+        renew,
+    }))
+}
+
+fn rand_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Utc::now().timestamp_nanos_opt().unwrap_or_default() as u128);
+    format!("{:016x}", h.finish())
 }
 
 /// Waits until the job's run lock is free and takes it, checking every `every`.
-pub async fn lock_job_waiting(
-    pool: &PgPool,
-    job: &str,
-    every: std::time::Duration,
-) -> Result<JobLock> {
+pub async fn lock_job_waiting(db: &Db, job: &str, every: std::time::Duration) -> Result<JobLock> {
     loop {
-        if let Some(lock) = try_lock_job(pool, job).await? {
+        if let Some(lock) = try_lock_job(db, job).await? {
             return Ok(lock);
         }
         tokio::time::sleep(every).await;
@@ -87,27 +163,45 @@ pub async fn lock_job_waiting(
 }
 
 pub async fn unlock_job(mut lock: JobLock, job: &str) {
-    let Some(mut conn) = lock.0.take() else {
-        return;
-    };
-    let res = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
-        .bind(lock_key(job))
-        .execute(&mut *conn)
-        .await;
-    if res.is_err() {
-        // Closing the connection releases a session lock for certain.
-        let _ = conn.close().await;
+    match &mut lock {
+        JobLock::Pg(conn) => {
+            let Some(mut conn) = conn.take() else {
+                return;
+            };
+            let res = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+                .bind(lock_key(job))
+                .execute(&mut *conn)
+                .await;
+            if res.is_err() {
+                // Closing the connection releases a session lock for certain.
+                let _ = conn.close().await;
+            }
+        }
+        JobLock::Lite {
+            pool,
+            name,
+            holder,
+            renew,
+        } => {
+            renew.abort();
+            let _ = sqlx::query("DELETE FROM lethe_locks WHERE name = $1 AND holder = $2")
+                .bind(&*name)
+                .bind(&*holder)
+                .execute(&*pool)
+                .await;
+        }
     }
 }
 
 /// When the job last finished a run that was not a dry run, by the database's clock.
-pub async fn last_finished(pool: &PgPool, job: &str) -> Result<Option<DateTime<Utc>>> {
-    sqlx::query_scalar(
+pub async fn last_finished(db: &Db, job: &str) -> Result<Option<DateTime<Utc>>> {
+    let sql = db.t(
         "SELECT max(finished_at) FROM lethe.job_runs
          WHERE job = $1 AND NOT dry_run AND status IN ('ok', 'partial')",
-    )
-    .bind(job)
-    .fetch_one(pool)
-    .await
+    );
+    crate::on_db!(db, p => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(job)
+        .fetch_one(p)
+        .await)
     .with_context(|| format!("reading the last run of job `{job}`"))
 }

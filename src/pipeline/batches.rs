@@ -133,8 +133,7 @@ async fn next_page(
             loop {
                 let more: Vec<platform::Candidate> =
                     platform::discover(job, cursor, ctx.settings.batch_subjects as i64)
-                        .query_as()
-                        .fetch_all(&ctx.pool)
+                        .fetch_all(&ctx.db)
                         .await?;
                 let Some(last) = more.last() else {
                     return Ok(Next::End {
@@ -155,8 +154,7 @@ async fn next_page(
         None => ctx.settings.batch_subjects as u64 * DISCOVERY_PAGE_BATCHES,
     };
     let batch: Vec<platform::Candidate> = platform::discover(job, cursor, want as i64)
-        .query_as()
-        .fetch_all(&ctx.pool)
+        .fetch_all(&ctx.db)
         .await
         .with_context(|| format!("discovering eligible subjects of job `{}`", job.name))?;
     let Some(last) = batch.last() else {

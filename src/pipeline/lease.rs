@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 pub struct Lease {
-    pool: sqlx::PgPool,
+    db: crate::db::Db,
     run_id: i64,
     lease_secs: i64,
     /// `(work item id, epoch)` per subject index of the purge.
@@ -30,9 +30,9 @@ pub const LOST: &str = "the lease on this subject was lost (taken over by anothe
 
 impl Lease {
     /// Leases just claimed (or advanced) by this process: valid for now.
-    pub fn new(pool: sqlx::PgPool, run_id: i64, lease_secs: i64, items: Vec<(i64, i64)>) -> Self {
+    pub fn new(db: crate::db::Db, run_id: i64, lease_secs: i64, items: Vec<(i64, i64)>) -> Self {
         Lease {
-            pool,
+            db,
             run_id,
             lease_secs,
             items,
@@ -55,7 +55,7 @@ impl Lease {
         if Instant::now() >= s.until {
             let asked = Instant::now();
             let ours: HashSet<i64> =
-                items::renew(&self.pool, self.run_id, self.lease_secs, &self.items)
+                items::renew(&self.db, self.run_id, self.lease_secs, &self.items)
                     .await
                     .map_err(|e| {
                         format!("cannot confirm the lease, so nothing was deleted: {e:#}")

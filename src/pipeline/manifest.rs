@@ -7,7 +7,6 @@ use crate::domain::Location;
 use crate::spec::{Ident, Job, ObjectSource};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// What a work item records before anything is touched.
@@ -31,7 +30,7 @@ pub async fn build(ctx: &Context, job: &Job, keys: &[String]) -> Result<HashMap<
         .collect();
     for (i, node) in job.nodes.iter().enumerate() {
         let sql = platform::count_rows(job, i, keys);
-        let rows: Vec<(String, i64)> = sql.query_as().fetch_all(&ctx.pool).await?;
+        let rows: Vec<(String, i64)> = sql.fetch_all(&ctx.db).await?;
         for (k, n) in rows {
             if let Some(m) = out.get_mut(&k) {
                 m.rows.insert(node.name.to_string(), n);
@@ -52,13 +51,13 @@ pub async fn build(ctx: &Context, job: &Job, keys: &[String]) -> Result<HashMap<
             ObjectSource::Uri { column, from, .. } => (*from, vec![column.clone()]),
         };
         let sql = platform::object_values(job, from, &columns, keys);
-        let rows = sql.query().fetch_all(&ctx.pool).await?;
-        for row in rows {
-            let key: String = row.try_get(0)?;
-            let owner: Option<String> = row.try_get(1)?;
+        let rows = sql.fetch_texts(&ctx.db).await?;
+        for mut row in rows {
+            let key: String = row[0].take().unwrap_or_default();
+            let owner: Option<String> = row[1].take();
             let mut values: HashMap<&str, Option<String>> = HashMap::new();
             for (j, c) in columns.iter().enumerate() {
-                values.insert(c.as_str(), row.try_get(j + 2)?);
+                values.insert(c.as_str(), row[j + 2].take());
             }
             let resolved = match src {
                 ObjectSource::Prefix {

@@ -211,18 +211,18 @@ pub async fn run_all(
     opts: &RunOptions,
 ) -> Result<RunSummary> {
     if !opts.dry_run {
-        crate::db::clock::check(&ctx.pool, ctx.settings.clock_max_gap).await?;
+        crate::db::clock::check(&ctx.db, ctx.settings.clock_max_gap).await?;
     }
     let mut budget = opts.limit;
     let mut summary = RunSummary::default();
     for job in selected {
         let lock = if opts.wait {
             Some(
-                runs::lock_job_waiting(&ctx.pool, &job.name, std::time::Duration::from_secs(1))
+                runs::lock_job_waiting(&ctx.db, &job.name, std::time::Duration::from_secs(1))
                     .await?,
             )
         } else {
-            runs::try_lock_job(&ctx.pool, &job.name).await?
+            runs::try_lock_job(&ctx.db, &job.name).await?
         };
         let Some(lock) = lock else {
             summary.locked_out.push(job.name.clone());
@@ -251,7 +251,7 @@ pub async fn run_job(
     let run_id = if opts.dry_run {
         None
     } else {
-        Some(runs::start(&ctx.pool, &job.name, false).await?)
+        Some(runs::start(&ctx.db, &job.name, false).await?)
     };
     report.run_id = run_id;
     let span = tracing::info_span!("job", job = %job.name, run_id = run_id.unwrap_or(0), dry_run = opts.dry_run);
@@ -286,7 +286,7 @@ pub async fn run_job(
         report.errors.push(format!("{e:#}"));
         if let Some(id) = run_id {
             // Leave nothing under a live lease: the next run takes these items over at once.
-            let released = items::release_run(&ctx.pool, id, &format!("{e:#}")).await?;
+            let released = items::release_run(&ctx.db, id, &format!("{e:#}")).await?;
             report.failed += released;
         }
     }
@@ -298,7 +298,7 @@ pub async fn run_job(
         } else {
             "ok"
         };
-        runs::finish(&ctx.pool, id, status, &serde_json::to_value(&report)?).await?;
+        runs::finish(&ctx.db, id, status, &serde_json::to_value(&report)?).await?;
     }
     tracing::info!(
         purged = report.purged,
@@ -316,8 +316,7 @@ pub(crate) async fn hold_map(
     keys: &[String],
 ) -> Result<HashMap<String, i64>> {
     Ok(platform::holds_for(job, all, keys)
-        .query_as::<(String, i64)>()
-        .fetch_all(&ctx.pool)
+        .fetch_all::<(String, i64)>(&ctx.db)
         .await
         .context("checking holds")?
         .into_iter()
@@ -349,7 +348,7 @@ async fn purge_batch(
         .collect();
     stages.mark("manifest");
     let claimed = items::claim(
-        &ctx.pool,
+        &ctx.db,
         &job.name,
         run_id,
         ctx.settings.lease_seconds,
@@ -393,8 +392,7 @@ async fn purge_batch(
     let claimed_keys: Vec<String> = ready.iter().map(|r| r.key.clone()).collect();
     let held = hold_map(ctx, job, all, &claimed_keys).await?;
     let still: std::collections::HashSet<String> = platform::still_eligible(job, &claimed_keys)
-        .query_as::<(String,)>()
-        .fetch_all(&ctx.pool)
+        .fetch_all::<(String,)>(&ctx.db)
         .await
         .context("re-checking eligibility")?
         .into_iter()
@@ -408,7 +406,7 @@ async fn purge_batch(
             fail(ctx, job, run_id, &r, "no_longer_eligible", msg, report).await?;
         } else if let Some(h) = held.get(&r.key) {
             items::mark_held(
-                &ctx.pool,
+                &ctx.db,
                 &r.subject(job, run_id),
                 Some(*h),
                 prev_hold[&r.id],
@@ -446,7 +444,7 @@ async fn purge_batch(
     tracing::info!(subjects = go.len(), "purging objects");
     let lease = |subjects: &[&Ready]| {
         Some(Arc::new(lease::Lease::new(
-            ctx.pool.clone(),
+            ctx.db.clone(),
             run_id,
             ctx.settings.lease_seconds,
             subjects.iter().map(|r| (r.id, r.epoch)).collect(),
@@ -483,10 +481,10 @@ async fn purge_batch(
         .collect();
     let before = verified.len();
     if !fenced.is_empty() {
-        let mut conn = ctx.pool.acquire().await?;
+        let mut tx = ctx.db.begin().await?;
         let moved =
-            items::advance(&mut conn, run_id, &fenced, ItemState::ObjectsPurged, false).await?;
-        drop(conn);
+            items::advance(&mut tx, run_id, &fenced, ItemState::ObjectsPurged, false).await?;
+        tx.commit().await?;
         verified.retain(|r| !has_objects(r) || moved.contains(&r.id));
     }
     report.busy += (before - verified.len()) as u64;
@@ -540,8 +538,9 @@ async fn purge_batch(
         .map(|r| (r.id, r.epoch))
         .collect();
     if !fenced.is_empty() {
-        let mut conn = ctx.pool.acquire().await?;
-        items::advance(&mut conn, run_id, &fenced, ItemState::Verified, false).await?;
+        let mut tx = ctx.db.begin().await?;
+        items::advance(&mut tx, run_id, &fenced, ItemState::Verified, false).await?;
+        tx.commit().await?;
     }
 
     stages.mark("verify");
@@ -554,7 +553,7 @@ async fn purge_batch(
             }
             RowOutcome::Held { hold_id } => {
                 items::mark_held(
-                    &ctx.pool,
+                    &ctx.db,
                     &r.subject(job, run_id),
                     Some(hold_id),
                     prev_hold[&r.id],
@@ -589,7 +588,7 @@ async fn held_by_storage(
     let mut d = r.detail();
     d["source"] = "storage".into();
     d["evidence"] = evidence.into();
-    items::mark_held(&ctx.pool, &r.subject(job, run_id), None, prev_hold, d)
+    items::mark_held(&ctx.db, &r.subject(job, run_id), None, prev_hold, d)
         .await
         .map(|_| ())
 }
@@ -604,7 +603,7 @@ async fn fail(
     report: &mut JobReport,
 ) -> Result<()> {
     tracing::warn!(subject = %r.key, class, error = msg, "subject failed");
-    items::mark_failed(&ctx.pool, &r.subject(job, run_id), class, msg, r.detail()).await?;
+    items::mark_failed(&ctx.db, &r.subject(job, run_id), class, msg, r.detail()).await?;
     report.failed += 1;
     report.errors.push(format!("{}: {class}: {msg}", r.key));
     Ok(())

@@ -827,7 +827,7 @@ mod tests {
         // holds until it is deleted.
         settings.list_ranges = 1;
         let pool = sqlx::PgPool::connect_lazy("postgres://unused/unused").unwrap();
-        let ctx = Context::with_store(&settings, pool, store.clone());
+        let ctx = Context::with_store(&settings, crate::db::Db::Pg(pool), store.clone());
         let locations: Vec<Vec<Location>> = (0..subjects)
             .map(|i| vec![Location::dir("bkt", &format!("runs/{i}/")).unwrap()])
             .collect();

@@ -5,7 +5,6 @@ use crate::db::platform;
 use crate::spec::Job;
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
-use futures::TryStreamExt;
 use serde::Serialize;
 use std::io::Write;
 
@@ -28,8 +27,7 @@ pub async fn counts(ctx: &Context, job: &Job, all: &[Job]) -> Result<PlanCounts>
     type Counts = (i64, i64, i64, i64, Option<DateTime<Utc>>);
     let (eligible, held, waiting, overdue, oldest_eligible_at): Counts =
         platform::plan_counts(job, all)
-            .query_as()
-            .fetch_one(&ctx.pool)
+            .fetch_one(&ctx.db)
             .await
             .with_context(|| format!("planning job `{}`", job.name))?;
     Ok(PlanCounts {
@@ -88,23 +86,23 @@ pub async fn each_subject(
     mut each: impl FnMut(PlanSubject) -> Result<()>,
 ) -> Result<()> {
     let sql = platform::plan_rows(job, all);
-    let mut rows = sql.query_as::<PlanRow>().fetch(&ctx.pool);
-    while let Some((key, owner, clock_at, eligible_at, deadline_at, hold_id, eligible, overdue)) =
-        rows.try_next()
-            .await
-            .with_context(|| format!("listing the subjects of job `{}`", job.name))?
-    {
-        each(PlanSubject {
-            key,
-            owner,
-            clock_at,
-            eligible_at,
-            deadline_at,
-            hold_id,
-            eligible,
-            overdue,
-        })?;
-    }
+    sql.for_each::<PlanRow>(
+        &ctx.db,
+        |(key, owner, clock_at, eligible_at, deadline_at, hold_id, eligible, overdue)| {
+            each(PlanSubject {
+                key,
+                owner,
+                clock_at,
+                eligible_at,
+                deadline_at,
+                hold_id,
+                eligible,
+                overdue,
+            })
+        },
+    )
+    .await
+    .with_context(|| format!("listing the subjects of job `{}`", job.name))?;
     Ok(())
 }
 

@@ -65,19 +65,17 @@ async fn purge_batch(
 ) -> Result<Vec<RowOutcome>> {
     let started = std::time::Instant::now();
     let keys: Vec<String> = ready.iter().map(|r| r.key.clone()).collect();
-    let mut tx = ctx.pool.begin().await?;
+    let mut tx = ctx.db.begin().await?;
     holds::lock_shared(&mut tx).await?;
     let still: HashSet<String> = platform::lock_still_eligible(job, &keys)
-        .query_as::<(String,)>()
-        .fetch_all(&mut *tx)
+        .fetch_all_tx::<(String,)>(&mut tx)
         .await
         .context("re-checking eligibility")?
         .into_iter()
         .map(|r| r.0)
         .collect();
     let held: HashMap<String, i64> = platform::holds_for(job, all, &keys)
-        .query_as::<(String, i64)>()
-        .fetch_all(&mut *tx)
+        .fetch_all_tx::<(String, i64)>(&mut tx)
         .await
         .context("re-checking holds")?
         .into_iter()
@@ -91,13 +89,25 @@ async fn purge_batch(
     if !go.is_empty() {
         for i in job.delete_order() {
             let node = &job.nodes[i];
-            let deleted: Vec<(String, i64)> = platform::delete_rows(job, i, &go)
-                .query_as()
-                .fetch_all(&mut *tx)
-                .await
-                .with_context(|| {
-                    format!("deleting rows of `{}` (table {})", node.name, node.table)
-                })?;
+            let what = || format!("deleting rows of `{}` (table {})", node.name, node.table);
+            let deleted: Vec<(String, i64)> = match platform::delete_rows(job, i, &go) {
+                platform::RowDelete::Counted(sql) => {
+                    sql.fetch_all_tx(&mut tx).await.with_context(what)?
+                }
+                platform::RowDelete::CountThenDelete { count, delete } => {
+                    let counted: Vec<(String, i64)> =
+                        count.fetch_all_tx(&mut tx).await.with_context(what)?;
+                    let total: i64 = counted.iter().map(|c| c.1).sum();
+                    let n = delete.execute_tx(&mut tx).await.with_context(what)?;
+                    if n != total as u64 {
+                        bail!(
+                            "{}: deleted {n} rows where {total} were counted; nothing was committed",
+                            what()
+                        );
+                    }
+                    counted
+                }
+            };
             for (k, n) in deleted {
                 *rows
                     .entry(k)

@@ -25,20 +25,26 @@ fn esc(s: &str) -> String {
 
 /// Purges per UTC day: (day, met, breached).
 async fn per_day(ctx: &Context, filter: &Filter) -> Result<Vec<(NaiveDate, i64, i64)>> {
-    sqlx::query_as(
-        "SELECT (at AT TIME ZONE 'UTC')::date,
-                count(*) FILTER (WHERE at <= (detail->>'deadline_at')::timestamptz),
-                count(*) FILTER (WHERE at > (detail->>'deadline_at')::timestamptz)
-         FROM lethe.audit_log
-         WHERE event = 'purged' AND ($1::timestamptz IS NULL OR at >= $1)
-           AND ($2::timestamptz IS NULL OR at < $2) AND ($3::text IS NULL OR job = $3)
-         GROUP BY 1 ORDER BY 1",
-    )
-    .bind(filter.from)
-    .bind(filter.to)
-    .bind(&filter.job)
-    .fetch_all(&ctx.pool)
-    .await
+    let lite = ctx.db.dialect() == crate::db::Dialect::Sqlite;
+    let day = if lite {
+        "date(at)"
+    } else {
+        "(at AT TIME ZONE 'UTC')::date"
+    };
+    let sql = super::summary::period_sql(
+        lite,
+        &format!(
+            "SELECT {day}, count(*) FILTER (WHERE MET), count(*) FILTER (WHERE LATE)
+             FROM lethe.audit_log WHERE event = 'purged' AND IN_PERIOD GROUP BY 1 ORDER BY 1"
+        ),
+    );
+    let bound = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(crate::db::lite_time);
+    crate::on_db!(&ctx.db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(bound(filter.from))
+        .bind(bound(filter.to))
+        .bind(&filter.job)
+        .fetch_all(p)
+        .await)
     .context("counting purges per day")
 }
 
@@ -248,7 +254,7 @@ pub async fn write(
         out,
         "<h2>Exceptions</h2><table id=\"exceptions\"><thead><tr>{header}</tr></thead><tbody>"
     )?;
-    for_each_row(&ctx.pool, filter, true, |r| {
+    for_each_row(&ctx.db, filter, true, |r| {
         out.write_all(row_html(&r).as_bytes())?;
         Ok(())
     })
@@ -259,7 +265,7 @@ pub async fn write(
          <input id=\"filter\" placeholder=\"filter rows\" size=\"40\">\
          <table id=\"rows\"><thead><tr>{header}</tr></thead><tbody>"
     )?;
-    let n = for_each_row(&ctx.pool, filter, false, |r| {
+    let n = for_each_row(&ctx.db, filter, false, |r| {
         out.write_all(row_html(&r).as_bytes())?;
         Ok(())
     })

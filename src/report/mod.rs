@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result, bail};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use futures::TryStreamExt;
 use serde::Serialize;
-use sqlx::PgPool;
+use crate::db::{Db, Dialect};
 use std::collections::BTreeMap;
 use std::io::Write;
 
@@ -250,41 +250,61 @@ fn write_csv_line(out: &mut dyn Write, fields: &[String]) -> std::io::Result<()>
 /// Calls `each` with every report row matching `filter` (only `held` and `failed` ones with
 /// `exceptions_only`), in audit order, streaming from the database. Returns how many.
 pub async fn for_each_row(
-    pool: &PgPool,
+    db: &Db,
     filter: &Filter,
     exceptions_only: bool,
     mut each: impl FnMut(Row) -> Result<()>,
 ) -> Result<u64> {
     let (subject_job, subject_key) = filter.subject.clone().unzip();
-    let mut rows = sqlx::query_as::<_, Raw>(
+    // Bounds are bound as text: PostgreSQL casts them, SQLite compares its canonical text.
+    let (from_at, to_at) = match db.dialect() {
+        Dialect::Postgres => ("$1::text::timestamptz", "$2::text::timestamptz"),
+        Dialect::Sqlite => ("$1", "$2"),
+    };
+    let sql = db.t(&format!(
         "SELECT a.seq, a.at, a.run_id, a.job, a.subject_key, a.owner, a.event, a.hold_id, a.detail,
                 h.reason, h.placed_by
          FROM lethe.audit_log a LEFT JOIN lethe.holds h ON h.id = a.hold_id
          WHERE a.event IN ('purged', 'held', 'failed') AND NOT ($7 AND a.event = 'purged')
-           AND ($1::timestamptz IS NULL OR a.at >= $1) AND ($2::timestamptz IS NULL OR a.at < $2)
-           AND ($3::text IS NULL OR a.job = $3) AND ($4::text IS NULL OR a.owner = $4)
-           AND ($5::text IS NULL OR (a.job = $5 AND a.subject_key = $6))
-         ORDER BY a.seq",
-    )
-    .bind(filter.from)
-    .bind(filter.to)
-    .bind(&filter.job)
-    .bind(&filter.account)
-    .bind(subject_job)
-    .bind(subject_key)
-    .bind(exceptions_only)
-    .fetch(pool);
-    let mut n = 0;
-    while let Some(raw) = rows.try_next().await.context("reading the audit log")? {
-        each(Row::from_raw(raw))?;
-        n += 1;
-    }
+           AND ($1 IS NULL OR a.at >= {from_at}) AND ($2 IS NULL OR a.at < {to_at})
+           AND ($3 IS NULL OR a.job = $3) AND ($4 IS NULL OR a.owner = $4)
+           AND ($5 IS NULL OR (a.job = $5 AND a.subject_key = $6))
+         ORDER BY a.seq"
+    ))
+    .replace("($1 IS NULL", "($1::text IS NULL")
+    .replace("($2 IS NULL", "($2::text IS NULL")
+    .replace("($3 IS NULL", "($3::text IS NULL")
+    .replace("($4 IS NULL", "($4::text IS NULL")
+    .replace("($5 IS NULL", "($5::text IS NULL");
+    let sql = if db.dialect() == Dialect::Sqlite {
+        sql.replace("::text", "")
+    } else {
+        sql
+    };
+    let bound = |t: Option<DateTime<Utc>>| t.map(crate::db::lite_time);
+    let n = crate::on_db!(db, p => {
+        let mut rows = sqlx::query_as::<_, Raw>(sqlx::AssertSqlSafe(sql))
+            .bind(bound(filter.from))
+            .bind(bound(filter.to))
+            .bind(&filter.job)
+            .bind(&filter.account)
+            .bind(subject_job)
+            .bind(subject_key)
+            .bind(exceptions_only)
+            .fetch(p);
+        let mut n = 0;
+        while let Some(raw) = rows.try_next().await.context("reading the audit log")? {
+            each(Row::from_raw(raw))?;
+            n += 1;
+        }
+        n
+    });
     Ok(n)
 }
 
 /// Streams the report rows matching `filter`, in audit order, to `out`. Returns how many.
 pub async fn write(
-    pool: &PgPool,
+    db: &Db,
     filter: &Filter,
     format: Format,
     out: &mut dyn Write,
@@ -293,7 +313,7 @@ pub async fn write(
         let header: Vec<String> = COLUMNS.iter().map(|c| c.to_string()).collect();
         write_csv_line(out, &header)?;
     }
-    let n = for_each_row(pool, filter, false, |row| {
+    let n = for_each_row(db, filter, false, |row| {
         match format {
             Format::Csv => write_csv_line(out, &row.csv_fields())?,
             Format::Jsonl => {

@@ -70,28 +70,32 @@ pub struct Summary {
 }
 
 pub async fn build(ctx: &Context, all: &[Job], filter: &Filter) -> Result<Summary> {
-    let pool = &ctx.pool;
-    let generated_at: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(pool).await?;
+    let db = &ctx.db;
+    let lite = db.dialect() == crate::db::Dialect::Sqlite;
+    let sql = format!("SELECT {}", db.dialect().now());
+    let generated_at: DateTime<Utc> =
+        crate::on_db!(db, p => sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(p).await)?;
+    let bound = |t: Option<DateTime<Utc>>| t.map(crate::db::lite_time);
     let mut jobs: BTreeMap<String, JobSummary> = all
         .iter()
         .filter(|j| filter.job.as_ref().is_none_or(|f| *f == j.name))
         .map(|j| (j.name.clone(), JobSummary::default()))
         .collect();
-    let counts: Vec<(String, String, i64, i64)> = sqlx::query_as(
-        "SELECT job, event, count(*),
-                count(*) FILTER (WHERE event = 'purged' AND at <= (detail->>'deadline_at')::timestamptz)
+    let sql = period_sql(
+        lite,
+        "SELECT job, event, count(*), count(*) FILTER (WHERE event = 'purged' AND MET)
          FROM lethe.audit_log
-         WHERE event IN ('purged', 'held', 'failed') AND job IS NOT NULL
-           AND ($1::timestamptz IS NULL OR at >= $1) AND ($2::timestamptz IS NULL OR at < $2)
-           AND ($3::text IS NULL OR job = $3)
+         WHERE event IN ('purged', 'held', 'failed') AND job IS NOT NULL AND IN_PERIOD
          GROUP BY 1, 2",
-    )
-    .bind(filter.from)
-    .bind(filter.to)
-    .bind(&filter.job)
-    .fetch_all(pool)
-    .await
-    .context("counting outcomes")?;
+    );
+    let counts: Vec<(String, String, i64, i64)> =
+        crate::on_db!(db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(bound(filter.from))
+            .bind(bound(filter.to))
+            .bind(&filter.job)
+            .fetch_all(p)
+            .await)
+        .context("counting outcomes")?;
     for (job, event, n, met) in counts {
         let s = jobs.entry(job).or_default();
         match event.as_str() {
@@ -137,7 +141,7 @@ pub async fn build(ctx: &Context, all: &[Job], filter: &Filter) -> Result<Summar
         })
         .await?;
     }
-    let holds = holds::list(pool, true)
+    let holds = holds::list(db, true)
         .await?
         .into_iter()
         .filter(|h| {
@@ -155,17 +159,23 @@ pub async fn build(ctx: &Context, all: &[Job], filter: &Filter) -> Result<Summar
             released_at: h.released_at,
         })
         .collect();
-    let runs: Vec<RunLine> = sqlx::query_as(
+    let sql = if lite {
+        "SELECT id, job, started_at, finished_at, status FROM lethe_job_runs
+         WHERE NOT dry_run AND ($1 IS NULL OR finished_at IS NULL OR finished_at >= $1)
+           AND ($2 IS NULL OR started_at < $2) AND ($3 IS NULL OR job = $3)
+         ORDER BY id"
+    } else {
         "SELECT id, job, started_at, finished_at, status FROM lethe.job_runs
-         WHERE NOT dry_run AND ($1::timestamptz IS NULL OR coalesce(finished_at, 'infinity') >= $1)
-           AND ($2::timestamptz IS NULL OR started_at < $2) AND ($3::text IS NULL OR job = $3)
-         ORDER BY id",
-    )
-    .bind(filter.from)
-    .bind(filter.to)
-    .bind(&filter.job)
-    .fetch_all(pool)
-    .await
+         WHERE NOT dry_run AND ($1::text IS NULL OR coalesce(finished_at, 'infinity') >= $1::text::timestamptz)
+           AND ($2::text IS NULL OR started_at < $2::text::timestamptz) AND ($3::text IS NULL OR job = $3)
+         ORDER BY id"
+    };
+    let runs: Vec<RunLine> = crate::on_db!(db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(bound(filter.from))
+        .bind(bound(filter.to))
+        .bind(&filter.job)
+        .fetch_all(p)
+        .await)
     .context("listing runs")?;
     Ok(Summary {
         generated_at,
@@ -175,6 +185,36 @@ pub async fn build(ctx: &Context, all: &[Job], filter: &Filter) -> Result<Summar
         holds,
         runs,
     })
+}
+
+/// An audit query over a period, in a dialect: `IN_PERIOD` becomes the period filter on `at`
+/// (bounds `$1` and `$2` bound as text, the job as `$3`), `MET` and `LATE` whether a purge
+/// kept its recorded deadline. SQLite compares times as numbers, since the deadline in an entry's
+/// detail has another precision than `at`.
+pub(super) fn period_sql(lite: bool, sql: &str) -> String {
+    let (period, met, late) = if lite {
+        (
+            "($1 IS NULL OR at >= $1) AND ($2 IS NULL OR at < $2) AND ($3 IS NULL OR job = $3)",
+            "unixepoch(at, 'subsec') <= unixepoch(detail->>'deadline_at', 'subsec')",
+            "unixepoch(at, 'subsec') > unixepoch(detail->>'deadline_at', 'subsec')",
+        )
+    } else {
+        (
+            "($1::text IS NULL OR at >= $1::text::timestamptz) AND ($2::text IS NULL OR at < $2::text::timestamptz) \
+             AND ($3::text IS NULL OR job = $3)",
+            "at <= (detail->>'deadline_at')::timestamptz",
+            "at > (detail->>'deadline_at')::timestamptz",
+        )
+    };
+    let sql = sql
+        .replace("IN_PERIOD", period)
+        .replace("MET", met)
+        .replace("LATE", late);
+    if lite {
+        sql.replace("lethe.", "lethe_")
+    } else {
+        sql
+    }
 }
 
 fn t(d: DateTime<Utc>) -> String {

@@ -48,6 +48,8 @@ pub struct Job {
     pub subject_line: usize,
     /// Types of the columns values are cast to, keyed by (node, column); filled by `validate`.
     pub types: std::collections::HashMap<(usize, String), String>,
+    /// The dialect of the database the job was validated against; filled by `validate`.
+    pub dialect: crate::db::Dialect,
 }
 
 /// A table in the job's rows tree.
@@ -336,6 +338,7 @@ pub fn parse_job(text: &str, path: &Path) -> Result<Job> {
         objects,
         subject_line: nodes[0].line,
         types: Default::default(),
+        dialect: Default::default(),
         nodes,
     })
 }

@@ -71,6 +71,15 @@ impl TableName {
     pub fn quoted(&self) -> String {
         format!("{}.{}", self.schema.quoted(), self.table.quoted())
     }
+
+    /// As `quoted`, for a dialect: SQLite's tables live in its `main` file, where the default
+    /// schema `public` does not exist.
+    pub fn quoted_in(&self, dialect: crate::db::Dialect) -> String {
+        match dialect {
+            crate::db::Dialect::Sqlite if self.schema.as_str() == "public" => self.table.quoted(),
+            _ => self.quoted(),
+        }
+    }
 }
 
 impl fmt::Display for TableName {

@@ -27,6 +27,8 @@ pub struct ForeignKey {
 pub struct Catalog {
     pub columns: HashMap<TableName, Vec<Column>>,
     pub foreign_keys: Vec<ForeignKey>,
+    /// Which database the catalog was read from.
+    pub dialect: crate::db::Dialect,
 }
 
 impl Catalog {
@@ -47,6 +49,7 @@ pub fn validate(jobs: &mut [Job], catalog: &Catalog) -> Result<()> {
         check_job(job, catalog, &mut errors);
         if errors.len() == before {
             job.types = collect_types(job, catalog);
+            job.dialect = catalog.dialect;
         }
     }
     if !errors.is_empty() {
@@ -141,8 +144,18 @@ fn check_job(job: &Job, cat: &Catalog, errors: &mut Vec<String>) {
         need(0, v.as_str(), "window vary_by", &mut err);
     }
     if let Some(ty) = cat.column_type(&subject.table, job.clock.as_str()) {
+        // SQLite has declared types only: a timestamp is text SQLite's date functions read
+        // (UTC when it names no zone), an epoch a number.
+        let lite = cat.dialect == crate::db::Dialect::Sqlite;
+        let lower = ty.to_ascii_lowercase();
         let ok = match job.clock_kind {
+            ClockKind::Timestamptz if lite => {
+                matches!(lower.as_str(), "timestamptz" | "timestamp" | "datetime" | "text")
+            }
             ClockKind::Timestamptz => ty == "timestamp with time zone",
+            ClockKind::EpochSeconds | ClockKind::EpochMilliseconds if lite => {
+                matches!(lower.as_str(), "integer" | "int" | "bigint" | "real" | "numeric")
+            }
             ClockKind::EpochSeconds | ClockKind::EpochMilliseconds => {
                 matches!(
                     ty,
@@ -279,7 +292,8 @@ fn check_foreign_keys(job: &Job, cat: &Catalog, err: &mut dyn FnMut(usize, Strin
 fn collect_types(job: &Job, cat: &Catalog) -> HashMap<(usize, String), String> {
     let mut out = HashMap::new();
     let mut add = |i: usize, c: &str| {
-        if let Some(t) = cat.column_type(&job.nodes[i].table, c) {
+        // A SQLite column may declare no type: it is compared as it is stored.
+        if let Some(t) = cat.column_type(&job.nodes[i].table, c).filter(|t| !t.is_empty()) {
             out.insert((i, c.to_string()), t.to_string());
         }
     };

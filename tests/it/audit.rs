@@ -11,7 +11,7 @@ const N: i64 = 1000;
 
 async fn seed_log(w: &World, anchors: &Target) {
     for chunk in 0..(N / 100) {
-        let mut tx = w.pool.begin().await.unwrap();
+        let mut tx = w.ctx.db.begin().await.unwrap();
         let entries = (1..=100)
             .map(|i| NewEntry {
                 run_id: None,
@@ -26,7 +26,7 @@ async fn seed_log(w: &World, anchors: &Target) {
         append(&mut tx, entries).await.unwrap();
         tx.commit().await.unwrap();
         // As the daemon does after each run.
-        let head = lethe::anchor::head(&w.pool).await.unwrap().unwrap();
+        let head = lethe::anchor::head(&w.ctx.db).await.unwrap().unwrap();
         anchors.write(w.store(), &head, 1).await.unwrap();
     }
 }
@@ -49,7 +49,7 @@ async fn rehash_from(w: &World, from: i64) {
         .await
         .unwrap()
         .unwrap_or_else(|| lethe::audit::GENESIS.to_string());
-    for (mut e, _) in lethe::db::audit::page(&w.pool, from - 1, N * 2)
+    for (mut e, _) in lethe::db::audit::page(&w.ctx.db, from - 1, N * 2)
         .await
         .unwrap()
     {

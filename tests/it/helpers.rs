@@ -101,7 +101,7 @@ impl World {
             .create_bucket(&bucket, versioning)
             .await
             .expect("S3 server is up (run scripts/test.sh)");
-        let ctx = Context::with_store(&settings, pool.clone(), store);
+        let ctx = Context::with_store(&settings, lethe::db::Db::Pg(pool.clone()), store);
         World {
             db,
             url,
@@ -126,7 +126,7 @@ impl World {
             .unwrap();
         let mut settings = w.ctx.settings.clone();
         settings.object_root = Some(root.clone());
-        w.ctx = Context::with_store(&settings, w.pool.clone(), Arc::new(store));
+        w.ctx = Context::with_store(&settings, lethe::db::Db::Pg(w.pool.clone()), Arc::new(store));
         w.object_root = Some(root);
         w
     }

@@ -68,7 +68,7 @@ async fn backend(kind: Kind, versioning: Versioning) -> Backend {
         .await
         .expect("S3 server is up (bash scripts/services.sh start)");
     let pool = sqlx::PgPool::connect_lazy(&settings.database_url).expect("a valid DATABASE_URL");
-    let ctx = Context::with_store(&settings, pool, store.clone());
+    let ctx = Context::with_store(&settings, lethe::db::Db::Pg(pool), store.clone());
     Backend { store, bucket, ctx }
 }
 

@@ -1,0 +1,150 @@
+//! `lethe demo`: the embedded default. A fresh directory with a SQLite platform database (the
+//! reference training platform and a seeded world), a local object directory and the shipped
+//! job specs, so the whole product runs with nothing installed but the Rust toolchain.
+//! `cli.rs` drives the tour (plan, run, verify, report) over what `prepare` builds.
+
+use crate::config::Settings;
+use crate::context::Context;
+use crate::storage::local::LocalStore;
+use crate::storage::{ObjectStore, Versioning};
+use anyhow::{Context as _, Result, bail};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Marks a directory as the demo's, so running it again may replace it.
+const MARKER: &str = ".lethe-demo";
+
+const SCHEMA: &str = include_str!("../jobs/reference/training-platform.sqlite.sql");
+const SEED: &str = include_str!("../jobs/reference/seed-demo.sqlite.sql");
+const JOBS: [(&str, &str); 3] = [
+    (
+        "deleted-runs.toml",
+        include_str!("../jobs/deleted-runs.toml"),
+    ),
+    (
+        "deleted-snapshots.toml",
+        include_str!("../jobs/deleted-snapshots.toml"),
+    ),
+    (
+        "closed-accounts.toml",
+        include_str!("../jobs/closed-accounts.toml"),
+    ),
+];
+
+/// The bucket the shipped specs name: a directory under the demo's object root.
+pub const BUCKET: &str = "lethe-artifacts";
+
+/// Where the demo keeps each thing.
+pub struct Demo {
+    pub dir: PathBuf,
+    pub database: PathBuf,
+    pub objects: PathBuf,
+    pub jobs: PathBuf,
+    pub report: PathBuf,
+    pub ctx: Context,
+}
+
+/// Creates the demo world in `dir` (replacing an earlier demo there, refusing anything else).
+pub async fn prepare(dir: &Path, base: &Settings) -> Result<Demo> {
+    if dir.exists() {
+        let empty = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .next()
+            .is_none();
+        if !empty && !dir.join(MARKER).exists() {
+            bail!(
+                "{} exists and is not a lethe demo directory: choose another with --dir",
+                dir.display()
+            );
+        }
+        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join(MARKER), "created by `lethe demo`\n")?;
+    let dir = dir.canonicalize()?;
+    let (database, objects, jobs) = (
+        dir.join("platform.db"),
+        dir.join("objects"),
+        dir.join("jobs"),
+    );
+    std::fs::create_dir_all(&objects)?;
+    std::fs::create_dir_all(&jobs)?;
+    for (name, text) in JOBS {
+        std::fs::write(jobs.join(name), text)?;
+    }
+
+    let mut settings = base.clone();
+    settings.database_url = format!("sqlite://{}", database.display());
+    settings.jobs_dir = jobs.clone();
+    settings.object_root = Some(objects.clone());
+    settings.clock_max_gap = None;
+    let ctx = Context::build(&settings).await?;
+    let crate::db::Db::Lite(pool) = &ctx.db else {
+        unreachable!("a sqlite:// URL opens SQLite")
+    };
+    let uri = format!("file://{}/{BUCKET}", objects.display());
+    for sql in [SCHEMA.to_string(), SEED.replace("{URI}", &uri)] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(pool)
+            .await
+            .context("creating the demo database")?;
+    }
+    crate::db::migrate(&ctx.db).await?;
+
+    let store = LocalStore::open(&objects).map_err(anyhow::Error::msg)?;
+    store.create_bucket(BUCKET, Versioning::Unversioned).await?;
+    let keys: Vec<String> = sqlx::query_scalar(
+        "SELECT 'runs/' || id || '/output.txt' FROM runs
+         UNION ALL SELECT 'snaps/' || id || '/checkpoint.bin' FROM snapshots
+         UNION ALL SELECT 'accounts/' || id || '/profile.json' FROM accounts
+         UNION ALL SELECT substr(artifact_uri, length($1) + 2) || '/report.html' FROM runs
+                   WHERE artifact_uri IS NOT NULL",
+    )
+    .bind(&uri)
+    .fetch_all(pool)
+    .await?;
+    let store: Arc<dyn ObjectStore> = Arc::new(store);
+    for key in keys {
+        store
+            .put(BUCKET, &key, b"demo object\n".to_vec())
+            .await
+            .with_context(|| format!("writing {key}"))?;
+    }
+    Ok(Demo {
+        report: dir.join("report.html"),
+        dir,
+        database,
+        objects,
+        jobs,
+        ctx,
+    })
+}
+
+/// Rows and objects in the demo world now: (accounts, runs, snapshots, metrics, objects).
+pub async fn census(demo: &Demo) -> Result<(i64, i64, i64, i64, usize)> {
+    let crate::db::Db::Lite(pool) = &demo.ctx.db else {
+        unreachable!("the demo runs on SQLite")
+    };
+    let (a, r, s, m): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM runs),
+                (SELECT count(*) FROM snapshots), (SELECT count(*) FROM metrics)",
+    )
+    .fetch_one(pool)
+    .await?;
+    let files = walk(&demo.objects.join(BUCKET));
+    Ok((a, r, s, m, files))
+}
+
+fn walk(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => walk(&e.path()),
+                    _ => 1,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
