@@ -354,7 +354,10 @@ async fn demo_cmd(dir: &std::path::Path) -> Result<u8> {
     println!(
         "{} job specs are valid: {}",
         all.len(),
-        all.iter().map(|j| j.name.as_str()).collect::<Vec<_>>().join(", ")
+        all.iter()
+            .map(|j| j.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 
     step("lethe hold place --account 9: a litigation hold on a closed account past its deadline");

@@ -2,12 +2,12 @@
 //! catalog. `main`, every subcommand and the tests go through it.
 
 use crate::config::Settings;
+use crate::db::Db;
 use crate::spec::{self, Job};
 use crate::storage::ObjectStore;
 use crate::storage::local::LocalStore;
 use crate::storage::s3::S3Store;
 use anyhow::{Context as _, Result, anyhow};
-use crate::db::Db;
 use std::sync::Arc;
 
 #[derive(Clone)]

@@ -2,10 +2,10 @@
 //! the chain has one writer at a time, across processes and replicas (on SQLite, the
 //! transaction's write lock is that already).
 
+use super::{Db, Tx, lite_time};
 use crate::audit::{Entry, GENESIS, hash};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use super::{Db, Tx, lite_time};
 use sqlx::{PgConnection, SqliteConnection};
 
 /// Serializes chain appends.

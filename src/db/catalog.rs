@@ -1,8 +1,8 @@
 //! Reads the live catalog (tables, column types, foreign keys) that specs are validated against.
 
+use super::{Db, Dialect};
 use crate::spec::validate::{Column, ForeignKey};
 use crate::spec::{Catalog, TableName};
-use super::{Db, Dialect};
 use anyhow::{Context, Result};
 use sqlx::{PgPool, SqlitePool};
 
@@ -212,7 +212,11 @@ fn check_literals_lite(jobs: &[crate::spec::Job]) -> Result<()> {
                 let text = literal.as_bind();
                 let ok = if ty_l.contains("int") {
                     text.trim().parse::<i64>().is_ok()
-                } else if ty_l.contains("real") || ty_l.contains("floa") || ty_l.contains("doub") || ty_l.contains("num") {
+                } else if ty_l.contains("real")
+                    || ty_l.contains("floa")
+                    || ty_l.contains("doub")
+                    || ty_l.contains("num")
+                {
                     text.trim().parse::<f64>().is_ok()
                 } else {
                     true

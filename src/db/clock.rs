@@ -6,10 +6,10 @@
 //! `lethe clock confirm`. A long gap between runs (downtime) trips it the same way: that is
 //! the price of catching a jump across restarts.
 
+use super::Db;
 use super::audit::{NewEntry, append};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use super::Db;
 use std::time::Duration;
 
 /// A backwards step smaller than this is ordinary clock slew, not a jump.

@@ -4,11 +4,11 @@
 //! commit or is seen by it (never neither).
 
 use super::audit::{NewEntry, append};
+use super::{Db, Tx};
 use crate::audit::event;
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use super::{Db, Tx};
 
 pub const HOLDS_LOCK: i64 = 0x6c65_7468_6500_0002;
 
@@ -181,10 +181,12 @@ pub async fn get_many(db: &Db, ids: &[i64]) -> Result<Vec<Hold>> {
                 .await?
         }
         Db::Lite(p) => {
-            sqlx::query_as("SELECT * FROM lethe_holds WHERE id IN (SELECT value FROM json_each($1))")
-                .bind(serde_json::to_string(ids).expect("ids serialize"))
-                .fetch_all(p)
-                .await?
+            sqlx::query_as(
+                "SELECT * FROM lethe_holds WHERE id IN (SELECT value FROM json_each($1))",
+            )
+            .bind(serde_json::to_string(ids).expect("ids serialize"))
+            .fetch_all(p)
+            .await?
         }
     })
 }

@@ -4,11 +4,11 @@
 //! over changes nothing.
 
 use super::audit::{NewEntry, append};
+use super::{Db, Tx, lite_time};
 use crate::audit::event;
 use crate::domain::ItemState;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use super::{Db, Tx, lite_time};
 use sqlx::{PgPool, SqlitePool};
 
 /// What a claim records for one subject.

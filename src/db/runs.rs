@@ -15,7 +15,8 @@ pub async fn start(db: &Db, job: &str, dry_run: bool) -> Result<i64> {
                 .map(|s| s.trim().to_string())
         })
         .unwrap_or_else(|| "unknown".into());
-    let sql = db.t("INSERT INTO lethe.job_runs (job, dry_run, host) VALUES ($1, $2, $3) RETURNING id");
+    let sql =
+        db.t("INSERT INTO lethe.job_runs (job, dry_run, host) VALUES ($1, $2, $3) RETURNING id");
     crate::on_db!(db, p => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(job)
         .bind(dry_run)
@@ -127,13 +128,14 @@ async fn try_lock_lite(pool: &SqlitePool, job: &str) -> Result<Option<JobLock>> 
                     SQLITE_LOCK_SECONDS as u64 / 4,
                 ))
                 .await;
-                let _ =
-                    sqlx::query("UPDATE lethe_locks SET until = $3 WHERE name = $1 AND holder = $2")
-                        .bind(&name)
-                        .bind(&holder)
-                        .bind(until(SQLITE_LOCK_SECONDS))
-                        .execute(&pool)
-                        .await;
+                let _ = sqlx::query(
+                    "UPDATE lethe_locks SET until = $3 WHERE name = $1 AND holder = $2",
+                )
+                .bind(&name)
+                .bind(&holder)
+                .bind(until(SQLITE_LOCK_SECONDS))
+                .execute(&pool)
+                .await;
             }
         })
     };
@@ -195,10 +197,8 @@ pub async fn unlock_job(mut lock: JobLock, job: &str) {
 
 /// When the job last finished a run that was not a dry run, by the database's clock.
 pub async fn last_finished(db: &Db, job: &str) -> Result<Option<DateTime<Utc>>> {
-    let sql = db.t(
-        "SELECT max(finished_at) FROM lethe.job_runs
-         WHERE job = $1 AND NOT dry_run AND status IN ('ok', 'partial')",
-    );
+    let sql = db.t("SELECT max(finished_at) FROM lethe.job_runs
+         WHERE job = $1 AND NOT dry_run AND status IN ('ok', 'partial')");
     crate::on_db!(db, p => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(job)
         .fetch_one(p)

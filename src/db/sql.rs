@@ -6,7 +6,7 @@ use super::{Db, Dialect, Tx};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{AssertSqlSafe, Arguments, Row};
+use sqlx::{Arguments, AssertSqlSafe, Row};
 
 #[derive(Clone, Debug)]
 pub enum Bind {
@@ -24,7 +24,10 @@ pub struct Sql {
 }
 
 /// A row type both databases can decode.
-pub trait AnyRow: for<'r> sqlx::FromRow<'r, PgRow> + for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin {}
+pub trait AnyRow:
+    for<'r> sqlx::FromRow<'r, PgRow> + for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin
+{
+}
 impl<T> AnyRow for T where
     T: for<'r> sqlx::FromRow<'r, PgRow> + for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin
 {
@@ -127,18 +130,14 @@ impl Sql {
     /// Runs a statement in a transaction; answers the rows it affected.
     pub async fn execute_tx(&self, tx: &mut Tx) -> sqlx::Result<u64> {
         Ok(match tx {
-            Tx::Pg(t) => {
-                sqlx::query_with(AssertSqlSafe(self.text.clone()), self.pg_args())
-                    .execute(&mut **t)
-                    .await?
-                    .rows_affected()
-            }
-            Tx::Lite(t) => {
-                sqlx::query_with(AssertSqlSafe(self.text.clone()), self.lite_args())
-                    .execute(&mut **t)
-                    .await?
-                    .rows_affected()
-            }
+            Tx::Pg(t) => sqlx::query_with(AssertSqlSafe(self.text.clone()), self.pg_args())
+                .execute(&mut **t)
+                .await?
+                .rows_affected(),
+            Tx::Lite(t) => sqlx::query_with(AssertSqlSafe(self.text.clone()), self.lite_args())
+                .execute(&mut **t)
+                .await?
+                .rows_affected(),
         })
     }
 
@@ -150,7 +149,9 @@ impl Sql {
             for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
             usize: sqlx::ColumnIndex<R>,
         {
-            (0..row.len()).map(|i| row.try_get::<Option<String>, _>(i)).collect()
+            (0..row.len())
+                .map(|i| row.try_get::<Option<String>, _>(i))
+                .collect()
         }
         match db {
             Db::Pg(p) => sqlx::query_with(AssertSqlSafe(self.text.clone()), self.pg_args())

@@ -6,11 +6,11 @@
 pub mod html;
 pub mod summary;
 
+use crate::db::{Db, Dialect};
 use anyhow::{Context as _, Result, bail};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use futures::TryStreamExt;
 use serde::Serialize;
-use crate::db::{Db, Dialect};
 use std::collections::BTreeMap;
 use std::io::Write;
 
@@ -261,7 +261,8 @@ pub async fn for_each_row(
         Dialect::Postgres => ("$1::text::timestamptz", "$2::text::timestamptz"),
         Dialect::Sqlite => ("$1", "$2"),
     };
-    let sql = db.t(&format!(
+    let sql = db
+        .t(&format!(
         "SELECT a.seq, a.at, a.run_id, a.job, a.subject_key, a.owner, a.event, a.hold_id, a.detail,
                 h.reason, h.placed_by
          FROM lethe.audit_log a LEFT JOIN lethe.holds h ON h.id = a.hold_id
@@ -271,11 +272,11 @@ pub async fn for_each_row(
            AND ($5 IS NULL OR (a.job = $5 AND a.subject_key = $6))
          ORDER BY a.seq"
     ))
-    .replace("($1 IS NULL", "($1::text IS NULL")
-    .replace("($2 IS NULL", "($2::text IS NULL")
-    .replace("($3 IS NULL", "($3::text IS NULL")
-    .replace("($4 IS NULL", "($4::text IS NULL")
-    .replace("($5 IS NULL", "($5::text IS NULL");
+        .replace("($1 IS NULL", "($1::text IS NULL")
+        .replace("($2 IS NULL", "($2::text IS NULL")
+        .replace("($3 IS NULL", "($3::text IS NULL")
+        .replace("($4 IS NULL", "($4::text IS NULL")
+        .replace("($5 IS NULL", "($5::text IS NULL");
     let sql = if db.dialect() == Dialect::Sqlite {
         sql.replace("::text", "")
     } else {
@@ -303,12 +304,7 @@ pub async fn for_each_row(
 }
 
 /// Streams the report rows matching `filter`, in audit order, to `out`. Returns how many.
-pub async fn write(
-    db: &Db,
-    filter: &Filter,
-    format: Format,
-    out: &mut dyn Write,
-) -> Result<u64> {
+pub async fn write(db: &Db, filter: &Filter, format: Format, out: &mut dyn Write) -> Result<u64> {
     if format == Format::Csv {
         let header: Vec<String> = COLUMNS.iter().map(|c| c.to_string()).collect();
         write_csv_line(out, &header)?;

@@ -150,11 +150,17 @@ fn check_job(job: &Job, cat: &Catalog, errors: &mut Vec<String>) {
         let lower = ty.to_ascii_lowercase();
         let ok = match job.clock_kind {
             ClockKind::Timestamptz if lite => {
-                matches!(lower.as_str(), "timestamptz" | "timestamp" | "datetime" | "text")
+                matches!(
+                    lower.as_str(),
+                    "timestamptz" | "timestamp" | "datetime" | "text"
+                )
             }
             ClockKind::Timestamptz => ty == "timestamp with time zone",
             ClockKind::EpochSeconds | ClockKind::EpochMilliseconds if lite => {
-                matches!(lower.as_str(), "integer" | "int" | "bigint" | "real" | "numeric")
+                matches!(
+                    lower.as_str(),
+                    "integer" | "int" | "bigint" | "real" | "numeric"
+                )
             }
             ClockKind::EpochSeconds | ClockKind::EpochMilliseconds => {
                 matches!(
@@ -293,7 +299,10 @@ fn collect_types(job: &Job, cat: &Catalog) -> HashMap<(usize, String), String> {
     let mut out = HashMap::new();
     let mut add = |i: usize, c: &str| {
         // A SQLite column may declare no type: it is compared as it is stored.
-        if let Some(t) = cat.column_type(&job.nodes[i].table, c).filter(|t| !t.is_empty()) {
+        if let Some(t) = cat
+            .column_type(&job.nodes[i].table, c)
+            .filter(|t| !t.is_empty())
+        {
             out.insert((i, c.to_string()), t.to_string());
         }
     };

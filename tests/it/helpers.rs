@@ -126,7 +126,11 @@ impl World {
             .unwrap();
         let mut settings = w.ctx.settings.clone();
         settings.object_root = Some(root.clone());
-        w.ctx = Context::with_store(&settings, lethe::db::Db::Pg(w.pool.clone()), Arc::new(store));
+        w.ctx = Context::with_store(
+            &settings,
+            lethe::db::Db::Pg(w.pool.clone()),
+            Arc::new(store),
+        );
         w.object_root = Some(root);
         w
     }

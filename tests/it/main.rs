@@ -3,6 +3,7 @@
 //! database and its own bucket, so tests run in parallel.
 
 mod audit;
+mod behaviour;
 mod crash;
 mod daemon;
 mod deploy;

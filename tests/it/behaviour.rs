@@ -1,0 +1,690 @@
+//! The behaviour suite on both platform databases: the same specs and the same tests against
+//! PostgreSQL (objects in SeaweedFS S3) and SQLite (objects in a local directory, lethe's state
+//! in the platform's own file), through the same `Platform` interface. Seeding is the only part
+//! that speaks each dialect.
+
+use crate::helpers::{self, DAY, World};
+use lethe::config::Settings;
+use lethe::context::Context;
+use lethe::db::{Db, Dialect};
+use lethe::pipeline::{self, RunOptions, RunSummary};
+use lethe::storage::local::LocalStore;
+use lethe::storage::{ObjectStore, Versioning};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What a behaviour test needs of a world, whichever database and store it runs on.
+trait Platform {
+    fn ctx(&self) -> &Context;
+    fn bucket(&self) -> &str;
+    fn cli(&self, args: &[&str]) -> (i32, String, String);
+    /// Runs portable SQL; `lethe.` tables are renamed for the dialect.
+    async fn sql(&self, sql: &str);
+    async fn count(&self, sql: &str) -> i64;
+    async fn account(&self, id: i64, plan: &str, closed_secs_ago: Option<i64>);
+    async fn run_row(&self, id: i64, account: i64, deleted_secs_ago: Option<i64>);
+    async fn snapshot(&self, id: i64, run: i64, account: i64, deleted_secs_ago: Option<i64>);
+    fn uri(&self, path: &str) -> String;
+    async fn finish(self);
+
+    fn dialect(&self) -> Dialect {
+        self.ctx().db.dialect()
+    }
+
+    async fn put(&self, key: &str) {
+        self.ctx()
+            .store
+            .put(self.bucket(), key, b"payload".to_vec())
+            .await
+            .unwrap();
+    }
+
+    /// Every key under `prefix`, sorted.
+    async fn keys(&self, prefix: &str) -> Vec<String> {
+        let store = &*self.ctx().store;
+        let (mut out, mut token) = (Vec::new(), None);
+        loop {
+            let page = store
+                .list_page(self.bucket(), prefix, true, token)
+                .await
+                .unwrap();
+            out.extend(page.items.into_iter().map(|v| v.key));
+            match page.next {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        out.sort();
+        out
+    }
+
+    async fn rows_of_run(&self, id: i64) -> i64 {
+        self.count(&format!(
+            "SELECT (SELECT count(*) FROM runs WHERE id = {id}) + (SELECT count(*) FROM metrics WHERE run_id = {id})
+                  + (SELECT count(*) FROM params WHERE run_id = {id})
+                  + (SELECT count(*) FROM links WHERE destination_type = 'RUN' AND destination_id = '{id}')"
+        ))
+        .await
+    }
+
+    async fn run(&self, jobs: &[&str], opts: RunOptions) -> RunSummary {
+        let ctx = self.ctx();
+        let all = ctx.load_jobs().await.expect("specs are valid");
+        let selected: Vec<_> = all
+            .iter()
+            .filter(|j| jobs.is_empty() || jobs.contains(&j.name.as_str()))
+            .cloned()
+            .collect();
+        pipeline::preflight(ctx, &selected).await.unwrap();
+        pipeline::run_all(ctx, &all, &selected, &opts)
+            .await
+            .unwrap()
+    }
+
+    fn hold(&self, args: &[&str]) -> i64 {
+        let mut full = vec!["hold", "place"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["--reason", "litigation", "--by", "legal@example.com"]);
+        let (code, out, err) = self.cli(&full);
+        assert_eq!(code, 0, "hold place failed: {err}");
+        out.trim().parse().unwrap()
+    }
+
+    /// `job:key` of every audit entry of `event`, in order.
+    async fn audit_events(&self, event: &str) -> Vec<String> {
+        let sql = self.dialect().t(
+            "SELECT coalesce(job, '') || ':' || coalesce(subject_key, '') FROM lethe.audit_log WHERE event = $1 ORDER BY seq",
+        );
+        lethe::on_db!(&self.ctx().db, p => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(event)
+            .fetch_all(p)
+            .await)
+        .unwrap()
+    }
+}
+
+impl Platform for World {
+    fn ctx(&self) -> &Context {
+        &self.ctx
+    }
+    fn bucket(&self) -> &str {
+        &self.bucket
+    }
+    fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        World::cli(self, args)
+    }
+    async fn sql(&self, sql: &str) {
+        World::sql(self, sql).await
+    }
+    async fn count(&self, sql: &str) -> i64 {
+        World::count(self, sql).await
+    }
+    async fn account(&self, id: i64, plan: &str, closed: Option<i64>) {
+        World::account(self, id, plan, closed).await
+    }
+    async fn run_row(&self, id: i64, account: i64, deleted: Option<i64>) {
+        World::run_row(self, id, account, deleted).await
+    }
+    async fn snapshot(&self, id: i64, run: i64, account: i64, deleted: Option<i64>) {
+        World::snapshot(self, id, run, account, deleted).await
+    }
+    fn uri(&self, path: &str) -> String {
+        World::uri(self, path)
+    }
+    async fn finish(self) {
+        self.cleanup().await
+    }
+}
+
+/// The embedded default: a SQLite file with the reference schema and lethe's tables, objects in
+/// a local directory, the shipped specs unchanged.
+struct LiteWorld {
+    dir: PathBuf,
+    url: String,
+    jobs_dir: PathBuf,
+    objects: PathBuf,
+    ctx: Context,
+}
+
+const BUCKET: &str = "lethe-artifacts";
+
+impl LiteWorld {
+    async fn new() -> LiteWorld {
+        let dir = std::env::temp_dir().join(helpers::unique("lethe-lite-"));
+        let (jobs_dir, objects) = (dir.join("jobs"), dir.join("objects"));
+        std::fs::create_dir_all(&jobs_dir).unwrap();
+        std::fs::create_dir_all(objects.join(BUCKET)).unwrap();
+        for e in std::fs::read_dir(helpers::repo().join("jobs")).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                std::fs::copy(&p, jobs_dir.join(p.file_name().unwrap())).unwrap();
+            }
+        }
+        let url = format!("sqlite://{}", dir.join("platform.db").display());
+        let mut settings = Settings::from_env_with(Some(url.clone())).unwrap();
+        settings.jobs_dir = jobs_dir.clone();
+        settings.object_root = Some(objects.canonicalize().unwrap());
+        let db = lethe::db::connect(&url, 4).await.unwrap();
+        let store = LocalStore::open(&objects).unwrap();
+        let ctx = Context::with_store(&settings, db, Arc::new(store));
+        let schema = std::fs::read_to_string(
+            helpers::repo().join("jobs/reference/training-platform.sqlite.sql"),
+        )
+        .unwrap();
+        let w = LiteWorld {
+            objects: settings.object_root.clone().unwrap(),
+            dir,
+            url,
+            jobs_dir,
+            ctx,
+        };
+        w.sql(&schema).await;
+        lethe::db::migrate(&w.ctx.db).await.unwrap();
+        w
+    }
+
+    fn pool(&self) -> &sqlx::SqlitePool {
+        match &self.ctx.db {
+            Db::Lite(p) => p,
+            Db::Pg(_) => unreachable!("a SQLite world"),
+        }
+    }
+}
+
+/// `now - secs` as lethe's SQLite time text.
+fn lite_ago(secs: i64) -> String {
+    format!("strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-{secs} seconds')")
+}
+
+impl Platform for LiteWorld {
+    fn ctx(&self) -> &Context {
+        &self.ctx
+    }
+    fn bucket(&self) -> &str {
+        BUCKET
+    }
+    fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
+            .args(args)
+            .env("DATABASE_URL", &self.url)
+            .env("LETHE_JOBS_DIR", &self.jobs_dir)
+            .env(
+                "LETHE_OBJECT_STORE",
+                format!("file://{}", self.objects.display()),
+            )
+            .env("LETHE_LOG", "warn")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+    async fn sql(&self, sql: &str) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(Dialect::Sqlite.t(sql)))
+            .execute(self.pool())
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(Dialect::Sqlite.t(sql)))
+            .fetch_one(self.pool())
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+    async fn account(&self, id: i64, plan: &str, closed: Option<i64>) {
+        let (status, at) = match closed {
+            Some(s) => ("closed", lite_ago(s)),
+            None => ("active", "NULL".into()),
+        };
+        self.sql(&format!(
+            "INSERT INTO accounts VALUES ({id}, 'a{id}@example.com', '{plan}', '{status}', {at});
+             INSERT INTO api_keys (account_id, key_hash) VALUES ({id}, 'sha256:{id}')"
+        ))
+        .await;
+    }
+    async fn run_row(&self, id: i64, account: i64, deleted: Option<i64>) {
+        let (stage, at) = match deleted {
+            Some(s) => (
+                "deleted",
+                format!("CAST((unixepoch('now', 'subsec') - {s}) * 1000 AS INTEGER)"),
+            ),
+            None => ("active", "NULL".into()),
+        };
+        self.sql(&format!(
+            "INSERT INTO runs VALUES ({id}, {account}, 'run {id}', '{stage}', {at}, NULL);
+             INSERT INTO metrics (run_id, key, value, step) VALUES ({id}, 'loss', 0.5, 1), ({id}, 'loss', 0.4, 2), ({id}, 'loss', 0.3, 3);
+             INSERT INTO params VALUES ({id}, 'lr', '0.1'), ({id}, 'seed', '7');
+             INSERT INTO links (destination_type, destination_id, label) VALUES ('RUN', '{id}', 'l{id}')"
+        ))
+        .await;
+        self.put(&format!("runs/{id}/model.bin")).await;
+        self.put(&format!("runs/{id}/logs/0.txt")).await;
+    }
+    async fn snapshot(&self, id: i64, run: i64, account: i64, deleted: Option<i64>) {
+        let at = deleted.map(lite_ago).unwrap_or_else(|| "NULL".into());
+        let uri = self.uri(&format!("snaps/{id}/"));
+        self.sql(&format!(
+            "INSERT INTO snapshots VALUES ({id}, {run}, {account}, {at}, '{uri}');
+             INSERT INTO snapshot_files (snapshot_id, path, size_bytes) VALUES ({id}, 'a', 1), ({id}, 'b', 2)"
+        ))
+        .await;
+        self.put(&format!("snaps/{id}/weights.pt")).await;
+    }
+    fn uri(&self, path: &str) -> String {
+        format!("file://{}/{BUCKET}/{path}", self.objects.display())
+    }
+    async fn finish(self) {
+        self.ctx.db.close().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn holds_win_are_recorded_once_and_release_lets_the_purge_go(w: impl Platform) {
+    w.account(1, "free", None).await;
+    w.account(2, "free", None).await;
+    w.run_row(1, 1, Some(10 * DAY)).await;
+    w.run_row(2, 1, Some(10 * DAY)).await;
+    w.run_row(3, 2, Some(10 * DAY)).await;
+    w.snapshot(30, 3, 2, Some(10 * DAY)).await;
+    let account_hold = w.hold(&["--account", "2"]);
+    let subject_hold = w.hold(&["--subject", "deleted-runs:2"]);
+
+    let s = w.run(&[], RunOptions::default()).await;
+    assert_eq!(s.exit_code(), 0, "{:?}", s.reports);
+    assert_eq!(w.rows_of_run(1).await, 0, "the unheld run is purged");
+    assert!(w.keys("runs/1/").await.is_empty());
+    assert_eq!(w.rows_of_run(2).await, 7, "held by subject");
+    assert_eq!(w.keys("runs/2/").await.len(), 2);
+    assert_eq!(w.rows_of_run(3).await, 7, "held by account");
+    assert_eq!(
+        w.count("SELECT count(*) FROM snapshot_files WHERE snapshot_id = 30")
+            .await,
+        2,
+        "snapshot held by account"
+    );
+    assert_eq!(w.keys("snaps/30/").await.len(), 1);
+    assert_eq!(
+        w.audit_events("held").await,
+        ["deleted-runs:2", "deleted-runs:3", "deleted-snapshots:30"]
+    );
+    let holds = w
+        .count("SELECT count(DISTINCT hold_id) FROM lethe.audit_log WHERE event = 'held'")
+        .await;
+    assert_eq!(holds, 2, "holds {account_hold} and {subject_hold}");
+    w.run(&[], RunOptions::default()).await;
+    assert_eq!(w.audit_events("held").await.len(), 3, "recorded once");
+
+    let (code, _, err) = w.cli(&[
+        "hold",
+        "release",
+        &subject_hold.to_string(),
+        "--by",
+        "legal",
+        "--reason",
+        "case closed",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    w.run(&["deleted-runs"], RunOptions::default()).await;
+    assert_eq!(w.rows_of_run(2).await, 0);
+    assert!(w.keys("runs/2/").await.is_empty());
+    assert_eq!(w.rows_of_run(3).await, 7, "the account hold still stands");
+    w.finish().await;
+}
+
+async fn grace_filter_and_uri_columns_decide_exactly_what_goes(w: impl Platform) {
+    w.account(1, "free", None).await;
+    w.run_row(1, 1, Some(7 * DAY + 120)).await; // two minutes past its grace
+    w.run_row(2, 1, Some(7 * DAY - 120)).await; // two minutes before
+    w.run_row(10, 1, None).await;
+    w.run_row(11, 1, Some(10 * DAY)).await;
+    // Run 11 has a deletion time but is not in the 'deleted' stage: the filter excludes it.
+    w.sql("UPDATE runs SET lifecycle_stage = 'active' WHERE id = 11")
+        .await;
+    let (u1, u10) = (w.uri("custom/1/"), w.uri("custom/10/"));
+    w.sql(&format!(
+        "UPDATE runs SET artifact_uri = '{u1}' WHERE id = 1; UPDATE runs SET artifact_uri = '{u10}' WHERE id = 10"
+    ))
+    .await;
+    for k in [
+        "custom/1/a",
+        "custom/1/b/c",
+        "custom/10/a",
+        "custom/1-x/a",
+        "runs/1-x/a",
+    ] {
+        w.put(k).await;
+    }
+    let s = w.run(&["deleted-runs"], RunOptions::default()).await;
+    assert_eq!(s.exit_code(), 0, "{:?}", s.reports);
+    assert_eq!(s.reports[0].purged, 1);
+    assert_eq!(
+        w.keys("").await,
+        [
+            "custom/1-x/a",
+            "custom/10/a",
+            "runs/1-x/a",
+            "runs/10/logs/0.txt",
+            "runs/10/model.bin",
+            "runs/11/logs/0.txt",
+            "runs/11/model.bin",
+            "runs/2/logs/0.txt",
+            "runs/2/model.bin",
+        ],
+        "only run 1's prefix and its URI directory are purged"
+    );
+    for kept in [2, 10, 11] {
+        assert_eq!(w.rows_of_run(kept).await, 7, "run {kept}");
+    }
+    let met = w
+        .count(
+            "SELECT count(*) FROM lethe.work_items WHERE subject_key = '1' AND state = 'done' \
+             AND purged_at <= deadline_at",
+        )
+        .await;
+    assert_eq!(met, 1, "purged before its recorded deadline");
+    w.finish().await;
+}
+
+async fn closed_account_takes_what_it_owns_within_its_plan_window(w: impl Platform) {
+    w.account(1, "free", Some(20 * DAY)).await; // past the 14-day grace
+    w.account(2, "enterprise", Some(20 * DAY)).await; // inside the 30-day enterprise grace
+    w.account(3, "free", Some(20 * DAY)).await; // owns a run held by another job's hold
+    w.run_row(1, 1, None).await;
+    w.snapshot(10, 1, 1, None).await;
+    w.run_row(2, 2, None).await;
+    w.run_row(3, 3, None).await;
+    w.put("accounts/1/export.zip").await;
+    w.put("accounts/2/export.zip").await;
+    w.hold(&["--subject", "deleted-runs:3"]);
+
+    let s = w.run(&["closed-accounts"], RunOptions::default()).await;
+    assert_eq!(s.exit_code(), 0, "{:?}", s.reports);
+    assert_eq!((s.reports[0].purged, s.reports[0].held), (1, 1));
+    assert_eq!(w.count("SELECT count(*) FROM accounts").await, 2);
+    assert_eq!(
+        w.count("SELECT count(*) FROM api_keys WHERE account_id = 1")
+            .await,
+        0
+    );
+    assert_eq!(w.rows_of_run(1).await, 0);
+    assert_eq!(
+        w.count("SELECT count(*) FROM snapshot_files WHERE snapshot_id = 10")
+            .await,
+        0
+    );
+    assert!(w.keys("runs/1/").await.is_empty());
+    assert!(w.keys("snaps/10/").await.is_empty());
+    assert!(w.keys("accounts/1/").await.is_empty());
+    assert_eq!(w.keys("accounts/2/").await.len(), 1, "enterprise grace");
+    assert_eq!(w.rows_of_run(3).await, 7, "a held run is never a child");
+    w.finish().await;
+}
+
+async fn dry_run_deletes_nothing_and_a_second_run_is_a_no_op(w: impl Platform) {
+    w.account(1, "free", None).await;
+    for id in 1..=3 {
+        w.run_row(id, 1, Some(10 * DAY)).await;
+    }
+    let dry = w
+        .run(
+            &["deleted-runs"],
+            RunOptions {
+                dry_run: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(dry.reports[0].would_purge, 3);
+    assert_eq!(dry.reports[0].object_versions_deleted, 6);
+    assert_eq!(w.rows_of_run(1).await, 7);
+    assert_eq!(w.keys("runs/").await.len(), 6);
+    assert_eq!(w.count("SELECT count(*) FROM lethe.audit_log").await, 0);
+    let s = w.run(&["deleted-runs"], RunOptions::default()).await;
+    assert_eq!(s.reports[0].purged, 3);
+    let again = w.run(&["deleted-runs"], RunOptions::default()).await;
+    assert_eq!(again.reports[0].purged, 0);
+    assert_eq!(w.audit_events("purged").await.len(), 3);
+    w.finish().await;
+}
+
+async fn uncovered_foreign_key_stops_everything_naming_the_constraint(w: impl Platform) {
+    w.account(1, "free", None).await;
+    w.run_row(1, 1, Some(10 * DAY)).await;
+    w.sql(
+        "CREATE TABLE run_notes (id INTEGER PRIMARY KEY, run_id BIGINT REFERENCES runs (id), note TEXT);
+         INSERT INTO run_notes (id, run_id, note) VALUES (1, 1, 'keep me')",
+    )
+    .await;
+    for args in [&["check"][..], &["run", "--all"][..]] {
+        let (code, _, err) = w.cli(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains("deleted-runs.toml") && err.contains("run_notes_run_id_fkey"),
+            "{err}"
+        );
+    }
+    assert_eq!(w.rows_of_run(1).await, 7);
+    assert_eq!(w.keys("runs/1/").await.len(), 2);
+    w.finish().await;
+}
+
+async fn audit_chain_verifies_refuses_edits_and_names_a_forged_entry(w: impl Platform) {
+    w.account(1, "free", None).await;
+    for id in 1..=4 {
+        w.run_row(id, 1, Some(10 * DAY)).await;
+    }
+    w.hold(&["--subject", "deleted-runs:4"]);
+    w.run(&[], RunOptions::default()).await;
+    let (code, out, _) = w.cli(&["audit", "verify"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("verified: 5 entries"), "{out}");
+    let (code, csv, err) = w.cli(&["report"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(csv.lines().filter(|l| l.contains(",purged,")).count(), 3);
+    assert_eq!(csv.lines().filter(|l| l.contains(",held,")).count(), 1);
+
+    let sql = w
+        .dialect()
+        .t("UPDATE lethe.audit_log SET detail = '{}' WHERE seq = 3");
+    let refused = lethe::on_db!(&w.ctx().db, p => sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(p)
+        .await
+        .map(|_| ()));
+    assert!(
+        refused.unwrap_err().to_string().contains("append-only"),
+        "the database refuses edits"
+    );
+    // Someone able to drop the guard edits entry 3: verify names it.
+    match w.dialect() {
+        Dialect::Postgres => {
+            w.sql(
+                "ALTER TABLE lethe.audit_log DISABLE TRIGGER audit_log_no_update_delete;
+                 UPDATE lethe.audit_log SET detail = jsonb_set(detail, '{rows,metrics}', '0') WHERE seq = 3;",
+            )
+            .await
+        }
+        Dialect::Sqlite => {
+            w.sql(
+                "DROP TRIGGER lethe_audit_log_no_update;
+                 UPDATE lethe_audit_log SET detail = json_set(detail, '$.rows.metrics', 0) WHERE seq = 3;",
+            )
+            .await
+        }
+    }
+    let (code, out, _) = w.cli(&["audit", "verify"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("entry 3:"), "{out}");
+    w.finish().await;
+}
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(crate::helpers::World::new(lethe::storage::Versioning::Unversioned).await).await
+            })*
+        }
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::LiteWorld::new().await).await
+            })*
+        }
+    };
+}
+
+on_both!(
+    holds_win_are_recorded_once_and_release_lets_the_purge_go,
+    grace_filter_and_uri_columns_decide_exactly_what_goes,
+    closed_account_takes_what_it_owns_within_its_plan_window,
+    dry_run_deletes_nothing_and_a_second_run_is_a_no_op,
+    uncovered_foreign_key_stops_everything_naming_the_constraint,
+    audit_chain_verifies_refuses_edits_and_names_a_forged_entry,
+);
+
+/// The same SQLite platform with its objects in S3: the database and the store are chosen
+/// independently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_platform_with_objects_in_s3() {
+    let lite = LiteWorld::new().await;
+    let settings = {
+        let mut s = lite.ctx.settings.clone();
+        s.object_root = None;
+        s
+    };
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(lethe::storage::s3::S3Store::connect(&settings.s3).await);
+    let bucket = helpers::unique("it-");
+    store
+        .create_bucket(&bucket, Versioning::Unversioned)
+        .await
+        .unwrap();
+    for e in std::fs::read_dir(&lite.jobs_dir).unwrap() {
+        let p = e.unwrap().path();
+        let text = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace(BUCKET, &bucket);
+        std::fs::write(&p, text).unwrap();
+    }
+    let ctx = Context::with_store(&settings, lite.ctx.db.clone(), store.clone());
+    let w = LiteWorld { ctx, ..lite };
+    w.account(1, "free", None).await;
+    w.sql("INSERT INTO runs VALUES (1, 1, 'r', 'deleted', CAST((unixepoch('now') - 864000) * 1000 AS INTEGER), NULL)")
+        .await;
+    store
+        .put(&bucket, "runs/1/model.bin", b"x".to_vec())
+        .await
+        .unwrap();
+    let s = w.run(&["deleted-runs"], RunOptions::default()).await;
+    assert_eq!(
+        (s.exit_code(), s.reports[0].purged),
+        (0, 1),
+        "{:?}",
+        s.reports
+    );
+    let left = store
+        .list_page(&bucket, "runs/", false, None)
+        .await
+        .unwrap();
+    assert!(left.items.is_empty(), "{:?}", left.items);
+    w.finish().await;
+}
+
+/// Two runs of one job never overlap on SQLite either: the run lock is a row with an expiry.
+/// A live lock makes `lethe run` skip the job (exit 3); an expired one (a crashed holder) is
+/// taken over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_run_lock_excludes_a_second_runner_until_it_expires() {
+    let w = LiteWorld::new().await;
+    w.account(1, "free", None).await;
+    w.run_row(1, 1, Some(10 * DAY)).await;
+    w.sql(
+        "INSERT INTO lethe_locks VALUES ('lethe:job:deleted-runs', 'another process',
+             strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+60 seconds'))",
+    )
+    .await;
+    let (code, _, err) = w.cli(&["run", "--job", "deleted-runs"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("another lethe process"), "{err}");
+    assert_eq!(w.rows_of_run(1).await, 7);
+
+    w.sql("UPDATE lethe_locks SET until = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 seconds')")
+        .await;
+    let (code, out, err) = w.cli(&["run", "--job", "deleted-runs"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(w.rows_of_run(1).await, 0);
+    assert_eq!(
+        w.count("SELECT count(*) FROM lethe_locks").await,
+        0,
+        "released at the end of the run"
+    );
+    w.finish().await;
+}
+
+/// The README's first command: `lethe demo` builds its world in a fresh directory with
+/// nothing but the binary, and every step succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_the_whole_tour_on_sqlite_and_a_local_directory() {
+    let dir = std::env::temp_dir().join(helpers::unique("lethe-demo-"));
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
+            .args(["demo", "--dir"])
+            .arg(&dir)
+            .env_remove("DATABASE_URL")
+            .env_remove("AWS_ENDPOINT_URL")
+            .env("LETHE_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for step in [
+        "lethe check",
+        "lethe plan",
+        "lethe run --all",
+        "audit chain verified",
+        "report rows",
+    ] {
+        assert!(stdout.contains(step), "missing `{step}`:\n{stdout}");
+    }
+    assert!(dir.join("platform.db").is_file());
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(
+        html.contains("litigation hold #42"),
+        "the held account is in the report"
+    );
+    // The held account's objects are still there; a purged run's are gone.
+    let objects = dir.join("objects/lethe-artifacts");
+    assert!(objects.join("accounts/9/profile.json").is_file());
+    assert!(
+        !objects.join("runs/101").exists(),
+        "run 101 (deleted 40 days ago) is purged"
+    );
+    assert!(
+        objects.join("runs/105/output.txt").is_file(),
+        "an active run is kept"
+    );
+
+    // Running it again replaces the earlier demo; a foreign directory is refused.
+    assert!(run().status.success());
+    let foreign = std::env::temp_dir().join(helpers::unique("lethe-foreign-"));
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("keep.txt"), "mine").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .args(["demo", "--dir"])
+        .arg(&foreign)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(foreign.join("keep.txt").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&foreign);
+}
