@@ -506,18 +506,26 @@ pub fn object_values(job: &Job, i: usize, columns: &[Ident], keys: &[String]) ->
     sql
 }
 
-/// How node `i`'s rows for `keys` are deleted.
-pub enum RowDelete {
-    /// One statement answering `(key, deleted)` per subject (PostgreSQL).
-    Counted(Sql),
-    /// Count per subject first, then delete, in the same transaction (SQLite, where a DELETE
-    /// cannot answer the subject key of a joined row; its single writer keeps the counts
-    /// exact). The delete must affect exactly the counted total.
-    CountThenDelete { count: Sql, delete: Sql },
+/// How node `i`'s rows for `keys` are deleted, with the rows each subject loses.
+///
+/// The rows are counted per subject first and then deleted with a plain DELETE, in the same
+/// transaction; the delete must affect exactly the counted total. (Measured on PostgreSQL, a
+/// plain delete of 24,000 rows takes 27 ms where `DELETE … RETURNING` grouped per subject takes
+/// 54 ms.) Under PostgreSQL's READ COMMITTED a row committed between the two statements makes
+/// them disagree: the delete is then rolled back to a savepoint and redone answering its own
+/// per-subject counts (`returning`). SQLite's single writer keeps them in step.
+pub struct RowDelete {
+    /// `(key, rows)` per subject; `None` for the subject table, where each subject is one row
+    /// (already locked by the transaction).
+    pub count: Option<Sql>,
+    pub delete: Sql,
+    /// The delete answering `(key, deleted)` per subject (PostgreSQL).
+    pub returning: Option<Sql>,
 }
 
 /// Deletes node `i`'s rows for `keys`.
 pub fn delete_rows(job: &Job, i: usize, keys: &[String]) -> RowDelete {
+    let count = (i != 0).then(|| count_rows(job, i, keys));
     let mut sql = new_sql(job);
     let (tables, conds, key) = scope(job, i, keys, &mut sql);
     if lite(job) {
@@ -527,9 +535,10 @@ pub fn delete_rows(job: &Job, i: usize, keys: &[String]) -> RowDelete {
             tables.join(", "),
             conds.join(" AND ")
         ));
-        return RowDelete::CountThenDelete {
-            count: count_rows(job, i, keys),
+        return RowDelete {
+            count,
             delete: sql,
+            returning: None,
         };
     }
     let using = if tables.len() > 1 {
@@ -537,12 +546,22 @@ pub fn delete_rows(job: &Job, i: usize, keys: &[String]) -> RowDelete {
     } else {
         String::new()
     };
+    let mut returning = sql.clone();
     sql.push(&format!(
+        "DELETE FROM {}{using} WHERE {}",
+        tables[0],
+        conds.join(" AND "),
+    ));
+    returning.push(&format!(
         "WITH d AS (DELETE FROM {}{using} WHERE {} RETURNING {key} AS k) SELECT k::text, count(*) FROM d GROUP BY k",
         tables[0],
         conds.join(" AND "),
     ));
-    RowDelete::Counted(sql)
+    RowDelete {
+        count,
+        delete: sql,
+        returning: Some(returning),
+    }
 }
 
 /// Plan counts for one job: eligible, held, waiting for grace, overdue (past deadline, unheld),

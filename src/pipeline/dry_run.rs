@@ -19,7 +19,7 @@ pub(super) async fn batch(
 ) -> Result<()> {
     let keys: Vec<String> = batch.iter().map(|c| c.key.clone()).collect();
     let held = hold_map(ctx, job, all, &keys).await?;
-    let manifests = manifest::build(ctx, job, &keys).await?;
+    let manifests = manifest::build(ctx, job, &keys, true).await?;
     for c in batch {
         if held.contains_key(&c.key) {
             report.held += 1;

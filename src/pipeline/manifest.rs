@@ -1,5 +1,7 @@
-//! Builds each subject's manifest before it is claimed: rows per table and every object
-//! location, resolved from templates and URI columns while the rows that name them still exist.
+//! Builds each subject's manifest before it is claimed: every object location, resolved from
+//! templates and URI columns while the rows that name them still exist, and (for dry runs) the
+//! rows per table. A real run counts rows in its row transaction, right before it deletes them,
+//! and records those counts in the `purged` entry.
 
 use crate::context::Context;
 use crate::db::platform;
@@ -12,7 +14,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 /// What a work item records before anything is touched.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Manifest {
-    /// Rows per rows-entry name (the subject table included) at claim time.
+    /// Rows per rows-entry name (the subject table included), counted for dry runs only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rows: BTreeMap<String, i64>,
     /// Every object location.
     pub locations: Vec<Location>,
@@ -22,13 +25,18 @@ pub struct Manifest {
 }
 
 /// Manifests for a batch of subject keys.
-pub async fn build(ctx: &Context, job: &Job, keys: &[String]) -> Result<HashMap<String, Manifest>> {
+pub async fn build(
+    ctx: &Context,
+    job: &Job,
+    keys: &[String],
+    count_rows: bool,
+) -> Result<HashMap<String, Manifest>> {
     let file_root = ctx.settings.object_root.as_deref();
     let mut out: HashMap<String, Manifest> = keys
         .iter()
         .map(|k| (k.clone(), Manifest::default()))
         .collect();
-    for (i, node) in job.nodes.iter().enumerate() {
+    for (i, node) in job.nodes.iter().enumerate().filter(|_| count_rows) {
         let sql = platform::count_rows(job, i, keys);
         let rows: Vec<(String, i64)> = sql.fetch_all(&ctx.db).await?;
         for (k, n) in rows {

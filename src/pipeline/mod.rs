@@ -334,7 +334,7 @@ async fn purge_batch(
 ) -> Result<()> {
     let keys: Vec<String> = batch.iter().map(|c| c.key.clone()).collect();
     let mut stages = Stages::start();
-    let manifests = manifest::build(ctx, job, &keys).await?;
+    let manifests = manifest::build(ctx, job, &keys, false).await?;
     let inputs: Vec<items::ClaimInput> = batch
         .iter()
         .map(|c| items::ClaimInput {
@@ -388,8 +388,14 @@ async fn purge_batch(
 
     stages.mark("claim");
     // Hold and eligibility check immediately before the first destructive step: a subject
-    // restored since it was discovered is left untouched.
-    let claimed_keys: Vec<String> = ready.iter().map(|r| r.key.clone()).collect();
+    // restored since it was discovered is left untouched. A subject with no objects (and a
+    // complete manifest) has no step before its row transaction, which checks both under lock.
+    let rows_only = |r: &Ready| merged[&r.id].locations.is_empty() && merged[&r.id].error.is_none();
+    let claimed_keys: Vec<String> = ready
+        .iter()
+        .filter(|r| !rows_only(r))
+        .map(|r| r.key.clone())
+        .collect();
     let held = hold_map(ctx, job, all, &claimed_keys).await?;
     let still: std::collections::HashSet<String> = platform::still_eligible(job, &claimed_keys)
         .fetch_all::<(String,)>(&ctx.db)
@@ -400,7 +406,9 @@ async fn purge_batch(
         .collect();
     let mut go = Vec::new();
     for r in ready.drain(..) {
-        if !still.contains(&r.key) {
+        if rows_only(&r) {
+            go.push(r);
+        } else if !still.contains(&r.key) {
             let msg = "no longer eligible when its objects were to be purged (restored, or its clock \
                        changed); nothing was deleted";
             fail(ctx, job, run_id, &r, "no_longer_eligible", msg, report).await?;
@@ -563,8 +571,13 @@ async fn purge_batch(
                 report.held += 1;
             }
             RowOutcome::NoLongerEligible => {
-                let msg = "no longer eligible when its rows were to be deleted (restored, or its clock changed); \
-                           its objects were already purged, its rows are kept";
+                let msg = if has_objects(r) {
+                    "no longer eligible when its rows were to be deleted (restored, or its clock changed); \
+                     its objects were already purged, its rows are kept"
+                } else {
+                    "no longer eligible when its rows were to be deleted (restored, or its clock changed); \
+                     nothing was deleted"
+                };
                 fail(ctx, job, run_id, r, "no_longer_eligible", msg, report).await?;
             }
             RowOutcome::Failed(e) => fail(ctx, job, run_id, r, "rows", &e, report).await?,

@@ -56,6 +56,47 @@ pub async fn purge(
     }
 }
 
+/// Deletes node `i`'s rows of subjects `go` inside `tx`, answering `(key, deleted)` per subject
+/// (see `platform::RowDelete`).
+async fn delete_node(
+    tx: &mut crate::db::Tx,
+    job: &Job,
+    i: usize,
+    go: &[String],
+) -> Result<Vec<(String, i64)>> {
+    let d = platform::delete_rows(job, i, go);
+    let counted: Vec<(String, i64)> = match &d.count {
+        Some(count) => count.fetch_all_tx(tx).await?,
+        None => go.iter().map(|k| (k.clone(), 1)).collect(),
+    };
+    let total: i64 = counted.iter().map(|c| c.1).sum();
+    let savepoint = |verb: &str| {
+        let mut s = crate::db::sql::Sql::new(job.dialect);
+        s.push(&format!("{verb} lethe_rows"));
+        s
+    };
+    if d.returning.is_some() {
+        savepoint("SAVEPOINT").execute_tx(tx).await?;
+    }
+    let n = d.delete.execute_tx(tx).await?;
+    if n == total as u64 {
+        return Ok(counted);
+    }
+    match &d.returning {
+        Some(returning) => {
+            tracing::info!(
+                table = %job.nodes[i].table,
+                counted = total,
+                deleted = n,
+                "rows changed between count and delete; deleting again with per-subject answers"
+            );
+            savepoint("ROLLBACK TO SAVEPOINT").execute_tx(tx).await?;
+            Ok(returning.fetch_all_tx(tx).await?)
+        }
+        None => bail!("deleted {n} rows where {total} were counted; nothing was committed"),
+    }
+}
+
 async fn purge_batch(
     ctx: &Context,
     job: &Job,
@@ -66,6 +107,15 @@ async fn purge_batch(
     let started = std::time::Instant::now();
     let keys: Vec<String> = ready.iter().map(|r| r.key.clone()).collect();
     let mut tx = ctx.db.begin().await?;
+    let mut t = std::time::Instant::now();
+    let mut lap = |what: &str| {
+        tracing::debug!(
+            step = what,
+            ms = t.elapsed().as_millis() as u64,
+            "row transaction step"
+        );
+        t = std::time::Instant::now();
+    };
     holds::lock_shared(&mut tx).await?;
     let still: HashSet<String> = platform::lock_still_eligible(job, &keys)
         .fetch_all_tx::<(String,)>(&mut tx)
@@ -74,12 +124,14 @@ async fn purge_batch(
         .into_iter()
         .map(|r| r.0)
         .collect();
+    lap("eligibility");
     let held: HashMap<String, i64> = platform::holds_for(job, all, &keys)
         .fetch_all_tx::<(String, i64)>(&mut tx)
         .await
         .context("re-checking holds")?
         .into_iter()
         .collect();
+    lap("holds");
     let go: Vec<String> = keys
         .iter()
         .filter(|k| still.contains(*k) && !held.contains_key(*k))
@@ -90,24 +142,8 @@ async fn purge_batch(
         for i in job.delete_order() {
             let node = &job.nodes[i];
             let what = || format!("deleting rows of `{}` (table {})", node.name, node.table);
-            let deleted: Vec<(String, i64)> = match platform::delete_rows(job, i, &go) {
-                platform::RowDelete::Counted(sql) => {
-                    sql.fetch_all_tx(&mut tx).await.with_context(what)?
-                }
-                platform::RowDelete::CountThenDelete { count, delete } => {
-                    let counted: Vec<(String, i64)> =
-                        count.fetch_all_tx(&mut tx).await.with_context(what)?;
-                    let total: i64 = counted.iter().map(|c| c.1).sum();
-                    let n = delete.execute_tx(&mut tx).await.with_context(what)?;
-                    if n != total as u64 {
-                        bail!(
-                            "{}: deleted {n} rows where {total} were counted; nothing was committed",
-                            what()
-                        );
-                    }
-                    counted
-                }
-            };
+            let deleted = delete_node(&mut tx, job, i, &go).await.with_context(what)?;
+            lap(node.name.as_str());
             for (k, n) in deleted {
                 *rows
                     .entry(k)
@@ -123,6 +159,7 @@ async fn purge_batch(
         .map(|k| (by_key[k.as_str()].id, by_key[k.as_str()].epoch))
         .collect();
     let moved = items::advance(&mut tx, run_id, &fenced, ItemState::Done, true).await?;
+    lap("advance");
     if moved.len() != fenced.len() {
         bail!(
             "lost the lease on {} of {} work items to another process; nothing was committed",
@@ -142,7 +179,9 @@ async fn purge_batch(
         })
         .collect();
     audit::append(&mut tx, entries).await?;
+    lap("audit");
     tx.commit().await.context("committing the row purge")?;
+    lap("commit");
     tracing::info!(
         subjects = go.len(),
         duration_ms = started.elapsed().as_millis() as u64,

@@ -99,7 +99,9 @@ async fn check_invariants(w: &World, seed: u64, holds: &std::collections::HashMa
     // 4. Audit completeness: every purge has its claimed work item (the committed intent with
     //    the manifest), and every held subject's exception names its hold.
     let done = w
-        .count("SELECT count(*) FROM lethe.work_items WHERE state = 'done' AND manifest ? 'rows'")
+        .count(
+            "SELECT count(*) FROM lethe.work_items WHERE state = 'done' AND manifest ? 'locations'",
+        )
         .await;
     assert_eq!(done, expected as i64);
     for (id, hold) in holds {

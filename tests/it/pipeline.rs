@@ -840,3 +840,39 @@ async fn versioning_suspended_bucket_loses_old_versions_and_null_versions() {
     assert_eq!(route, "versioning-suspended");
     w.cleanup().await;
 }
+
+/// Rows are counted per subject and then deleted in the same transaction; when the two
+/// disagree (here a trigger keeps some rows, as a concurrent writer could add some), the delete
+/// is rolled back to a savepoint and redone answering its own counts, and a subject whose
+/// rows cannot all go fails closed: nothing of its rows is committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_that_change_between_count_and_delete_never_commit_a_partial_purge() {
+    let w = World::new(Versioning::Unversioned).await;
+    w.account(1, "free", None).await;
+    w.run_row(1, 1, Some(10 * DAY)).await;
+    w.run_row(2, 1, Some(10 * DAY)).await;
+    w.sql(
+        "CREATE FUNCTION keep_step_two() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF OLD.run_id = 2 AND OLD.step = 2 THEN RETURN NULL; END IF; RETURN OLD; END $$;
+         CREATE TRIGGER keep_step_two BEFORE DELETE ON metrics FOR EACH ROW EXECUTE FUNCTION keep_step_two();",
+    )
+    .await;
+    let (code, out, err) = w.cli_env(
+        &["run", "--job", "deleted-runs"],
+        &[("LETHE_LOG", "lethe=info")],
+    );
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("rows changed between count and delete"),
+        "the per-subject fallback ran: {err}"
+    );
+    assert_eq!(w.rows_of_run(1).await, 0, "the other subject is purged");
+    assert_eq!(
+        w.rows_of_run(2).await,
+        7,
+        "not one row of the subject whose rows would not all go"
+    );
+    let failed = w.audit_events("failed").await;
+    assert_eq!(failed, ["deleted-runs:2"]);
+    w.cleanup().await;
+}
