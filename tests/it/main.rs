@@ -8,6 +8,7 @@ mod crash;
 mod daemon;
 mod deploy;
 mod helpers;
+mod hostile;
 mod local;
 mod packs;
 mod pipeline;
