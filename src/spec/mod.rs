@@ -10,6 +10,9 @@ pub mod filter;
 pub mod ident;
 pub mod validate;
 
+#[cfg(test)]
+mod props;
+
 pub use compile::{
     ClockKind, Job, Link, Node, ObjectSource, Template, Windows, load_dir, load_file, parse_job,
 };
