@@ -49,6 +49,10 @@ pub struct Settings {
     /// this many subjects and reports the run partial (exit 1) when more were eligible.
     /// `lethe run --limit` overrides it.
     pub max_subjects_per_run: Option<u64>,
+    /// `LETHE_LOCK_TIMEOUT_SECONDS` (default 10): how long a row transaction waits for a lock
+    /// the platform holds (a subject row being edited) before giving up on that batch; its
+    /// subjects are retried one by one and those still locked wait for the next run.
+    pub lock_timeout: Duration,
     /// `LETHE_SHUTDOWN_SECONDS` (default 30): after SIGTERM or SIGINT the daemon stops claiming
     /// and waits this long for the batches in flight, then exits.
     pub shutdown_grace: Duration,
@@ -85,6 +89,7 @@ impl fmt::Debug for Settings {
             .field("run_budget", &self.run_budget)
             .field("max_subjects_per_run", &self.max_subjects_per_run)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("lock_timeout", &self.lock_timeout)
             .field("clock_max_gap", &self.clock_max_gap)
             .field("audit_anchor", &self.audit_anchor)
             .field("anchor_retention_days", &self.anchor_retention_days)
@@ -189,6 +194,7 @@ impl Settings {
             .filter(|s| *s > 0)
             .map(Duration::from_secs),
             shutdown_grace: Duration::from_secs(number("LETHE_SHUTDOWN_SECONDS", 30, 1, 3_600)?),
+            lock_timeout: Duration::from_secs(number("LETHE_LOCK_TIMEOUT_SECONDS", 10, 1, 3_600)?),
             audit_anchor: var("LETHE_AUDIT_ANCHOR"),
             anchor_retention_days: number("LETHE_ANCHOR_RETENTION_DAYS", 400, 1, 36_500)?,
             listen: match var("LETHE_LISTEN") {

@@ -154,5 +154,8 @@ fn random_filters_never_panic_and_accepted_ones_are_columns_against_literals() {
             }
         }
     }
-    assert!(accepted > 0, "seed {seed}: no random filter was valid, so none was checked");
+    assert!(
+        accepted > 0,
+        "seed {seed}: no random filter was valid, so none was checked"
+    );
 }

@@ -876,3 +876,46 @@ async fn rows_that_change_between_count_and_delete_never_commit_a_partial_purge(
     assert_eq!(failed, ["deleted-runs:2"]);
     w.cleanup().await;
 }
+
+/// A platform session holding a subject's row does not stall the purge: after
+/// `LETHE_LOCK_TIMEOUT_SECONDS` that subject fails with its rows intact, the others are
+/// purged, and the next run, once the lock is gone, converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_competing_row_lock_times_out_that_subject_only_and_the_next_run_converges() {
+    let w = World::new(Versioning::Unversioned).await;
+    w.account(1, "free", None).await;
+    for id in 1..=3 {
+        w.run_row(id, 1, Some(10 * DAY)).await;
+    }
+    let mut other = w.pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM runs WHERE id = 2 FOR UPDATE")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (code, out, err) = w.cli_env(
+        &["run", "--job", "deleted-runs"],
+        &[("LETHE_LOCK_TIMEOUT_SECONDS", "1")],
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "the run did not wait for the lock indefinitely"
+    );
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("lock timeout"), "{err}");
+    assert_eq!(w.rows_of_run(1).await, 0);
+    assert_eq!(w.rows_of_run(3).await, 0);
+    assert_eq!(
+        w.rows_of_run(2).await,
+        7,
+        "the locked subject keeps its rows"
+    );
+    assert_eq!(w.audit_events("failed").await, ["deleted-runs:2"]);
+    other.rollback().await.unwrap();
+
+    let (code, out, err) = w.cli(&["run", "--job", "deleted-runs"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(w.rows_of_run(2).await, 0);
+    assert_eq!(w.audit_events("purged").await.len(), 3);
+    w.cleanup().await;
+}
