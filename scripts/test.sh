@@ -18,14 +18,22 @@ stage "services: start PostgreSQL and SeaweedFS S3"
 scripts/services.sh start
 eval "$(scripts/services.sh env)"
 
-# The HTML report is checked in a real browser: Debian's headless Chromium.
+# Debian packages some tests need: headless Chromium checks the HTML report in a real browser;
+# libfaketime skews lethe's process clock in the clock tests.
+debian_install() {
+    if [[ $(id -u) == 0 ]]; then
+        apt-get install -y -q "$@" >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q "$@" >/dev/null; }
+    else
+        sudo apt-get install -y -q "$@" >/dev/null
+    fi
+}
 if ! command -v chromium >/dev/null; then
     stage "installing Debian's chromium (for the HTML report test)"
-    if [[ $(id -u) == 0 ]]; then
-        apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
-    else
-        sudo apt-get install -y -q chromium >/dev/null
-    fi
+    debian_install chromium
+fi
+if [[ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ]]; then
+    stage "installing Debian's libfaketime (for the clock tests)"
+    debian_install libfaketime
 fi
 
 stage "cargo fmt --all -- --check"

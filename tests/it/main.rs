@@ -4,6 +4,7 @@
 
 mod audit;
 mod behaviour;
+mod clocks;
 mod crash;
 mod daemon;
 mod deploy;
