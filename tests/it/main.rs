@@ -8,6 +8,7 @@ mod clocks;
 mod crash;
 mod daemon;
 mod deploy;
+mod faults;
 mod helpers;
 mod hostile;
 mod local;

@@ -1,0 +1,338 @@
+//! S3 faults, through a fault-injecting HTTP proxy on loopback in front of SeaweedFS: a share
+//! of DELETE, POST `?delete` and LIST requests is answered `503 SlowDown`, half of them before
+//! forwarding and half after (the ambiguous case: the server did the work, the client hears
+//! it failed). lethe's bounded retries must purge everything at 10% (five attempts per
+//! request); at 30% with two attempts whatever is left must be pending with its reason, the
+//! exit code non-zero, and a clean rerun must converge. Whatever happens, a held subject or one
+//! in grace is untouched and no run loses its rows while keeping an object. The seed is printed;
+//! `LETHE_TEST_SEED` replays the fault schedule.
+
+use crate::helpers::{DAY, World};
+use lethe::storage::Versioning;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the proxy did, for the test's own checks.
+#[derive(Default)]
+struct Counts {
+    faulted: AtomicU64,
+    forwarded_then_faulted: AtomicU64,
+    destructive: AtomicU64,
+}
+
+struct Proxy {
+    url: String,
+    counts: Arc<Counts>,
+}
+
+/// Starts a proxy to `upstream` (host:port) that faults `rate` of the requests it may fault.
+async fn proxy(upstream: String, rate: f64, seed: u64) -> Proxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let counts = Arc::new(Counts::default());
+    let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(seed)));
+    let c = counts.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let (upstream, rng, counts) = (upstream.clone(), rng.clone(), c.clone());
+            tokio::spawn(async move {
+                let _ = serve(client, &upstream, rate, &rng, &counts).await;
+            });
+        }
+    });
+    Proxy { url, counts }
+}
+
+/// One HTTP/1.1 message: head lines and body.
+struct Message {
+    head: Vec<String>,
+    body: Vec<u8>,
+}
+
+/// Reads one message; `bodiless` for the answer to a HEAD request.
+async fn read_message<R: AsyncBufReadExt + Unpin>(
+    r: &mut R,
+    bodiless: bool,
+) -> std::io::Result<Option<Message>> {
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).await? == 0 {
+            return Ok(None);
+        }
+        let line = line.trim_end_matches(['\r', '\n']).to_string();
+        if line.is_empty() {
+            break;
+        }
+        head.push(line);
+    }
+    let header = |name: &str| {
+        head.iter().skip(1).find_map(|h| {
+            let (k, v) = h.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    };
+    let mut body = Vec::new();
+    if bodiless {
+        return Ok(Some(Message { head, body }));
+    }
+    if let Some(n) = header("content-length") {
+        body.resize(n.parse().unwrap_or(0), 0);
+        r.read_exact(&mut body).await?;
+    } else if header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size).await?;
+            let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16)
+                .unwrap_or(0);
+            let mut chunk = vec![0; n + 2];
+            r.read_exact(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+        // Re-framed with a length.
+        head.retain(|h| !h.to_ascii_lowercase().starts_with("transfer-encoding"));
+        head.push(format!("Content-Length: {}", body.len()));
+    }
+    Ok(Some(Message { head, body }))
+}
+
+async fn write_message(w: &mut (impl AsyncWriteExt + Unpin), m: &Message) -> std::io::Result<()> {
+    let mut out = m.head.join("\r\n").into_bytes();
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(&m.body);
+    w.write_all(&out).await?;
+    w.flush().await
+}
+
+fn slow_down() -> Message {
+    let body = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>".to_vec();
+    Message {
+        head: vec![
+            "HTTP/1.1 503 Slow Down".into(),
+            "Content-Type: application/xml".into(),
+            format!("Content-Length: {}", body.len()),
+        ],
+        body,
+    }
+}
+
+/// Requests that delete or list: the ones the issue faults.
+fn faultable(request_line: &str) -> bool {
+    let mut parts = request_line.split(' ');
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let bucket_level = path.trim_matches('/').split('/').count() == 1;
+    match method {
+        "DELETE" => true,
+        "POST" => query
+            .split('&')
+            .any(|q| q == "delete" || q.starts_with("delete=")),
+        "GET" => {
+            bucket_level
+                && query
+                    .split('&')
+                    .any(|q| q.starts_with("list-type") || q == "versions" || q == "uploads")
+        }
+        _ => false,
+    }
+}
+
+async fn serve(
+    client: TcpStream,
+    upstream: &str,
+    rate: f64,
+    rng: &Mutex<StdRng>,
+    counts: &Counts,
+) -> std::io::Result<()> {
+    let (cr, mut cw) = client.into_split();
+    let mut cr = BufReader::new(cr);
+    let server = TcpStream::connect(upstream).await?;
+    let (sr, mut sw) = server.into_split();
+    let mut sr = BufReader::new(sr);
+    while let Some(req) = read_message(&mut cr, false).await? {
+        let line = req.head[0].clone();
+        let destructive = line.starts_with("DELETE") || line.starts_with("POST");
+        let fault = faultable(&line) && rng.lock().unwrap().random_bool(rate);
+        let after = fault && rng.lock().unwrap().random_bool(0.5);
+        if fault && !after {
+            counts.faulted.fetch_add(1, Relaxed);
+            write_message(&mut cw, &slow_down()).await?;
+            continue;
+        }
+        write_message(&mut sw, &req).await?;
+        let resp = read_message(&mut sr, line.starts_with("HEAD"))
+            .await?
+            .ok_or_else(|| std::io::Error::other("upstream closed"))?;
+        if destructive {
+            counts.destructive.fetch_add(1, Relaxed);
+        }
+        if fault {
+            counts.forwarded_then_faulted.fetch_add(1, Relaxed);
+            write_message(&mut cw, &slow_down()).await?;
+        } else {
+            write_message(&mut cw, &resp).await?;
+        }
+    }
+    Ok(())
+}
+
+fn seed() -> u64 {
+    let seed = std::env::var("LETHE_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("fault schedule seed {seed} (replay: LETHE_TEST_SEED={seed})");
+    seed
+}
+
+/// A world of `n` deleted runs (two objects each) on a versioned bucket, a held one and one
+/// in grace.
+async fn world(n: i64) -> World {
+    let w = World::new(Versioning::Enabled).await;
+    w.account(1, "free", None).await;
+    w.account(2, "free", None).await;
+    for id in 1..=n {
+        w.run_row(id, 1, Some(10 * DAY)).await;
+    }
+    w.run_row(1000, 2, Some(10 * DAY)).await;
+    w.run_row(1001, 1, Some(DAY)).await;
+    w.hold(&["--account", "2"]).await;
+    w
+}
+
+/// Runs every job through the proxy: (exit code, stderr).
+fn run_through(w: &World, p: &Proxy, attempts: &str) -> (i32, String) {
+    let out = w.cli_env(
+        &["run", "--all"],
+        &[
+            ("AWS_ENDPOINT_URL", p.url.as_str()),
+            ("AWS_ENDPOINT_URL_S3", p.url.as_str()),
+            ("LETHE_BATCH_SUBJECTS", "20"),
+            ("LETHE_S3_ATTEMPTS", attempts),
+        ],
+    );
+    let c = &p.counts;
+    eprintln!(
+        "proxy: {} answered 503 unforwarded, {} forwarded then answered 503, {} deletes forwarded; exit {}",
+        c.faulted.load(Relaxed),
+        c.forwarded_then_faulted.load(Relaxed),
+        c.destructive.load(Relaxed),
+        out.0
+    );
+    assert!(
+        c.faulted.load(Relaxed) + c.forwarded_then_faulted.load(Relaxed) > 0,
+        "the proxy injected no fault"
+    );
+    (out.0, out.2)
+}
+
+/// The invariants after any run: nothing held or in grace is touched, and a run whose rows
+/// are gone has no object left (rows only go after their objects are verified gone).
+async fn check_invariants(w: &World, n: i64, seed: u64) -> i64 {
+    assert_eq!(
+        w.rows_of_run(1000).await,
+        7,
+        "seed {seed}: the held run lost rows"
+    );
+    assert_eq!(w.versions("runs/1000/").await.len(), 2, "seed {seed}");
+    assert_eq!(
+        w.rows_of_run(1001).await,
+        7,
+        "seed {seed}: the run in grace lost rows"
+    );
+    assert_eq!(w.versions("runs/1001/").await.len(), 2, "seed {seed}");
+    let mut purged = 0;
+    for id in 1..=n {
+        if w.rows_of_run(id).await == 0 {
+            purged += 1;
+            let left = w.versions(&format!("runs/{id}/")).await;
+            assert!(
+                left.is_empty(),
+                "seed {seed}: run {id} has no rows but kept {left:?}"
+            );
+        } else {
+            assert_eq!(
+                w.rows_of_run(id).await,
+                7,
+                "seed {seed}: run {id} half-purged"
+            );
+        }
+    }
+    purged
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_percent_slowdowns_purge_everything_in_one_run() {
+    let seed = seed();
+    let n = 60;
+    let w = world(n).await;
+    let upstream = std::env::var("AWS_ENDPOINT_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:8333".into())
+        .trim_start_matches("http://")
+        .to_string();
+    let p = proxy(upstream, 0.10, seed).await;
+    let (code, err) = run_through(&w, &p, "5");
+    assert_eq!(code, 0, "seed {seed}: {err}");
+    assert!(
+        p.counts.faulted.load(Relaxed) + p.counts.forwarded_then_faulted.load(Relaxed) > 0,
+        "seed {seed}: the proxy injected no fault"
+    );
+    assert_eq!(
+        check_invariants(&w, n, seed).await,
+        n,
+        "seed {seed}: all purged"
+    );
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_percent_slowdowns_leave_reasons_and_a_clean_rerun_converges() {
+    let seed = seed();
+    let n = 60;
+    let w = world(n).await;
+    let upstream = std::env::var("AWS_ENDPOINT_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:8333".into())
+        .trim_start_matches("http://")
+        .to_string();
+    let p = proxy(upstream, 0.30, seed).await;
+    // Two attempts per request, so faults outlast the retries and work is left over.
+    let (code, err) = run_through(&w, &p, "2");
+    let purged = check_invariants(&w, n, seed).await;
+    eprintln!("seed {seed}: {purged} of {n} purged through the faults");
+    if purged < n {
+        assert_ne!(
+            code, 0,
+            "seed {seed}: work was left but the run said all done"
+        );
+        let reasons = w
+            .count(
+                "SELECT count(*) FROM lethe.work_items WHERE state = 'failed' AND last_error <> ''",
+            )
+            .await;
+        assert!(
+            reasons > 0,
+            "seed {seed}: unfinished subjects carry no reason: {err}"
+        );
+    }
+    // A clean rerun, straight to the server, converges.
+    let (code, _, err) = w.cli(&["run", "--all"]);
+    assert_eq!(code, 0, "seed {seed}: {err}");
+    assert_eq!(
+        check_invariants(&w, n, seed).await,
+        n,
+        "seed {seed}: all purged"
+    );
+    w.cleanup().await;
+}
