@@ -22,6 +22,19 @@ struct Counts {
     faulted: AtomicU64,
     forwarded_then_faulted: AtomicU64,
     destructive: AtomicU64,
+    stalled: AtomicU64,
+    keys_failed: AtomicU64,
+}
+
+/// What the proxy injects, as shares of the requests (or keys) it may fault.
+#[derive(Clone, Copy, Default)]
+struct Faults {
+    /// `503 SlowDown`, half before forwarding and half after.
+    slow_down: f64,
+    /// Held past the client's timeout, not forwarded.
+    stall: f64,
+    /// Per key, inside a `200` DeleteObjects answer: the key reported failed (it was deleted).
+    key_error: f64,
 }
 
 struct Proxy {
@@ -29,8 +42,8 @@ struct Proxy {
     counts: Arc<Counts>,
 }
 
-/// Starts a proxy to `upstream` (host:port) that faults `rate` of the requests it may fault.
-async fn proxy(upstream: String, rate: f64, seed: u64) -> Proxy {
+/// Starts a proxy to `upstream` (host:port) that injects `faults`.
+async fn proxy(upstream: String, faults: Faults, seed: u64) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let counts = Arc::new(Counts::default());
@@ -43,7 +56,7 @@ async fn proxy(upstream: String, rate: f64, seed: u64) -> Proxy {
             };
             let (upstream, rng, counts) = (upstream.clone(), rng.clone(), c.clone());
             tokio::spawn(async move {
-                let _ = serve(client, &upstream, rate, &rng, &counts).await;
+                let _ = serve(client, &upstream, faults, &rng, &counts).await;
             });
         }
     });
@@ -149,10 +162,57 @@ fn faultable(request_line: &str) -> bool {
     }
 }
 
+/// Reports a share of the keys of a DeleteObjects request as failed (`InternalError`) in its
+/// `200` answer, though the server deleted them: the client must retry them, and find them
+/// gone. A quiet request's answer lists only failures, so the failed keys are taken from the
+/// request.
+fn fail_keys(req: &Message, resp: &mut Message, rate: f64, rng: &Mutex<StdRng>, counts: &Counts) {
+    let (Ok(request), Ok(body)) = (
+        std::str::from_utf8(&req.body),
+        String::from_utf8(resp.body.clone()),
+    ) else {
+        return;
+    };
+    let mut errors = String::new();
+    for object in request.split("<Object>").skip(1) {
+        let inner = object.split("</Object>").next().unwrap_or("");
+        if rng.lock().unwrap().random_bool(rate) {
+            counts.keys_failed.fetch_add(1, Relaxed);
+            errors.push_str(&format!(
+                "<Error>{inner}<Code>InternalError</Code><Message>injected</Message></Error>"
+            ));
+        }
+    }
+    if errors.is_empty() {
+        return;
+    }
+    // Drop the keys' `Deleted` entries (a verbose answer), then add the errors.
+    let mut kept = String::new();
+    let mut parts = body.split("<Deleted>");
+    kept.push_str(parts.next().unwrap_or(""));
+    for part in parts {
+        let (inner, rest) = part.split_once("</Deleted>").unwrap_or((part, ""));
+        let key = inner.split("</Key>").next().unwrap_or("");
+        if !errors.contains(&format!("{key}</Key>")) {
+            kept.push_str(&format!("<Deleted>{inner}</Deleted>"));
+        }
+        kept.push_str(rest);
+    }
+    let body = match kept.rfind("</DeleteResult>") {
+        Some(at) => format!("{}{errors}{}", &kept[..at], &kept[at..]),
+        None => return,
+    };
+    resp.body = body.into_bytes();
+    resp.head
+        .retain(|h| !h.to_ascii_lowercase().starts_with("content-length"));
+    resp.head
+        .push(format!("Content-Length: {}", resp.body.len()));
+}
+
 async fn serve(
     client: TcpStream,
     upstream: &str,
-    rate: f64,
+    faults: Faults,
     rng: &Mutex<StdRng>,
     counts: &Counts,
 ) -> std::io::Result<()> {
@@ -164,7 +224,14 @@ async fn serve(
     while let Some(req) = read_message(&mut cr, false).await? {
         let line = req.head[0].clone();
         let destructive = line.starts_with("DELETE") || line.starts_with("POST");
-        let fault = faultable(&line) && rng.lock().unwrap().random_bool(rate);
+        let may = faultable(&line);
+        if may && rng.lock().unwrap().random_bool(faults.stall) {
+            counts.stalled.fetch_add(1, Relaxed);
+            // Past the client's timeout (the tests set 1 s): it gives up on this connection.
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+            return Ok(());
+        }
+        let fault = may && rng.lock().unwrap().random_bool(faults.slow_down);
         let after = fault && rng.lock().unwrap().random_bool(0.5);
         if fault && !after {
             counts.faulted.fetch_add(1, Relaxed);
@@ -172,9 +239,12 @@ async fn serve(
             continue;
         }
         write_message(&mut sw, &req).await?;
-        let resp = read_message(&mut sr, line.starts_with("HEAD"))
+        let mut resp = read_message(&mut sr, line.starts_with("HEAD"))
             .await?
             .ok_or_else(|| std::io::Error::other("upstream closed"))?;
+        if line.starts_with("POST") && resp.head[0].contains(" 200") && faults.key_error > 0.0 {
+            fail_keys(&req, &mut resp, faults.key_error, rng, counts);
+        }
         if destructive {
             counts.destructive.fetch_add(1, Relaxed);
         }
@@ -214,25 +284,40 @@ async fn world(n: i64) -> World {
 
 /// Runs every job through the proxy: (exit code, stderr).
 fn run_through(w: &World, p: &Proxy, attempts: &str) -> (i32, String) {
+    run_through_env(w, p, &[("LETHE_S3_ATTEMPTS", attempts)])
+}
+
+fn run_through_env(w: &World, p: &Proxy, extra: &[(&str, &str)]) -> (i32, String) {
     let out = w.cli_env(
         &["run", "--all"],
         &[
             ("AWS_ENDPOINT_URL", p.url.as_str()),
             ("AWS_ENDPOINT_URL_S3", p.url.as_str()),
             ("LETHE_BATCH_SUBJECTS", "20"),
-            ("LETHE_S3_ATTEMPTS", attempts),
-        ],
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect::<Vec<_>>(),
     );
     let c = &p.counts;
-    eprintln!(
-        "proxy: {} answered 503 unforwarded, {} forwarded then answered 503, {} deletes forwarded; exit {}",
+    let injected = [
         c.faulted.load(Relaxed),
         c.forwarded_then_faulted.load(Relaxed),
+        c.stalled.load(Relaxed),
+        c.keys_failed.load(Relaxed),
+    ];
+    eprintln!(
+        "proxy: 503 unforwarded {}, forwarded then 503 {}, stalled {}, keys reported failed {}; \
+         {} deletes forwarded; exit {}",
+        injected[0],
+        injected[1],
+        injected[2],
+        injected[3],
         c.destructive.load(Relaxed),
         out.0
     );
     assert!(
-        c.faulted.load(Relaxed) + c.forwarded_then_faulted.load(Relaxed) > 0,
+        injected.iter().sum::<u64>() > 0,
         "the proxy injected no fault"
     );
     (out.0, out.2)
@@ -278,11 +363,15 @@ async fn ten_percent_slowdowns_purge_everything_in_one_run() {
     let seed = seed();
     let n = 60;
     let w = world(n).await;
-    let upstream = std::env::var("AWS_ENDPOINT_URL")
-        .unwrap_or_else(|_| "http://127.0.0.1:8333".into())
-        .trim_start_matches("http://")
-        .to_string();
-    let p = proxy(upstream, 0.10, seed).await;
+    let p = proxy(
+        upstream(),
+        Faults {
+            slow_down: 0.10,
+            ..Default::default()
+        },
+        seed,
+    )
+    .await;
     let (code, err) = run_through(&w, &p, "5");
     assert_eq!(code, 0, "seed {seed}: {err}");
     assert!(
@@ -302,11 +391,15 @@ async fn thirty_percent_slowdowns_leave_reasons_and_a_clean_rerun_converges() {
     let seed = seed();
     let n = 60;
     let w = world(n).await;
-    let upstream = std::env::var("AWS_ENDPOINT_URL")
-        .unwrap_or_else(|_| "http://127.0.0.1:8333".into())
-        .trim_start_matches("http://")
-        .to_string();
-    let p = proxy(upstream, 0.30, seed).await;
+    let p = proxy(
+        upstream(),
+        Faults {
+            slow_down: 0.30,
+            ..Default::default()
+        },
+        seed,
+    )
+    .await;
     // Two attempts per request, so faults outlast the retries and work is left over.
     let (code, err) = run_through(&w, &p, "2");
     let purged = check_invariants(&w, n, seed).await;
@@ -335,4 +428,48 @@ async fn thirty_percent_slowdowns_leave_reasons_and_a_clean_rerun_converges() {
         "seed {seed}: all purged"
     );
     w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalls_past_the_timeout_and_per_key_errors_in_a_200_answer_are_retried_to_completion() {
+    let seed = seed();
+    let n = 60;
+    let w = world(n).await;
+    let p = proxy(
+        upstream(),
+        Faults {
+            stall: 0.05,
+            key_error: 0.10,
+            ..Default::default()
+        },
+        seed,
+    )
+    .await;
+    let (code, err) = run_through_env(
+        &w,
+        &p,
+        &[
+            ("LETHE_S3_TIMEOUT_SECONDS", "1"),
+            ("LETHE_S3_ATTEMPTS", "5"),
+        ],
+    );
+    assert_eq!(code, 0, "seed {seed}: {err}");
+    assert!(
+        p.counts.keys_failed.load(Relaxed) > 0,
+        "seed {seed}: no key was failed"
+    );
+    assert_eq!(
+        check_invariants(&w, n, seed).await,
+        n,
+        "seed {seed}: all purged"
+    );
+    w.cleanup().await;
+}
+
+/// The real server's host:port, behind the proxy.
+fn upstream() -> String {
+    std::env::var("AWS_ENDPOINT_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:8333".into())
+        .trim_start_matches("http://")
+        .to_string()
 }
