@@ -206,3 +206,51 @@ async fn database_sessions_cut_mid_run_converge_on_the_next_run() {
     check_invariants(&w, seed, &holds).await;
     w.cleanup().await;
 }
+
+/// An immediate restart of the PostgreSQL server (a throwaway cluster of its own) in the middle
+/// of a run: the run stops with an error, nothing is half-done, and after the leases expire the
+/// next run converges with every invariant holding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_immediate_database_restart_mid_run_converges_on_the_next_run() {
+    let seed = seed();
+    eprintln!("seed {seed} (rerun with LETHE_TEST_SEED={seed})");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let cluster = crate::helpers::ThrowawayCluster::start();
+    let w = World::new_on(&cluster.admin_url(), Versioning::Enabled).await;
+    let holds = seed_world(&w).await;
+    let mut child = spawn_run(&w, "lethe-restarted");
+    // Wait until the run has committed some purges, then restart mid-batch.
+    let started = std::time::Instant::now();
+    while w.audit_events("purged").await.is_empty() && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
+    let finished_first = child.try_wait().unwrap().is_some();
+    w.pool.close().await;
+    cluster.ctl("restart");
+    let status = child.wait().unwrap();
+    eprintln!(
+        "restarted mid-run (run already finished: {finished_first}); it exited with {status}"
+    );
+    assert!(
+        !finished_first,
+        "the run finished before the restart; nothing was tested"
+    );
+    assert!(
+        !status.success(),
+        "a run whose server restarted under it must not report success"
+    );
+    let w = World {
+        pool: sqlx::PgPool::connect(&w.url).await.unwrap(),
+        ..w
+    };
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let (code, out, err) = w.cli_env(&["run", "--job", "deleted-runs"], &ENV);
+    assert_eq!(
+        code, 0,
+        "seed {seed}: the run after the restart: {out}{err}"
+    );
+    check_invariants(&w, seed, &holds).await;
+    w.cleanup().await;
+    drop(cluster);
+}

@@ -39,6 +39,8 @@ pub fn repo() -> PathBuf {
 }
 
 pub struct World {
+    /// The cluster's administrative URL (`DATABASE_URL`, or a throwaway cluster's).
+    pub admin: String,
     pub db: String,
     pub url: String,
     pub pool: PgPool,
@@ -52,7 +54,12 @@ pub struct World {
 impl World {
     /// The reference training platform, lethe migrated, specs pointing at a fresh bucket.
     pub async fn new(versioning: Versioning) -> World {
-        let w = World::bare(versioning).await;
+        World::new_on(&admin_url(), versioning).await
+    }
+
+    /// As `new`, in the cluster at `admin` (a throwaway one, say).
+    pub async fn new_on(admin: &str, versioning: Versioning) -> World {
+        let w = World::bare_on(admin, versioning).await;
         let schema =
             std::fs::read_to_string(repo().join("jobs/reference/training-platform.sql")).unwrap();
         sqlx::raw_sql(AssertSqlSafe(schema))
@@ -81,7 +88,11 @@ impl World {
 
     /// An empty database and bucket, no schema, no specs.
     pub async fn bare(versioning: Versioning) -> World {
-        let admin = PgPool::connect(&admin_url())
+        World::bare_on(&admin_url(), versioning).await
+    }
+
+    async fn bare_on(admin_url: &str, versioning: Versioning) -> World {
+        let admin = PgPool::connect(admin_url)
             .await
             .expect("PostgreSQL is up (run scripts/test.sh)");
         let db = unique("lethe_it_");
@@ -90,7 +101,7 @@ impl World {
             .await
             .unwrap();
         admin.close().await;
-        let url = with_db(&admin_url(), &db);
+        let url = with_db(admin_url, &db);
         let pool = PgPool::connect(&url).await.unwrap();
         let bucket = unique("it-");
         let jobs_dir = std::env::temp_dir().join(unique("lethe-jobs-"));
@@ -103,6 +114,7 @@ impl World {
             .expect("S3 server is up (run scripts/test.sh)");
         let ctx = Context::with_store(&settings, lethe::db::Db::Pg(pool.clone()), store);
         World {
+            admin: admin_url.to_string(),
             db,
             url,
             pool,
@@ -345,7 +357,7 @@ impl World {
     /// Drops the database and the job dir. Objects stay in the per-test bucket.
     pub async fn cleanup(self) {
         self.pool.close().await;
-        let admin = PgPool::connect(&admin_url()).await.unwrap();
+        let admin = PgPool::connect(&self.admin).await.unwrap();
         sqlx::query(AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             self.db
@@ -394,5 +406,112 @@ impl World {
         let (code, out, err) = self.cli(&full);
         assert_eq!(code, 0, "hold place failed: {err}");
         out.trim().parse().unwrap()
+    }
+}
+
+/// A PostgreSQL cluster of its own, for tests that restart the server. Created with the
+/// Debian binaries, as the `postgres` user when the tests run as root; stopped and removed on
+/// drop.
+pub struct ThrowawayCluster {
+    pub dir: PathBuf,
+    pub port: u16,
+    bin: PathBuf,
+}
+
+impl ThrowawayCluster {
+    pub fn start() -> ThrowawayCluster {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL's binaries are in /usr/lib/postgresql")
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .find(|p| p.join("initdb").exists())
+            .expect("initdb is installed");
+        let dir = std::env::temp_dir().join(unique("lethe-pg-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = 20_000 + (rand::random::<u16>() % 20_000);
+        let c = ThrowawayCluster { dir, port, bin };
+        if Self::root() {
+            let ok = std::process::Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&c.dir)
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        let data = c.dir.join("data");
+        c.pg(
+            &["initdb", "-A", "trust", "-U", "postgres", "-D"],
+            &[data.to_str().unwrap()],
+        );
+        c.ctl("start");
+        c
+    }
+
+    fn root() -> bool {
+        std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+    }
+
+    fn pg(&self, args: &[&str], more: &[&str]) {
+        let program = self.bin.join(args[0]);
+        let mut cmd = if Self::root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            std::process::Command::new(&program)
+        };
+        let out = cmd
+            .args(&args[1..])
+            .args(more)
+            .current_dir(&self.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `pg_ctl start|stop|restart`, immediate mode (no clean shutdown), waiting for it.
+    pub fn ctl(&self, action: &str) {
+        let data = self.dir.join("data");
+        let log = self.dir.join("log");
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        self.pg(
+            &["pg_ctl", action, "-w", "-m", "immediate", "-D"],
+            &[
+                data.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-o",
+                &opts,
+            ],
+        );
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for ThrowawayCluster {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.pg(
+                &["pg_ctl", "stop", "-w", "-m", "immediate", "-D"],
+                &[data.to_str().unwrap()],
+            )
+        }));
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
