@@ -208,8 +208,8 @@ async fn database_sessions_cut_mid_run_converge_on_the_next_run() {
 }
 
 /// An immediate restart of the PostgreSQL server (a throwaway cluster of its own) in the middle
-/// of a run: the run stops with an error, nothing is half-done, and after the leases expire the
-/// next run converges with every invariant holding.
+/// of a run: the run either stops with an error or reconnects and finishes; nothing is
+/// half-done, and after the leases expire the next run converges with every invariant holding.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_immediate_database_restart_mid_run_converges_on_the_next_run() {
     let seed = seed();
@@ -236,14 +236,15 @@ async fn an_immediate_database_restart_mid_run_converges_on_the_next_run() {
         !finished_first,
         "the run finished before the restart; nothing was tested"
     );
-    assert!(
-        !status.success(),
-        "a run whose server restarted under it must not report success"
-    );
     let w = World {
         pool: sqlx::PgPool::connect(&w.url).await.unwrap(),
         ..w
     };
+    if status.success() {
+        // The restart fell between two transactions and the pool reconnected: the run went
+        // on, and what it reports as done must be so.
+        check_invariants(&w, seed, &holds).await;
+    }
     tokio::time::sleep(Duration::from_secs(11)).await;
     let (code, out, err) = w.cli_env(&["run", "--job", "deleted-runs"], &ENV);
     assert_eq!(
