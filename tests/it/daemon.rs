@@ -197,9 +197,15 @@ async fn daemon_catches_up_fires_on_schedule_serves_metrics_and_stops_on_sigterm
         Some(0.0)
     );
 
-    // The daemon anchored the audit chain after its runs; the chain matches the anchors.
-    let anchored = std::fs::read_to_string(&anchors).unwrap_or_default();
-    assert!(anchored.lines().count() >= 2, "{anchored}");
+    // The daemon anchors the audit chain after each run (after its rows are committed, so
+    // wait for it); the chain matches the anchors.
+    let lines = || {
+        std::fs::read_to_string(&anchors)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    wait_for("the second anchor", &d, async || lines() >= 2).await;
     let (code, out, err) = w.cli(&["audit", "verify", "--anchor", anchors.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("anchors: all"), "{out}");
