@@ -9,6 +9,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod context;
+pub mod controls;
 pub mod daemon;
 pub mod db;
 pub mod demo;

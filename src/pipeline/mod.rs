@@ -315,6 +315,9 @@ pub(crate) async fn hold_map(
     all: &[Job],
     keys: &[String],
 ) -> Result<HashMap<String, i64>> {
+    if crate::controls::on("no-hold-recheck") {
+        return Ok(HashMap::new());
+    }
     Ok(platform::holds_for(job, all, keys)
         .fetch_all::<(String, i64)>(&ctx.db)
         .await
@@ -458,6 +461,16 @@ async fn purge_batch(
             subjects.iter().map(|r| (r.id, r.epoch)).collect(),
         )))
     };
+    if crate::controls::on("rows-before-objects") {
+        // Negative control: rows first, then the objects, unverified.
+        let outcomes = rows::purge(ctx, job, all, run_id, &go).await;
+        report.purged += outcomes
+            .iter()
+            .filter(|o| matches!(o, RowOutcome::Purged { .. }))
+            .count() as u64;
+        objects::purge(ctx, buckets, &locations, false, None).await;
+        return Ok(());
+    }
     let tallies = objects::purge(
         ctx,
         buckets,

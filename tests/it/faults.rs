@@ -323,38 +323,39 @@ fn run_through_env(w: &World, p: &Proxy, extra: &[(&str, &str)]) -> (i32, String
     (out.0, out.2)
 }
 
-/// The invariants after any run: nothing held or in grace is touched, and a run whose rows
-/// are gone has no object left (rows only go after their objects are verified gone).
-async fn check_invariants(w: &World, n: i64, seed: u64) -> i64 {
-    assert_eq!(
-        w.rows_of_run(1000).await,
-        7,
-        "seed {seed}: the held run lost rows"
-    );
-    assert_eq!(w.versions("runs/1000/").await.len(), 2, "seed {seed}");
-    assert_eq!(
-        w.rows_of_run(1001).await,
-        7,
-        "seed {seed}: the run in grace lost rows"
-    );
-    assert_eq!(w.versions("runs/1001/").await.len(), 2, "seed {seed}");
-    let mut purged = 0;
-    for id in 1..=n {
-        if w.rows_of_run(id).await == 0 {
-            purged += 1;
-            let left = w.versions(&format!("runs/{id}/")).await;
-            assert!(
-                left.is_empty(),
-                "seed {seed}: run {id} has no rows but kept {left:?}"
-            );
-        } else {
-            assert_eq!(
-                w.rows_of_run(id).await,
-                7,
-                "seed {seed}: run {id} half-purged"
-            );
+/// The invariants after any run, read from PostgreSQL and S3 directly: nothing held or in
+/// grace is touched, and a run whose rows are gone has no object left (rows only go after their
+/// objects are verified gone). Answers the violations and how many runs were purged.
+async fn violations(w: &World, n: i64) -> (Vec<String>, i64) {
+    let mut v = Vec::new();
+    for (id, why) in [(1000, "held"), (1001, "in grace")] {
+        if w.rows_of_run(id).await != 7 || w.versions(&format!("runs/{id}/")).await.len() != 2 {
+            v.push(format!("run {id} ({why}) was touched"));
         }
     }
+    let mut purged = 0;
+    for id in 1..=n {
+        match w.rows_of_run(id).await {
+            0 => {
+                purged += 1;
+                let left = w.versions(&format!("runs/{id}/")).await;
+                if !left.is_empty() {
+                    v.push(format!(
+                        "run {id} has no rows but kept {} objects",
+                        left.len()
+                    ));
+                }
+            }
+            7 => {}
+            rows => v.push(format!("run {id} was half-purged ({rows} rows left)")),
+        }
+    }
+    (v, purged)
+}
+
+async fn check_invariants(w: &World, n: i64, seed: u64) -> i64 {
+    let (v, purged) = violations(w, n).await;
+    assert!(v.is_empty(), "seed {seed}: {}", v.join("; "));
     purged
 }
 
@@ -472,4 +473,55 @@ fn upstream() -> String {
         .unwrap_or_else(|_| "http://127.0.0.1:8333".into())
         .trim_start_matches("http://")
         .to_string()
+}
+
+/// Negative controls: with a known bug switched on (debug builds read
+/// `LETHE_NEGATIVE_CONTROL`), the same checks must find the damage; otherwise they prove
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_without_hold_rechecks_is_caught() {
+    let n = 10;
+    let w = world(n).await;
+    let (code, _, err) = w.cli_env(
+        &["run", "--all"],
+        &[("LETHE_NEGATIVE_CONTROL", "no-hold-recheck")],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (v, _) = violations(&w, n).await;
+    assert!(
+        v.iter().any(|v| v.contains("run 1000 (held)")),
+        "the checks missed a purged held subject: {v:?}"
+    );
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_rows_before_objects_is_caught_under_faults() {
+    let seed = seed();
+    let n = 30;
+    let w = world(n).await;
+    let p = proxy(
+        upstream(),
+        Faults {
+            slow_down: 0.6,
+            ..Default::default()
+        },
+        seed,
+    )
+    .await;
+    run_through_env(
+        &w,
+        &p,
+        &[
+            ("LETHE_S3_ATTEMPTS", "1"),
+            ("LETHE_KEY_RETRIES", "1"),
+            ("LETHE_NEGATIVE_CONTROL", "rows-before-objects"),
+        ],
+    );
+    let (v, _) = violations(&w, n).await;
+    assert!(
+        v.iter().any(|v| v.contains("has no rows but kept")),
+        "seed {seed}: the checks missed rows deleted before their objects: {v:?}"
+    );
+    w.cleanup().await;
 }

@@ -1,0 +1,20 @@
+//! Negative controls: known bugs that the fault suite switches on to prove its checks can
+//! fail (a suite that cannot fail proves nothing). Only debug builds read
+//! `LETHE_NEGATIVE_CONTROL` (a comma-separated list); in a release build every control is off
+//! and compiled away.
+//!
+//! - `no-hold-recheck`: holds are never consulted, so held subjects are purged.
+//! - `rows-before-objects`: a subject's rows go first and its objects after, unverified, so
+//!   objects that fail to delete outlive the rows that pointed at them.
+
+/// Whether the negative control `name` is switched on.
+#[cfg(debug_assertions)]
+pub fn on(name: &str) -> bool {
+    std::env::var("LETHE_NEGATIVE_CONTROL").is_ok_and(|v| v.split(',').any(|c| c.trim() == name))
+}
+
+/// Whether the negative control `name` is switched on: never, in a release build.
+#[cfg(not(debug_assertions))]
+pub fn on(_name: &str) -> bool {
+    false
+}
