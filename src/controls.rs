@@ -6,6 +6,9 @@
 //! - `no-hold-recheck`: holds are never consulted, so held subjects are purged.
 //! - `rows-before-objects`: a subject's rows go first and its objects after, unverified, so
 //!   objects that fail to delete outlive the rows that pointed at them.
+//! - `plain-deletes`: deletes name no version, so on a versioned bucket every version stays
+//!   behind a new delete marker (verification then fails those subjects closed, and the purge
+//!   never converges).
 
 /// Whether the negative control `name` is switched on.
 #[cfg(debug_assertions)]

@@ -553,7 +553,12 @@ async fn delete_with_retries(
     tallies: &Mutex<Vec<Tally>>,
 ) {
     for attempt in 1..=retries {
-        let items: Vec<ObjectVersion> = batch.iter().map(|(_, v)| v.clone()).collect();
+        let mut items: Vec<ObjectVersion> = batch.iter().map(|(_, v)| v.clone()).collect();
+        if crate::controls::on("plain-deletes") {
+            // Negative control: deletes that name no version (on a versioned bucket they
+            // only add delete markers).
+            items.iter_mut().for_each(|i| i.version_id = None);
+        }
         let outcomes = match store.delete_batch(bucket, &items).await {
             Ok(o) => o,
             Err(e) if attempt < retries && matches!(e, StoreError::Transient(_)) => {

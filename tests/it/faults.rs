@@ -525,3 +525,26 @@ async fn negative_control_rows_before_objects_is_caught_under_faults() {
     );
     w.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_plain_deletes_on_a_versioned_bucket_never_converge() {
+    let n = 10;
+    let w = world(n).await;
+    for _ in 0..2 {
+        w.cli_env(
+            &["run", "--all"],
+            &[("LETHE_NEGATIVE_CONTROL", "plain-deletes")],
+        );
+    }
+    let (v, purged) = violations(&w, n).await;
+    assert!(v.is_empty(), "verification keeps the rows: {v:?}");
+    assert!(
+        purged < n,
+        "the convergence check missed deletes that leave every version behind"
+    );
+    assert!(
+        w.versions("runs/1/").await.iter().any(|v| v.delete_marker),
+        "the plain deletes left delete markers"
+    );
+    w.cleanup().await;
+}
