@@ -26,6 +26,8 @@ trait Platform {
     async fn snapshot(&self, id: i64, run: i64, account: i64, deleted_secs_ago: Option<i64>);
     fn uri(&self, path: &str) -> String;
     async fn finish(self);
+    /// Marks runs deleted `secs` seconds before the database's clock, in one statement.
+    async fn delete_runs_at(&self, runs: &[(i64, i64)]);
 
     fn dialect(&self) -> Dialect {
         self.ctx().db.dialect()
@@ -133,6 +135,22 @@ impl Platform for World {
     }
     async fn finish(self) {
         self.cleanup().await
+    }
+    async fn delete_runs_at(&self, runs: &[(i64, i64)]) {
+        let cases: String = runs
+            .iter()
+            .map(|(id, s)| {
+                format!(
+                    " WHEN {id} THEN (extract(epoch FROM clock_timestamp() - interval '{s} seconds') * 1000)::bigint"
+                )
+            })
+            .collect();
+        let ids: Vec<String> = runs.iter().map(|r| r.0.to_string()).collect();
+        self.sql(&format!(
+            "UPDATE runs SET lifecycle_stage = 'deleted', deleted_time = CASE id{cases} END WHERE id IN ({})",
+            ids.join(", ")
+        ))
+        .await;
     }
 }
 
@@ -274,6 +292,22 @@ impl Platform for LiteWorld {
     }
     fn uri(&self, path: &str) -> String {
         format!("file://{}/{BUCKET}/{path}", self.objects.display())
+    }
+    async fn delete_runs_at(&self, runs: &[(i64, i64)]) {
+        let cases: String = runs
+            .iter()
+            .map(|(id, s)| {
+                format!(
+                    " WHEN {id} THEN CAST((unixepoch('now', 'subsec') - {s}) * 1000 AS INTEGER)"
+                )
+            })
+            .collect();
+        let ids: Vec<String> = runs.iter().map(|r| r.0.to_string()).collect();
+        self.sql(&format!(
+            "UPDATE runs SET lifecycle_stage = 'deleted', deleted_time = CASE id{cases} END WHERE id IN ({})",
+            ids.join(", ")
+        ))
+        .await;
     }
     async fn finish(self) {
         self.ctx.db.close().await;
@@ -519,6 +553,42 @@ async fn audit_chain_verifies_refuses_edits_and_names_a_forged_entry(w: impl Pla
     w.finish().await;
 }
 
+/// One second either side of the end of the grace window, by the database's clock. An attempt
+/// counts only if the run's eligibility check came within 0.8 s of setting the clocks; a slow
+/// machine retries with fresh subjects.
+async fn one_second_either_side_of_grace(w: impl Platform) {
+    const GRACE: i64 = 7 * DAY;
+    w.account(1, "free", None).await;
+    for attempt in 0..5 {
+        let (early, late) = (attempt * 10 + 1, attempt * 10 + 2);
+        w.run_row(early, 1, None).await;
+        w.run_row(late, 1, None).await;
+        let t0 = std::time::Instant::now();
+        w.delete_runs_at(&[(early, GRACE + 1), (late, GRACE - 1)])
+            .await;
+        let s = w.run(&["deleted-runs"], RunOptions::default()).await;
+        if t0.elapsed() > std::time::Duration::from_millis(800) {
+            continue;
+        }
+        assert_eq!(s.exit_code(), 0, "{:?}", s.reports);
+        assert_eq!(
+            s.reports[0].purged, 1,
+            "only the subject one second past grace"
+        );
+        assert_eq!(w.rows_of_run(early).await, 0);
+        assert!(w.keys(&format!("runs/{early}/")).await.is_empty());
+        assert_eq!(
+            w.rows_of_run(late).await,
+            7,
+            "one second before grace ends, nothing goes"
+        );
+        assert_eq!(w.keys(&format!("runs/{late}/")).await.len(), 2);
+        w.finish().await;
+        return;
+    }
+    panic!("no attempt ran within 0.8 s of setting the clocks: the machine is too loaded");
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod postgres {
@@ -537,6 +607,7 @@ macro_rules! on_both {
 }
 
 on_both!(
+    one_second_either_side_of_grace,
     holds_win_are_recorded_once_and_release_lets_the_purge_go,
     grace_filter_and_uri_columns_decide_exactly_what_goes,
     closed_account_takes_what_it_owns_within_its_plan_window,
