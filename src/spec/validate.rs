@@ -58,11 +58,11 @@ pub fn validate(jobs: &mut [Job], catalog: &Catalog) -> Result<()> {
     Ok(())
 }
 
-/// Whether a catalog type holds whole numbers.
+/// Whether a catalog type holds whole numbers (PostgreSQL's names, or a SQLite declared type).
 fn is_whole_number(ty: &str) -> bool {
     matches!(
-        ty,
-        "smallint" | "integer" | "bigint" | "int2" | "int4" | "int8"
+        ty.to_ascii_lowercase().as_str(),
+        "smallint" | "integer" | "bigint" | "int2" | "int4" | "int8" | "int"
     )
 }
 

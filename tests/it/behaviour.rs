@@ -759,3 +759,82 @@ async fn demo_runs_the_whole_tour_on_sqlite_and_a_local_directory() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&foreign);
 }
+
+/// Age-based retention on SQLite: the window read from a related row (`[window.from_row]`),
+/// NULL taking the default and zero keeping forever, as the PostgreSQL pack tests check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_windows_read_from_related_rows() {
+    let w = LiteWorld::new().await;
+    w.sql(
+        "CREATE TABLE projects (id INTEGER PRIMARY KEY, retention_days INTEGER);
+         CREATE TABLE traces (id TEXT PRIMARY KEY, project_id INTEGER NOT NULL REFERENCES projects (id),
+                              created_at TIMESTAMPTZ NOT NULL);
+         CREATE TABLE spans (id INTEGER PRIMARY KEY, trace_id TEXT NOT NULL REFERENCES traces (id));
+         INSERT INTO projects VALUES (1, 7), (2, NULL), (3, 0);",
+    )
+    .await;
+    for (id, project, days) in [
+        ("a", 1, 8),   // past its project's 7 days
+        ("b", 1, 6),   // within them
+        ("c", 2, 31),  // past the 30-day default
+        ("d", 2, 20),  // within it
+        ("e", 3, 400), // retention 0: kept forever
+    ] {
+        w.sql(&format!(
+            "INSERT INTO traces VALUES ('{id}', {project}, {});
+             INSERT INTO spans (trace_id) VALUES ('{id}'), ('{id}')",
+            lite_ago(days * DAY)
+        ))
+        .await;
+        w.put(&format!("traces/{id}/payload.json")).await;
+    }
+    std::fs::write(
+        w.jobs_dir.join("expired-traces.toml"),
+        r#"schedule = "0 0 * * * *"
+[subject]
+table = "traces"
+clock = "created_at"
+clock_kind = "timestamptz"
+
+[window]
+grace = "30d"
+deadline = "31d"
+
+[window.from_row]
+table = "projects"
+link = "project_id"
+column = "retention_days"
+unit = "days"
+deadline_after = "1d"
+
+[[rows]]
+table = "spans"
+column = "trace_id"
+
+[[objects]]
+bucket = "lethe-artifacts"
+prefix = "traces/{key}/"
+"#,
+    )
+    .unwrap();
+    let s = w.run(&["expired-traces"], RunOptions::default()).await;
+    assert_eq!(s.exit_code(), 0, "{:?}", s.reports);
+    let left: Vec<String> = sqlx::query_scalar("SELECT id FROM traces ORDER BY id")
+        .fetch_all(w.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, ["b", "d", "e"]);
+    assert_eq!(w.count("SELECT count(*) FROM spans").await, 6);
+    assert!(w.keys("traces/a/").await.is_empty());
+    assert_eq!(w.keys("traces/e/").await.len(), 1, "kept forever");
+    let promised: i64 = sqlx::query_scalar(
+        "SELECT CAST(round((unixepoch(json_extract(detail, '$.deadline_at'), 'subsec')
+                - unixepoch(json_extract(detail, '$.clock_at'), 'subsec')) / 86400) AS INTEGER)
+         FROM lethe_audit_log WHERE event = 'purged' AND subject_key = 'a'",
+    )
+    .fetch_one(w.pool())
+    .await
+    .unwrap();
+    assert_eq!(promised, 8, "7 days of retention and 1 day after it");
+    w.finish().await;
+}
