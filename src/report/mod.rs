@@ -256,32 +256,22 @@ pub async fn for_each_row(
     mut each: impl FnMut(Row) -> Result<()>,
 ) -> Result<u64> {
     let (subject_job, subject_key) = filter.subject.clone().unzip();
-    // Bounds are bound as text: PostgreSQL casts them, SQLite compares its canonical text.
-    let (from_at, to_at) = match db.dialect() {
-        Dialect::Postgres => ("$1::text::timestamptz", "$2::text::timestamptz"),
-        Dialect::Sqlite => ("$1", "$2"),
+    // Bounds are bound as text: PostgreSQL casts them (and needs the parameters' type to test
+    // them for NULL), SQLite compares its canonical text.
+    let (t, at) = match db.dialect() {
+        Dialect::Postgres => ("::text", "::text::timestamptz"),
+        Dialect::Sqlite => ("", ""),
     };
-    let sql = db
-        .t(&format!(
+    let sql = db.t(&format!(
         "SELECT a.seq, a.at, a.run_id, a.job, a.subject_key, a.owner, a.event, a.hold_id, a.detail,
                 h.reason, h.placed_by
          FROM lethe.audit_log a LEFT JOIN lethe.holds h ON h.id = a.hold_id
          WHERE a.event IN ('purged', 'held', 'failed') AND NOT ($7 AND a.event = 'purged')
-           AND ($1 IS NULL OR a.at >= {from_at}) AND ($2 IS NULL OR a.at < {to_at})
-           AND ($3 IS NULL OR a.job = $3) AND ($4 IS NULL OR a.owner = $4)
-           AND ($5 IS NULL OR (a.job = $5 AND a.subject_key = $6))
+           AND ($1{t} IS NULL OR a.at >= $1{at}) AND ($2{t} IS NULL OR a.at < $2{at})
+           AND ($3{t} IS NULL OR a.job = $3) AND ($4{t} IS NULL OR a.owner = $4)
+           AND ($5{t} IS NULL OR (a.job = $5 AND a.subject_key = $6))
          ORDER BY a.seq"
-    ))
-        .replace("($1 IS NULL", "($1::text IS NULL")
-        .replace("($2 IS NULL", "($2::text IS NULL")
-        .replace("($3 IS NULL", "($3::text IS NULL")
-        .replace("($4 IS NULL", "($4::text IS NULL")
-        .replace("($5 IS NULL", "($5::text IS NULL");
-    let sql = if db.dialect() == Dialect::Sqlite {
-        sql.replace("::text", "")
-    } else {
-        sql
-    };
+    ));
     let bound = |t: Option<DateTime<Utc>>| t.map(crate::db::lite_time);
     let n = crate::on_db!(db, p => {
         let mut rows = sqlx::query_as::<_, Raw>(sqlx::AssertSqlSafe(sql))
