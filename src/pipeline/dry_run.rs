@@ -2,6 +2,7 @@
 //! Lock states), and
 //! counts of what would be deleted. Writes nothing, not even work items or audit entries.
 
+use super::locks;
 use super::objects::{self, Buckets};
 use super::{JobReport, hold_map, manifest};
 use crate::context::Context;
@@ -31,7 +32,7 @@ pub(super) async fn batch(
             report.errors.push(format!("{}: {e}", c.key));
             continue;
         }
-        let lock = objects::storage_holds(ctx, buckets, std::slice::from_ref(&m.locations)).await;
+        let lock = locks::storage_holds(ctx, buckets, std::slice::from_ref(&m.locations)).await;
         match lock.into_iter().next().expect("one answer per subject") {
             Ok(None) => {}
             Ok(Some(_)) => {

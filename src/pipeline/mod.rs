@@ -9,6 +9,7 @@
 mod batches;
 mod dry_run;
 pub mod lease;
+mod locks;
 pub mod manifest;
 pub mod objects;
 pub mod plan;
@@ -393,7 +394,8 @@ async fn purge_batch(
     // Hold and eligibility check immediately before the first destructive step: a subject
     // restored since it was discovered is left untouched. A subject with no objects (and a
     // complete manifest) has no step before its row transaction, which checks both under lock.
-    let rows_only = |r: &Ready| merged[&r.id].locations.is_empty() && merged[&r.id].error.is_none();
+    let has_objects = |r: &Ready| !merged[&r.id].locations.is_empty();
+    let rows_only = |r: &Ready| !has_objects(r) && merged[&r.id].error.is_none();
     let claimed_keys: Vec<String> = ready
         .iter()
         .filter(|r| !rows_only(r))
@@ -436,7 +438,7 @@ async fn purge_batch(
     // objects is deleted.
     let locations: Vec<Vec<crate::domain::Location>> =
         go.iter().map(|r| merged[&r.id].locations.clone()).collect();
-    let locks = objects::storage_holds(ctx, buckets, &locations).await;
+    let locks = locks::storage_holds(ctx, buckets, &locations).await;
     let mut unlocked = Vec::new();
     for (r, lock) in go.into_iter().zip(locks) {
         match lock {
@@ -494,7 +496,6 @@ async fn purge_batch(
     }
     // Subjects without object locations skip the object states: there is nothing for them to
     // record, and the row transaction fences them like every other subject.
-    let has_objects = |r: &Ready| !merged[&r.id].locations.is_empty();
     let fenced: Vec<(i64, i64)> = verified
         .iter()
         .filter(|r| has_objects(r))

@@ -58,15 +58,7 @@ impl Buckets {
         store: &dyn ObjectStore,
         bucket: &str,
     ) -> Result<Versioning, StoreError> {
-        if let Some(v) = self.versioning.lock().expect("bucket cache").get(bucket) {
-            return Ok(*v);
-        }
-        let v = store.versioning(bucket).await?;
-        self.versioning
-            .lock()
-            .expect("bucket cache")
-            .insert(bucket.to_string(), v);
-        Ok(v)
+        cached(&self.versioning, bucket, store.versioning(bucket)).await
     }
 
     pub async fn object_lock(
@@ -74,69 +66,25 @@ impl Buckets {
         store: &dyn ObjectStore,
         bucket: &str,
     ) -> Result<bool, StoreError> {
-        if let Some(v) = self.object_lock.lock().expect("bucket cache").get(bucket) {
-            return Ok(*v);
-        }
-        let v = store.object_lock_enabled(bucket).await?;
-        self.object_lock
-            .lock()
-            .expect("bucket cache")
-            .insert(bucket.to_string(), v);
-        Ok(v)
+        cached(&self.object_lock, bucket, store.object_lock_enabled(bucket)).await
     }
 }
 
-/// Object Lock protection on each subject's objects, asked before anything of theirs is
-/// deleted, so a storage-level legal hold or retention keeps the whole subject (every object
-/// and every row), not just the locked version. On a bucket with Object Lock enabled every
-/// version under the subject's locations is asked (one HEAD each, `list_concurrency` at a
-/// time); any other bucket costs one cached lookup. `Ok(Some(evidence))` means held. A lock
-/// placed after this check is still refused by the store at delete time, and that subject is
-/// held then too (`Tally::denied`).
-pub async fn storage_holds(
-    ctx: &Context,
-    buckets: &Buckets,
-    locations: &[Vec<Location>],
-) -> Vec<Result<Option<String>, String>> {
-    let mut out = Vec::with_capacity(locations.len());
-    for chunk in locations.chunks(ctx.settings.list_concurrency.max(1)) {
-        let answers = chunk.iter().map(|locs| storage_hold_of(ctx, buckets, locs));
-        out.extend(futures::future::join_all(answers).await);
+/// `bucket`'s entry in `cache`, asked of the store (`fetch`) the first time.
+async fn cached<T: Copy>(
+    cache: &Mutex<HashMap<String, T>>,
+    bucket: &str,
+    fetch: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    if let Some(v) = cache.lock().expect("bucket cache").get(bucket) {
+        return Ok(*v);
     }
-    out
-}
-
-/// The first Object Lock protection found on one subject's objects, if any.
-async fn storage_hold_of(
-    ctx: &Context,
-    buckets: &Buckets,
-    locs: &[Location],
-) -> Result<Option<String>, String> {
-    let store = &*ctx.store;
-    for loc in locs {
-        let err = |e: StoreError| format!("{loc}: {e}");
-        if !buckets.object_lock(store, &loc.bucket).await.map_err(err)? {
-            continue;
-        }
-        let mut walker = Walker::new(store, loc, true);
-        while let Some(page) = walker.next_page().await.map_err(err)? {
-            let versions: Vec<&ObjectVersion> = page.iter().filter(|v| !v.delete_marker).collect();
-            for chunk in versions.chunks(ctx.settings.list_concurrency.max(1)) {
-                let asks = chunk.iter().map(|v| store.lock_of(&loc.bucket, v));
-                let answers = futures::future::join_all(asks).await;
-                for (v, answer) in chunk.iter().zip(answers) {
-                    if let Some(why) = answer.map_err(err)? {
-                        let version = v.version_id.as_deref().unwrap_or("-");
-                        return Ok(Some(format!(
-                            "s3://{}/{} version {version}: {why}",
-                            loc.bucket, v.key
-                        )));
-                    }
-                }
-            }
-        }
-    }
-    Ok(None)
+    let v = fetch.await?;
+    cache
+        .lock()
+        .expect("bucket cache")
+        .insert(bucket.to_string(), v);
+    Ok(v)
 }
 
 type Tagged = (usize, String, ObjectVersion);
