@@ -1,7 +1,7 @@
 //! SIGKILL at random moments: a one-shot run is killed again and again mid-purge, then runs to
 //! completion, and the world is checked against the six invariants of ARCHITECTURE.md.
 
-use crate::helpers::World;
+use crate::helpers::{World, seed};
 use lethe::storage::Versioning;
 use rand::{Rng, SeedableRng};
 use std::process::{Command, Stdio};
@@ -9,13 +9,6 @@ use std::time::Duration;
 
 const SUBJECTS: i64 = 300;
 const KILLS: usize = 20;
-
-fn seed() -> u64 {
-    std::env::var("LETHE_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random)
-}
 
 fn in_grace(id: i64) -> bool {
     id % 10 == 0

@@ -259,10 +259,7 @@ async fn serve(
 }
 
 fn seed() -> u64 {
-    let seed = std::env::var("LETHE_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
+    let seed = crate::helpers::seed();
     eprintln!("fault schedule seed {seed} (replay: LETHE_TEST_SEED={seed})");
     seed
 }
@@ -373,12 +370,9 @@ async fn ten_percent_slowdowns_purge_everything_in_one_run() {
         seed,
     )
     .await;
+    // `run_through` also checks that the proxy injected faults.
     let (code, err) = run_through(&w, &p, "5");
     assert_eq!(code, 0, "seed {seed}: {err}");
-    assert!(
-        p.counts.faulted.load(Relaxed) + p.counts.forwarded_then_faulted.load(Relaxed) > 0,
-        "seed {seed}: the proxy injected no fault"
-    );
     assert_eq!(
         check_invariants(&w, n, seed).await,
         n,

@@ -30,6 +30,14 @@ fn with_db(url: &str, db: &str) -> String {
     format!("{base}/{db}")
 }
 
+/// The seed of a randomised test: `LETHE_TEST_SEED` to replay one, else a fresh one.
+pub fn seed() -> u64 {
+    std::env::var("LETHE_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random)
+}
+
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
 }
