@@ -919,3 +919,36 @@ async fn a_competing_row_lock_times_out_that_subject_only_and_the_next_run_conve
     assert_eq!(w.audit_events("purged").await.len(), 3);
     w.cleanup().await;
 }
+
+/// Subjects with no objects skip the hold and eligibility check before the object step: their
+/// row transaction makes both, under lock. A held one keeps its rows and is recorded once; one
+/// in grace is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_only_subjects_are_held_and_kept_by_the_row_transaction() {
+    let w = World::new(Versioning::Unversioned).await;
+    w.use_specs(&crate::helpers::repo().join("bench/jobs-rows"), &[]);
+    w.account(1, "free", None).await;
+    w.run_row(1, 1, Some(10 * DAY)).await;
+    w.run_row(2, 1, Some(10 * DAY)).await;
+    w.run_row(3, 1, Some(DAY)).await;
+    let hold = w.hold(&["--subject", "deleted-runs:1"]).await;
+    for _ in 0..2 {
+        let s = w.run(&["deleted-runs"], RunOptions::default()).await;
+        assert_eq!(s.exit_code(), 0, "{:?}", s.reports);
+    }
+    assert_eq!(w.rows_of_run(1).await, 7, "held");
+    assert_eq!(w.rows_of_run(2).await, 0);
+    assert_eq!(w.rows_of_run(3).await, 7, "in grace");
+    assert_eq!(
+        w.audit_events("held").await,
+        ["deleted-runs:1"],
+        "recorded once"
+    );
+    let held: i64 = sqlx::query_scalar("SELECT hold_id FROM lethe.audit_log WHERE event = 'held'")
+        .fetch_one(&w.pool)
+        .await
+        .unwrap();
+    assert_eq!(held, hold);
+    assert_eq!(w.audit_events("purged").await, ["deleted-runs:2"]);
+    w.cleanup().await;
+}
