@@ -9,6 +9,11 @@
 //! - `plain-deletes`: deletes name no version, so on a versioned bucket every version stays
 //!   behind a new delete marker (verification then fails those subjects closed, and the purge
 //!   never converges).
+//! - `offset-pagination`: discovery pages with OFFSET over the eligible set, which shrinks as
+//!   subjects are purged, so whole pages of subjects are skipped while the run reports success.
+//! - `ignore-key-errors`: a key a DeleteObjects answer reports failed counts as deleted.
+//! - `no-fencing`: object deletes are sent without confirming the lease, so a process that was
+//!   paused past its lease deletes objects of subjects another process has since taken over.
 
 /// Whether the negative control `name` is switched on.
 #[cfg(debug_assertions)]

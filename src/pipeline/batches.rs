@@ -34,12 +34,13 @@ pub(super) async fn run_batches(
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<platform::Candidate>>(1);
     let discovery = async move {
         let mut cursor: platform::Cursor = None;
+        let mut offset = 0;
         while !stopped.load(Ordering::Relaxed) {
             if let Some(why) = opts.halt_reason() {
                 *halted_at = Some(why);
                 break;
             }
-            match next_page(ctx, job, all, budget, &mut cursor).await? {
+            match next_page(ctx, job, all, budget, &mut cursor, &mut offset).await? {
                 Next::Page(mut page) => {
                     while !page.is_empty() {
                         let rest = page.split_off(page.len().min(ctx.settings.batch_subjects));
@@ -126,6 +127,7 @@ async fn next_page(
     all: &[Job],
     budget: &mut Option<u64>,
     cursor: &mut platform::Cursor,
+    offset: &mut u64,
 ) -> Result<Next> {
     let want = match budget {
         Some(0) => {
@@ -153,7 +155,14 @@ async fn next_page(
         Some(b) => (*b).min(ctx.settings.batch_subjects as u64 * DISCOVERY_PAGE_BATCHES),
         None => ctx.settings.batch_subjects as u64 * DISCOVERY_PAGE_BATCHES,
     };
-    let batch: Vec<platform::Candidate> = platform::discover(job, cursor, want as i64)
+    let mut query = platform::discover(job, cursor, want as i64);
+    if crate::controls::on("offset-pagination") {
+        // Negative control: an OFFSET over a set that shrinks as subjects are purged.
+        query = platform::discover(job, &None, want as i64);
+        query.push(&format!(" OFFSET {}", *offset));
+    }
+    *offset += want;
+    let batch: Vec<platform::Candidate> = query
         .fetch_all(&ctx.db)
         .await
         .with_context(|| format!("discovering eligible subjects of job `{}`", job.name))?;

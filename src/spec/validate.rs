@@ -52,6 +52,7 @@ pub fn validate(jobs: &mut [Job], catalog: &Catalog) -> Result<()> {
             job.dialect = catalog.dialect;
         }
     }
+    check_overlaps(jobs, &mut errors);
     if !errors.is_empty() {
         bail!("{}", errors.join("\n"));
     }
@@ -247,6 +248,133 @@ fn check_job(job: &Job, cat: &Catalog, errors: &mut Vec<String>) {
         }
     }
     check_foreign_keys(job, cat, &mut err);
+    check_links_follow_the_graph(job, cat, &mut err);
+}
+
+/// Rows entries stay below their subject in the database's foreign-key graph. A link column
+/// that is a foreign key to some other table than its parent would match the parent's keys
+/// against unrelated rows; a table the subject itself references (directly or through others)
+/// is above it, shared by other subjects. Links with no foreign key at all (an association such
+/// as `links.destination_id`) are allowed: the database says nothing about them.
+fn check_links_follow_the_graph(job: &Job, cat: &Catalog, err: &mut dyn FnMut(usize, String)) {
+    let mut above: Vec<(&TableName, &str)> = Vec::new();
+    let mut todo = vec![&job.nodes[0].table];
+    while let Some(t) = todo.pop() {
+        for fk in cat.foreign_keys.iter().filter(|fk| &fk.table == t) {
+            if fk.references != job.nodes[0].table
+                && !above.iter().any(|(a, _)| *a == &fk.references)
+            {
+                above.push((&fk.references, &fk.name));
+                todo.push(&fk.references);
+            }
+        }
+    }
+    for node in &job.nodes[1..] {
+        if let Some((_, via)) = above.iter().find(|(a, _)| *a == &node.table) {
+            err(
+                node.line,
+                format!(
+                    "rows `{}`: table `{}` is above the subject `{}` in the database's foreign-key \
+                     graph (reached through foreign key `{via}`), so its rows belong to other \
+                     subjects too; a job deletes only rows that hang below its subject",
+                    node.name, node.table, job.nodes[0].table
+                ),
+            );
+            continue;
+        }
+        let Some(link) = &node.link else { continue };
+        let parent = &job.nodes[link.parent];
+        for fk in cat.foreign_keys.iter().filter(|fk| {
+            fk.table == node.table && fk.columns.iter().any(|c| c == link.column.as_str())
+        }) {
+            if fk.references != parent.table || fk.ref_columns != [link.parent_column.as_str()] {
+                err(
+                    node.line,
+                    format!(
+                        "rows `{}`: column `{}.{}` is a foreign key to `{}.{}` (`{}`), not to its \
+                         parent `{}.{}`, so it would match unrelated rows; link it to `{}` or fix \
+                         `parent`",
+                        node.name,
+                        node.table,
+                        link.column,
+                        fk.references,
+                        fk.ref_columns.join(","),
+                        fk.name,
+                        parent.table,
+                        link.parent_column,
+                        fk.references,
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Two jobs with one subject table must select disjoint subjects, or a subject would have two
+/// windows and whichever job ran first would decide. Disjoint is proven only one way: a column
+/// that both subject filters pin to literal values (`=` or `IN`, alone or inside `AND`) with no
+/// value in common, like `plan = 'free'` and `plan = 'team'`.
+fn check_overlaps(jobs: &[Job], errors: &mut Vec<String>) {
+    for (i, a) in jobs.iter().enumerate() {
+        for b in &jobs[..i] {
+            if a.nodes[0].table != b.nodes[0].table {
+                continue;
+            }
+            let pins = |j: &Job| j.nodes[0].filter.as_ref().map(pinned).unwrap_or_default();
+            let (pa, pb) = (pins(a), pins(b));
+            let disjoint = pa
+                .iter()
+                .any(|(c, va)| pb.get(c).is_some_and(|vb| va.is_disjoint(vb)));
+            if !disjoint {
+                errors.push(format!(
+                    "{}:{}: subject table `{}` is also the subject of job `{}` ({}), and their \
+                     filters may overlap: one subject would have two windows. Give both a filter \
+                     on one column with different values (e.g. `plan = 'free'` and `plan = \
+                     'team'`), or make them one job with [window.vary_on] and overrides",
+                    a.file.display(),
+                    a.subject_line,
+                    a.nodes[0].table,
+                    b.name,
+                    b.file.display(),
+                ));
+            }
+        }
+    }
+}
+
+/// The literal values a filter pins each column to, where it pins any.
+fn pinned(f: &Filter) -> HashMap<String, std::collections::HashSet<String>> {
+    let mut out: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
+    let mut add = |c: &str, vals: std::collections::HashSet<String>| match out.get_mut(c) {
+        Some(have) => have.retain(|v| vals.contains(v)),
+        None => {
+            out.insert(c.to_string(), vals);
+        }
+    };
+    match f {
+        Filter::Compare {
+            column,
+            op: super::filter::Op::Eq,
+            value,
+        } => add(column.as_str(), [value.as_bind()].into()),
+        Filter::In {
+            column,
+            values,
+            negated: false,
+        } => add(
+            column.as_str(),
+            values.iter().map(|v| v.as_bind()).collect(),
+        ),
+        Filter::And(parts) => {
+            for p in parts {
+                for (c, v) in pinned(p) {
+                    add(&c, v);
+                }
+            }
+        }
+        _ => {}
+    }
+    out
 }
 
 /// Every foreign key that points into a table this job deletes from must be one of the job's
@@ -317,4 +445,53 @@ fn collect_types(job: &Job, cat: &Catalog) -> HashMap<(usize, String), String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::compile::parse_job;
+    use std::path::Path;
+
+    fn job(file: &str, filter: Option<&str>) -> Job {
+        let filter = filter.map_or(String::new(), |f| format!("filter = {f:?}\n"));
+        let text = format!(
+            "schedule = \"0 3 * * *\"\n[subject]\ntable = \"runs\"\nclock = \"d\"\nclock_kind = \"timestamptz\"\n\
+             {filter}[window]\ngrace = \"1d\"\ndeadline = \"2d\"\n"
+        );
+        parse_job(&text, Path::new(file)).unwrap()
+    }
+
+    fn overlaps(a: Option<&str>, b: Option<&str>) -> Vec<String> {
+        let mut errors = Vec::new();
+        check_overlaps(&[job("a.toml", a), job("b.toml", b)], &mut errors);
+        errors
+    }
+
+    #[test]
+    fn jobs_on_one_table_must_pin_a_column_to_different_values() {
+        for (a, b) in [
+            (Some("plan = 'free'"), Some("plan = 'team'")),
+            (
+                Some("plan IN ('free', 'pro') AND stage = 'deleted'"),
+                Some("stage = 'deleted' AND plan = 'team'"),
+            ),
+        ] {
+            assert_eq!(overlaps(a, b), Vec::<String>::new(), "{a:?} / {b:?}");
+        }
+        for (a, b) in [
+            (None, Some("plan = 'team'")),
+            (Some("plan = 'free'"), Some("plan IN ('free', 'team')")),
+            (Some("plan = 'free' OR plan = 'pro'"), Some("plan = 'team'")),
+            (Some("plan <> 'free'"), Some("plan = 'team'")),
+            (Some("plan = 'free'"), Some("stage = 'deleted'")),
+        ] {
+            let e = overlaps(a, b);
+            assert_eq!(e.len(), 1, "{a:?} / {b:?}");
+            assert!(
+                e[0].starts_with("b.toml:3:") && e[0].contains("job `a` (a.toml)"),
+                "{e:?}"
+            );
+        }
+    }
 }

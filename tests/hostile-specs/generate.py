@@ -74,10 +74,19 @@ case('crlf-with-unknown-key', sub('grace = "7d"', 'grace = "7d"\nttl = "1d"').re
 case('bom-with-zero-window', '\ufeff' + sub('grace = "7d"', 'grace = "0s"'), 'zero')
 case('not-toml', 'this is not a job spec { at all ]\n', 'toml')
 case('empty-file', '', 'schedule')
+# Beside the shipped specs: a second job on a subject table another job already selects from.
+closed = open('jobs/closed-accounts.toml').read()
+assert "status IN ('closed', 'banned')" in closed
+case('overlapping-jobs-on-one-table', closed.replace("status IN ('closed', 'banned')", "status = 'closed'"), 'overlap')
+case('overlapping-jobs-without-filters', open('jobs/deleted-snapshots.toml').read(), 'overlap')
+# Rows outside the subject's part of the foreign-key graph.
+case('rows-table-above-subject', base + '\n[[rows]]\ntable = "accounts"\ncolumn = "id"\n', 'above the subject')
+case('rows-link-is-a-foreign-key-elsewhere', base + '\n[[rows]]\ntable = "api_keys"\ncolumn = "account_id"\n', 'not to its parent')
 
 os.makedirs(out, exist_ok=True)
 for f in os.listdir(out):
-    os.remove(os.path.join(out, f))
+    if f.endswith('.toml'):
+        os.remove(os.path.join(out, f))
 index = []
 for name, text, needle in cases:
     fn = f'{name}.toml'

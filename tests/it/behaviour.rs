@@ -589,6 +589,59 @@ async fn one_second_either_side_of_grace(w: impl Platform) {
     panic!("no attempt ran within 0.8 s of setting the clocks: the machine is too loaded");
 }
 
+/// One second either side of the deadline, by the database's clock: both subjects are past
+/// grace and purged, and the audit records which one kept its promise. The one whose deadline
+/// passed a second ago is recorded late; the one due a second from now is purged in time. An
+/// attempt counts only if the run came within 0.8 s of setting the clocks.
+async fn one_second_either_side_of_the_deadline(w: impl Platform) {
+    const DEADLINE: i64 = 30 * DAY;
+    w.account(1, "free", None).await;
+    let late = |key: i64| match w.dialect() {
+        Dialect::Postgres => format!(
+            "SELECT count(*) FROM lethe.audit_log WHERE event = 'purged' AND subject_key = '{key}'
+             AND at > (detail->>'deadline_at')::timestamptz"
+        ),
+        Dialect::Sqlite => format!(
+            "SELECT count(*) FROM lethe_audit_log WHERE event = 'purged' AND subject_key = '{key}'
+             AND unixepoch(at, 'subsec') > unixepoch(detail->>'deadline_at', 'subsec')"
+        ),
+    };
+    for attempt in 0..5 {
+        let (overdue, due) = (attempt * 10 + 1, attempt * 10 + 2);
+        w.run_row(overdue, 1, None).await;
+        w.run_row(due, 1, None).await;
+        let t0 = std::time::Instant::now();
+        w.delete_runs_at(&[(overdue, DEADLINE + 1), (due, DEADLINE - 1)])
+            .await;
+        let s = w.run(&["deleted-runs"], RunOptions::default()).await;
+        if t0.elapsed() > std::time::Duration::from_millis(800) {
+            continue;
+        }
+        assert_eq!(s.exit_code(), 0, "{:?}", s.reports);
+        for id in [overdue, due] {
+            assert_eq!(
+                w.count(&format!("SELECT count(*) FROM runs WHERE id = {id}"))
+                    .await,
+                0
+            );
+            assert!(w.keys(&format!("runs/{id}/")).await.is_empty());
+        }
+        assert_eq!(
+            w.count(&late(overdue)).await,
+            1,
+            "a second past its deadline: recorded late"
+        );
+        assert_eq!(
+            w.count(&late(due)).await,
+            0,
+            "a second before its deadline: recorded in time"
+        );
+        w.finish().await;
+        return;
+    }
+    panic!("no attempt ran within 0.8 s of setting the clocks: the machine is too loaded");
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod postgres {
@@ -608,6 +661,7 @@ macro_rules! on_both {
 
 on_both!(
     one_second_either_side_of_grace,
+    one_second_either_side_of_the_deadline,
     holds_win_are_recorded_once_and_release_lets_the_purge_go,
     grace_filter_and_uri_columns_decide_exactly_what_goes,
     closed_account_takes_what_it_owns_within_its_plan_window,

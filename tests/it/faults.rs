@@ -7,10 +7,12 @@
 //! in grace is untouched and no run loses its rows while keeping an object. The seed is printed;
 //! `LETHE_TEST_SEED` replays the fault schedule.
 
+use crate::checker::Checker;
 use crate::helpers::{DAY, World};
 use lethe::storage::Versioning;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -24,6 +26,8 @@ struct Counts {
     destructive: AtomicU64,
     stalled: AtomicU64,
     keys_failed: AtomicU64,
+    swallowed: AtomicU64,
+    lists: AtomicU64,
 }
 
 /// What the proxy injects, as shares of the requests (or keys) it may fault.
@@ -35,6 +39,10 @@ struct Faults {
     stall: f64,
     /// Per key, inside a `200` DeleteObjects answer: the key reported failed (it was deleted).
     key_error: f64,
+    /// DeleteObjects requests not forwarded at all, answered `200` with every key failed.
+    swallow: f64,
+    /// Every listing held this long before it is forwarded.
+    list_delay: std::time::Duration,
 }
 
 struct Proxy {
@@ -209,6 +217,30 @@ fn fail_keys(req: &Message, resp: &mut Message, rate: f64, rng: &Mutex<StdRng>, 
         .push(format!("Content-Length: {}", resp.body.len()));
 }
 
+/// A `200` answer to a DeleteObjects request that was never forwarded: every key of the
+/// request reported failed (`InternalError`), so nothing was deleted and the client must retry.
+fn all_keys_failed(req: &Message) -> Message {
+    let request = String::from_utf8_lossy(&req.body);
+    let mut body = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DeleteResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">",
+    );
+    for object in request.split("<Object>").skip(1) {
+        let inner = object.split("</Object>").next().unwrap_or("");
+        body.push_str(&format!(
+            "<Error>{inner}<Code>InternalError</Code><Message>injected</Message></Error>"
+        ));
+    }
+    body.push_str("</DeleteResult>");
+    Message {
+        head: vec![
+            "HTTP/1.1 200 OK".into(),
+            "Content-Type: application/xml".into(),
+            format!("Content-Length: {}", body.len()),
+        ],
+        body: body.into_bytes(),
+    }
+}
+
 async fn serve(
     client: TcpStream,
     upstream: &str,
@@ -230,6 +262,19 @@ async fn serve(
             // Past the client's timeout (the tests set 1 s): it gives up on this connection.
             tokio::time::sleep(std::time::Duration::from_secs(3)).await;
             return Ok(());
+        }
+        if faults.swallow > 0.0
+            && line.starts_with("POST")
+            && line.contains("?delete")
+            && rng.lock().unwrap().random_bool(faults.swallow)
+        {
+            counts.swallowed.fetch_add(1, Relaxed);
+            write_message(&mut cw, &all_keys_failed(&req)).await?;
+            continue;
+        }
+        if may && line.starts_with("GET") {
+            counts.lists.fetch_add(1, Relaxed);
+            tokio::time::sleep(faults.list_delay).await;
         }
         let fault = may && rng.lock().unwrap().random_bool(faults.slow_down);
         let after = fault && rng.lock().unwrap().random_bool(0.5);
@@ -264,19 +309,37 @@ fn seed() -> u64 {
     seed
 }
 
-/// A world of `n` deleted runs (two objects each) on a versioned bucket, a held one and one
-/// in grace.
-async fn world(n: i64) -> World {
+/// A world of `n` deleted runs (two objects each) on a versioned bucket, a held one (1000)
+/// and one in grace (1001), with the checker that knows each one's fate.
+async fn world(n: i64) -> (World, Checker) {
     let w = World::new(Versioning::Enabled).await;
     w.account(1, "free", None).await;
     w.account(2, "free", None).await;
-    for id in 1..=n {
-        w.run_row(id, 1, Some(10 * DAY)).await;
-    }
+    w.sql(&format!(
+        "INSERT INTO runs SELECT g, 1, 'r', 'deleted', (extract(epoch from now() - interval '10 days') * 1000)::bigint, NULL
+             FROM generate_series(1, {n}) g;
+         INSERT INTO metrics (run_id, key, value, step) SELECT g, 'loss', 0.5, s FROM generate_series(1, {n}) g, generate_series(1, 3) s;
+         INSERT INTO params SELECT g, k, '0.1' FROM generate_series(1, {n}) g, unnest(ARRAY['lr', 'seed']) k;
+         INSERT INTO links (destination_type, destination_id, label) SELECT 'RUN', g::text, 'l' FROM generate_series(1, {n}) g"
+    ))
+    .await;
+    w.put_many(
+        (1..=n)
+            .flat_map(|id| {
+                [
+                    format!("runs/{id}/model.bin"),
+                    format!("runs/{id}/logs/0.txt"),
+                ]
+            })
+            .collect(),
+    )
+    .await;
     w.run_row(1000, 2, Some(10 * DAY)).await;
     w.run_row(1001, 1, Some(DAY)).await;
-    w.hold(&["--account", "2"]).await;
-    w
+    let hold = w.hold(&["--account", "2"]).await;
+    let c = Checker::new(&w, &HashMap::from([(1000, hold)])).await;
+    assert_eq!(c.counts(), (n as usize, 1, 1));
+    (w, c)
 }
 
 /// Runs every job through the proxy: (exit code, stderr).
@@ -302,14 +365,16 @@ fn run_through_env(w: &World, p: &Proxy, extra: &[(&str, &str)]) -> (i32, String
         c.forwarded_then_faulted.load(Relaxed),
         c.stalled.load(Relaxed),
         c.keys_failed.load(Relaxed),
+        c.swallowed.load(Relaxed),
     ];
     eprintln!(
-        "proxy: 503 unforwarded {}, forwarded then 503 {}, stalled {}, keys reported failed {}; \
-         {} deletes forwarded; exit {}",
+        "proxy: 503 unforwarded {}, forwarded then 503 {}, stalled {}, keys reported failed {}, \
+         deletes swallowed {}; {} deletes forwarded; exit {}",
         injected[0],
         injected[1],
         injected[2],
         injected[3],
+        injected[4],
         c.destructive.load(Relaxed),
         out.0
     );
@@ -320,90 +385,48 @@ fn run_through_env(w: &World, p: &Proxy, extra: &[(&str, &str)]) -> (i32, String
     (out.0, out.2)
 }
 
-/// The invariants after any run, read from PostgreSQL and S3 directly: nothing held or in
-/// grace is touched, and a run whose rows are gone has no object left (rows only go after their
-/// objects are verified gone). Answers the violations and how many runs were purged.
-async fn violations(w: &World, n: i64) -> (Vec<String>, i64) {
-    let mut v = Vec::new();
-    for (id, why) in [(1000, "held"), (1001, "in grace")] {
-        if w.rows_of_run(id).await != 7 || w.versions(&format!("runs/{id}/")).await.len() != 2 {
-            v.push(format!("run {id} ({why}) was touched"));
-        }
-    }
-    let mut purged = 0;
-    for id in 1..=n {
-        match w.rows_of_run(id).await {
-            0 => {
-                purged += 1;
-                let left = w.versions(&format!("runs/{id}/")).await;
-                if !left.is_empty() {
-                    v.push(format!(
-                        "run {id} has no rows but kept {} objects",
-                        left.len()
-                    ));
-                }
-            }
-            7 => {}
-            rows => v.push(format!("run {id} was half-purged ({rows} rows left)")),
-        }
-    }
-    (v, purged)
-}
-
-async fn check_invariants(w: &World, n: i64, seed: u64) -> i64 {
-    let (v, purged) = violations(w, n).await;
-    assert!(v.is_empty(), "seed {seed}: {}", v.join("; "));
-    purged
+/// The real server's host:port, behind the proxy.
+fn upstream() -> String {
+    std::env::var("AWS_ENDPOINT_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:8333".into())
+        .trim_start_matches("http://")
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_percent_slowdowns_purge_everything_in_one_run() {
     let seed = seed();
-    let n = 60;
-    let w = world(n).await;
-    let p = proxy(
-        upstream(),
-        Faults {
-            slow_down: 0.10,
-            ..Default::default()
-        },
-        seed,
-    )
-    .await;
+    let (w, c) = world(60).await;
+    let faults = Faults {
+        slow_down: 0.10,
+        ..Default::default()
+    };
+    let p = proxy(upstream(), faults, seed).await;
     // `run_through` also checks that the proxy injected faults.
-    let (code, err) = run_through(&w, &p, "5");
-    assert_eq!(code, 0, "seed {seed}: {err}");
-    assert_eq!(
-        check_invariants(&w, n, seed).await,
-        n,
-        "seed {seed}: all purged"
-    );
+    let (code, _) = run_through(&w, &p, "5");
+    c.converged(&w, code).await.assert_clean(seed);
     w.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_percent_slowdowns_leave_reasons_and_a_clean_rerun_converges() {
     let seed = seed();
-    let n = 60;
-    let w = world(n).await;
-    let p = proxy(
-        upstream(),
-        Faults {
-            slow_down: 0.30,
-            ..Default::default()
-        },
-        seed,
-    )
-    .await;
-    // Two attempts per request, so faults outlast the retries and work is left over.
+    let (w, c) = world(60).await;
+    let faults = Faults {
+        slow_down: 0.30,
+        ..Default::default()
+    };
+    let p = proxy(upstream(), faults, seed).await;
+    // Two attempts per request, so faults outlast the retries and work is left over. The
+    // checker also holds the exit code to account: work left means non-zero.
     let (code, err) = run_through(&w, &p, "2");
-    let purged = check_invariants(&w, n, seed).await;
-    eprintln!("seed {seed}: {purged} of {n} purged through the faults");
-    if purged < n {
-        assert_ne!(
-            code, 0,
-            "seed {seed}: work was left but the run said all done"
-        );
+    let f = c.after_run(&w, Some(code)).await;
+    f.assert_clean(seed);
+    eprintln!(
+        "seed {seed}: {} of {} purged through the faults",
+        f.purged, f.expected
+    );
+    if f.purged < f.expected {
         let reasons = w
             .count(
                 "SELECT count(*) FROM lethe.work_items WHERE state = 'failed' AND last_error <> ''",
@@ -415,32 +438,23 @@ async fn thirty_percent_slowdowns_leave_reasons_and_a_clean_rerun_converges() {
         );
     }
     // A clean rerun, straight to the server, converges.
-    let (code, _, err) = w.cli(&["run", "--all"]);
-    assert_eq!(code, 0, "seed {seed}: {err}");
-    assert_eq!(
-        check_invariants(&w, n, seed).await,
-        n,
-        "seed {seed}: all purged"
-    );
+    let (code, _, _) = w.cli(&["run", "--all"]);
+    c.converged(&w, code).await.assert_clean(seed);
     w.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalls_past_the_timeout_and_per_key_errors_in_a_200_answer_are_retried_to_completion() {
+async fn stalls_per_key_errors_and_swallowed_deletes_are_retried_to_completion() {
     let seed = seed();
-    let n = 60;
-    let w = world(n).await;
-    let p = proxy(
-        upstream(),
-        Faults {
-            stall: 0.05,
-            key_error: 0.10,
-            ..Default::default()
-        },
-        seed,
-    )
-    .await;
-    let (code, err) = run_through_env(
+    let (w, c) = world(60).await;
+    let faults = Faults {
+        stall: 0.05,
+        key_error: 0.10,
+        swallow: 0.10,
+        ..Default::default()
+    };
+    let p = proxy(upstream(), faults, seed).await;
+    let (code, _) = run_through_env(
         &w,
         &p,
         &[
@@ -448,43 +462,30 @@ async fn stalls_past_the_timeout_and_per_key_errors_in_a_200_answer_are_retried_
             ("LETHE_S3_ATTEMPTS", "5"),
         ],
     );
-    assert_eq!(code, 0, "seed {seed}: {err}");
     assert!(
-        p.counts.keys_failed.load(Relaxed) > 0,
+        p.counts.keys_failed.load(Relaxed) + p.counts.swallowed.load(Relaxed) > 0,
         "seed {seed}: no key was failed"
     );
-    assert_eq!(
-        check_invariants(&w, n, seed).await,
-        n,
-        "seed {seed}: all purged"
-    );
+    c.converged(&w, code).await.assert_clean(seed);
     w.cleanup().await;
 }
 
-/// The real server's host:port, behind the proxy.
-fn upstream() -> String {
-    std::env::var("AWS_ENDPOINT_URL")
-        .unwrap_or_else(|_| "http://127.0.0.1:8333".into())
-        .trim_start_matches("http://")
-        .to_string()
-}
+// Negative controls: with a known bug switched on (debug builds read
+// `LETHE_NEGATIVE_CONTROL`), the same checker must find the damage; otherwise it proves
+// nothing.
 
-/// Negative controls: with a known bug switched on (debug builds read
-/// `LETHE_NEGATIVE_CONTROL`), the same checks must find the damage; otherwise they prove
-/// nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negative_control_without_hold_rechecks_is_caught() {
-    let n = 10;
-    let w = world(n).await;
-    let (code, _, err) = w.cli_env(
+    let (w, c) = world(10).await;
+    let (code, _, _) = w.cli_env(
         &["run", "--all"],
         &[("LETHE_NEGATIVE_CONTROL", "no-hold-recheck")],
     );
-    assert_eq!(code, 0, "{err}");
-    let (v, _) = violations(&w, n).await;
+    let f = c.after_run(&w, Some(code)).await;
     assert!(
-        v.iter().any(|v| v.contains("run 1000 (held)")),
-        "the checks missed a purged held subject: {v:?}"
+        f.any("run 1000 (Held"),
+        "the checker missed a purged held subject: {:?}",
+        f.violations
     );
     w.cleanup().await;
 }
@@ -492,18 +493,13 @@ async fn negative_control_without_hold_rechecks_is_caught() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negative_control_rows_before_objects_is_caught_under_faults() {
     let seed = seed();
-    let n = 30;
-    let w = world(n).await;
-    let p = proxy(
-        upstream(),
-        Faults {
-            slow_down: 0.6,
-            ..Default::default()
-        },
-        seed,
-    )
-    .await;
-    run_through_env(
+    let (w, c) = world(30).await;
+    let faults = Faults {
+        slow_down: 0.6,
+        ..Default::default()
+    };
+    let p = proxy(upstream(), faults, seed).await;
+    let (code, _) = run_through_env(
         &w,
         &p,
         &[
@@ -512,33 +508,159 @@ async fn negative_control_rows_before_objects_is_caught_under_faults() {
             ("LETHE_NEGATIVE_CONTROL", "rows-before-objects"),
         ],
     );
-    let (v, _) = violations(&w, n).await;
+    let f = c.after_run(&w, Some(code)).await;
     assert!(
-        v.iter().any(|v| v.contains("has no rows but kept")),
-        "seed {seed}: the checks missed rows deleted before their objects: {v:?}"
+        f.any("has no rows but kept objects"),
+        "seed {seed}: the checker missed rows deleted before their objects: {:?}",
+        f.violations
     );
     w.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negative_control_plain_deletes_on_a_versioned_bucket_never_converge() {
-    let n = 10;
-    let w = world(n).await;
+    let (w, c) = world(10).await;
+    let mut code = 0;
     for _ in 0..2 {
-        w.cli_env(
-            &["run", "--all"],
-            &[("LETHE_NEGATIVE_CONTROL", "plain-deletes")],
-        );
+        code = w
+            .cli_env(
+                &["run", "--all"],
+                &[("LETHE_NEGATIVE_CONTROL", "plain-deletes")],
+            )
+            .0;
     }
-    let (v, purged) = violations(&w, n).await;
-    assert!(v.is_empty(), "verification keeps the rows: {v:?}");
+    let f = c.converged(&w, code).await;
     assert!(
-        purged < n,
-        "the convergence check missed deletes that leave every version behind"
+        f.any("not converged") && !f.any("kept objects"),
+        "verification keeps the rows, and the convergence check fails: {:?}",
+        f.violations
     );
     assert!(
         w.versions("runs/1/").await.iter().any(|v| v.delete_marker),
         "the plain deletes left delete markers"
     );
     w.cleanup().await;
+}
+
+/// Keys reported failed counted as deleted: verification then finds them and keeps those
+/// subjects' rows, so a run at 20% swallowed deletes no longer purges everything at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_ignoring_per_key_errors_is_caught() {
+    let seed = seed();
+    let (w, c) = world(40).await;
+    let faults = Faults {
+        swallow: 0.2,
+        ..Default::default()
+    };
+    let p = proxy(upstream(), faults, seed).await;
+    let (code, _) = run_through_env(&w, &p, &[("LETHE_NEGATIVE_CONTROL", "ignore-key-errors")]);
+    let f = c.converged(&w, code).await;
+    assert!(
+        f.any("not converged"),
+        "seed {seed}: the checker missed keys that were never deleted: {:?}",
+        f.violations
+    );
+    w.cleanup().await;
+}
+
+/// OFFSET paging over the shrinking set of eligible subjects skips whole pages while the run
+/// says it is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_offset_pagination_is_caught() {
+    let (w, c) = world(120).await;
+    let (code, _, err) = w.cli_env(
+        &["run", "--all"],
+        &[
+            ("LETHE_NEGATIVE_CONTROL", "offset-pagination"),
+            ("LETHE_BATCH_SUBJECTS", "5"),
+        ],
+    );
+    let f = c.after_run(&w, Some(code)).await;
+    assert!(
+        f.any("exited 0 but left"),
+        "the checker missed subjects skipped by OFFSET paging (exit {code}, {} of {} purged): {:?} {err}",
+        f.purged,
+        f.expected,
+        f.violations
+    );
+    w.cleanup().await;
+}
+
+/// A run cut off from the database while it waits on its listings (held up by the proxy) must
+/// confirm its lease before it deletes: meanwhile a hold was placed, the lease ran out, and
+/// another run took the subjects over and recorded the exception. Without the fence the stale run deletes the held
+/// subjects' objects, and the checker says so.
+async fn stale_run_after_takeover(control: &str) -> crate::checker::Findings {
+    let seed = seed();
+    let (w, mut c) = world(20).await;
+    let faults = Faults {
+        list_delay: std::time::Duration::from_secs(16),
+        ..Default::default()
+    };
+    let p = proxy(upstream(), faults, seed).await;
+    let stale = {
+        let (url, jobs, control) = (w.url.clone(), w.jobs_dir.clone(), control.to_string());
+        let endpoint = p.url.clone();
+        std::thread::spawn(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
+                .args(["run", "--job", "deleted-runs"])
+                .env(
+                    "DATABASE_URL",
+                    format!("{url}?application_name=lethe-stale"),
+                )
+                .env("LETHE_JOBS_DIR", jobs)
+                .env("LETHE_LOG", "warn")
+                .env("AWS_ENDPOINT_URL", &endpoint)
+                .env("AWS_ENDPOINT_URL_S3", &endpoint)
+                .env("LETHE_LEASE_SECONDS", "10")
+                .env("LETHE_S3_TIMEOUT_SECONDS", "30")
+                .env("LETHE_NEGATIVE_CONTROL", control)
+                .status()
+                .unwrap()
+                .code()
+        })
+    };
+    // The stale run has claimed the subjects and checked their holds once it lists.
+    let t0 = std::time::Instant::now();
+    while p.counts.lists.load(Relaxed) == 0 {
+        assert!(t0.elapsed().as_secs() < 30, "the run never listed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let hold = w.hold(&["--account", "1"]).await;
+    c.hold_account_runs(&w, 1, hold).await;
+    // Its database sessions end (a network partition, say), which frees the job's run lock;
+    // its process goes on, waiting on the listings.
+    let cut = w
+        .count(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM (
+                 SELECT pid FROM pg_stat_activity
+                 WHERE application_name = 'lethe-stale' AND datname = current_database() OFFSET 0) s",
+        )
+        .await;
+    assert!(cut > 0, "the stale run had no session to cut");
+    // Past the stale run's ten-second lease, well before its listings come back.
+    tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+    let (code, out, err) = w.cli(&["run", "--job", "deleted-runs"]);
+    assert_eq!(code, 0, "the run that took over: {out}{err}");
+    let stale_exit = stale.join().unwrap();
+    eprintln!("the stale run exited {stale_exit:?} after the take-over");
+    let f = c.after_run(&w, stale_exit).await;
+    w.cleanup().await;
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_lost_its_lease_deletes_nothing_more() {
+    let f = stale_run_after_takeover("").await;
+    assert!(f.violations.is_empty(), "{:?}", f.violations);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_without_fencing_is_caught() {
+    let f = stale_run_after_takeover("no-fencing").await;
+    assert!(
+        f.any("(Held"),
+        "the checker missed a stale run deleting held subjects: {:?}",
+        f.violations
+    );
 }

@@ -4,6 +4,7 @@
 
 mod audit;
 mod behaviour;
+mod checker;
 mod clocks;
 mod crash;
 mod daemon;
