@@ -48,6 +48,7 @@ struct Faults {
 struct Proxy {
     url: String,
     counts: Arc<Counts>,
+    faults: Faults,
 }
 
 /// Starts a proxy to `upstream` (host:port) that injects `faults`.
@@ -68,7 +69,11 @@ async fn proxy(upstream: String, faults: Faults, seed: u64) -> Proxy {
             });
         }
     });
-    Proxy { url, counts }
+    Proxy {
+        url,
+        counts,
+        faults,
+    }
 }
 
 /// One HTTP/1.1 message: head lines and body.
@@ -378,10 +383,17 @@ fn run_through_env(w: &World, p: &Proxy, extra: &[(&str, &str)]) -> (i32, String
         c.destructive.load(Relaxed),
         out.0
     );
-    assert!(
-        injected.iter().sum::<u64>() > 0,
-        "the proxy injected no fault"
-    );
+    // At 1% a short run may draw no fault at all; at 5% and more, none means a broken proxy.
+    let f = p.faults;
+    if [f.slow_down, f.stall, f.key_error, f.swallow]
+        .iter()
+        .any(|r| *r >= 0.05)
+    {
+        assert!(
+            injected.iter().sum::<u64>() > 0,
+            "the proxy injected no fault"
+        );
+    }
     (out.0, out.2)
 }
 
@@ -393,19 +405,23 @@ fn upstream() -> String {
         .to_string()
 }
 
+/// At 1% and at 10% SlowDown (half of them answered after the server did the work), every
+/// eligible subject is purged in one run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_percent_slowdowns_purge_everything_in_one_run() {
+async fn one_and_ten_percent_slowdowns_purge_everything_in_one_run() {
     let seed = seed();
-    let (w, c) = world(60).await;
-    let faults = Faults {
-        slow_down: 0.10,
-        ..Default::default()
-    };
-    let p = proxy(upstream(), faults, seed).await;
-    // `run_through` also checks that the proxy injected faults.
-    let (code, _) = run_through(&w, &p, "5");
-    c.converged(&w, code).await.assert_clean(seed);
-    w.cleanup().await;
+    for (rate, n) in [(0.01, 200), (0.10, 60)] {
+        let (w, c) = world(n).await;
+        let faults = Faults {
+            slow_down: rate,
+            ..Default::default()
+        };
+        let p = proxy(upstream(), faults, seed).await;
+        // At 10%, `run_through` also checks that the proxy injected faults.
+        let (code, _) = run_through(&w, &p, "5");
+        c.converged(&w, code).await.assert_clean(seed);
+        w.cleanup().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
