@@ -155,13 +155,15 @@ async fn next_page(
         Some(b) => (*b).min(ctx.settings.batch_subjects as u64 * DISCOVERY_PAGE_BATCHES),
         None => ctx.settings.batch_subjects as u64 * DISCOVERY_PAGE_BATCHES,
     };
-    let mut query = platform::discover(job, cursor, want as i64);
-    if crate::controls::on("offset-pagination") {
+    let query = if crate::controls::on("offset-pagination") {
         // Negative control: an OFFSET over a set that shrinks as subjects are purged.
-        query = platform::discover(job, &None, want as i64);
-        query.push(&format!(" OFFSET {}", *offset));
-    }
-    *offset += want;
+        let mut q = platform::discover(job, &None, want as i64);
+        q.push(&format!(" OFFSET {offset}"));
+        *offset += want;
+        q
+    } else {
+        platform::discover(job, cursor, want as i64)
+    };
     let batch: Vec<platform::Candidate> = query
         .fetch_all(&ctx.db)
         .await
