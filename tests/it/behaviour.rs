@@ -553,23 +553,37 @@ async fn audit_chain_verifies_refuses_edits_and_names_a_forged_entry(w: impl Pla
     w.finish().await;
 }
 
-/// One second either side of the end of the grace window, by the database's clock. An attempt
-/// counts only if the run's eligibility check came within 0.8 s of setting the clocks; a slow
+/// Two fresh runs deleted `ago` seconds back (by the database's clock), then one run of
+/// `deleted-runs`: the attempt's run ids and summary, or `None` when the run did not come within
+/// 0.8 s of setting the clocks (a one-second boundary needs that), so the caller tries again.
+async fn runs_deleted_just_now(
+    w: &impl Platform,
+    attempt: i64,
+    ago: [i64; 2],
+) -> Option<(i64, i64, RunSummary)> {
+    let (a, b) = (attempt * 10 + 1, attempt * 10 + 2);
+    w.run_row(a, 1, None).await;
+    w.run_row(b, 1, None).await;
+    let t0 = std::time::Instant::now();
+    w.delete_runs_at(&[(a, ago[0]), (b, ago[1])]).await;
+    let s = w.run(&["deleted-runs"], RunOptions::default()).await;
+    (t0.elapsed() <= std::time::Duration::from_millis(800)).then_some((a, b, s))
+}
+
+const TOO_LOADED: &str =
+    "no attempt ran within 0.8 s of setting the clocks: the machine is too loaded";
+
+/// One second either side of the end of the grace window, by the database's clock. A slow
 /// machine retries with fresh subjects.
 async fn one_second_either_side_of_grace(w: impl Platform) {
     const GRACE: i64 = 7 * DAY;
     w.account(1, "free", None).await;
     for attempt in 0..5 {
-        let (early, late) = (attempt * 10 + 1, attempt * 10 + 2);
-        w.run_row(early, 1, None).await;
-        w.run_row(late, 1, None).await;
-        let t0 = std::time::Instant::now();
-        w.delete_runs_at(&[(early, GRACE + 1), (late, GRACE - 1)])
-            .await;
-        let s = w.run(&["deleted-runs"], RunOptions::default()).await;
-        if t0.elapsed() > std::time::Duration::from_millis(800) {
+        let Some((early, late, s)) =
+            runs_deleted_just_now(&w, attempt, [GRACE + 1, GRACE - 1]).await
+        else {
             continue;
-        }
+        };
         assert_eq!(s.exit_code(), 0, "{:?}", s.reports);
         assert_eq!(
             s.reports[0].purged, 1,
@@ -586,13 +600,12 @@ async fn one_second_either_side_of_grace(w: impl Platform) {
         w.finish().await;
         return;
     }
-    panic!("no attempt ran within 0.8 s of setting the clocks: the machine is too loaded");
+    panic!("{TOO_LOADED}");
 }
 
 /// One second either side of the deadline, by the database's clock: both subjects are past
 /// grace and purged, and the audit records which one kept its promise. The one whose deadline
-/// passed a second ago is recorded late; the one due a second from now is purged in time. An
-/// attempt counts only if the run came within 0.8 s of setting the clocks.
+/// passed a second ago is recorded late; the one due a second from now is purged in time.
 async fn one_second_either_side_of_the_deadline(w: impl Platform) {
     const DEADLINE: i64 = 30 * DAY;
     w.account(1, "free", None).await;
@@ -607,23 +620,14 @@ async fn one_second_either_side_of_the_deadline(w: impl Platform) {
         ),
     };
     for attempt in 0..5 {
-        let (overdue, due) = (attempt * 10 + 1, attempt * 10 + 2);
-        w.run_row(overdue, 1, None).await;
-        w.run_row(due, 1, None).await;
-        let t0 = std::time::Instant::now();
-        w.delete_runs_at(&[(overdue, DEADLINE + 1), (due, DEADLINE - 1)])
-            .await;
-        let s = w.run(&["deleted-runs"], RunOptions::default()).await;
-        if t0.elapsed() > std::time::Duration::from_millis(800) {
+        let Some((overdue, due, s)) =
+            runs_deleted_just_now(&w, attempt, [DEADLINE + 1, DEADLINE - 1]).await
+        else {
             continue;
-        }
+        };
         assert_eq!(s.exit_code(), 0, "{:?}", s.reports);
         for id in [overdue, due] {
-            assert_eq!(
-                w.count(&format!("SELECT count(*) FROM runs WHERE id = {id}"))
-                    .await,
-                0
-            );
+            assert_eq!(w.rows_of_run(id).await, 0);
             assert!(w.keys(&format!("runs/{id}/")).await.is_empty());
         }
         assert_eq!(
@@ -639,7 +643,7 @@ async fn one_second_either_side_of_the_deadline(w: impl Platform) {
         w.finish().await;
         return;
     }
-    panic!("no attempt ran within 0.8 s of setting the clocks: the machine is too loaded");
+    panic!("{TOO_LOADED}");
 }
 
 macro_rules! on_both {

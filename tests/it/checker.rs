@@ -196,7 +196,7 @@ impl Checker {
                         "run {id} was purged with {entries} `purged` entries, not one"
                     ));
                 }
-                if !intents.contains_key(&id.to_string()) {
+                if !intents.contains(&id.to_string()) {
                     v.push(format!(
                         "run {id} was purged without a committed intent (work item with its manifest)"
                     ));
@@ -386,10 +386,10 @@ async fn held_entries(w: &World) -> HashMap<String, Vec<i64>> {
 }
 
 /// Subjects with a committed intent: a work item that recorded the manifest's locations.
-async fn intents(w: &World) -> HashMap<String, i64> {
-    sqlx::query_as(
-        "SELECT subject_key, count(*) FROM lethe.work_items
-         WHERE job = 'deleted-runs' AND manifest ? 'locations' GROUP BY subject_key",
+async fn intents(w: &World) -> std::collections::HashSet<String> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT subject_key FROM lethe.work_items
+         WHERE job = 'deleted-runs' AND manifest ? 'locations'",
     )
     .fetch_all(&w.pool)
     .await

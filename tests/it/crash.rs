@@ -7,7 +7,6 @@ use crate::checker::Checker;
 use crate::helpers::{World, seed};
 use lethe::storage::Versioning;
 use rand::{Rng, SeedableRng};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const SUBJECTS: i64 = 300;
@@ -61,19 +60,6 @@ const ENV: [(&str, &str); 2] = [
     ("LETHE_LEASE_SECONDS", "10"),
 ];
 
-fn spawn_run(w: &World, app: &str) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_lethe"))
-        .args(["run", "--job", "deleted-runs"])
-        .env("DATABASE_URL", format!("{}?application_name={app}", w.url))
-        .env("LETHE_JOBS_DIR", &w.jobs_dir)
-        .env("LETHE_LOG", "off")
-        .envs(ENV)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_twenty_times_then_run_to_completion_keeps_every_invariant() {
     let seed = seed();
@@ -85,7 +71,7 @@ async fn killed_twenty_times_then_run_to_completion_keeps_every_invariant() {
     for _ in 0..KILLS {
         let after = Duration::from_millis(rng.random_range(150..900));
         schedule.push(after);
-        let mut child = spawn_run(&w, "lethe-killed");
+        let mut child = w.spawn_run("lethe-killed", &ENV);
         tokio::time::sleep(after).await;
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
@@ -113,23 +99,16 @@ async fn database_sessions_cut_every_second_converge_on_the_next_run() {
     let c = seed_world(&w).await;
     // What a database failover looks like from lethe's side: every session it has ends at
     // once, mid-transaction. The first cut comes at a random moment, then one every second.
-    let mut child = spawn_run(&w, "lethe-cut");
+    let mut child = w.spawn_run("lethe-cut", &ENV);
     tokio::time::sleep(Duration::from_millis(rng.random_range(100..900))).await;
     let (mut cut, mut runs) = (0, 1);
     for _ in 0..8 {
         if let Some(status) = child.try_wait().unwrap() {
             c.after_run(&w, status.code()).await.assert_clean(seed);
-            child = spawn_run(&w, "lethe-cut");
+            child = w.spawn_run("lethe-cut", &ENV);
             runs += 1;
         }
-        cut += w
-            .count(
-                // OFFSET 0 keeps the filter inside: only lethe's sessions in this database end.
-                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM (
-                     SELECT pid FROM pg_stat_activity
-                     WHERE application_name = 'lethe-cut' AND datname = current_database() OFFSET 0) s",
-            )
-            .await;
+        cut += w.cut_sessions("lethe-cut").await;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let status = child.wait().unwrap();
@@ -154,7 +133,7 @@ async fn an_immediate_database_restart_mid_run_converges_on_the_next_run() {
     let cluster = crate::helpers::ThrowawayCluster::start();
     let w = World::new_on(&cluster.admin_url(), Versioning::Enabled).await;
     let c = seed_world(&w).await;
-    let mut child = spawn_run(&w, "lethe-restarted");
+    let mut child = w.spawn_run("lethe-restarted", &ENV);
     // Wait until the run has committed some purges, then restart mid-batch.
     let started = std::time::Instant::now();
     while w.audit_events("purged").await.is_empty() && started.elapsed() < Duration::from_secs(30) {

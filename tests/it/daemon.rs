@@ -417,8 +417,7 @@ async fn a_process_cut_off_past_its_lease_deletes_nothing_after_the_take_over() 
             .success()
     );
     // Cut off: its database sessions end (its run lock with them), as in a network partition.
-    w.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'lethe-old'")
-        .await;
+    w.cut_sessions("lethe-old").await;
     let at_stop = w.keys("runs/1/").await.len();
     assert!(
         at_stop > 0,

@@ -612,8 +612,10 @@ async fn negative_control_offset_pagination_is_caught() {
 
 /// A run cut off from the database while it waits on its listings (held up by the proxy) must
 /// confirm its lease before it deletes: meanwhile a hold was placed, the lease ran out, and
-/// another run took the subjects over and recorded the exception. Without the fence the stale run deletes the held
-/// subjects' objects, and the checker says so.
+/// another run took the subjects over and recorded the exception. Without the fence the stale
+/// run deletes the held subjects' objects, and the checker says so. (`daemon.rs` has the same
+/// take-over with a stopped process; this one is timed by the proxy, so the negative control
+/// meets exactly the scenario the fenced run passes.)
 async fn stale_run_after_takeover(control: &str) -> crate::checker::Findings {
     let seed = seed();
     let (w, mut c) = world(20).await;
@@ -622,28 +624,16 @@ async fn stale_run_after_takeover(control: &str) -> crate::checker::Findings {
         ..Default::default()
     };
     let p = proxy(upstream(), faults, seed).await;
-    let stale = {
-        let (url, jobs, control) = (w.url.clone(), w.jobs_dir.clone(), control.to_string());
-        let endpoint = p.url.clone();
-        std::thread::spawn(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
-                .args(["run", "--job", "deleted-runs"])
-                .env(
-                    "DATABASE_URL",
-                    format!("{url}?application_name=lethe-stale"),
-                )
-                .env("LETHE_JOBS_DIR", jobs)
-                .env("LETHE_LOG", "warn")
-                .env("AWS_ENDPOINT_URL", &endpoint)
-                .env("AWS_ENDPOINT_URL_S3", &endpoint)
-                .env("LETHE_LEASE_SECONDS", "10")
-                .env("LETHE_S3_TIMEOUT_SECONDS", "30")
-                .env("LETHE_NEGATIVE_CONTROL", control)
-                .status()
-                .unwrap()
-                .code()
-        })
-    };
+    let mut stale = w.spawn_run(
+        "lethe-stale",
+        &[
+            ("AWS_ENDPOINT_URL", &p.url),
+            ("AWS_ENDPOINT_URL_S3", &p.url),
+            ("LETHE_LEASE_SECONDS", "10"),
+            ("LETHE_S3_TIMEOUT_SECONDS", "30"),
+            ("LETHE_NEGATIVE_CONTROL", control),
+        ],
+    );
     // The stale run has claimed the subjects and checked their holds once it lists.
     let t0 = std::time::Instant::now();
     while p.counts.lists.load(Relaxed) == 0 {
@@ -654,19 +644,13 @@ async fn stale_run_after_takeover(control: &str) -> crate::checker::Findings {
     c.hold_account_runs(&w, 1, hold).await;
     // Its database sessions end (a network partition, say), which frees the job's run lock;
     // its process goes on, waiting on the listings.
-    let cut = w
-        .count(
-            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM (
-                 SELECT pid FROM pg_stat_activity
-                 WHERE application_name = 'lethe-stale' AND datname = current_database() OFFSET 0) s",
-        )
-        .await;
+    let cut = w.cut_sessions("lethe-stale").await;
     assert!(cut > 0, "the stale run had no session to cut");
     // Past the stale run's ten-second lease, well before its listings come back.
     tokio::time::sleep(std::time::Duration::from_secs(11)).await;
     let (code, out, err) = w.cli(&["run", "--job", "deleted-runs"]);
     assert_eq!(code, 0, "the run that took over: {out}{err}");
-    let stale_exit = stale.join().unwrap();
+    let stale_exit = stale.wait().unwrap().code();
     eprintln!("the stale run exited {stale_exit:?} after the take-over");
     let f = c.after_run(&w, stale_exit).await;
     w.cleanup().await;

@@ -407,6 +407,39 @@ impl World {
         }
     }
 
+    /// Starts `lethe run --job deleted-runs` in the background with its database sessions
+    /// named `app` (for `cut_sessions`), logs off, and `env` on top.
+    pub fn spawn_run(&self, app: &str, env: &[(&str, &str)]) -> std::process::Child {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
+            .args(["run", "--job", "deleted-runs"])
+            .env(
+                "DATABASE_URL",
+                format!("{}?application_name={app}", self.url),
+            )
+            .env("LETHE_JOBS_DIR", &self.jobs_dir)
+            .env("LETHE_LOG", "off")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Ends every session named `app` in this world's database at once, as a failover or a
+    /// network partition would; answers how many ended.
+    pub async fn cut_sessions(&self, app: &str) -> i64 {
+        // OFFSET 0 keeps the filter inside: only the named sessions in this database end.
+        sqlx::query_scalar(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM (
+                 SELECT pid FROM pg_stat_activity
+                 WHERE application_name = $1 AND datname = current_database() OFFSET 0) s",
+        )
+        .bind(app)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
+    }
+
     pub async fn hold(&self, args: &[&str]) -> i64 {
         let mut full = vec!["hold", "place"];
         full.extend_from_slice(args);
