@@ -5,16 +5,16 @@
 //!   `--versions`, the bucket is versioned and each key gets V versions; `--markers` adds a
 //!   delete marker on every key.
 //! - `ceiling BUCKET`: lists everything first (untimed), then deletes it with a tight loop of
-//!   concurrent 1,000-key DeleteObjects over the keys known in advance, and prints deletes/s
-//!   (`LETHE_BENCH_BATCH` keys per request and `LETHE_DELETE_CONCURRENCY` requests in flight
-//!   change the shape, to look for the server's best).
+//!   concurrent DeleteObjects over the keys known in advance, and prints deletes/s
+//!   (`LETHE_DELETE_BATCH` keys per request and `LETHE_DELETE_CONCURRENCY` requests in flight
+//!   set the shape, as for lethe; bench/run.sh uses the server's best measured shape).
 //! - `count BUCKET`: prints how many versions and delete markers are left.
 //!
 //! Endpoint and credentials come from the environment, as for lethe.
 
 use futures::StreamExt;
 use lethe::storage::s3::S3Store;
-use lethe::storage::{MAX_BATCH, ObjectStore, ObjectVersion, Versioning};
+use lethe::storage::{ObjectStore, ObjectVersion, Versioning};
 use std::time::Instant;
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> T {
@@ -111,11 +111,7 @@ async fn main() {
             let started = Instant::now();
             let store = &store;
             let bucket = &bucket;
-            let per_request: usize = std::env::var("LETHE_BENCH_BATCH")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(MAX_BATCH);
-            let failed: usize = futures::stream::iter(items.chunks(per_request))
+            let failed: usize = futures::stream::iter(items.chunks(settings.delete_batch))
                 .map(|chunk| async move {
                     let out = store.delete_batch(bucket, chunk).await.expect("delete");
                     out.iter()

@@ -12,8 +12,9 @@
 #   memory     MEM objects (default "10000 1000000"), each over MEM_SUBJECTS (1,000) subjects
 #   scaling    SCALE subjects (default "1000 10000 100000") of one object each: time vs backlog
 # TOOLS (default "lethe s5cmd rclone boto3 aws-cli ceiling") picks the tools of the object
-# scenarios.
-# Every tool gets a freshly seeded, identical data set each round (ROUNDS, default 3); after
+# scenarios; `lethe:LETHE_DELETE_BATCH=250,LETHE_DELETE_CONCURRENCY=64` is lethe with those
+# settings, to compare settings with each other and with the peers in one run.
+# Every tool gets a fresh server holding an identical data set each round (ROUNDS, default 3); after
 # each, what is left under the prefix (all versions and markers) is counted. Results go to
 # target/bench/results.tsv and a table of medians and ratios is printed at the end.
 set -euo pipefail
@@ -29,6 +30,7 @@ MEM="${MEM:-10000 1000000}"
 MEM_SUBJECTS="${MEM_SUBJECTS:-1000}"
 TOOLS="${TOOLS:-lethe s5cmd rclone boto3 aws-cli ceiling}"
 SCALE="${SCALE:-1000 10000 100000}"
+CEILING_SHAPE="${CEILING_SHAPE:-100x160}"
 scenarios=("$@")
 [[ ${#scenarios[@]} -gt 0 ]] || scenarios=(objects versioned rows)
 
@@ -37,7 +39,7 @@ mkdir -p "$OUT"
 LOG="$OUT/bench.log"
 RESULTS="$OUT/results.tsv"
 : >"$LOG"
-printf 'scenario\ttool\tround\titems\tseconds\tpeak_rss_kb\tleft_versions\tleft_markers\texit\n' >"$RESULTS"
+printf 'scenario\ttool\tround\titems\tseconds\tpeak_rss_kb\tleft_versions\tleft_markers\texit\tserver_cpu_s\n' >"$RESULTS"
 say() { printf '==> %s\n' "$*" >&2; }
 
 trap 'scripts/services.sh stop >/dev/null 2>&1 || true' EXIT
@@ -60,27 +62,32 @@ db_url() { echo "postgres://postgres@127.0.0.1:5432/$1"; }
 
 # Every tool run gets a brand-new S3 server: SeaweedFS slows down as deleted entries pile up
 # in its metadata store (measured: the same purge's verification took 0.8 s on a fresh server
-# and 1.9 s three purges later), so a shared server would favour whoever runs first.
+# and 1.9 s three purges later), so a shared server would favour whoever runs first. The data
+# set of a round is seeded once and kept as a snapshot of the server's data directory; each
+# tool's server starts from a copy of it, so every tool meets byte-identical server state.
 # count_left BUCKET: versions and delete markers left. Listing a bucket right after a large
 # purge is slow on SeaweedFS (it walks every emptied directory), hence the long time limit.
 count_left() { LETHE_S3_TIMEOUT_SECONDS=600 "$TOOL" count "$1"; }
 
-fresh_s3() { scripts/services.sh restart-s3 >>"$LOG" 2>&1; }
+fresh_s3() { scripts/services.sh restart-s3 "$@" >>"$LOG" 2>&1; }
+SNAPSHOT="$PWD/$OUT/s3-snapshot"
 
 # timed SCENARIO TOOL ROUND ITEMS BUCKET CMD...: runs CMD under GNU time, records a result row.
 timed() {
     local scenario=$1 tool=$2 round=$3 items=$4 bucket=$5
     shift 5
-    local code=0
+    local code=0 ticks cpu
     quiesce
+    ticks=$(server_ticks)
     /usr/bin/time -f '%e %M' -o "$OUT/time.txt" "$@" >>"$LOG" 2>&1 || code=$?
+    cpu=$(echo "scale=2; ($(server_ticks) - $ticks) / $(getconf CLK_TCK)" | bc)
     local secs rss left=("-" "-")
     read -r secs rss < <(tail -n 1 "$OUT/time.txt")
     if [[ -n $bucket ]]; then
         read -r -a left < <(count_left "$bucket")
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$tool" "$round" "$items" "$secs" "$rss" "${left[0]}" "${left[1]}" "$code" >>"$RESULTS"
-    say "$scenario $tool round $round: ${secs}s, ${rss} KiB, left ${left[*]}, exit $code"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$tool" "$round" "$items" "$secs" "$rss" "${left[0]}" "${left[1]}" "$code" "$cpu" >>"$RESULTS"
+    say "$scenario $tool round $round: ${secs}s, ${rss} KiB, S3 server CPU ${cpu}s, left ${left[*]}, exit $code"
 }
 
 # A database holding `n` runs deleted 10 days ago (ids 1..n), lethe migrated.
@@ -122,22 +129,26 @@ object_round() {
     # Each round starts one tool later in the list, so no tool always goes first.
     local tools=($TOOLS) order=() k
     for k in "${!tools[@]}"; do order+=("${tools[(k + round - 1) % ${#tools[@]}]}"); done
+    local b="bench-$scenario-$round-$RANDOM"
+    say "seeding $scenario round $round"
+    fresh_s3
+    "$TOOL" seed "$b" "$subjects" "$PER" "$@" >>"$LOG" 2>&1
+    read -r v m < <(count_left "$b")
+    items=$((v + m))
+    scripts/services.sh snapshot-s3 "$SNAPSHOT" >>"$LOG" 2>&1
     for tool in "${order[@]}"; do
         [[ $tool == rclone ]] && ! command -v rclone >/dev/null && continue
-        local b
-        b="bench-$(printf '%s' "$tool" | tr -cd 'a-z0-9')-$round-$RANDOM$RANDOM"
-        fresh_s3
-        "$TOOL" seed "$b" "$subjects" "$PER" "$@" >>"$LOG" 2>&1
-        read -r v m < <(count_left "$b")
-        items=$((v + m))
+        fresh_s3 "$SNAPSHOT"
         case $tool in
-            lethe)
+            lethe | lethe:*)
+                # lethe:NAME=VALUE,NAME=VALUE runs lethe with those settings, beside the defaults.
+                local jobs settings=()
+                [[ $tool == lethe:* ]] && IFS=, read -r -a settings <<<"${tool#lethe:}"
                 make_run_db lethe_bench_obj "$subjects" no
-                local jobs
                 jobs=$(jobs_for_bucket "$b")
-                timed "$scenario" lethe "$round" "$items" "$b" \
+                timed "$scenario" "$tool" "$round" "$items" "$b" \
                     env DATABASE_URL="$(db_url lethe_bench_obj)" LETHE_JOBS_DIR="$jobs" LETHE_LOG=warn \
-                    "$LETHE" run --job deleted-runs ;;
+                    "${settings[@]}" "$LETHE" run --job deleted-runs ;;
             s5cmd) timed "$scenario" s5cmd "$round" "$items" "$b" s5cmd --endpoint-url "$E" rm "${versions_flag[@]}" "s3://$b/runs/*" ;;
             rclone)
                 timed "$scenario" rclone "$round" "$items" "$b" env -u AWS_CA_BUNDLE rclone delete \
@@ -146,15 +157,22 @@ object_round() {
             aws-cli) timed "$scenario" aws-cli "$round" "$items" "$b" "$VENV/bin/aws" --endpoint-url "$E" s3 rm --recursive --only-show-errors "s3://$b/runs/" ;;
             ceiling)
                 # The server's own limit: deletes only, keys known in advance (listing untimed).
+                # CEILING_SHAPE is its keys per request and requests in flight, by default the
+                # fastest shape measured on SeaweedFS (100 x 160, against 1,000 x 16: 25% faster).
+                # Its server CPU counts the untimed listing too.
                 quiesce
-                "$TOOL" ceiling "$b" >"$OUT/ceiling.json" 2>>"$LOG"
+                local ticks
+                ticks=$(server_ticks)
+                LETHE_DELETE_BATCH=${CEILING_SHAPE%x*} LETHE_DELETE_CONCURRENCY=${CEILING_SHAPE#*x} \
+                    "$TOOL" ceiling "$b" >"$OUT/ceiling.json" 2>>"$LOG"
+                ticks=$(echo "scale=2; ($(server_ticks) - $ticks) / $(getconf CLK_TCK)" | bc)
                 read -r -a left < <(count_left "$b")
-                python3 - "$OUT/ceiling.json" "$scenario" "$round" "$items" "${left[@]}" >>"$RESULTS" <<'PY'
+                python3 - "$OUT/ceiling.json" "$scenario" "$round" "$items" "${left[@]}" "$ticks" >>"$RESULTS" <<'PY'
 import json, sys
 c = json.load(open(sys.argv[1]))
-print("\t".join([sys.argv[2], "ceiling", sys.argv[3], sys.argv[4], f"{c['seconds']:.2f}", "-", sys.argv[5], sys.argv[6], "0"]))
+print("\t".join([sys.argv[2], "ceiling", sys.argv[3], sys.argv[4], f"{c['seconds']:.2f}", "-", sys.argv[5], sys.argv[6], "0", sys.argv[7]]))
 PY
-                say "$scenario ceiling round $round: $(cat "$OUT/ceiling.json")" ;;
+                say "$scenario ceiling round $round: $(cat "$OUT/ceiling.json"), S3 server CPU ${ticks}s with its listing" ;;
         esac
     done
 }

@@ -6,6 +6,8 @@
 #   scripts/services.sh start   # start what is not running (idempotent)
 #   scripts/services.sh stop    # stop what this script started
 #   scripts/services.sh restart-s3  # a fresh, empty S3 server (benchmarks)
+#   scripts/services.sh restart-s3 DIR  # a fresh S3 server holding a copy of snapshot DIR
+#   scripts/services.sh snapshot-s3 DIR # stop the S3 server and keep its data as snapshot DIR
 #   scripts/services.sh env     # print `export` lines: eval "$(scripts/services.sh env)"
 #
 # Environment:
@@ -208,6 +210,9 @@ start_seaweedfs() {
         local data_dir
         data_dir="$(mktemp -d "$STATE_DIR/s3-data.XXXXXX")"
         printf '%s\n' "$data_dir" >"$WEED_DATA_FILE"
+        if [[ -n "${S3_SNAPSHOT:-}" ]]; then
+            cp -a "$S3_SNAPSHOT/." "$data_dir/" || die "copying S3 snapshot $S3_SNAPSHOT failed"
+        fi
         log "starting weed mini (data $data_dir, log $WEED_LOG)"
         # Every bucket is a collection with volumes of its own; the default cap (free disk /
         # volume size) runs out after a few dozen buckets, and the tests make one per test.
@@ -304,7 +309,27 @@ cmd_restart_s3() {
     WEED_DATA_FILE="$STATE_DIR/seaweedfs.datadir"
     WEED_LOG="$STATE_DIR/seaweedfs.log"
     stop_seaweedfs
+    S3_SNAPSHOT="${1:-}"
+    [[ -z "$S3_SNAPSHOT" || -d "$S3_SNAPSHOT" ]] || die "no S3 snapshot at $S3_SNAPSHOT"
     start_seaweedfs
+}
+
+# Stops the S3 server cleanly (so its metadata store is flushed) and moves its data to DIR, from
+# which `restart-s3 DIR` starts identical servers: every tool of a benchmark round then starts
+# from the same bytes, and the data set is written once.
+cmd_snapshot_s3() {
+    local to=$1 pid dir
+    [[ -n "$to" ]] || die "usage: $0 snapshot-s3 DIR"
+    STATE_DIR="$(cd "$STATE_DIR" && pwd)"
+    WEED_PID_FILE="$STATE_DIR/seaweedfs.pid"
+    WEED_DATA_FILE="$STATE_DIR/seaweedfs.datadir"
+    pid="$(weed_pid_alive)" || die "no running weed mini of ours to snapshot"
+    dir="$(cat "$WEED_DATA_FILE")"
+    kill -TERM "$pid"
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    rm -rf -- "$to" && mkdir -p "$(dirname "$to")"
+    mv -- "$dir" "$to"
+    rm -f "$WEED_PID_FILE" "$WEED_DATA_FILE"
 }
 
 cmd_stop() {
@@ -332,10 +357,11 @@ cmd_env() {
 case "${1:-}" in
     start) cmd_start ;;
     stop) cmd_stop ;;
-    restart-s3) cmd_restart_s3 ;;
+    restart-s3) cmd_restart_s3 "${2:-}" ;;
+    snapshot-s3) cmd_snapshot_s3 "${2:-}" ;;
     env) cmd_env ;;
     *)
-        echo "usage: $0 {start|stop|restart-s3|env}" >&2
+        echo "usage: $0 {start|stop|restart-s3 [DIR]|snapshot-s3 DIR|env}" >&2
         exit 2
         ;;
 esac

@@ -19,17 +19,22 @@ pub struct Settings {
     /// whose buckets are the directories under ROOT.
     pub object_root: Option<PathBuf>,
     /// `LETHE_BATCH_SUBJECTS` (default 2000): subjects claimed, purged and committed together.
-    /// Measured (bench/): 500 → 9.8 s, 1000 → 8.1 s, 2000 → 5.6 s for 20,000 objects of 2,000
-    /// subjects; larger batches keep more DeleteObjects requests in flight.
-    /// Their rows are deleted in one transaction per batch.
+    /// Their rows are deleted in one transaction per batch. Measured (bench/, 26 November
+    /// 2026): 100,000 runs x 20 child rows, 2,000 -> 0.81x the raw SQL baseline at the same
+    /// batch size, 1,000 -> 0.73x; 20,000 objects, no clear difference. See README Performance.
     pub batch_subjects: usize,
     /// `LETHE_BATCH_CONCURRENCY` (default 2): batches of one job in flight at once. While one
     /// batch's rows are deleted the next is claimed and its objects purged, so the database
     /// and the object store both stay busy. Measured (bench/, 100,000 runs x 20 child rows,
     /// 2 cores): 1 → see README Performance.
     pub batch_concurrency: usize,
-    /// `LETHE_DELETE_CONCURRENCY` (default 16): DeleteObjects requests in flight per batch.
+    /// `LETHE_DELETE_CONCURRENCY` (default 160): DeleteObjects requests in flight per batch.
     pub delete_concurrency: usize,
+    /// `LETHE_DELETE_BATCH` (default 100; at most 1,000, the S3 limit): keys per DeleteObjects
+    /// request. Measured (bench/, 20,000 objects, SeaweedFS, paired rounds): 100 keys x 160 in
+    /// flight purged 10-25% faster than 1,000 x 16; a server deletes a request's keys one after
+    /// another, so more, smaller requests keep more of it busy. See README Performance.
+    pub delete_batch: usize,
     /// `LETHE_LIST_CONCURRENCY` (default 32): listings in flight.
     pub list_concurrency: usize,
     /// `LETHE_LIST_RANGES` (default 4): contiguous ranges a batch's directories in one bucket
@@ -81,6 +86,7 @@ impl fmt::Debug for Settings {
             .field("batch_subjects", &self.batch_subjects)
             .field("batch_concurrency", &self.batch_concurrency)
             .field("delete_concurrency", &self.delete_concurrency)
+            .field("delete_batch", &self.delete_batch)
             .field("list_concurrency", &self.list_concurrency)
             .field("list_ranges", &self.list_ranges)
             .field("key_retries", &self.key_retries)
@@ -174,7 +180,8 @@ impl Settings {
             object_root: object_root()?,
             batch_subjects: number("LETHE_BATCH_SUBJECTS", 2000, 1, 10_000)?,
             batch_concurrency: number("LETHE_BATCH_CONCURRENCY", 2, 1, 16)?,
-            delete_concurrency: number("LETHE_DELETE_CONCURRENCY", 16, 1, 256)?,
+            delete_concurrency: number("LETHE_DELETE_CONCURRENCY", 160, 1, 256)?,
+            delete_batch: number("LETHE_DELETE_BATCH", 100, 1, 1000)?,
             list_concurrency: number("LETHE_LIST_CONCURRENCY", 32, 1, 512)?,
             list_ranges: number("LETHE_LIST_RANGES", 4, 1, 512)?,
             key_retries: number("LETHE_KEY_RETRIES", 5, 1, 50)?,

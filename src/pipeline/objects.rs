@@ -1,8 +1,8 @@
 //! Purging and verifying objects for a batch of subjects.
 //!
 //! Listings are streamed: each page goes into a bounded channel, a batcher packs versions from
-//! many subjects into DeleteObjects requests of up to 1,000 keys per bucket, and a bounded pool
-//! sends them concurrently. Memory stays bounded by the channel and the requests in flight, not
+//! many subjects into DeleteObjects requests of up to `LETHE_DELETE_BATCH` keys per bucket, and
+//! a bounded pool of `LETHE_DELETE_CONCURRENCY` sends them concurrently. Memory stays bounded by the channel and the requests in flight, not
 //! by the number of objects. Per-key outcomes are tallied per subject; keys that failed are
 //! retried a bounded number of times; a key refused by Object Lock makes its subject held.
 
@@ -89,7 +89,7 @@ async fn cached<T: Copy>(
 
 type Tagged = (usize, String, ObjectVersion);
 
-/// The smallest batch sent early, while delete slots are idle.
+/// The smallest batch sent early, while delete slots are idle (never more than the batch size).
 const MIN_EAGER_BATCH: usize = 100;
 
 /// Pages through everything under one location. A directory prefix yields only keys under it;
@@ -223,6 +223,8 @@ pub async fn purge(
             let mut pending: HashMap<String, Vec<(usize, ObjectVersion)>> = HashMap::new();
             let mut inflight = tokio::task::JoinSet::new();
             let retries = ctx.settings.key_retries;
+            let full = ctx.settings.delete_batch.clamp(1, MAX_BATCH);
+            let eager = MIN_EAGER_BATCH.min(full);
             // A slot is taken before a request is started, so while every slot is busy this loop
             // stops taking keys, the channel fills and the listings wait: the keys held in memory
             // are bounded by the channel and the requests in flight, not by the backlog.
@@ -262,7 +264,7 @@ pub async fn purge(
                         // Full batches when every delete slot is busy; smaller ones while slots
                         // are idle, since the server's throughput comes from concurrent requests.
                         let idle = inflight.len() < ctx.settings.delete_concurrency;
-                        if b.len() >= MAX_BATCH || (idle && b.len() >= MIN_EAGER_BATCH) {
+                        if b.len() >= full || (idle && b.len() >= eager) {
                             let batch = std::mem::take(b);
                             send(bucket, batch, &mut inflight, slot().await);
                         }
@@ -661,6 +663,7 @@ mod tests {
         seen: Mutex<std::collections::HashSet<String>>,
         deleted: AtomicUsize,
         most_waiting: AtomicUsize,
+        largest_request: AtomicUsize,
     }
 
     #[async_trait::async_trait]
@@ -707,6 +710,7 @@ mod tests {
             _: &str,
             items: &[ObjectVersion],
         ) -> Result<Vec<KeyOutcome>, StoreError> {
+            self.largest_request.fetch_max(items.len(), SeqCst);
             tokio::time::sleep(Duration::from_millis(20)).await;
             let mut keys = self.keys.lock().unwrap();
             for o in items {
@@ -760,14 +764,14 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_listing_faster_than_the_deletes_waits_instead_of_filling_memory() {
+    /// Purges `subjects` directories of `per` keys each from a `SlowDeletes` store with
+    /// `settings` and checks every key was deleted exactly once.
+    async fn slow_purge(
+        subjects: usize,
+        per: usize,
+        settings: crate::config::Settings,
+    ) -> Arc<SlowDeletes> {
         let store = Arc::new(SlowDeletes::default());
-        store
-            .create_bucket("bkt", Versioning::Unversioned)
-            .await
-            .unwrap();
-        let (subjects, per) = (40, 500);
         for i in 0..subjects {
             for j in 0..per {
                 store
@@ -776,13 +780,6 @@ mod tests {
                     .unwrap();
             }
         }
-        let mut settings =
-            crate::config::Settings::from_env_with(Some("postgres://unused/unused".into()))
-                .unwrap();
-        settings.delete_concurrency = 2;
-        // One listing walks every directory in order, so each key it lists is one the purge
-        // holds until it is deleted.
-        settings.list_ranges = 1;
         let pool = sqlx::PgPool::connect_lazy("postgres://unused/unused").unwrap();
         let ctx = Context::with_store(&settings, crate::db::Db::Pg(pool), store.clone());
         let locations: Vec<Vec<Location>> = (0..subjects)
@@ -795,14 +792,43 @@ mod tests {
                 .all(|t| t.versions == per as u64 && t.failed.is_none())
         );
         assert_eq!(store.deleted.load(SeqCst), subjects * per);
-        // At most: the channel (4 batches), the batch being filled, the requests in flight and a
-        // page; never the whole 20,000-key backlog.
+        store
+    }
+
+    fn settings() -> crate::config::Settings {
+        crate::config::Settings::from_env_with(Some("postgres://unused/unused".into())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_listing_faster_than_the_deletes_waits_instead_of_filling_memory() {
+        let mut settings = settings();
+        settings.delete_concurrency = 2;
+        settings.delete_batch = MAX_BATCH;
+        // One listing walks every directory in order, so each key it lists is one the purge
+        // holds until it is deleted.
+        settings.list_ranges = 1;
+        let store = slow_purge(40, 500, settings.clone()).await;
+        // At most: the channel (4 full requests), the batch being filled, the requests in
+        // flight and a page; never the whole 20,000-key backlog.
         let bound = (4 + 1 + settings.delete_concurrency) * MAX_BATCH + 100;
         let most = store.most_waiting.load(SeqCst);
         assert!(
             most <= bound,
             "{most} listed keys waited at once (bound {bound})"
         );
+    }
+
+    #[tokio::test]
+    async fn no_request_carries_more_keys_than_the_delete_batch_setting() {
+        for batch in [1000, 250, 7] {
+            let mut settings = settings();
+            settings.delete_batch = batch;
+            // Two slots, so they are soon both busy and the keys listed meanwhile fill requests.
+            settings.delete_concurrency = 2;
+            let store = slow_purge(30, 100, settings).await;
+            let largest = store.largest_request.load(SeqCst);
+            assert_eq!(largest, batch, "the largest request (setting {batch})");
+        }
     }
 
     #[tokio::test]
