@@ -35,3 +35,8 @@ server_ticks() {
     pid=$(cat "${LETHE_STATE_DIR:-$PWD/target/services}/seaweedfs.pid" 2>/dev/null || true)
     if [[ -r /proc/$pid/stat ]]; then awk '{print $14 + $15}' "/proc/$pid/stat"; else echo 0; fi
 }
+
+# server_cpu_since TICKS: seconds of CPU the S3 server has used since server_ticks gave TICKS.
+server_cpu_since() {
+    echo "scale=2; ($(server_ticks) - $1) / $(getconf CLK_TCK)" | bc
+}

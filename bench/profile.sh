@@ -51,7 +51,7 @@ code=0
 DATABASE_URL="$DB" LETHE_JOBS_DIR="$jobs" LETHE_LOG=lethe=info \
     /usr/bin/time -f 'lethe cpu: user %U s, sys %S s, peak RSS %M KiB' -o "$OUT/profile.time" "$LETHE" run --job deleted-runs >"$OUT/profile.out" 2>"$OUT/profile.log" || code=$?
 end=${EPOCHREALTIME/./}
-printf 'S3 server cpu: %.2f s\n' "$(echo "($(server_ticks) - $ticks) / $(getconf CLK_TCK)" | bc -l)"
+printf 'S3 server cpu: %s s\n' "$(server_cpu_since "$ticks")"
 grep -o 'stages_ms=.*' "$OUT/profile.log" || true
 cat "$OUT/profile.time"
 printf 'wall %.2fs, exit %s, left (versions markers): %s\n' \

@@ -80,7 +80,7 @@ timed() {
     quiesce
     ticks=$(server_ticks)
     /usr/bin/time -f '%e %M' -o "$OUT/time.txt" "$@" >>"$LOG" 2>&1 || code=$?
-    cpu=$(echo "scale=2; ($(server_ticks) - $ticks) / $(getconf CLK_TCK)" | bc)
+    cpu=$(server_cpu_since "$ticks")
     local secs rss left=("-" "-")
     read -r secs rss < <(tail -n 1 "$OUT/time.txt")
     if [[ -n $bucket ]]; then
@@ -165,7 +165,7 @@ object_round() {
                 ticks=$(server_ticks)
                 LETHE_DELETE_BATCH=${CEILING_SHAPE%x*} LETHE_DELETE_CONCURRENCY=${CEILING_SHAPE#*x} \
                     "$TOOL" ceiling "$b" >"$OUT/ceiling.json" 2>>"$LOG"
-                ticks=$(echo "scale=2; ($(server_ticks) - $ticks) / $(getconf CLK_TCK)" | bc)
+                ticks=$(server_cpu_since "$ticks")
                 read -r -a left < <(count_left "$b")
                 python3 - "$OUT/ceiling.json" "$scenario" "$round" "$items" "${left[@]}" "$ticks" >>"$RESULTS" <<'PY'
 import json, sys

@@ -256,8 +256,9 @@ start_seaweedfs() {
     wait_s3_usable
 }
 
+# stop_seaweedfs [KEEP_AT]: stops our weed mini and deletes its data dir, or moves it to KEEP_AT.
 stop_seaweedfs() {
-    local pid
+    local pid keep_at=${1:-}
     if pid="$(weed_pid_alive)"; then
         log "stopping weed mini (pid $pid)"
         kill -TERM "$pid" 2>/dev/null || true
@@ -279,7 +280,11 @@ stop_seaweedfs() {
         dir="$(cat "$WEED_DATA_FILE")"
         # Only ever delete inside our own state dir.
         if [[ -n "$dir" && "$dir" == "$STATE_DIR"/* ]]; then
-            rm -rf -- "$dir"
+            if [[ -n "$keep_at" ]]; then
+                rm -rf -- "$keep_at" && mkdir -p "$(dirname "$keep_at")" && mv -- "$dir" "$keep_at"
+            else
+                rm -rf -- "$dir"
+            fi
         fi
         rm -f "$WEED_DATA_FILE"
     fi
@@ -318,18 +323,13 @@ cmd_restart_s3() {
 # which `restart-s3 DIR` starts identical servers: every tool of a benchmark round then starts
 # from the same bytes, and the data set is written once.
 cmd_snapshot_s3() {
-    local to=$1 pid dir
+    local to=$1
     [[ -n "$to" ]] || die "usage: $0 snapshot-s3 DIR"
     STATE_DIR="$(cd "$STATE_DIR" && pwd)"
     WEED_PID_FILE="$STATE_DIR/seaweedfs.pid"
     WEED_DATA_FILE="$STATE_DIR/seaweedfs.datadir"
-    pid="$(weed_pid_alive)" || die "no running weed mini of ours to snapshot"
-    dir="$(cat "$WEED_DATA_FILE")"
-    kill -TERM "$pid"
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-    rm -rf -- "$to" && mkdir -p "$(dirname "$to")"
-    mv -- "$dir" "$to"
-    rm -f "$WEED_PID_FILE" "$WEED_DATA_FILE"
+    weed_pid_alive >/dev/null || die "no running weed mini of ours to snapshot"
+    stop_seaweedfs "$to"
 }
 
 cmd_stop() {

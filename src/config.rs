@@ -181,7 +181,7 @@ impl Settings {
             batch_subjects: number("LETHE_BATCH_SUBJECTS", 2000, 1, 10_000)?,
             batch_concurrency: number("LETHE_BATCH_CONCURRENCY", 2, 1, 16)?,
             delete_concurrency: number("LETHE_DELETE_CONCURRENCY", 160, 1, 256)?,
-            delete_batch: number("LETHE_DELETE_BATCH", 100, 1, 1000)?,
+            delete_batch: number("LETHE_DELETE_BATCH", 100, 1, crate::storage::MAX_BATCH)?,
             list_concurrency: number("LETHE_LIST_CONCURRENCY", 32, 1, 512)?,
             list_ranges: number("LETHE_LIST_RANGES", 4, 1, 512)?,
             key_retries: number("LETHE_KEY_RETRIES", 5, 1, 50)?,

@@ -2,9 +2,10 @@
 //!
 //! Listings are streamed: each page goes into a bounded channel, a batcher packs versions from
 //! many subjects into DeleteObjects requests of up to `LETHE_DELETE_BATCH` keys per bucket, and
-//! a bounded pool of `LETHE_DELETE_CONCURRENCY` sends them concurrently. Memory stays bounded by the channel and the requests in flight, not
-//! by the number of objects. Per-key outcomes are tallied per subject; keys that failed are
-//! retried a bounded number of times; a key refused by Object Lock makes its subject held.
+//! a bounded pool of `LETHE_DELETE_CONCURRENCY` sends them concurrently. Memory stays bounded by
+//! the channel and the requests in flight, not by the number of objects. Per-key outcomes are
+//! tallied per subject; keys that failed are retried a bounded number of times; a key refused by
+//! Object Lock makes its subject held.
 
 use super::lease::Lease;
 use super::ranges::RangeWalker;
