@@ -6,8 +6,9 @@
 # Seeds a fresh bucket and a database `lethe_prof` of SUBJECTS deleted runs, runs
 # `lethe run --job deleted-runs` with info logs, and prints the wall time and each batch's
 # `stages_ms` line (manifest, claim, holds, objects, verify, rows). Extra environment (for
-# example LETHE_DELETE_CONCURRENCY=32) is passed through to lethe. The S3 server is restarted
-# empty first; the services stay running when they were already up.
+# example LETHE_DELETE_CONCURRENCY=32) is passed through to lethe. PROFILE_WRAP runs lethe under
+# a profiler: PROFILE_WRAP="heaptrack -o target/bench/heap", then heaptrack_print. The S3
+# server is restarted empty first; the services stay running when they were already up.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source bench/lib.sh
@@ -49,7 +50,7 @@ ticks=$(server_ticks)
 start=${EPOCHREALTIME/./}
 code=0
 DATABASE_URL="$DB" LETHE_JOBS_DIR="$jobs" LETHE_LOG=lethe=info \
-    /usr/bin/time -f 'lethe cpu: user %U s, sys %S s, peak RSS %M KiB' -o "$OUT/profile.time" "$LETHE" run --job deleted-runs >"$OUT/profile.out" 2>"$OUT/profile.log" || code=$?
+    /usr/bin/time -f 'lethe cpu: user %U s, sys %S s, peak RSS %M KiB' -o "$OUT/profile.time" ${PROFILE_WRAP:-} "$LETHE" run --job deleted-runs >"$OUT/profile.out" 2>"$OUT/profile.log" || code=$?
 end=${EPOCHREALTIME/./}
 printf 'S3 server cpu: %s s\n' "$(server_cpu_since "$ticks")"
 grep -o 'stages_ms=.*' "$OUT/profile.log" || true

@@ -1,7 +1,8 @@
 //! Storage-level holds: S3 Object Lock (a legal hold, or a retention not yet expired) on any
 //! version of a subject keeps the whole subject, asked before any of its objects is deleted.
 
-use super::objects::{Buckets, Walker};
+use super::listing::Walker;
+use super::objects::Buckets;
 use crate::context::Context;
 use crate::domain::Location;
 use crate::storage::{ObjectVersion, StoreError};

@@ -9,6 +9,7 @@
 mod batches;
 mod dry_run;
 pub mod lease;
+pub mod listing;
 mod locks;
 pub mod manifest;
 pub mod objects;

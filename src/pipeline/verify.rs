@@ -2,7 +2,8 @@
 //! its own and independent of the purge's range listings, and anything left (a version, a
 //! delete marker, an unfinished upload) fails that subject closed, so its rows are kept.
 
-use super::objects::{Buckets, ListTask, Walker, list_tasks, uploads_by_subject};
+use super::listing::{ListTask, Walker, list_tasks, uploads_by_subject};
+use super::objects::Buckets;
 use super::ranges::RangeWalker;
 use crate::context::Context;
 use crate::domain::Location;

@@ -43,6 +43,13 @@ pub struct S3Settings {
 
 pub struct S3Store {
     client: Client,
+    /// Listings only, on a connection pool of their own. An HTTP connection keeps the read
+    /// buffer its largest response grew (a 1,000-key listing page: hundreds of KiB); were
+    /// listings and deletes to share a pool, every one of the hundreds of delete connections
+    /// would in time carry such a buffer, and memory would grow with the backlog (measured:
+    /// 36 MiB for 10,000 objects, 74 MiB for 1,000,000). Delete responses stay small, so the
+    /// delete connections keep small buffers.
+    lister: Client,
 }
 
 impl S3Store {
@@ -66,8 +73,11 @@ impl S3Store {
                     .build(),
             )
             .build();
+        // Each client built without an explicit HTTP client gets its own default one, and so
+        // its own connection pool.
         S3Store {
-            client: Client::from_conf(conf),
+            client: Client::from_conf(conf.clone()),
+            lister: Client::from_conf(conf),
         }
     }
 }
@@ -155,7 +165,7 @@ impl ObjectStore for S3Store {
         let what = || format!("listing s3://{bucket}/{prefix}");
         if !versions {
             let mut out = self
-                .client
+                .lister
                 .list_objects_v2()
                 .bucket(bucket)
                 .prefix(prefix)
@@ -178,7 +188,7 @@ impl ObjectStore for S3Store {
                     )));
                 };
                 out = self
-                    .client
+                    .lister
                     .list_objects_v2()
                     .bucket(bucket)
                     .prefix(prefix)
@@ -213,7 +223,7 @@ impl ObjectStore for S3Store {
             None => (None, None),
         };
         let out = self
-            .client
+            .lister
             .list_object_versions()
             .bucket(bucket)
             .prefix(prefix)
@@ -323,7 +333,7 @@ impl ObjectStore for S3Store {
         // Bounded: some servers' pagination of this call is broken (SERVICES.md); never loop forever.
         for _ in 0..10_000 {
             let page = self
-                .client
+                .lister
                 .list_multipart_uploads()
                 .bucket(bucket)
                 .prefix(prefix)

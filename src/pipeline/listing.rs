@@ -1,0 +1,253 @@
+//! Listing a batch's locations: one location at a time (`Walker`), a bucket's directories in
+//! contiguous runs (`ListTask`, over `RangeWalker`), and unfinished uploads matched to subjects.
+
+use super::ranges::RangeWalker;
+use crate::domain::Location;
+use crate::storage::{ObjectStore, ObjectVersion, StoreError};
+use tokio::sync::mpsc;
+
+/// A listed version, with the subject it is tallied to and its bucket.
+pub(super) type Tagged = (usize, String, ObjectVersion);
+
+/// Pages through everything under one location. A directory prefix yields only keys under it;
+/// the exact key (if any) only itself: it sorts before every longer key it prefixes, so its
+/// versions come first and the walk stops at the first other key.
+pub struct Walker<'a> {
+    store: &'a dyn ObjectStore,
+    loc: &'a Location,
+    versions: bool,
+    exact_phase: bool,
+    token: Option<crate::storage::PageToken>,
+    done: bool,
+}
+
+impl<'a> Walker<'a> {
+    pub fn new(store: &'a dyn ObjectStore, loc: &'a Location, versions: bool) -> Self {
+        Walker {
+            store,
+            loc,
+            versions,
+            exact_phase: false,
+            token: None,
+            done: false,
+        }
+    }
+
+    /// Only the exact key of `loc` (its directory is listed by a `RangeWalker`).
+    pub fn exact_only(store: &'a dyn ObjectStore, loc: &'a Location, versions: bool) -> Self {
+        Walker {
+            store,
+            loc,
+            versions,
+            exact_phase: true,
+            token: None,
+            done: loc.exact_key().is_none(),
+        }
+    }
+
+    /// The next non-empty page, or `None` at the end.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<ObjectVersion>>, StoreError> {
+        while !self.done {
+            let prefix = if self.exact_phase {
+                self.loc.exact_key().unwrap_or_default()
+            } else {
+                &self.loc.prefix
+            };
+            let page = self
+                .store
+                .list_page(&self.loc.bucket, prefix, self.versions, self.token.take())
+                .await?;
+            let mut items = page.items;
+            let mut finished_phase = page.next.is_none();
+            if self.exact_phase {
+                let before = items.len();
+                items.retain(|i| Some(i.key.as_str()) == self.loc.exact_key());
+                finished_phase |= items.len() < before;
+            } else {
+                items.retain(|i| i.key.starts_with(&self.loc.prefix));
+            }
+            self.token = page.next;
+            if finished_phase {
+                self.token = None;
+                if !self.exact_phase && self.loc.exact_key().is_some() {
+                    self.exact_phase = true;
+                } else {
+                    self.done = true;
+                }
+            }
+            if !items.is_empty() {
+                return Ok(Some(items));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// One listing job: a contiguous run of a bucket's directories, or one exact object key.
+pub enum ListTask {
+    Dirs {
+        bucket: String,
+        dirs: Vec<(String, usize)>,
+    },
+    Exact {
+        owner: usize,
+        loc: Location,
+    },
+}
+
+impl ListTask {
+    pub(super) fn owners(&self) -> Vec<usize> {
+        match self {
+            ListTask::Dirs { dirs, .. } => dirs.iter().map(|d| d.1).collect(),
+            ListTask::Exact { owner, .. } => vec![*owner],
+        }
+    }
+
+    pub(super) fn bucket(&self) -> &str {
+        match self {
+            ListTask::Dirs { bucket, .. } => bucket,
+            ListTask::Exact { loc, .. } => &loc.bucket,
+        }
+    }
+
+    pub(super) fn describe(&self) -> String {
+        match self {
+            ListTask::Dirs { bucket, dirs } => format!(
+                "s3://{bucket}/{}..{} ({} directories)",
+                dirs.first().map(|d| d.0.as_str()).unwrap_or(""),
+                dirs.last().map(|d| d.0.as_str()).unwrap_or(""),
+                dirs.len()
+            ),
+            ListTask::Exact { loc, .. } => {
+                format!("s3://{}/{}", loc.bucket, loc.exact_key().unwrap_or(""))
+            }
+        }
+    }
+
+    /// Sends every entry this task lists into `tx`, tagged with its first owner: a key inside
+    /// two subjects' directories is deleted once and tallied to the first; verification checks
+    /// it for every owner. Stops early if the receiver is gone.
+    pub(super) async fn send_all(
+        &self,
+        store: &dyn ObjectStore,
+        versions: bool,
+        tx: &mpsc::Sender<Tagged>,
+    ) -> Result<(), StoreError> {
+        let send =
+            |owner: usize, item: ObjectVersion| tx.send((owner, self.bucket().to_string(), item));
+        match self {
+            ListTask::Dirs { bucket, dirs } => {
+                let mut w = RangeWalker::new(store, bucket, versions, dirs);
+                while let Some(page) = w.next_page().await? {
+                    for (owners, item) in page {
+                        if send(owners[0], item).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            ListTask::Exact { owner, loc } => {
+                let mut w = Walker::exact_only(store, loc, versions);
+                while let Some(page) = w.next_page().await? {
+                    for item in page {
+                        if send(*owner, item).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Splits the batch's locations into listing tasks: per bucket, the sorted directories in up to
+/// `parts` contiguous runs (walked concurrently), and one task per exact object key.
+pub fn list_tasks(locations: &[Vec<Location>], parts: usize) -> Vec<ListTask> {
+    let mut by_bucket: std::collections::BTreeMap<&str, Vec<(String, usize)>> = Default::default();
+    let mut tasks = Vec::new();
+    for (i, locs) in locations.iter().enumerate() {
+        for l in locs {
+            by_bucket
+                .entry(&l.bucket)
+                .or_default()
+                .push((l.prefix.clone(), i));
+            if l.exact_key().is_some() {
+                tasks.push(ListTask::Exact {
+                    owner: i,
+                    loc: l.clone(),
+                });
+            }
+        }
+    }
+    for (bucket, mut dirs) in by_bucket {
+        dirs.sort();
+        if !super::ranges::same_order(&dirs) {
+            // The server's listing order of these directories is unknown: list each on its own.
+            tasks.extend(dirs.into_iter().map(|d| ListTask::Dirs {
+                bucket: bucket.to_string(),
+                dirs: vec![d],
+            }));
+            continue;
+        }
+        let chunk = dirs.len().div_ceil(parts.max(1)).max(1);
+        // Keep equal prefixes in one task so no directory is listed twice.
+        let mut start = 0;
+        while start < dirs.len() {
+            let mut end = (start + chunk).min(dirs.len());
+            while end < dirs.len() && dirs[end].0 == dirs[end - 1].0 {
+                end += 1;
+            }
+            tasks.push(ListTask::Dirs {
+                bucket: bucket.to_string(),
+                dirs: dirs[start..end].to_vec(),
+            });
+            start = end;
+        }
+    }
+    tasks
+}
+
+/// Unfinished uploads at each subject's locations, found with one listing per bucket under the
+/// longest prefix the batch's locations share (uploads are rare, so one call usually answers
+/// for a whole batch), then matched to locations here exactly as objects are: under the
+/// directory prefix, or equal to the exact key.
+pub(super) async fn uploads_by_subject(
+    store: &dyn ObjectStore,
+    locations: &[Vec<Location>],
+) -> Result<Vec<Vec<(String, crate::storage::Upload)>>, (String, StoreError)> {
+    let mut out = vec![Vec::new(); locations.len()];
+    let mut buckets: Vec<&str> = locations
+        .iter()
+        .flatten()
+        .map(|l| l.bucket.as_str())
+        .collect();
+    buckets.sort_unstable();
+    buckets.dedup();
+    for bucket in buckets {
+        let locs: Vec<(usize, &Location)> = locations
+            .iter()
+            .enumerate()
+            .flat_map(|(i, ls)| {
+                ls.iter()
+                    .filter(|l| l.bucket == bucket)
+                    .map(move |l| (i, l))
+            })
+            .collect();
+        let common = super::ranges::common_prefix(
+            locs.iter().map(|(_, l)| l.exact_key().unwrap_or(&l.prefix)),
+        );
+        let uploads = store
+            .list_uploads(bucket, common)
+            .await
+            .map_err(|e| (bucket.to_string(), e))?;
+        for u in uploads {
+            for (i, l) in &locs {
+                if u.key.starts_with(&l.prefix) || l.exact_key() == Some(u.key.as_str()) {
+                    out[*i].push((bucket.to_string(), u.clone()));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
