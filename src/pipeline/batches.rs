@@ -4,7 +4,8 @@
 //! finish.
 
 use super::objects::Buckets;
-use super::{JobReport, RunOptions, dry_run, hold_map, purge_batch};
+use super::purge::purge_batch;
+use super::{JobReport, RunOptions, dry_run, hold_map};
 use crate::context::Context;
 use crate::db::platform;
 use crate::spec::Job;

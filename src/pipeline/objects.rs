@@ -302,6 +302,14 @@ async fn delete_with_retries(
     retries: u32,
     tallies: &Mutex<Vec<Tally>>,
 ) {
+    // Listings give each key's versions newest first. Sent in reverse, a key's older versions go
+    // before its current one, so a server that keeps a "latest version" pointer does not move it
+    // at every delete. Paired runs on SeaweedFS, versioned data: 1.03 and 0.98 of s5cmd's speed
+    // against 1.00 and 0.90 in listing order. Unversioned batches keep listing order (reversed
+    // measured no better).
+    if batch.iter().any(|(_, v)| v.version_id.is_some()) {
+        batch.reverse();
+    }
     for attempt in 1..=retries {
         let mut items: Vec<ObjectVersion> = batch.iter().map(|(_, v)| v.clone()).collect();
         if crate::controls::on("plain-deletes") {

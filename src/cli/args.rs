@@ -1,0 +1,180 @@
+//! The command line's shape: every command, argument and help text (clap).
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lethe",
+    version,
+    about = "Purges deleted subjects inside their policy windows, honours legal holds, and proves it."
+)]
+pub(super) struct Cli {
+    #[command(subcommand)]
+    pub(super) command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum Command {
+    /// Install or upgrade lethe's own schema (`lethe.*`) in the platform database.
+    Migrate {
+        /// Undo every lethe migration instead (drops lethe's tables, the audit log included).
+        #[arg(long, requires = "yes")]
+        down: bool,
+        /// Confirm --down.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Validate every job spec against the live database and print the effective configuration.
+    Check,
+    /// Say what a run would do now, per job, and why. Deletes nothing.
+    Plan {
+        /// Only these jobs (repeatable). Default: all.
+        #[arg(long = "job")]
+        jobs: Vec<String>,
+        /// `table` (counts per job) or `jsonl` (one line per subject).
+        #[arg(long, default_value = "table", value_parser = ["table", "jsonl"])]
+        format: String,
+    },
+    /// Purge what is eligible now.
+    Run(RunArgs),
+    /// Run every job on its schedule until SIGTERM or SIGINT (JSON logs on stderr).
+    Daemon {
+        /// Serve /metrics, /healthz and /readyz here (default: LETHE_LISTEN; none if unset).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Place, release and list legal or compliance holds.
+    #[command(subcommand)]
+    Hold(HoldCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// The clock guard.
+    #[command(subcommand)]
+    Clock(ClockCommand),
+    /// A tour with nothing installed: a SQLite platform database and a local object directory
+    /// in a fresh directory, a seeded world, then plan, a hold, a purge, an audit check and the
+    /// HTML report.
+    Demo {
+        /// Where to build the demo (replaced if it holds an earlier demo).
+        #[arg(long, default_value = "lethe-demo")]
+        dir: std::path::PathBuf,
+    },
+    /// The compliance report: one row per subject outcome (purged, held, failed) recorded in
+    /// the period, with its deadline and whether it was met. Streams CSV or JSON Lines.
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+pub(super) struct RunArgs {
+    /// Run these jobs (repeatable).
+    #[arg(long = "job", required_unless_present = "all", conflicts_with = "all")]
+    pub(super) jobs: Vec<String>,
+    /// Run every job.
+    #[arg(long)]
+    pub(super) all: bool,
+    /// Do every read (discovery, holds, manifests, listings) and delete nothing.
+    #[arg(long)]
+    pub(super) dry_run: bool,
+    /// Purge at most N subjects in this invocation; exit 1 if more were eligible.
+    /// Default: LETHE_MAX_SUBJECTS_PER_RUN, if set.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(super) limit: Option<u64>,
+    /// When another lethe process is running a job, wait for it and then run the job, instead
+    /// of skipping it with exit code 3.
+    #[arg(long)]
+    pub(super) wait: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum HoldCommand {
+    /// Place a hold. Exactly one of --account, --subject, --job.
+    Place {
+        /// Everything this account owns, in every job.
+        #[arg(long, group = "scope")]
+        account: Option<String>,
+        /// One subject: JOB:KEY.
+        #[arg(long, group = "scope")]
+        subject: Option<String>,
+        /// Every subject of a job.
+        #[arg(long, group = "scope")]
+        job: Option<String>,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        by: String,
+    },
+    /// Release a hold by id.
+    Release {
+        id: i64,
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// List active holds (`--all` includes released ones).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub(super) struct ReportArgs {
+    /// Entries recorded at or after this date (2026-11-01, UTC) or time (RFC 3339).
+    #[arg(long)]
+    pub(super) from: Option<String>,
+    /// Entries recorded up to this date (the whole day included) or before this time.
+    #[arg(long)]
+    pub(super) to: Option<String>,
+    /// Only this job.
+    #[arg(long)]
+    pub(super) job: Option<String>,
+    /// Only subjects this account owns (for a data-subject request).
+    #[arg(long, conflicts_with = "subject")]
+    pub(super) account: Option<String>,
+    /// Only this subject: JOB:KEY.
+    #[arg(long)]
+    pub(super) subject: Option<String>,
+    /// `csv`, `jsonl`, or `html` (one self-contained page: summary, chart, exceptions, and the
+    /// full table with sorting and filtering).
+    #[arg(long, default_value = "csv", value_parser = ["csv", "jsonl", "html"])]
+    pub(super) format: String,
+    /// The summary instead of the rows: outcomes per job, the share of deadlines met, what is
+    /// overdue now (held subjects apart), holds active in the period, runs. Text, or one JSON
+    /// object with --format jsonl.
+    #[arg(long, conflicts_with_all = ["account", "subject"])]
+    pub(super) summary: bool,
+    /// Write here instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub(super) out: Option<std::path::PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum ClockCommand {
+    /// Vouch for the database clock after the clock guard refused a run (exit 4): recorded in
+    /// the audit log, after which runs go ahead.
+    Confirm {
+        /// Who confirms.
+        #[arg(long)]
+        by: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum AuditCommand {
+    /// Recompute the hash chain and name the first bad entry. With --anchor, also check that
+    /// every anchor recorded there is an entry of the chain with that hash.
+    Verify {
+        /// A file or s3://BUCKET/PREFIX written by `lethe audit anchor` (default:
+        /// LETHE_AUDIT_ANCHOR, if set).
+        #[arg(long, value_name = "TARGET")]
+        anchor: Option<String>,
+    },
+    /// Record the chain head (sequence number and hash) outside the database.
+    Anchor {
+        /// A file (one JSON line per anchor) or s3://BUCKET/PREFIX (default: LETHE_AUDIT_ANCHOR).
+        #[arg(long, value_name = "TARGET")]
+        to: Option<String>,
+    },
+}

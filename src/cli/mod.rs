@@ -1,0 +1,160 @@
+//! Command line: parsing (the only module that imports clap), logging setup, and mapping each
+//! outcome to an exit code. Exit codes, documented in the README:
+//! 0 all done; 1 some subjects failed or were left undone; 2 usage or configuration error
+//! (nothing was deleted); 3 another lethe process is running the job; 4 the clock guard refused
+//! to run (nothing was deleted).
+
+use crate::config::{ConfigError, Settings, config_error};
+use crate::context::Context;
+use crate::db::{self};
+use crate::pipeline::RunOptions;
+use anyhow::{Result, anyhow};
+use clap::Parser;
+use std::process::ExitCode;
+
+mod args;
+mod commands;
+mod records;
+
+use args::{AuditCommand, Cli, ClockCommand, Command};
+use commands::{check, demo_cmd, migrate, plan_cmd, ready_jobs, run_cmd, select};
+use records::{audit_verify, hold_cmd, report_cmd};
+
+fn config<T>(r: Result<T>) -> Result<T> {
+    r.map_err(config_error)
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(matches!(cli.command, Command::Daemon { .. }));
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(if e.downcast_ref::<ConfigError>().is_some() {
+                2
+            } else if e.downcast_ref::<db::clock::ClockJump>().is_some() {
+                4
+            } else {
+                1
+            })
+        }
+    }
+}
+
+/// Logs go to stderr: JSON lines for the daemon (or with LETHE_LOG_FORMAT=json), text otherwise.
+fn init_logging(daemon: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LETHE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("lethe=info,warn"));
+    let json = match std::env::var("LETHE_LOG_FORMAT").as_deref() {
+        Ok("json") => true,
+        Ok("text") => false,
+        _ => daemon,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
+    };
+}
+
+async fn dispatch(cli: Cli) -> Result<u8> {
+    if let Command::Demo { dir } = &cli.command {
+        return demo_cmd(dir).await;
+    }
+    let mut settings = config(Settings::from_env())?;
+    if let Command::Daemon { listen } = cli.command {
+        if listen.is_some() {
+            settings.listen = listen;
+        }
+        return crate::daemon::run(settings).await;
+    }
+    let ctx = config(Context::build(&settings).await)?;
+    match cli.command {
+        Command::Migrate { down, .. } => migrate(&ctx, down).await,
+        Command::Check => check(&ctx).await,
+        Command::Plan { jobs, format } => {
+            let all = ready_jobs(&ctx).await?;
+            let selected = config(select(&all, &jobs, jobs.is_empty()))?;
+            plan_cmd(&ctx, &all, &selected, &format).await
+        }
+        Command::Run(args) => {
+            let all = ready_jobs(&ctx).await?;
+            let selected = config(select(&all, &args.jobs, args.all))?;
+            run_cmd(
+                &ctx,
+                &all,
+                &selected,
+                &RunOptions {
+                    dry_run: args.dry_run,
+                    limit: args.limit.or(ctx.settings.max_subjects_per_run),
+                    deadline: ctx
+                        .settings
+                        .run_budget
+                        .map(|b| std::time::Instant::now() + b),
+                    stop: None,
+                    wait: args.wait,
+                },
+            )
+            .await
+        }
+        Command::Daemon { .. } | Command::Demo { .. } => unreachable!("handled before connecting"),
+        Command::Hold(h) => hold_cmd(&ctx, h).await,
+        Command::Report(args) => report_cmd(&ctx, args).await,
+        Command::Clock(ClockCommand::Confirm { by }) => {
+            config(db::require_current_schema(&ctx.db).await)?;
+            let (now, last) = config(db::clock::confirm(&ctx.db, &by).await)?;
+            let last = last
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_else(|| "nothing".into());
+            eprintln!("clock confirmed by {by}: database now {now}, previously recorded {last}");
+            Ok(0)
+        }
+        Command::Audit(cmd) => {
+            config(db::require_current_schema(&ctx.db).await)?;
+            let target = |t: Option<String>| -> Result<Option<crate::anchor::Target>> {
+                t.or_else(|| ctx.settings.audit_anchor.clone())
+                    .map(|t| crate::anchor::Target::parse(&t))
+                    .transpose()
+            };
+            match cmd {
+                AuditCommand::Verify { anchor } => {
+                    audit_verify(&ctx, config(target(anchor))?).await
+                }
+                AuditCommand::Anchor { to } => {
+                    let Some(target) = config(target(to))? else {
+                        return config(Err(anyhow!(
+                            "where to? give --to FILE or --to s3://BUCKET/PREFIX (or set LETHE_AUDIT_ANCHOR)"
+                        )));
+                    };
+                    match crate::anchor::head(&ctx.db).await? {
+                        None => eprintln!("the audit log is empty; nothing to anchor"),
+                        Some(a) => {
+                            target
+                                .write(&*ctx.store, &a, ctx.settings.anchor_retention_days)
+                                .await?;
+                            println!("anchored entry {} {}", a.seq, a.hash);
+                        }
+                    }
+                    Ok(0)
+                }
+            }
+        }
+    }
+}
