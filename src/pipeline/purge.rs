@@ -15,6 +15,8 @@ use anyhow::{Context as _, Result};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// Takes one batch of discovered subjects through every step; each subject's outcome (purged,
+/// held, failed, busy) is counted in `report` and recorded in the work items and the audit log.
 pub(super) async fn purge_batch(
     ctx: &Context,
     job: &Job,
