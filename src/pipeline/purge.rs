@@ -1,4 +1,4 @@
-//! One batch of subjects through the steps, in the order the module above argues for: manifest
+//! One batch of subjects through the steps, in the order `pipeline` (mod.rs) argues for: manifest
 //! and claim, hold check, objects, verification, rows and audit. A subject that fails a step, or
 //! is held, leaves the batch there with its outcome recorded; the others go on.
 

@@ -1,5 +1,5 @@
-//! The S3 backend (aws-sdk-s3), for AWS and S3-compatible servers. The only module that imports
-//! the AWS SDK.
+//! The S3 backend (aws-sdk-s3), for AWS and S3-compatible servers. The only module (with its
+//! `errors` submodule) that imports the AWS SDK.
 //!
 //! S3 behaviours this code depends on, each easy to get wrong:
 //! - DeleteObjects answers 200 with per-key `Errors` inside; every one is read
@@ -25,6 +25,10 @@ use aws_sdk_s3::types::{
 };
 use std::collections::HashMap;
 use std::time::Duration;
+
+mod errors;
+
+use errors::{classify, per_key};
 
 /// How to reach the S3 endpoint. Credentials come from the standard AWS chain (environment,
 /// profile, instance role), never from here.
@@ -80,62 +84,6 @@ impl S3Store {
             lister: Client::from_conf(conf),
         }
     }
-}
-
-/// Maps an SDK error to the kinds callers branch on.
-fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
-    what: &str,
-    err: SdkError<E>,
-) -> StoreError {
-    let status = err.raw_response().map(|r| r.status().as_u16());
-    let code = err.code().unwrap_or("").to_string();
-    let msg = match (err.code(), err.message()) {
-        (Some(c), Some(m)) => format!("{what}: {c}: {m}"),
-        (Some(c), None) => format!("{what}: {c} (HTTP {})", status.unwrap_or(0)),
-        _ => format!("{what}: {}", aws_sdk_s3::error::DisplayErrorContext(&err)),
-    };
-    match (code.as_str(), status) {
-        ("NoSuchBucket", _) => StoreError::NotFound(msg),
-        (
-            "InvalidAccessKeyId"
-            | "SignatureDoesNotMatch"
-            | "AccessDenied"
-            | "InvalidToken"
-            | "ExpiredToken",
-            _,
-        )
-        | (_, Some(401 | 403)) => StoreError::Auth(msg),
-        ("SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout", _)
-        | (_, Some(500..=599)) => StoreError::Transient(msg),
-        _ if matches!(
-            err,
-            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_)
-        ) =>
-        {
-            StoreError::Transient(msg)
-        }
-        _ => StoreError::Other(msg),
-    }
-}
-
-fn per_key(code: &str, message: &str) -> KeyOutcome {
-    match code {
-        "NoSuchKey" | "NoSuchVersion" => KeyOutcome::Deleted,
-        // Object Lock refuses a locked version with AccessDenied, per key.
-        "AccessDenied" | "ObjectLocked" | "InvalidRequest" if is_lock_message(code, message) => {
-            KeyOutcome::Denied(format!("{code}: {message}"))
-        }
-        _ => KeyOutcome::Failed(format!("{code}: {message}")),
-    }
-}
-
-fn is_lock_message(code: &str, message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    code == "AccessDenied"
-        || code == "ObjectLocked"
-        || m.contains("lock")
-        || m.contains("retention")
-        || m.contains("legal hold")
 }
 
 #[async_trait]

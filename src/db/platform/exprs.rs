@@ -30,7 +30,7 @@ pub(super) fn null_text(job: &Job) -> &'static str {
 
 /// The database's clock, in the form clock expressions compare with: a timestamptz on
 /// PostgreSQL, epoch seconds on SQLite.
-pub fn now(job: &Job) -> &'static str {
+pub(super) fn now(job: &Job) -> &'static str {
     if lite(job) {
         "unixepoch('now', 'subsec')"
     } else {
@@ -39,7 +39,7 @@ pub fn now(job: &Job) -> &'static str {
 }
 
 /// A clock expression as a time to read back.
-pub fn time_out(job: &Job, expr: &str) -> String {
+pub(super) fn time_out(job: &Job, expr: &str) -> String {
     if lite(job) {
         format!("strftime('%Y-%m-%dT%H:%M:%fZ', {expr}, 'unixepoch')")
     } else {
@@ -49,7 +49,7 @@ pub fn time_out(job: &Job, expr: &str) -> String {
 
 /// The clock column as a timestamptz expression (PostgreSQL) or epoch seconds (SQLite, where a
 /// timestamp is text that `unixepoch` reads; unreadable text is NULL, which is never eligible).
-pub fn clock_ts(job: &Job) -> String {
+pub(super) fn clock_ts(job: &Job) -> String {
     let c = format!("n0.{}", job.clock.quoted());
     if lite(job) {
         return match job.clock_kind {
@@ -69,13 +69,13 @@ pub fn clock_ts(job: &Job) -> String {
 const FOREVER_SECONDS: i64 = 3_000 * 366 * 86_400;
 
 #[derive(Clone, Copy)]
-pub enum Which {
+pub(super) enum Which {
     Grace,
     Deadline,
 }
 
 /// The window in seconds for the subject row `n0`, honouring `vary_by` overrides.
-pub(super) fn window_secs(job: &Job, which: Which, sql: &mut Sql) -> String {
+fn window_secs(job: &Job, which: Which, sql: &mut Sql) -> String {
     let pick = |p: &crate::spec::duration::Window, q: &crate::spec::duration::Window| match which {
         Which::Grace => p.seconds(),
         Which::Deadline => q.seconds(),
@@ -135,7 +135,7 @@ pub(super) fn window_secs(job: &Job, which: Which, sql: &mut Sql) -> String {
 }
 
 /// `clock + window` for the subject row `n0`.
-pub fn clock_plus(job: &Job, which: Which, sql: &mut Sql) -> String {
+pub(super) fn clock_plus(job: &Job, which: Which, sql: &mut Sql) -> String {
     if lite(job) {
         return format!("({} + ({}))", clock_ts(job), window_secs(job, which, sql));
     }
@@ -162,7 +162,7 @@ pub(super) fn cast_bind(
 }
 
 /// Renders a filter against node `node`'s alias.
-pub fn render_filter(job: &Job, node: usize, f: &Filter, sql: &mut Sql) -> String {
+fn render_filter(job: &Job, node: usize, f: &Filter, sql: &mut Sql) -> String {
     let col = |c: &Ident| format!("n{node}.{}", c.quoted());
     match f {
         Filter::Compare { column, op, value } => {
@@ -209,18 +209,12 @@ pub fn render_filter(job: &Job, node: usize, f: &Filter, sql: &mut Sql) -> Strin
 
 /// `n0.key = ANY(...)` for a batch of subject keys, cast to the key column's type so the
 /// platform's index on it is used.
-pub fn keys_match(job: &Job, keys: &[String], sql: &mut Sql) -> String {
+pub(super) fn keys_match(job: &Job, keys: &[String], sql: &mut Sql) -> String {
     column_in(job, 0, &job.key, keys, sql)
 }
 
 /// `n{node}.column = ANY(keys)`, the keys cast to the column's type so its index serves.
-pub(super) fn column_in(
-    job: &Job,
-    node: usize,
-    column: &Ident,
-    keys: &[String],
-    sql: &mut Sql,
-) -> String {
+fn column_in(job: &Job, node: usize, column: &Ident, keys: &[String], sql: &mut Sql) -> String {
     let p = sql.bind(Bind::Texts(keys.to_vec()));
     let k = format!("n{node}.{}", column.quoted());
     if lite(job) {
@@ -241,7 +235,7 @@ pub(super) fn column_in(
 /// expression giving each row's subject key (in its own type). A direct child of the subject
 /// that links to the subject's key is matched on its own column, with no join: the same rows,
 /// found through the child's index alone.
-pub fn scope(
+pub(super) fn scope(
     job: &Job,
     i: usize,
     keys: &[String],
@@ -281,7 +275,7 @@ pub(super) fn subject_base(job: &Job, sql: &mut Sql) -> String {
 
 /// Tables (as `table alias`) and conditions that join node `i` up to the subject `n0`, with the
 /// filters of every rows entry on the way.
-pub fn chain(job: &Job, i: usize, sql: &mut Sql) -> (Vec<String>, Vec<String>) {
+pub(super) fn chain(job: &Job, i: usize, sql: &mut Sql) -> (Vec<String>, Vec<String>) {
     let mut tables = Vec::new();
     let mut conds = Vec::new();
     for j in job.chain(i) {
@@ -312,7 +306,7 @@ pub fn chain(job: &Job, i: usize, sql: &mut Sql) -> (Vec<String>, Vec<String>) {
 /// An expression giving the lowest active hold id covering subject row `n0`, or NULL: an account
 /// hold on its owner, a job or subject hold of this job, or a subject hold of another job on a
 /// row this job would delete (an account purge must not take a held run with it).
-pub fn hold_expr(job: &Job, all: &[Job], sql: &mut Sql) -> String {
+pub(super) fn hold_expr(job: &Job, all: &[Job], sql: &mut Sql) -> String {
     let job_name = sql.bind(Bind::Text(job.name.clone()));
     let owner = match &job.owner {
         Some(o) => format!(

@@ -1,0 +1,62 @@
+//! What S3's answers mean to lethe: an SDK error mapped to the kinds callers branch on, and one
+//! key's answer inside a DeleteObjects response (gone, held by Object Lock, or failed).
+
+use crate::storage::{KeyOutcome, StoreError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+
+/// Maps an SDK error to the kinds callers branch on.
+pub(super) fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
+    what: &str,
+    err: SdkError<E>,
+) -> StoreError {
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    let code = err.code().unwrap_or("").to_string();
+    let msg = match (err.code(), err.message()) {
+        (Some(c), Some(m)) => format!("{what}: {c}: {m}"),
+        (Some(c), None) => format!("{what}: {c} (HTTP {})", status.unwrap_or(0)),
+        _ => format!("{what}: {}", aws_sdk_s3::error::DisplayErrorContext(&err)),
+    };
+    match (code.as_str(), status) {
+        ("NoSuchBucket", _) => StoreError::NotFound(msg),
+        (
+            "InvalidAccessKeyId"
+            | "SignatureDoesNotMatch"
+            | "AccessDenied"
+            | "InvalidToken"
+            | "ExpiredToken",
+            _,
+        )
+        | (_, Some(401 | 403)) => StoreError::Auth(msg),
+        ("SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout", _)
+        | (_, Some(500..=599)) => StoreError::Transient(msg),
+        _ if matches!(
+            err,
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_)
+        ) =>
+        {
+            StoreError::Transient(msg)
+        }
+        _ => StoreError::Other(msg),
+    }
+}
+
+/// One key's answer inside a DeleteObjects response.
+pub(super) fn per_key(code: &str, message: &str) -> KeyOutcome {
+    match code {
+        "NoSuchKey" | "NoSuchVersion" => KeyOutcome::Deleted,
+        // Object Lock refuses a locked version with AccessDenied, per key.
+        "AccessDenied" | "ObjectLocked" | "InvalidRequest" if is_lock_message(code, message) => {
+            KeyOutcome::Denied(format!("{code}: {message}"))
+        }
+        _ => KeyOutcome::Failed(format!("{code}: {message}")),
+    }
+}
+
+fn is_lock_message(code: &str, message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    code == "AccessDenied"
+        || code == "ObjectLocked"
+        || m.contains("lock")
+        || m.contains("retention")
+        || m.contains("legal hold")
+}
