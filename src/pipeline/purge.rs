@@ -207,7 +207,7 @@ pub(super) async fn purge_batch(
         .iter()
         .map(|r| merged[&r.id].locations.clone())
         .collect();
-    let mut checks = verify::verify(ctx, buckets, &to_verify).await;
+    let mut checks = verify::verify(ctx, buckets, &to_verify, false).await;
     // Leftovers after a range-listed purge: purge those subjects once more listing each
     // directory on its own (no range listing, no constructed marker), then verify again. A
     // server whose listing order or marker semantics surprise us costs time, never a subject.
@@ -226,7 +226,7 @@ pub(super) async fn purge_batch(
             again.iter().map(|&i| to_verify[i].clone()).collect();
         let owners: Vec<&Ready> = again.iter().map(|&i| &verified[i]).collect();
         let extra = objects::purge(ctx, buckets, &locs, true, lease(&owners)).await;
-        let rechecks = verify::verify(ctx, buckets, &locs).await;
+        let rechecks = verify::verify(ctx, buckets, &locs, true).await;
         for ((&i, t), c) in again.iter().zip(extra).zip(rechecks) {
             let r = &mut verified[i];
             r.tally.add_counts(&t);

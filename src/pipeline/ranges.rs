@@ -201,6 +201,63 @@ impl RangeWalker<'_> {
     }
 }
 
+/// How a range verification ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Scan {
+    /// The listing reached the end of the range (or of the prefix): every key of every
+    /// directory was seen.
+    Covered,
+    /// The range holds more keys of other subjects than the limit: listing each directory on
+    /// its own is cheaper.
+    TooManyOthers,
+}
+
+impl RangeWalker<'_> {
+    /// Lists the range once, from just before its first directory until the last key seen is
+    /// past its last directory (or the listing ends), paging only with the server's own
+    /// continuation: none of the jumps `next_page` makes. Reports every key inside one of the
+    /// directories. Gives up once more than `others_limit` keys of no directory of the range
+    /// have been read (a range interleaved with live subjects).
+    pub async fn scan_range(
+        &mut self,
+        others_limit: usize,
+        mut each: impl FnMut(&[usize], &ObjectVersion),
+    ) -> Result<Scan, StoreError> {
+        let Some((last_dir, _)) = self.dirs.last() else {
+            return Ok(Scan::Covered);
+        };
+        let last_dir = last_dir.clone();
+        let mut token = match self.dirs.len() {
+            1 => None,
+            _ => Self::marker_before(&self.dirs[0].0),
+        };
+        let mut others = 0;
+        loop {
+            let page = self
+                .store
+                .list_page(self.bucket, &self.common, self.versions, token)
+                .await?;
+            self.requests += 1;
+            for o in &page.items {
+                let owners = self.owners_of(&o.key);
+                if owners.is_empty() {
+                    others += 1;
+                } else {
+                    each(&owners, o);
+                }
+            }
+            let beyond = page.items.last().is_some_and(|o| past(&o.key, &last_dir));
+            match page.next {
+                Some(t) if !beyond => token = Some(t),
+                _ => return Ok(Scan::Covered),
+            }
+            if others > others_limit {
+                return Ok(Scan::TooManyOthers);
+            }
+        }
+    }
+}
+
 /// The longest prefix all of `items` share, cut back to a character boundary; "" for none.
 pub fn common_prefix<'a>(items: impl IntoIterator<Item = &'a str>) -> &'a str {
     let mut items = items.into_iter();
@@ -367,6 +424,77 @@ mod tests {
         assert_eq!(got.len(), 9);
         // The memory store pages 7 keys at a time: reading the whole range would take 129 pages.
         assert!(requests <= 9, "{requests} requests");
+    }
+
+    #[tokio::test]
+    async fn a_range_scan_sees_every_leftover_and_stops_past_the_last_directory() {
+        let store = MemoryStore::default();
+        store
+            .create_bucket("b", Versioning::Unversioned)
+            .await
+            .unwrap();
+        // Leftovers in the first, a middle and the last directory; 200 live keys after the
+        // range, which the scan must not read through.
+        for k in ["runs/100/a", "runs/120/x/y", "runs/149/z", "runs/099/n"] {
+            store.put("b", k, vec![]).await.unwrap();
+        }
+        for i in 0..200 {
+            store
+                .put("b", &format!("runs/5{i:02}/k"), vec![])
+                .await
+                .unwrap();
+        }
+        let dirs: Vec<(String, usize)> =
+            (0..50).map(|i| (format!("runs/{}/", 100 + i), i)).collect();
+        let mut w = RangeWalker::new(&store, "b", false, &dirs);
+        let mut seen = Vec::new();
+        let scan = w
+            .scan_range(10, |owners, o| seen.push((owners.to_vec(), o.key.clone())))
+            .await
+            .unwrap();
+        assert_eq!(scan, Scan::Covered);
+        assert_eq!(
+            seen,
+            vec![
+                (vec![0], "runs/100/a".to_string()),
+                (vec![20], "runs/120/x/y".to_string()),
+                (vec![49], "runs/149/z".to_string())
+            ]
+        );
+        // Pages of 7: the three leftovers and the first live keys fit in one.
+        assert_eq!(w.requests, 1);
+    }
+
+    #[tokio::test]
+    async fn a_range_scan_gives_up_when_other_subjects_fill_the_range() {
+        let store = MemoryStore::default();
+        store
+            .create_bucket("b", Versioning::Unversioned)
+            .await
+            .unwrap();
+        for i in 0..300 {
+            for j in 0..3 {
+                store
+                    .put("b", &format!("runs/{i:04}/{j}"), vec![])
+                    .await
+                    .unwrap();
+            }
+        }
+        let dirs: Vec<(String, usize)> = [5, 150, 290]
+            .iter()
+            .enumerate()
+            .map(|(n, i)| (format!("runs/{i:04}/"), n))
+            .collect();
+        let mut w = RangeWalker::new(&store, "b", false, &dirs);
+        let mut seen = 0;
+        let scan = w.scan_range(30, |_, _| seen += 1).await.unwrap();
+        assert_eq!(scan, Scan::TooManyOthers);
+        // 31 other keys in pages of 7: five pages, not the 125 to the end of the range.
+        assert_eq!(w.requests, 5);
+        assert_eq!(
+            seen, 3,
+            "the first directory's keys were reported on the way"
+        );
     }
 
     #[tokio::test]

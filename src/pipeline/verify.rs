@@ -1,23 +1,36 @@
-//! Verification after a purge: every subject's locations are listed again, each directory on
-//! its own and independent of the purge's range listings, and anything left (a version, a
-//! delete marker, an unfinished upload) fails that subject closed, so its rows are kept.
+//! Verification after a purge: every subject's locations are listed again, and anything left
+//! (a version, a delete marker, an unfinished upload) fails that subject closed, so its rows
+//! are kept.
+//!
+//! A bucket's directories are first listed as one range, from just before the first to past
+//! the last, paged only by the server: none of the purge's jumps, so a key the purge's walk
+//! skipped is still seen. When the range turns out to be interleaved with other subjects' keys
+//! (more than `OTHERS_PER_DIRECTORY` per directory), and always on a second pass, every
+//! directory is listed on its own, by its own prefix.
 
 use super::listing::{ListTask, Walker, list_tasks, uploads_by_subject};
 use super::objects::Buckets;
-use super::ranges::RangeWalker;
+use super::ranges::{RangeWalker, Scan};
 use crate::context::Context;
 use crate::domain::Location;
 use crate::storage::{ObjectStore, ObjectVersion, StoreError};
+use futures::StreamExt;
 use std::sync::Mutex;
 
-/// Lists every subject's locations again, each directory on its own: anything
-/// left (a version, a marker, an upload) is reported, and that subject fails closed.
+/// Keys of other subjects per directory a range verification reads before it gives up and
+/// lists each directory on its own: a range's pages are read one after another, directories
+/// `LETHE_LIST_CONCURRENCY` at a time, so past about ten keys per directory the range costs more.
+const OTHERS_PER_DIRECTORY: usize = 10;
+
+/// Lists every subject's locations again: anything left (a version, a marker, an upload) is
+/// reported, and that subject fails closed. `by_directory` lists each directory on its own
+/// whatever `LETHE_VERIFY` says (the second pass after leftovers).
 pub async fn verify(
     ctx: &Context,
     buckets: &Buckets,
     locations: &[Vec<Location>],
+    by_directory: bool,
 ) -> Vec<Result<(), String>> {
-    use futures::StreamExt;
     let store = &*ctx.store;
     let results: Mutex<Vec<Result<(), String>>> = Mutex::new(vec![Ok(()); locations.len()]);
     let flag = |i: usize, msg: String| {
@@ -46,15 +59,51 @@ pub async fn verify(
             return locations.iter().map(|_| Err(msg.clone())).collect();
         }
     }
-    // Verification shares no ordering assumption with the purge's range listings: every
-    // directory is listed on its own, by its own prefix, paged only by the server. (A full scan
-    // of a batch's emptied range was measured slower on SeaweedFS, which keeps empty
-    // directories and walks them all.)
-    futures::stream::iter(list_tasks(locations, usize::MAX))
-        .for_each_concurrent(ctx.settings.list_concurrency, |task| {
+    let ranges = ctx.settings.verify_ranges && !by_directory;
+    let tasks = list_tasks(locations, if ranges { 1 } else { usize::MAX });
+    let concurrency = ctx.settings.list_concurrency;
+    let fallback = Mutex::new(Vec::new());
+    futures::stream::iter(tasks)
+        .for_each_concurrent(concurrency, |task| {
+            let (flag, fallback) = (&flag, &fallback);
+            async move {
+                match verify_task(store, buckets, &task, ranges, flag).await {
+                    Ok(Scan::Covered) => {}
+                    Ok(Scan::TooManyOthers) => {
+                        tracing::debug!(
+                            range = %task.describe(),
+                            "the range is interleaved with other subjects; listing each directory"
+                        );
+                        fallback.lock().expect("fallback").push(task)
+                    }
+                    Err(e) => {
+                        for i in task.owners() {
+                            flag(i, format!("verifying {}: {e}", task.describe()));
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+    let single = fallback
+        .into_inner()
+        .expect("fallback")
+        .into_iter()
+        .flat_map(|t| match t {
+            ListTask::Dirs { bucket, dirs } => dirs
+                .into_iter()
+                .map(|d| ListTask::Dirs {
+                    bucket: bucket.clone(),
+                    dirs: vec![d],
+                })
+                .collect(),
+            exact => vec![exact],
+        });
+    futures::stream::iter(single)
+        .for_each_concurrent(concurrency, |task| {
             let flag = &flag;
             async move {
-                if let Err(e) = verify_task(store, buckets, &task, flag).await {
+                if let Err(e) = verify_task(store, buckets, &task, false, flag).await {
                     for i in task.owners() {
                         flag(i, format!("verifying {}: {e}", task.describe()));
                     }
@@ -65,12 +114,15 @@ pub async fn verify(
     results.into_inner().expect("results")
 }
 
+/// Lists one task, reporting what is left. A range of several directories is scanned as one
+/// when `ranges`; `TooManyOthers` asks for its directories to be listed one by one.
 async fn verify_task(
     store: &dyn ObjectStore,
     buckets: &Buckets,
     task: &ListTask,
+    ranges: bool,
     flag: &(impl Fn(usize, String) + Sync),
-) -> Result<(), StoreError> {
+) -> Result<Scan, StoreError> {
     let versions = buckets
         .versioning(store, task.bucket())
         .await?
@@ -88,13 +140,19 @@ async fn verify_task(
         }
     };
     match task {
+        ListTask::Dirs { bucket, dirs } if ranges && dirs.len() > 1 => {
+            let limit = dirs.len().saturating_mul(OTHERS_PER_DIRECTORY);
+            RangeWalker::new(store, bucket, versions, dirs)
+                .scan_range(limit, left)
+                .await
+        }
         ListTask::Dirs { bucket, dirs } => {
             for d in dirs {
                 RangeWalker::new(store, bucket, versions, std::slice::from_ref(d))
                     .scan_all(left)
                     .await?;
             }
-            Ok(())
+            Ok(Scan::Covered)
         }
         ListTask::Exact { owner, loc } => {
             let mut w = Walker::exact_only(store, loc, versions);
@@ -103,7 +161,7 @@ async fn verify_task(
                     left(&[*owner], o);
                 }
             }
-            Ok(())
+            Ok(Scan::Covered)
         }
     }
 }
