@@ -209,8 +209,9 @@ pub(super) async fn purge_batch(
         .collect();
     let mut checks = verify::verify(ctx, buckets, &to_verify, false).await;
     // Leftovers after a range-listed purge: purge those subjects once more listing each
-    // directory on its own (no range listing, no constructed marker), then verify again. A
-    // server whose listing order or marker semantics surprise us costs time, never a subject.
+    // directory on its own (no range listing, no constructed marker), then verify again the
+    // same way. A server whose listing order or marker semantics surprise us costs time,
+    // never a subject.
     let again: Vec<usize> = checks
         .iter()
         .enumerate()

@@ -214,7 +214,7 @@ pub enum Scan {
 
 impl RangeWalker<'_> {
     /// Lists the range once, from just before its first directory until the last key seen is
-    /// past its last directory (or the listing ends), paging only with the server's own
+    /// past every one of its directories (or the listing ends), paging only with the server's own
     /// continuation: none of the jumps `next_page` makes. Reports every key inside one of the
     /// directories. Gives up once more than `others_limit` keys of no directory of the range
     /// have been read (a range interleaved with live subjects).
@@ -223,10 +223,9 @@ impl RangeWalker<'_> {
         others_limit: usize,
         mut each: impl FnMut(&[usize], &ObjectVersion),
     ) -> Result<Scan, StoreError> {
-        let Some((last_dir, _)) = self.dirs.last() else {
+        if self.dirs.is_empty() {
             return Ok(Scan::Covered);
-        };
-        let last_dir = last_dir.clone();
+        }
         let mut token = match self.dirs.len() {
             1 => None,
             _ => Self::marker_before(&self.dirs[0].0),
@@ -246,7 +245,12 @@ impl RangeWalker<'_> {
                     each(&owners, o);
                 }
             }
-            let beyond = page.items.last().is_some_and(|o| past(&o.key, &last_dir));
+            // Past every directory, not just the last in sorted order: `runs/1/` sorts before
+            // `runs/1/a/` yet ends after it.
+            let beyond = page
+                .items
+                .last()
+                .is_some_and(|o| self.dirs.iter().all(|(d, _)| past(&o.key, d)));
             match page.next {
                 Some(t) if !beyond => token = Some(t),
                 _ => return Ok(Scan::Covered),
@@ -463,6 +467,39 @@ mod tests {
         );
         // Pages of 7: the three leftovers and the first live keys fit in one.
         assert_eq!(w.requests, 1);
+    }
+
+    #[tokio::test]
+    async fn a_range_scan_reads_to_the_end_of_a_directory_that_contains_another() {
+        let store = MemoryStore::default();
+        store
+            .create_bucket("b", Versioning::Unversioned)
+            .await
+            .unwrap();
+        // `runs/1/a/` sorts last but ends first: a page ending in `runs/1/b*` is past it, not
+        // past `runs/1/`, whose last leftover comes pages later.
+        for i in 0..20 {
+            store
+                .put("b", &format!("runs/1/b{i:02}"), vec![])
+                .await
+                .unwrap();
+        }
+        for k in ["runs/1/a/x", "runs/1/z", "runs/2/k"] {
+            store.put("b", k, vec![]).await.unwrap();
+        }
+        let dirs = vec![("runs/1/a/".to_string(), 1), ("runs/1/".to_string(), 0)];
+        let mut w = RangeWalker::new(&store, "b", false, &dirs);
+        let mut seen = Vec::new();
+        let scan = w
+            .scan_range(1_000, |owners, o| {
+                seen.push((owners.to_vec(), o.key.clone()))
+            })
+            .await
+            .unwrap();
+        assert_eq!(scan, Scan::Covered);
+        assert_eq!(seen.len(), 22, "{seen:?}");
+        assert_eq!(seen[0], (vec![0, 1], "runs/1/a/x".to_string()));
+        assert_eq!(seen[21], (vec![0], "runs/1/z".to_string()));
     }
 
     #[tokio::test]
