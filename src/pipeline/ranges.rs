@@ -306,6 +306,16 @@ mod tests {
     use crate::storage::Versioning;
     use crate::storage::memory::MemoryStore;
 
+    /// A memory store with one unversioned bucket `b`.
+    async fn plain_bucket() -> MemoryStore {
+        let store = MemoryStore::default();
+        store
+            .create_bucket("b", Versioning::Unversioned)
+            .await
+            .unwrap();
+        store
+    }
+
     async fn collect(
         store: &MemoryStore,
         versions: bool,
@@ -405,11 +415,7 @@ mod tests {
 
     #[tokio::test]
     async fn sparse_directories_jump_instead_of_reading_everything_between() {
-        let store = MemoryStore::default();
-        store
-            .create_bucket("b", Versioning::Unversioned)
-            .await
-            .unwrap();
+        let store = plain_bucket().await;
         // 300 subjects of 3 objects; only 3 of them are in the batch.
         for i in 0..300 {
             for j in 0..3 {
@@ -432,11 +438,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_range_scan_sees_every_leftover_and_stops_past_the_last_directory() {
-        let store = MemoryStore::default();
-        store
-            .create_bucket("b", Versioning::Unversioned)
-            .await
-            .unwrap();
+        let store = plain_bucket().await;
         // Leftovers in the first, a middle and the last directory; 200 live keys after the
         // range, which the scan must not read through.
         for k in ["runs/100/a", "runs/120/x/y", "runs/149/z", "runs/099/n"] {
@@ -471,11 +473,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_range_scan_reads_to_the_end_of_a_directory_that_contains_another() {
-        let store = MemoryStore::default();
-        store
-            .create_bucket("b", Versioning::Unversioned)
-            .await
-            .unwrap();
+        let store = plain_bucket().await;
         // `runs/1/a/` sorts last but ends first: a page ending in `runs/1/b*` is past it, not
         // past `runs/1/`, whose last leftover comes pages later.
         for i in 0..20 {
@@ -504,11 +502,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_range_scan_gives_up_when_other_subjects_fill_the_range() {
-        let store = MemoryStore::default();
-        store
-            .create_bucket("b", Versioning::Unversioned)
-            .await
-            .unwrap();
+        let store = plain_bucket().await;
         for i in 0..300 {
             for j in 0..3 {
                 store
@@ -536,11 +530,7 @@ mod tests {
 
     #[tokio::test]
     async fn dense_directories_are_read_in_one_pass() {
-        let store = MemoryStore::default();
-        store
-            .create_bucket("b", Versioning::Unversioned)
-            .await
-            .unwrap();
+        let store = plain_bucket().await;
         for i in 0..50 {
             for j in 0..7 {
                 store
