@@ -126,13 +126,14 @@ impl ListTask {
 
     /// Sends every entry this task lists into `tx`, tagged with its first owner: a key inside
     /// two subjects' directories is deleted once and tallied to the first; verification checks
-    /// it for every owner. Stops early if the receiver is gone.
+    /// it for every owner. Stops early if the receiver is gone. Answers whether the task's
+    /// directories were read as one dense stretch (`RangeWalker::dense`).
     pub(super) async fn send_all(
         &self,
         store: &dyn ObjectStore,
         versions: bool,
         tx: &mpsc::Sender<Tagged>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let send =
             |owner: usize, item: ObjectVersion| tx.send((owner, self.bucket().to_string(), item));
         match self {
@@ -141,23 +142,24 @@ impl ListTask {
                 while let Some(page) = w.next_page().await? {
                     for (owners, item) in page {
                         if send(owners[0], item).await.is_err() {
-                            return Ok(());
+                            return Ok(false);
                         }
                     }
                 }
+                return Ok(w.dense(super::verify::OTHERS_PER_DIRECTORY as u64));
             }
             ListTask::Exact { owner, loc } => {
                 let mut w = Walker::exact_only(store, loc, versions);
                 while let Some(page) = w.next_page().await? {
                     for item in page {
                         if send(*owner, item).await.is_err() {
-                            return Ok(());
+                            return Ok(false);
                         }
                     }
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 }
 

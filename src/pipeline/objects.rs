@@ -35,6 +35,10 @@ pub struct Tally {
     /// The first failure, if any; such a subject is not verified and keeps its rows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
+    /// The purge's listing found this subject's directories interleaved with other subjects'
+    /// keys (it jumped, or read many of theirs): verification lists each directory on its own.
+    #[serde(skip)]
+    pub sparse: bool,
 }
 
 impl Tally {
@@ -266,7 +270,13 @@ async fn list_into(
             t[i].routes.insert(v.as_str().to_string());
         }
     }
-    task.send_all(store, v.keeps_versions(), tx).await
+    if !task.send_all(store, v.keeps_versions(), tx).await? {
+        let mut t = tallies.lock().expect("tallies");
+        for i in task.owners() {
+            t[i].sparse = true;
+        }
+    }
+    Ok(())
 }
 
 /// Of `subjects`, those whose objects must not be deleted now (their lease is lost or cannot be

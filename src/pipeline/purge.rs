@@ -207,7 +207,11 @@ pub(super) async fn purge_batch(
         .iter()
         .map(|r| merged[&r.id].locations.clone())
         .collect();
-    let mut checks = verify::verify(ctx, buckets, &to_verify, false).await;
+    // One range listing per bucket only where the purge's own listing found the batch's
+    // directories dense: elsewhere it would read through other subjects' keys (and, on
+    // SeaweedFS, through every emptied directory of earlier batches in between).
+    let sparse = verified.iter().any(|r| r.tally.sparse);
+    let mut checks = verify::verify(ctx, buckets, &to_verify, sparse).await;
     // Leftovers after a range-listed purge: purge those subjects once more listing each
     // directory on its own (no range listing, no constructed marker), then verify again the
     // same way. A server whose listing order or marker semantics surprise us costs time,

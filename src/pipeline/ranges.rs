@@ -28,6 +28,10 @@ pub struct RangeWalker<'a> {
     token: Option<PageToken>,
     done: bool,
     pub requests: u64,
+    /// Keys read that belong to no directory of the range.
+    pub others: u64,
+    /// Whether the walk jumped over a stretch of other keys.
+    pub jumped: bool,
 }
 
 impl<'a> RangeWalker<'a> {
@@ -65,6 +69,8 @@ impl<'a> RangeWalker<'a> {
             token: None,
             done,
             requests: 0,
+            others: 0,
+            jumped: false,
         }
     }
 
@@ -135,6 +141,7 @@ impl<'a> RangeWalker<'a> {
                     (!owners.is_empty()).then_some((owners, o))
                 })
                 .collect();
+            self.others += (total - matched.len()) as u64;
             // Directories wholly before the last key seen are finished.
             if let Some(last) = &last {
                 while self.next_dir < self.dirs.len() {
@@ -157,6 +164,7 @@ impl<'a> RangeWalker<'a> {
                         // Jump only forward, and only when this stretch was mostly other keys.
                         let forward = jump.as_ref().is_some_and(|j| past(&j.key, &next.key));
                         self.token = if mostly_waste && forward {
+                            self.jumped = true;
                             jump
                         } else {
                             Some(next)
@@ -173,6 +181,13 @@ impl<'a> RangeWalker<'a> {
 }
 
 impl RangeWalker<'_> {
+    /// Whether the walk so far read its directories as one stretch: no jump, and at most
+    /// `per_dir` keys of other subjects per directory. Only then is a verification of the same
+    /// range by one listing no dearer than the walk was (see `verify`).
+    pub fn dense(&self, per_dir: u64) -> bool {
+        !self.jumped && self.others <= per_dir.saturating_mul(self.dirs.len() as u64)
+    }
+
     /// Lists everything under the directories' common prefix from its very start, paging only
     /// with the server's own continuation (no constructed markers, so no ordering assumption),
     /// and reports every key inside one of the directories.

@@ -20,7 +20,7 @@ use std::sync::Mutex;
 /// Keys of other subjects per directory a range verification reads before it gives up and
 /// lists each directory on its own: a range's pages are read one after another, directories
 /// `LETHE_LIST_CONCURRENCY` at a time, so past about ten keys per directory the range costs more.
-const OTHERS_PER_DIRECTORY: usize = 10;
+pub(super) const OTHERS_PER_DIRECTORY: usize = 10;
 
 /// Lists every subject's locations again: anything left (a version, a marker, an upload) is
 /// reported, and that subject fails closed. `by_directory` lists each directory on its own
