@@ -7,8 +7,10 @@
 # `lethe run --job deleted-runs` with info logs, and prints the wall time and each batch's
 # `stages_ms` line (manifest, claim, holds, objects, verify, rows). Extra environment (for
 # example LETHE_DELETE_CONCURRENCY=32) is passed through to lethe. PROFILE_WRAP runs lethe under
-# a profiler: PROFILE_WRAP="heaptrack -o target/bench/heap", then heaptrack_print. The S3
-# server is restarted empty first; the services stay running when they were already up.
+# a profiler: PROFILE_WRAP="heaptrack -o target/bench/heap", then heaptrack_print.
+# PROFILE_BIN=DIR takes `lethe` and `lethe-bench` from DIR instead of building them (an older
+# build, to compare against). The S3 server is restarted empty first; the services stay running
+# when they were already up.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source bench/lib.sh
@@ -23,9 +25,14 @@ fi
 scripts/services.sh start >&2
 scripts/services.sh restart-s3 >&2 # a fresh server each time: see bench/run.sh
 eval "$(scripts/services.sh env)"
-cargo build --release --quiet --bin lethe --example lethe-bench
-LETHE="$CARGO_TARGET_DIR/release/lethe"
-TOOL="$CARGO_TARGET_DIR/release/examples/lethe-bench"
+if [[ -n ${PROFILE_BIN:-} ]]; then
+    LETHE="$PROFILE_BIN/lethe"
+    TOOL="$PROFILE_BIN/lethe-bench"
+else
+    cargo build --release --quiet --bin lethe --example lethe-bench
+    LETHE="$CARGO_TARGET_DIR/release/lethe"
+    TOOL="$CARGO_TARGET_DIR/release/examples/lethe-bench"
+fi
 OUT=target/bench
 mkdir -p "$OUT"
 DB=postgres://postgres@127.0.0.1:5432/lethe_prof
@@ -49,11 +56,11 @@ quiesce
 ticks=$(server_ticks)
 start=${EPOCHREALTIME/./}
 code=0
-DATABASE_URL="$DB" LETHE_JOBS_DIR="$jobs" LETHE_LOG=lethe=info \
+DATABASE_URL="$DB" LETHE_JOBS_DIR="$jobs" LETHE_LOG="${LETHE_LOG:-lethe=info}" \
     /usr/bin/time -f 'lethe cpu: user %U s, sys %S s, peak RSS %M KiB' -o "$OUT/profile.time" ${PROFILE_WRAP:-} "$LETHE" run --job deleted-runs >"$OUT/profile.out" 2>"$OUT/profile.log" || code=$?
 end=${EPOCHREALTIME/./}
 printf 'S3 server cpu: %s s\n' "$(server_cpu_since "$ticks")"
 grep -o 'stages_ms=.*' "$OUT/profile.log" || true
 cat "$OUT/profile.time"
 printf 'wall %.2fs, exit %s, left (versions markers): %s\n' \
-    "$(echo "($end - $start) / 1000000" | bc -l)" "$code" "$("$TOOL" count "$bucket")"
+    "$(echo "($end - $start) / 1000000" | bc -l)" "$code" "$(LETHE_S3_TIMEOUT_SECONDS=600 "$TOOL" count "$bucket")"

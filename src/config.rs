@@ -42,10 +42,13 @@ pub struct Settings {
     /// reads on into the next range's keys, so more ranges list more keys twice.
     pub list_ranges: usize,
     /// `LETHE_VERIFY` (default `ranges`): how verification lists a batch's directories.
-    /// `ranges`: a bucket's directories are listed once more as one range, from just before the
-    /// first to past the last, paged only by the server (none of the purge's jumps), falling
-    /// back to one listing per directory when the range holds more than 10 keys of other
-    /// subjects per directory; `directories`: every directory on its own, by its own prefix.
+    /// `ranges`: where the purge's listing read the batch's directories as one cheap stretch
+    /// (no jump over other subjects' keys, no LIST request slower than 2 s), a bucket's
+    /// directories are listed once more as one range, from just before the first to past the
+    /// last, paged only by the server (none of the purge's jumps), falling back to one listing
+    /// per directory when the range holds more than 10 keys of other subjects per directory or
+    /// a request takes longer than 2 s; `directories`: every directory on its own, by its own
+    /// prefix.
     /// Measured (bench/, 2,000 emptied directories on SeaweedFS): see README Performance.
     pub verify_ranges: bool,
     /// `LETHE_KEY_RETRIES` (default 5): attempts for keys a DeleteObjects answer reports failed.

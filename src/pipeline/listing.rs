@@ -146,7 +146,15 @@ impl ListTask {
                         }
                     }
                 }
-                return Ok(w.dense(super::verify::OTHERS_PER_DIRECTORY as u64));
+                tracing::debug!(
+                    range = %self.describe(),
+                    requests = w.requests,
+                    others = w.others,
+                    jumped = w.jumped,
+                    slowest_ms = w.slowest.as_millis() as u64,
+                    "range listed"
+                );
+                return Ok(w.dense(super::verify::BUDGET));
             }
             ListTask::Exact { owner, loc } => {
                 let mut w = Walker::exact_only(store, loc, versions);

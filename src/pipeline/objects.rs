@@ -35,8 +35,9 @@ pub struct Tally {
     /// The first failure, if any; such a subject is not verified and keeps its rows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
-    /// The purge's listing found this subject's directories interleaved with other subjects'
-    /// keys (it jumped, or read many of theirs): verification lists each directory on its own.
+    /// The purge's listing of this subject's directories was not one cheap stretch (it jumped
+    /// over other subjects' keys, read many of theirs, or a request was slow): verification
+    /// lists each directory on its own.
     #[serde(skip)]
     pub sparse: bool,
 }

@@ -208,8 +208,8 @@ pub(super) async fn purge_batch(
         .map(|r| merged[&r.id].locations.clone())
         .collect();
     // One range listing per bucket only where the purge's own listing found the batch's
-    // directories dense: elsewhere it would read through other subjects' keys (and, on
-    // SeaweedFS, through every emptied directory of earlier batches in between).
+    // directories one cheap stretch: elsewhere it would read through other subjects' keys or,
+    // on SeaweedFS, walk every emptied directory in between once more.
     let sparse = verified.iter().any(|r| r.tally.sparse);
     let mut checks = verify::verify(ctx, buckets, &to_verify, sparse).await;
     // Leftovers after a range-listed purge: purge those subjects once more listing each

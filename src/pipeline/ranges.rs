@@ -15,6 +15,8 @@
 
 use crate::storage::{ObjectStore, ObjectVersion, PageToken, StoreError};
 use std::collections::HashMap;
+use std::time::Duration;
+use tokio::time::Instant;
 
 pub struct RangeWalker<'a> {
     store: &'a dyn ObjectStore,
@@ -32,6 +34,8 @@ pub struct RangeWalker<'a> {
     pub others: u64,
     /// Whether the walk jumped over a stretch of other keys.
     pub jumped: bool,
+    /// The longest one of the walk's LIST requests took.
+    pub slowest: Duration,
 }
 
 impl<'a> RangeWalker<'a> {
@@ -71,6 +75,7 @@ impl<'a> RangeWalker<'a> {
             requests: 0,
             others: 0,
             jumped: false,
+            slowest: Duration::ZERO,
         }
     }
 
@@ -86,12 +91,14 @@ impl<'a> RangeWalker<'a> {
     }
 
     /// A listing position strictly before every key of directory `p`, whatever the server's
-    /// order and marker semantics: the directory's last path component shortened by one
-    /// character (`runs/a0/` -> `runs/a`), or for a one-character component its predecessor
-    /// (`runs/1/` -> `runs/0`), else the parent directory itself. Not `runs/1`: SeaweedFS's
-    /// ListObjectsV2 treats `StartAfter=runs/1` as past the whole directory `runs/1/`. Keys
-    /// between the marker and the directory are filtered out like any other. `None` means
-    /// "from the start of the listing".
+    /// order and marker semantics, and as close to it as is safe: the directory's last path
+    /// component with its last character lowered by one and `~` after it (`runs/19/` ->
+    /// `runs/18~`, which sorts after `runs/180/` to `runs/189/`). Where lowering would give `/`
+    /// (a component ending in `0`), the component shortened by one character (`runs/a0/` ->
+    /// `runs/a`), or for a one-character component the parent directory itself. Never the
+    /// directory's own name: SeaweedFS's ListObjectsV2 treats `StartAfter=runs/1` as past the
+    /// whole directory `runs/1/`. Keys between the marker and the directory are filtered out
+    /// like any other. `None` means "from the start of the listing".
     pub fn marker_before(p: &str) -> Option<PageToken> {
         let dir = &p[..p.len() - 1];
         let (parent, last) = match dir.rfind('/') {
@@ -99,20 +106,32 @@ impl<'a> RangeWalker<'a> {
             None => ("", dir),
         };
         let mut chars: Vec<char> = last.chars().collect();
-        let key = if chars.len() > 1 {
-            chars.pop();
-            format!("{parent}{}", chars.into_iter().collect::<String>())
-        } else {
-            match chars
-                .first()
-                .filter(|c| **c > '0')
-                .and_then(|c| char::from_u32(*c as u32 - 1))
-            {
-                Some(prev) => format!("{parent}{prev}"),
-                None => parent.to_string(),
+        let lowered = chars
+            .last()
+            .and_then(|c| (*c as u32).checked_sub(1))
+            .and_then(char::from_u32)
+            .filter(|c| *c != '/');
+        let key = match lowered {
+            Some(prev) => {
+                chars.pop();
+                let stem: String = chars.into_iter().collect();
+                format!("{parent}{stem}{prev}~")
             }
+            None if chars.len() > 1 => {
+                chars.pop();
+                format!("{parent}{}", chars.into_iter().collect::<String>())
+            }
+            None => parent.to_string(),
         };
         (!key.is_empty()).then_some(PageToken { key, version: None })
+    }
+
+    /// Where to start listing for directory `p` of this walk: `marker_before(p)`, or the start
+    /// of the listing when that marker sorts before the walk's prefix. (SeaweedFS answers a
+    /// ListObjectVersions whose key marker sorts before its prefix with nothing at all, where
+    /// S3 lists the prefix from its start.)
+    fn start_for(&self, p: &str) -> Option<PageToken> {
+        Self::marker_before(p).filter(|t| t.key.starts_with(&self.common))
     }
 
     /// The next page of keys that belong to the batch's directories, each with its owners.
@@ -124,12 +143,14 @@ impl<'a> RangeWalker<'a> {
             let token = match self.token.take() {
                 Some(t) => Some(t),
                 None if self.dirs.len() == 1 => None,
-                None => Self::marker_before(&self.dirs[self.next_dir].0),
+                None => self.start_for(&self.dirs[self.next_dir].0),
             };
+            let started = Instant::now();
             let page = self
                 .store
                 .list_page(self.bucket, &self.common, self.versions, token)
                 .await?;
+            self.slowest = self.slowest.max(started.elapsed());
             self.requests += 1;
             let total = page.items.len();
             let last = page.items.last().map(|o| o.key.clone());
@@ -159,7 +180,7 @@ impl<'a> RangeWalker<'a> {
                     if self.next_dir >= self.dirs.len() {
                         self.done = true;
                     } else {
-                        let jump = Self::marker_before(&self.dirs[self.next_dir].0);
+                        let jump = self.start_for(&self.dirs[self.next_dir].0);
                         let mostly_waste = matched.len() * 2 < total;
                         // Jump only forward, and only when this stretch was mostly other keys.
                         let forward = jump.as_ref().is_some_and(|j| past(&j.key, &next.key));
@@ -180,12 +201,26 @@ impl<'a> RangeWalker<'a> {
     }
 }
 
+/// When listing a range once more, as one, is not worth it (see `verify`): SeaweedFS, for one,
+/// walks every emptied directory between two keys, which no key count shows but time does.
+#[derive(Clone, Copy, Debug)]
+pub struct RangeBudget {
+    /// Keys of other subjects per directory of the range.
+    pub others_per_directory: u64,
+    /// The longest one LIST request of the range may take.
+    pub slowest_request: Duration,
+}
+
 impl RangeWalker<'_> {
-    /// Whether the walk so far read its directories as one stretch: no jump, and at most
-    /// `per_dir` keys of other subjects per directory. Only then is a verification of the same
-    /// range by one listing no dearer than the walk was (see `verify`).
-    pub fn dense(&self, per_dir: u64) -> bool {
-        !self.jumped && self.others <= per_dir.saturating_mul(self.dirs.len() as u64)
+    /// Whether the walk so far read its directories as one cheap stretch: no jump, at most
+    /// `others_per_directory` keys of other subjects per directory, and no request slower than
+    /// `slowest_request`. Only then is a verification of the same range by one listing no
+    /// dearer than the walk was (see `verify`).
+    pub fn dense(&self, budget: RangeBudget) -> bool {
+        let others = budget
+            .others_per_directory
+            .saturating_mul(self.dirs.len() as u64);
+        !self.jumped && self.others <= others && self.slowest <= budget.slowest_request
     }
 
     /// Lists everything under the directories' common prefix from its very start, paging only
@@ -222,20 +257,24 @@ pub enum Scan {
     /// The listing reached the end of the range (or of the prefix): every key of every
     /// directory was seen.
     Covered,
-    /// The range holds more keys of other subjects than the limit: listing each directory on
+    /// The range holds more keys of other subjects than the budget: listing each directory on
     /// its own is cheaper.
     TooManyOthers,
+    /// A request took longer than the budget (and was abandoned): the server is walking a long
+    /// stretch of something, and listing each directory on its own is cheaper.
+    TooSlow,
 }
 
 impl RangeWalker<'_> {
     /// Lists the range once, from just before its first directory until the last key seen is
     /// past every one of its directories (or the listing ends), paging only with the server's own
     /// continuation: none of the jumps `next_page` makes. Reports every key inside one of the
-    /// directories. Gives up once more than `others_limit` keys of no directory of the range
-    /// have been read (a range interleaved with live subjects).
+    /// directories. Gives up once more keys of no directory of the range have been read than
+    /// the budget allows (a range interleaved with live subjects), or when a request takes
+    /// longer than it allows (a range through a long stretch of emptied directories).
     pub async fn scan_range(
         &mut self,
-        others_limit: usize,
+        budget: RangeBudget,
         mut each: impl FnMut(&[usize], &ObjectVersion),
     ) -> Result<Scan, StoreError> {
         if self.dirs.is_empty() {
@@ -243,15 +282,21 @@ impl RangeWalker<'_> {
         }
         let mut token = match self.dirs.len() {
             1 => None,
-            _ => Self::marker_before(&self.dirs[0].0),
+            _ => self.start_for(&self.dirs[0].0),
         };
+        let others_limit = budget
+            .others_per_directory
+            .saturating_mul(self.dirs.len() as u64);
         let mut others = 0;
         loop {
-            let page = self
+            let request = self
                 .store
-                .list_page(self.bucket, &self.common, self.versions, token)
-                .await?;
+                .list_page(self.bucket, &self.common, self.versions, token);
             self.requests += 1;
+            let Ok(page) = tokio::time::timeout(budget.slowest_request, request).await else {
+                return Ok(Scan::TooSlow);
+            };
+            let page = page?;
             for o in &page.items {
                 let owners = self.owners_of(&o.key);
                 if owners.is_empty() {
@@ -321,6 +366,14 @@ mod tests {
     use crate::storage::Versioning;
     use crate::storage::memory::MemoryStore;
 
+    /// The budget `verify` uses, with `others` keys of other subjects per directory.
+    fn budget(others: u64) -> RangeBudget {
+        RangeBudget {
+            others_per_directory: others,
+            slowest_request: Duration::from_secs(2),
+        }
+    }
+
     /// A memory store with one unversioned bucket `b`.
     async fn plain_bucket() -> MemoryStore {
         let store = MemoryStore::default();
@@ -335,7 +388,7 @@ mod tests {
         store: &MemoryStore,
         versions: bool,
         dirs: &[(String, usize)],
-    ) -> (Vec<(usize, String)>, u64) {
+    ) -> (Vec<(usize, String)>, u64, bool) {
         let mut w = RangeWalker::new(store, "b", versions, dirs);
         let mut out = Vec::new();
         while let Some(page) = w.next_page().await.unwrap() {
@@ -346,7 +399,7 @@ mod tests {
             }
         }
         out.sort();
-        (out, w.requests)
+        (out, w.requests, w.dense(budget(10)))
     }
 
     #[tokio::test]
@@ -372,7 +425,7 @@ mod tests {
             ("runs/100/".to_string(), 1),
             ("runs/3/".to_string(), 2),
         ];
-        let (got, _) = collect(&store, true, &dirs).await;
+        let (got, _, _) = collect(&store, true, &dirs).await;
         assert_eq!(
             got,
             vec![
@@ -388,12 +441,16 @@ mod tests {
     #[test]
     fn markers_sort_before_their_directory_in_every_order() {
         let m = |p: &str| RangeWalker::marker_before(p).map(|t| t.key);
-        assert_eq!(m("runs/1/").as_deref(), Some("runs/0"));
+        assert_eq!(m("runs/1/").as_deref(), Some("runs/0~"));
+        assert_eq!(m("runs/19/").as_deref(), Some("runs/18~"));
         assert_eq!(m("runs/a0/").as_deref(), Some("runs/a"));
         assert_eq!(m("runs/0/").as_deref(), Some("runs/"));
-        assert_eq!(m("x/").as_deref(), Some("w"));
+        assert_eq!(m("x/").as_deref(), Some("w~"));
         assert_eq!(m("0/"), None);
-        for p in ["runs/1/", "runs/a0/", "runs/0/", "runs/10/", "a/b-c/"] {
+        for p in [
+            "runs/1/", "runs/19/", "runs/a0/", "runs/0/", "runs/10/", "a/b-c/", "runs/a-/",
+            "runs/é/",
+        ] {
             let k = m(p).unwrap();
             assert!(
                 k.as_str() < p && tree_cmp(&k, p).is_lt() && !p.starts_with(&format!("{k}/")),
@@ -445,10 +502,14 @@ mod tests {
             .enumerate()
             .map(|(n, i)| (format!("runs/{i:04}/"), n))
             .collect();
-        let (got, requests) = collect(&store, false, &dirs).await;
+        let (got, requests, dense) = collect(&store, false, &dirs).await;
         assert_eq!(got.len(), 9);
         // The memory store pages 7 keys at a time: reading the whole range would take 129 pages.
         assert!(requests <= 9, "{requests} requests");
+        assert!(
+            !dense,
+            "a walk that jumped is not dense: verification lists each directory"
+        );
     }
 
     #[tokio::test]
@@ -470,7 +531,9 @@ mod tests {
         let mut w = RangeWalker::new(&store, "b", false, &dirs);
         let mut seen = Vec::new();
         let scan = w
-            .scan_range(10, |owners, o| seen.push((owners.to_vec(), o.key.clone())))
+            .scan_range(budget(10), |owners, o| {
+                seen.push((owners.to_vec(), o.key.clone()))
+            })
             .await
             .unwrap();
         assert_eq!(scan, Scan::Covered);
@@ -504,7 +567,7 @@ mod tests {
         let mut w = RangeWalker::new(&store, "b", false, &dirs);
         let mut seen = Vec::new();
         let scan = w
-            .scan_range(1_000, |owners, o| {
+            .scan_range(budget(500), |owners, o| {
                 seen.push((owners.to_vec(), o.key.clone()))
             })
             .await
@@ -533,7 +596,7 @@ mod tests {
             .collect();
         let mut w = RangeWalker::new(&store, "b", false, &dirs);
         let mut seen = 0;
-        let scan = w.scan_range(30, |_, _| seen += 1).await.unwrap();
+        let scan = w.scan_range(budget(10), |_, _| seen += 1).await.unwrap();
         assert_eq!(scan, Scan::TooManyOthers);
         // 31 other keys in pages of 7: five pages, not the 125 to the end of the range.
         assert_eq!(w.requests, 5);
@@ -555,8 +618,60 @@ mod tests {
             }
         }
         let dirs: Vec<(String, usize)> = (0..50).map(|i| (format!("runs/{i}/"), i)).collect();
-        let (got, requests) = collect(&store, false, &dirs).await;
+        let (got, requests, dense) = collect(&store, false, &dirs).await;
         assert_eq!(got.len(), 350);
         assert!(requests <= 51, "{requests} requests for 50 pages of keys");
+        assert!(dense, "one stretch: verification may list it as one range");
+    }
+
+    /// 40 directories of 2 keys, `runs/10/` to `runs/49/`, and a stretch the server walks for
+    /// 30 s (emptied directories) between `runs/29/` and `runs/30/`.
+    async fn a_range_over_a_slow_stretch() -> (MemoryStore, Vec<(String, usize)>) {
+        let store = plain_bucket().await;
+        for i in 10..50 {
+            for j in 0..2 {
+                store
+                    .put("b", &format!("runs/{i}/{j}"), vec![])
+                    .await
+                    .unwrap();
+            }
+        }
+        let spot = ("runs/29/~".to_string(), Duration::from_secs(30));
+        store.slow_spots.lock().unwrap().push(spot);
+        let dirs = (10..50).map(|i| (format!("runs/{i}/"), i)).collect();
+        (store, dirs)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_walk_with_a_slow_request_is_not_one_cheap_stretch() {
+        let (store, dirs) = a_range_over_a_slow_stretch().await;
+        let (got, _, dense) = collect(&store, false, &dirs).await;
+        assert_eq!(got.len(), 80, "every key is still listed");
+        assert!(!dense, "a 30 s request: verification lists each directory");
+        store.slow_spots.lock().unwrap().clear();
+        let (_, _, dense) = collect(&store, false, &dirs).await;
+        assert!(dense, "the same range without the slow stretch");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_range_scan_gives_up_on_a_slow_request_within_the_budget() {
+        let (store, dirs) = a_range_over_a_slow_stretch().await;
+        let started = tokio::time::Instant::now();
+        let mut w = RangeWalker::new(&store, "b", false, &dirs);
+        let mut seen = 0;
+        let scan = w.scan_range(budget(10), |_, _| seen += 1).await.unwrap();
+        assert_eq!(scan, Scan::TooSlow);
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "abandoned at the 2 s budget, not after the 30 s walk: {:?}",
+            started.elapsed()
+        );
+        // Pages of 7: the keys before the slow stretch were reported on the way.
+        assert_eq!(seen, 35);
+        store.slow_spots.lock().unwrap().clear();
+        let mut w = RangeWalker::new(&store, "b", false, &dirs);
+        let mut seen = 0;
+        let scan = w.scan_range(budget(10), |_, _| seen += 1).await.unwrap();
+        assert_eq!((scan, seen), (Scan::Covered, 80));
     }
 }

@@ -23,6 +23,10 @@ pub struct MemoryStore {
     counter: Mutex<u64>,
     /// Keys whose deletion is refused, as S3 Object Lock would.
     pub locked: Mutex<Vec<String>>,
+    /// Places in the key space a listing walks past slowly, as SeaweedFS walks emptied
+    /// directories: a page whose stretch (from its marker, or its prefix's start, to its last
+    /// key, or its prefix's end) holds one of these takes that long. In tokio's time.
+    pub slow_spots: Mutex<Vec<(String, std::time::Duration)>>,
 }
 
 /// Page size, small so pagination is exercised.
@@ -34,19 +38,9 @@ impl MemoryStore {
         *c += 1;
         format!("v{:08}", *c)
     }
-}
 
-#[async_trait]
-impl ObjectStore for MemoryStore {
-    async fn versioning(&self, bucket: &str) -> Result<Versioning, StoreError> {
-        let b = self.buckets.lock().expect("lock");
-        let b = b
-            .get(bucket)
-            .ok_or_else(|| StoreError::NotFound(bucket.into()))?;
-        Ok(b.versioning.unwrap_or(Versioning::Unversioned))
-    }
-
-    async fn list_page(
+    /// One page of a listing, as `list_page` answers it (without `slow_spots`).
+    fn page(
         &self,
         bucket: &str,
         prefix: &str,
@@ -106,7 +100,44 @@ impl ObjectStore for MemoryStore {
             .flatten();
         Ok(Page { items, next })
     }
+}
 
+#[async_trait]
+impl ObjectStore for MemoryStore {
+    async fn versioning(&self, bucket: &str) -> Result<Versioning, StoreError> {
+        let b = self.buckets.lock().expect("lock");
+        let b = b
+            .get(bucket)
+            .ok_or_else(|| StoreError::NotFound(bucket.into()))?;
+        Ok(b.versioning.unwrap_or(Versioning::Unversioned))
+    }
+
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        versions: bool,
+        token: Option<PageToken>,
+    ) -> Result<Page, StoreError> {
+        let after = token.as_ref().map(|t| t.key.clone());
+        let page = self.page(bucket, prefix, versions, token)?;
+        let slow = self
+            .slow_spots
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(spot, _)| {
+                spot.starts_with(prefix)
+                    && after.as_ref().is_none_or(|a| spot > a)
+                    && page.next.as_ref().is_none_or(|n| *spot <= n.key)
+            })
+            .map(|(_, d)| *d)
+            .max();
+        if let Some(d) = slow {
+            tokio::time::sleep(d).await;
+        }
+        Ok(page)
+    }
     async fn delete_batch(
         &self,
         bucket: &str,

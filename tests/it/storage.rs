@@ -451,6 +451,69 @@ async fn purge_and_verify_remove_each_subject_only_on_a_plain_bucket(kind: Kind)
     );
 }
 
+/// Ranges of several directories start from a marker just before their first directory, and
+/// jump to one just before the next (`runs/19/` -> `runs/18~`); on every backend and bucket
+/// kind, nothing of a directory sorts before its marker and nothing beside one is taken, with
+/// 600 keys in `runs/18~/` (more than half a page of 1,000: the walk jumps over them).
+async fn range_markers_take_each_directory_whole_and_nothing_beside(kind: Kind) {
+    for versioning in kind.versionings() {
+        let b = backend(kind, versioning).await;
+        let dirs = ["1", "19", "2", "20", "a-", "é"];
+        let mine: Vec<String> = dirs
+            .iter()
+            .flat_map(|d| [format!("runs/{d}/a"), format!("runs/{d}/~/b")])
+            .collect();
+        let mut neighbours: Vec<String> = [
+            "runs/0~/k",
+            "runs/1~x",
+            "runs/189/k",
+            "runs/18z/k",
+            "runs/2~/k",
+            "runs/a,/k",
+            "runs/a,~/k",
+            "runs/è~/k",
+            "runs/éa/k",
+        ]
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+        neighbours.extend((0..600).map(|i| format!("runs/18~/{i:03}")));
+        b.put_all(&mine).await;
+        b.put_all(&neighbours).await;
+        let subjects: Vec<Vec<Location>> = dirs
+            .iter()
+            .map(|d| vec![Location::dir(&b.bucket, &format!("runs/{d}/")).unwrap()])
+            .collect();
+        let buckets = Buckets::default();
+        // Before the purge every subject fails verification, by range and by directory alike;
+        // also `runs/1/` and `runs/19/` alone, one range under the prefix `runs/1` that its
+        // marker (`runs/0~`) sorts before.
+        for batch in [&subjects[..], &subjects[..2]] {
+            let before = verify_both(&b, &buckets, batch).await;
+            assert!(
+                before.iter().all(|c| c.is_err()),
+                "{versioning:?} {before:?}"
+            );
+        }
+        let tallies = objects::purge(&b.ctx, &buckets, &subjects, false, None).await;
+        let t: Vec<_> = tallies
+            .iter()
+            .map(|t| (t.versions, t.failed.clone()))
+            .collect();
+        assert_eq!(t, vec![(2, None); dirs.len()], "{versioning:?}");
+        assert_eq!(
+            verify_both(&b, &buckets, &subjects).await,
+            vec![Ok(()); dirs.len()],
+            "{versioning:?}"
+        );
+        assert_eq!(
+            keys(&b.list_all("runs/", versioning.keeps_versions()).await.0),
+            neighbours.into_iter().collect(),
+            "{versioning:?}: only the neighbours are left"
+        );
+    }
+}
+
 async fn purge_and_verify_remove_every_version_and_marker_of_each_subject_only(kind: Kind) {
     let b = backend(kind, Versioning::Enabled).await;
     // Subject 0: a URI naming `runs/1` (the directory and the object); subject 1: `runs/2/`.
@@ -632,6 +695,7 @@ backend_tests!(
         walker_never_strays_into_neighbouring_prefixes,
         purge_and_verify_remove_each_subject_only_on_a_plain_bucket,
         missing_bucket_is_not_found_and_absent_prefix_is_empty,
+        range_markers_take_each_directory_whole_and_nothing_beside,
     ],
     versioned: [
         versioned_bucket_keeps_versions_and_markers_until_each_is_deleted,
