@@ -44,12 +44,13 @@ pub struct Settings {
     /// `LETHE_VERIFY` (default `ranges`): how verification lists a batch's directories.
     /// `ranges`: where the purge's listing read the batch's directories as one cheap stretch
     /// (no jump over other subjects' keys, no LIST request slower than 2 s), a bucket's
-    /// directories are listed once more as one range, from just before the first to past the
-    /// last, paged only by the server (none of the purge's jumps), falling back to one listing
-    /// per directory when the range holds more than 10 keys of other subjects per directory or
-    /// a request takes longer than 2 s; `directories`: every directory on its own, by its own
-    /// prefix.
-    /// Measured (bench/, 2,000 emptied directories on SeaweedFS): see README Performance.
+    /// directories are listed once more in ranges of neighbours (one range, split only where
+    /// two neighbours share nothing beyond their parent directory), each from just before its
+    /// first directory to past its last, paged only by the server (none of the purge's jumps),
+    /// falling back to one listing per directory when a range holds more than 10 keys of other
+    /// subjects per directory or a request takes longer than 2 s; `directories`: every
+    /// directory on its own, by its own prefix. Measured (bench/, 2,000 emptied directories on
+    /// SeaweedFS): see README Performance.
     pub verify_ranges: bool,
     /// `LETHE_KEY_RETRIES` (default 5): attempts for keys a DeleteObjects answer reports failed.
     pub key_retries: u32,

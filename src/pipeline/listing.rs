@@ -201,12 +201,18 @@ pub fn list_tasks(locations: &[Vec<Location>], parts: usize) -> Vec<ListTask> {
             continue;
         }
         let chunk = dirs.len().div_ceil(parts.max(1)).max(1);
-        // Keep equal prefixes in one task so no directory is listed twice.
+        // Keep equal prefixes in one task so no directory is listed twice, and end a task
+        // between neighbours that share nothing beyond their parent directory (`runs/100000/`,
+        // `runs/98001/`): any number of other directories may lie between them (SeaweedFS walks
+        // every emptied one), and each side lists under a longer prefix of its own.
         let mut start = 0;
         while start < dirs.len() {
             let mut end = (start + chunk).min(dirs.len());
             while end < dirs.len() && dirs[end].0 == dirs[end - 1].0 {
                 end += 1;
+            }
+            if let Some(gap) = (start + 1..end).find(|&k| apart(&dirs[k - 1].0, &dirs[k].0)) {
+                end = gap;
             }
             tasks.push(ListTask::Dirs {
                 bucket: bucket.to_string(),
@@ -216,6 +222,16 @@ pub fn list_tasks(locations: &[Vec<Location>], parts: usize) -> Vec<ListTask> {
         }
     }
     tasks
+}
+
+/// Whether two directories share nothing beyond the parent directory of either
+/// (`runs/100000/` and `runs/98001/`; not `runs/1/a/` and `runs/10/`).
+fn apart(a: &str, b: &str) -> bool {
+    let parent = |d: &str| {
+        let d = d.strip_suffix('/').unwrap_or(d);
+        d.rfind('/').map_or(0, |i| i + 1)
+    };
+    super::ranges::common_prefix([a, b]).len() <= parent(a).min(parent(b))
 }
 
 /// Unfinished uploads at each subject's locations, found with one listing per bucket under the
@@ -260,4 +276,56 @@ pub(super) async fn uploads_by_subject(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ranges(prefixes: &[&str], parts: usize) -> Vec<Vec<String>> {
+        let locations: Vec<Vec<Location>> = prefixes
+            .iter()
+            .map(|p| vec![Location::dir("bkt", p).unwrap()])
+            .collect();
+        list_tasks(&locations, parts)
+            .into_iter()
+            .map(|t| match t {
+                ListTask::Dirs { dirs, .. } => dirs.into_iter().map(|d| d.0).collect(),
+                ListTask::Exact { loc, .. } => panic!("{loc:?} is no directory"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_range_never_spans_neighbours_that_share_only_their_parent() {
+        let got = ranges(
+            &[
+                "runs/98001/",
+                "runs/100000/",
+                "runs/99999/",
+                "runs/1/a/",
+                "runs/10/",
+                "runs/1/",
+                "runs/98002/",
+            ],
+            1,
+        );
+        assert_eq!(
+            got,
+            vec![
+                vec!["runs/1/", "runs/1/a/", "runs/10/", "runs/100000/"],
+                vec!["runs/98001/", "runs/98002/", "runs/99999/"],
+            ]
+        );
+        // Within the size of a part, the same split.
+        let got = ranges(&["runs/19/", "runs/2/", "runs/20/", "runs/21/"], 2);
+        assert_eq!(
+            got,
+            vec![
+                vec!["runs/19/"],
+                vec!["runs/2/", "runs/20/"],
+                vec!["runs/21/"]
+            ]
+        );
+    }
 }

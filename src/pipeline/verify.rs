@@ -3,9 +3,10 @@
 //! are kept.
 //!
 //! Where the purge's own listing read the batch's directories as one cheap stretch (no jump,
-//! few other keys, no slow request), a bucket's directories are first listed as one range, from
-//! just before the first to past the last, paged only by the server: none of the purge's jumps,
-//! so a key the purge's walk skipped is still seen. When the range turns out to be interleaved
+//! few other keys, no slow request), a bucket's directories are first listed in ranges of
+//! neighbours (`list_tasks` with one part), each from just before its first directory to past
+//! its last, paged only by the server: none of the purge's jumps, so a key the purge's walk
+//! skipped is still seen. When the range turns out to be interleaved
 //! with other subjects' keys, or a request of it is slow (the server walking emptied
 //! directories: `BUDGET`), and always on a second pass, every directory is listed on its own,
 //! by its own prefix.
@@ -23,9 +24,10 @@ use std::time::Duration;
 /// When a range is not verified as one but directory by directory. Keys of other subjects: a
 /// range's pages are read one after another, directories `LETHE_LIST_CONCURRENCY` at a time,
 /// so past about ten keys per directory the range costs more. Time: on a loaded 2-core machine
-/// a LIST page of 1,000 keys took at most 1.1 s (`bench/profile.sh`, every range of a
-/// 100,000-subject purge), while one that walked some 88,000 emptied SeaweedFS directories took
-/// 28 s, and verifying that range as one took 164 s against under a second directory by directory.
+/// a LIST page of 1,000 keys took at most 1.25 s (`bench/profile.sh`, every range of purges of
+/// 2,000 x 10 and 100,000 x 1 objects), while one that walked some 88,000 emptied SeaweedFS
+/// directories took 28 s, and verifying that range as one took 164 s against about 2 s
+/// directory by directory.
 pub(super) const BUDGET: RangeBudget = RangeBudget {
     others_per_directory: 10,
     slowest_request: Duration::from_secs(2),

@@ -113,7 +113,8 @@ impl ObjectStore for SlowDeletes {
 }
 
 /// Purges `subjects` directories of `per` keys each from a `SlowDeletes` store with
-/// `settings` and checks every key was deleted exactly once.
+/// `settings` and checks every key was deleted exactly once. The directories are zero-padded
+/// (`runs/007/`), so `list_tasks` keeps them in one range when `list_ranges` is 1.
 async fn slow_purge(
     subjects: usize,
     per: usize,
@@ -123,7 +124,7 @@ async fn slow_purge(
     for i in 0..subjects {
         for j in 0..per {
             store
-                .put("bkt", &format!("runs/{i}/{j}"), vec![])
+                .put("bkt", &format!("runs/{i:03}/{j}"), vec![])
                 .await
                 .unwrap();
         }
@@ -131,7 +132,7 @@ async fn slow_purge(
     let pool = sqlx::PgPool::connect_lazy("postgres://unused/unused").unwrap();
     let ctx = Context::with_store(&settings, crate::db::Db::Pg(pool), store.clone());
     let locations: Vec<Vec<Location>> = (0..subjects)
-        .map(|i| vec![Location::dir("bkt", &format!("runs/{i}/")).unwrap()])
+        .map(|i| vec![Location::dir("bkt", &format!("runs/{i:03}/")).unwrap()])
         .collect();
     let tallies = purge(&ctx, &Buckets::default(), &locations, false, None).await;
     assert!(
