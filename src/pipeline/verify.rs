@@ -6,10 +6,9 @@
 //! few other keys, no slow request), a bucket's directories are first listed in ranges of
 //! neighbours (`list_tasks` with one part), each from just before its first directory to past
 //! its last, paged only by the server: none of the purge's jumps, so a key the purge's walk
-//! skipped is still seen. When the range turns out to be interleaved
-//! with other subjects' keys, or a request of it is slow (the server walking emptied
-//! directories: `BUDGET`), and always on a second pass, every directory is listed on its own,
-//! by its own prefix.
+//! skipped is still seen. When a range turns out to be interleaved with other subjects' keys,
+//! or a request of it is slow (the server walking emptied directories: `BUDGET`), and always on
+//! a second pass, every directory is listed on its own, by its own prefix.
 
 use super::listing::{ListTask, Walker, list_tasks, uploads_by_subject};
 use super::objects::Buckets;
