@@ -10,6 +10,29 @@ fn budget(others: u64) -> RangeBudget {
     }
 }
 
+/// A memory store whose unversioned bucket `b` holds `per` keys (`0`, `1`, ...) in each of
+/// `dirs`.
+async fn bucket_of(dirs: impl IntoIterator<Item = String>, per: usize) -> MemoryStore {
+    let store = plain_bucket().await;
+    for d in dirs {
+        for j in 0..per {
+            store.put("b", &format!("{d}{j}"), vec![]).await.unwrap();
+        }
+    }
+    store
+}
+
+/// 300 subjects of 3 objects (`runs/0000/` to `runs/0299/`), and a batch of 3 of them.
+async fn three_of_300() -> (MemoryStore, Vec<(String, usize)>) {
+    let store = bucket_of((0..300).map(|i| format!("runs/{i:04}/")), 3).await;
+    let dirs = [5, 150, 290]
+        .iter()
+        .enumerate()
+        .map(|(n, i)| (format!("runs/{i:04}/"), n))
+        .collect();
+    (store, dirs)
+}
+
 /// A memory store with one unversioned bucket `b`.
 async fn plain_bucket() -> MemoryStore {
     let store = MemoryStore::default();
@@ -122,21 +145,8 @@ fn orders_that_disagree_are_detected() {
 
 #[tokio::test]
 async fn sparse_directories_jump_instead_of_reading_everything_between() {
-    let store = plain_bucket().await;
     // 300 subjects of 3 objects; only 3 of them are in the batch.
-    for i in 0..300 {
-        for j in 0..3 {
-            store
-                .put("b", &format!("runs/{i:04}/{j}"), vec![])
-                .await
-                .unwrap();
-        }
-    }
-    let dirs: Vec<(String, usize)> = [5, 150, 290]
-        .iter()
-        .enumerate()
-        .map(|(n, i)| (format!("runs/{i:04}/"), n))
-        .collect();
+    let (store, dirs) = three_of_300().await;
     let (got, requests, dense) = collect(&store, false, &dirs).await;
     assert_eq!(got.len(), 9);
     // The memory store pages 7 keys at a time: reading the whole range would take 129 pages.
@@ -214,20 +224,7 @@ async fn a_range_scan_reads_to_the_end_of_a_directory_that_contains_another() {
 
 #[tokio::test]
 async fn a_range_scan_gives_up_when_other_subjects_fill_the_range() {
-    let store = plain_bucket().await;
-    for i in 0..300 {
-        for j in 0..3 {
-            store
-                .put("b", &format!("runs/{i:04}/{j}"), vec![])
-                .await
-                .unwrap();
-        }
-    }
-    let dirs: Vec<(String, usize)> = [5, 150, 290]
-        .iter()
-        .enumerate()
-        .map(|(n, i)| (format!("runs/{i:04}/"), n))
-        .collect();
+    let (store, dirs) = three_of_300().await;
     let mut w = RangeWalker::new(&store, "b", false, &dirs);
     let mut seen = 0;
     let scan = w.scan_range(budget(10), |_, _| seen += 1).await.unwrap();
@@ -242,15 +239,7 @@ async fn a_range_scan_gives_up_when_other_subjects_fill_the_range() {
 
 #[tokio::test]
 async fn dense_directories_are_read_in_one_pass() {
-    let store = plain_bucket().await;
-    for i in 0..50 {
-        for j in 0..7 {
-            store
-                .put("b", &format!("runs/{i}/{j}"), vec![])
-                .await
-                .unwrap();
-        }
-    }
+    let store = bucket_of((0..50).map(|i| format!("runs/{i}/")), 7).await;
     let dirs: Vec<(String, usize)> = (0..50).map(|i| (format!("runs/{i}/"), i)).collect();
     let (got, requests, dense) = collect(&store, false, &dirs).await;
     assert_eq!(got.len(), 350);
@@ -261,15 +250,7 @@ async fn dense_directories_are_read_in_one_pass() {
 /// 40 directories of 2 keys, `runs/10/` to `runs/49/`, and a stretch the server walks for
 /// 30 s (emptied directories) between `runs/29/` and `runs/30/`.
 async fn a_range_over_a_slow_stretch() -> (MemoryStore, Vec<(String, usize)>) {
-    let store = plain_bucket().await;
-    for i in 10..50 {
-        for j in 0..2 {
-            store
-                .put("b", &format!("runs/{i}/{j}"), vec![])
-                .await
-                .unwrap();
-        }
-    }
+    let store = bucket_of((10..50).map(|i| format!("runs/{i}/")), 2).await;
     let spot = ("runs/29/~".to_string(), Duration::from_secs(30));
     store.slow_spots.lock().unwrap().push(spot);
     let dirs = (10..50).map(|i| (format!("runs/{i}/"), i)).collect();
