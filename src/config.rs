@@ -41,17 +41,6 @@ pub struct Settings {
     /// are split into for the purge's listing, walked concurrently. Each range's last page
     /// reads on into the next range's keys, so more ranges list more keys twice.
     pub list_ranges: usize,
-    /// `LETHE_VERIFY` (default `ranges`): how verification lists a batch's directories.
-    /// `ranges`: where the purge's listing read the batch's directories as one cheap stretch
-    /// (no jump over other subjects' keys, no LIST request slower than 2 s), a bucket's
-    /// directories are listed once more in ranges of neighbours (one range, split only where
-    /// two neighbours share nothing beyond their parent directory), each from just before its
-    /// first directory to past its last, paged only by the server (none of the purge's jumps),
-    /// falling back to one listing per directory when a range holds more than 10 keys of other
-    /// subjects per directory or a request takes longer than 2 s; `directories`: every
-    /// directory on its own, by its own prefix. Measured (bench/, 2,000 emptied directories on
-    /// SeaweedFS): see README Performance.
-    pub verify_ranges: bool,
     /// `LETHE_KEY_RETRIES` (default 5): attempts for keys a DeleteObjects answer reports failed.
     pub key_retries: u32,
     /// `LETHE_LEASE_SECONDS` (default 900): how long a claim is ours before another run may take it.
@@ -100,7 +89,6 @@ impl fmt::Debug for Settings {
             .field("delete_batch", &self.delete_batch)
             .field("list_concurrency", &self.list_concurrency)
             .field("list_ranges", &self.list_ranges)
-            .field("verify_ranges", &self.verify_ranges)
             .field("key_retries", &self.key_retries)
             .field("lease_seconds", &self.lease_seconds)
             .field("db_connections", &self.db_connections)
@@ -196,11 +184,6 @@ impl Settings {
             delete_batch: number("LETHE_DELETE_BATCH", 100, 1, crate::storage::MAX_BATCH)?,
             list_concurrency: number("LETHE_LIST_CONCURRENCY", 32, 1, 512)?,
             list_ranges: number("LETHE_LIST_RANGES", 4, 1, 512)?,
-            verify_ranges: match var("LETHE_VERIFY").as_deref() {
-                None | Some("ranges") => true,
-                Some("directories") => false,
-                Some(other) => bail!("LETHE_VERIFY={other:?} must be ranges or directories"),
-            },
             key_retries: number("LETHE_KEY_RETRIES", 5, 1, 50)?,
             lease_seconds: number("LETHE_LEASE_SECONDS", 900, 10, 86_400)?,
             db_connections: number("LETHE_DB_CONNECTIONS", 8, 2, 200)?,

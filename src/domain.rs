@@ -32,6 +32,14 @@ impl Location {
         if trimmed.split('/').any(|seg| seg == "." || seg == "..") {
             return Err(format!("prefix `{prefix}` contains `.` or `..` segments"));
         }
+        check_store_safe(prefix)?;
+        let inner = trimmed.strip_suffix('/').unwrap_or(trimmed);
+        if inner.split('/').any(str::is_empty) {
+            return Err(format!(
+                "prefix `{prefix}` has an empty path segment (`//`), which object stores with \
+                 directories fold into one `/`; refused"
+            ));
+        }
         let prefix = if trimmed.ends_with('/') {
             trimmed.to_string()
         } else {
@@ -97,6 +105,27 @@ impl Location {
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}://{}/{}", self.store, self.bucket, self.prefix)
+    }
+}
+
+/// Refuses a key or prefix that an object store would store under another name than the one
+/// lethe lists: SeaweedFS keeps `\` as `/` in object keys but not in listing prefixes, so
+/// `runs/b\c/` is stored inside `runs/b/` (purging `b` would take it) while a listing of
+/// `runs/b\c/` finds nothing (its subject would lose its rows with its objects left). Control
+/// characters are refused too: stores and proxies rewrite or reject them.
+pub fn check_store_safe(path: &str) -> Result<(), String> {
+    match path.chars().find(|c| *c == '\\' || c.is_control()) {
+        None => Ok(()),
+        Some(c) => Err(format!(
+            "`{}` contains {}, which object stores may store as another character (SeaweedFS \
+             stores `\\` as `/`); refused, so nothing of it or of its neighbours is deleted",
+            path.escape_debug(),
+            if c == '\\' {
+                "a backslash".to_string()
+            } else {
+                format!("the control character {:?}", c)
+            }
+        )),
     }
 }
 
@@ -169,6 +198,23 @@ mod tests {
         ] {
             assert!(Location::from_uri(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn refuses_what_the_store_would_rewrite() {
+        for bad in [
+            "runs/b\\c/",
+            "runs/q\\r",
+            "runs//x/",
+            "runs//",
+            "runs/a\nb/",
+            "runs/\u{0}/",
+        ] {
+            let err = Location::dir("bkt", bad).unwrap_err();
+            assert!(err.contains("refused"), "{bad}: {err}");
+        }
+        assert!(Location::from_uri("s3://bkt/runs/q\\r").is_err());
+        assert!(Location::dir("bkt", "runs/b c/é/").is_ok());
     }
 
     #[test]

@@ -166,6 +166,9 @@ pub async fn advance(
                         lease_until = CASE WHEN $3 THEN NULL ELSE lease_until END
                  WHERE (id, epoch) IN (SELECT value ->> 0, value ->> 1 FROM json_each($1))
                    AND run_id = $4 AND state IN ('claimed', 'objects_purged', 'verified')
+                   AND ($2 <> 'done' OR state = 'verified'
+                        OR (state = 'claimed'
+                            AND coalesce(json_array_length(manifest, '$.locations'), 0) = 0))
                  RETURNING id",
             )
             .bind(serde_json::to_string(fenced).expect("pairs serialize"))
@@ -184,6 +187,9 @@ pub async fn advance(
          FROM unnest($1::bigint[], $2::bigint[]) AS f(id, ep)
          WHERE w.id = f.id AND w.epoch = f.ep AND w.run_id = $5
            AND w.state IN ('claimed', 'objects_purged', 'verified')
+           AND ($3 <> 'done' OR w.state = 'verified'
+                OR (w.state = 'claimed'
+                    AND coalesce(jsonb_array_length(w.manifest->'locations'), 0) = 0))
          RETURNING w.id",
     )
     .bind(&ids)

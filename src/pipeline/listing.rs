@@ -9,9 +9,9 @@ use tokio::sync::mpsc;
 /// A listed version, with the subject it is tallied to and its bucket.
 pub(super) type Tagged = (usize, String, ObjectVersion);
 
-/// Pages through everything under one location. A directory prefix yields only keys under it;
-/// the exact key (if any) only itself: it sorts before every longer key it prefixes, so its
-/// versions come first and the walk stops at the first other key.
+/// Pages through everything under one location. A directory prefix yields only keys under it,
+/// listed under its own prefix; the exact key (if any) comes last, from
+/// `ObjectStore::exact_versions` (asked about that key alone, never read off a wider listing).
 pub struct Walker<'a> {
     store: &'a dyn ObjectStore,
     loc: &'a Location,
@@ -48,28 +48,29 @@ impl<'a> Walker<'a> {
     /// The next non-empty page, or `None` at the end.
     pub async fn next_page(&mut self) -> Result<Option<Vec<ObjectVersion>>, StoreError> {
         while !self.done {
-            let prefix = if self.exact_phase {
-                self.loc.exact_key().unwrap_or_default()
-            } else {
-                &self.loc.prefix
-            };
+            if self.exact_phase {
+                self.done = true;
+                let key = self.loc.exact_key().unwrap_or_default();
+                let items = self
+                    .store
+                    .exact_versions(&self.loc.bucket, key, self.versions)
+                    .await?;
+                return Ok((!items.is_empty()).then_some(items));
+            }
             let page = self
                 .store
-                .list_page(&self.loc.bucket, prefix, self.versions, self.token.take())
+                .list_page(
+                    &self.loc.bucket,
+                    &self.loc.prefix,
+                    self.versions,
+                    self.token.take(),
+                )
                 .await?;
             let mut items = page.items;
-            let mut finished_phase = page.next.is_none();
-            if self.exact_phase {
-                let before = items.len();
-                items.retain(|i| Some(i.key.as_str()) == self.loc.exact_key());
-                finished_phase |= items.len() < before;
-            } else {
-                items.retain(|i| i.key.starts_with(&self.loc.prefix));
-            }
+            items.retain(|i| i.key.starts_with(&self.loc.prefix));
             self.token = page.next;
-            if finished_phase {
-                self.token = None;
-                if !self.exact_phase && self.loc.exact_key().is_some() {
+            if self.token.is_none() {
+                if self.loc.exact_key().is_some() {
                     self.exact_phase = true;
                 } else {
                     self.done = true;
@@ -126,14 +127,15 @@ impl ListTask {
 
     /// Sends every entry this task lists into `tx`, tagged with its first owner: a key inside
     /// two subjects' directories is deleted once and tallied to the first; verification checks
-    /// it for every owner. Stops early if the receiver is gone. Answers whether the task's
-    /// directories were read as one dense stretch (`RangeWalker::dense`).
+    /// it for every owner. Stops early if the receiver is gone. A range walk that stops where it
+    /// may not continue (`RangeWalker::handed_back`) lists the rest of its directories each
+    /// under its own prefix.
     pub(super) async fn send_all(
         &self,
         store: &dyn ObjectStore,
         versions: bool,
         tx: &mpsc::Sender<Tagged>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<(), StoreError> {
         let send =
             |owner: usize, item: ObjectVersion| tx.send((owner, self.bucket().to_string(), item));
         match self {
@@ -142,7 +144,7 @@ impl ListTask {
                 while let Some(page) = w.next_page().await? {
                     for (owners, item) in page {
                         if send(owners[0], item).await.is_err() {
-                            return Ok(false);
+                            return Ok(());
                         }
                     }
                 }
@@ -151,23 +153,33 @@ impl ListTask {
                     requests = w.requests,
                     others = w.others,
                     jumped = w.jumped,
-                    slowest_ms = w.slowest.as_millis() as u64,
+                    handed_back = w.handed_back().len(),
                     "range listed"
                 );
-                return Ok(w.dense(super::verify::BUDGET));
+                for (dir, owners) in w.handed_back() {
+                    let mut one =
+                        RangeWalker::new(store, bucket, versions, &[(dir.clone(), owners[0])]);
+                    while let Some(page) = one.next_page().await? {
+                        for (_, item) in page {
+                            if send(owners[0], item).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
             }
             ListTask::Exact { owner, loc } => {
                 let mut w = Walker::exact_only(store, loc, versions);
                 while let Some(page) = w.next_page().await? {
                     for item in page {
                         if send(*owner, item).await.is_err() {
-                            return Ok(false);
+                            return Ok(());
                         }
                     }
                 }
             }
         }
-        Ok(true)
+        Ok(())
     }
 }
 

@@ -11,9 +11,17 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+/// The stored manifest format. A stored manifest of another version, or one that does not
+/// decode, fails its subject: it never reads as "no objects".
+pub const FORMAT: u32 = 2;
+
 /// What a work item records before anything is touched.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// `FORMAT` when written; absent in manifests written before formats were numbered.
+    #[serde(default)]
+    pub format: u32,
     /// Rows per rows-entry name (the subject table included), counted for dry runs only.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rows: BTreeMap<String, i64>,
@@ -22,6 +30,25 @@ pub struct Manifest {
     /// Why the manifest could not be completed; such a subject fails closed and nothing is deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl Manifest {
+    /// Reads a work item's stored manifest. Anything but a manifest of this `FORMAT` is an error
+    /// naming what was found: a manifest that does not decode must fail its subject, never
+    /// pass as one with no objects (whose rows would then go straight away).
+    pub fn decode(stored: &serde_json::Value) -> Result<Manifest, String> {
+        let m: Manifest = serde_json::from_value(stored.clone()).map_err(|e| {
+            format!("the stored manifest does not decode ({e}); nothing was deleted")
+        })?;
+        if m.format != FORMAT {
+            return Err(format!(
+                "the stored manifest is format {} where this lethe reads format {FORMAT}; nothing \
+                 was deleted",
+                m.format
+            ));
+        }
+        Ok(m)
+    }
 }
 
 /// Manifests for a batch of subject keys.
@@ -34,7 +61,13 @@ pub async fn build(
     let file_root = ctx.settings.object_root.as_deref();
     let mut out: HashMap<String, Manifest> = keys
         .iter()
-        .map(|k| (k.clone(), Manifest::default()))
+        .map(|k| {
+            let m = Manifest {
+                format: FORMAT,
+                ..Default::default()
+            };
+            (k.clone(), m)
+        })
         .collect();
     for (i, node) in job.nodes.iter().enumerate().filter(|_| count_rows) {
         let sql = platform::count_rows(job, i, keys);
@@ -109,5 +142,38 @@ pub async fn build(
             m.locations = locs.into_iter().collect();
         }
     }
+    refuse_nested(ctx, job, &mut out).await?;
     Ok(out)
+}
+
+/// Fails every subject whose key, rendered into a template, names a directory that holds
+/// another subject's directory as the object store sees it: `b` beside a subject `b\c` or
+/// `b/c`, whose objects (SeaweedFS stores `\` as `/`) lie under `runs/b/`. Purging `b` would
+/// take them.
+async fn refuse_nested(
+    ctx: &Context,
+    job: &Job,
+    out: &mut HashMap<String, Manifest>,
+) -> Result<()> {
+    let templated = job.objects.iter().any(|src| {
+        matches!(src, ObjectSource::Prefix { template, .. }
+            if template.columns().any(|c| c.as_str() == "key"))
+    });
+    let Some(sql) = platform::nested_keys(job).filter(|_| templated) else {
+        return Ok(());
+    };
+    let nested: Vec<(String,)> = sql.fetch_all(&ctx.db).await?;
+    for (other,) in nested {
+        let seen = other.replace('\\', "/");
+        for (key, m) in out.iter_mut() {
+            if *key != other && seen.starts_with(&format!("{key}/")) {
+                m.error.get_or_insert(format!(
+                    "subject `{}` is stored inside this subject's directory (the object store \
+                     reads `\\` as `/`): purging this one would delete its objects; refused",
+                    other.escape_debug()
+                ));
+            }
+        }
+    }
+    Ok(())
 }

@@ -35,11 +35,6 @@ pub struct Tally {
     /// The first failure, if any; such a subject is not verified and keeps its rows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
-    /// The purge's listing of this subject's directories was not one cheap stretch (it jumped
-    /// over other subjects' keys, read many of theirs, or a request was slow): verification
-    /// lists each directory on its own.
-    #[serde(skip)]
-    pub sparse: bool,
 }
 
 impl Tally {
@@ -271,13 +266,7 @@ async fn list_into(
             t[i].routes.insert(v.as_str().to_string());
         }
     }
-    if !task.send_all(store, v.keeps_versions(), tx).await? {
-        let mut t = tallies.lock().expect("tallies");
-        for i in task.owners() {
-            t[i].sparse = true;
-        }
-    }
-    Ok(())
+    task.send_all(store, v.keeps_versions(), tx).await
 }
 
 /// Of `subjects`, those whose objects must not be deleted now (their lease is lost or cannot be

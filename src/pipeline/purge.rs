@@ -75,7 +75,10 @@ pub(super) async fn purge_batch(
         .map(|c| {
             (
                 c.id,
-                serde_json::from_value(c.manifest.clone()).unwrap_or_default(),
+                Manifest::decode(&c.manifest).unwrap_or_else(|e| Manifest {
+                    error: Some(e),
+                    ..Default::default()
+                }),
             )
         })
         .collect();
@@ -207,40 +210,44 @@ pub(super) async fn purge_batch(
         .iter()
         .map(|r| merged[&r.id].locations.clone())
         .collect();
-    // One range listing per bucket only where the purge's own listing found the batch's
-    // directories one cheap stretch: elsewhere it would read through other subjects' keys or,
-    // on SeaweedFS, walk every emptied directory in between once more.
-    let sparse = verified.iter().any(|r| r.tally.sparse);
-    let mut checks = verify::verify(ctx, buckets, &to_verify, sparse).await;
-    // Leftovers after a range-listed purge: purge those subjects once more listing each
-    // directory on its own (no range listing, no constructed marker), then verify again the
-    // same way. A server whose listing order or marker semantics surprise us costs time,
-    // never a subject.
-    let again: Vec<usize> = checks
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.is_err())
-        .map(|(i, _)| i)
-        .collect();
-    if !again.is_empty() {
+    let mut checks = verify::verify(ctx, buckets, &to_verify).await;
+    // Leftovers: the purge's range listing missed something (a server whose listing order or
+    // pagination surprises us). Purge those subjects again, each directory listed on its own
+    // by its own prefix, and verify again, for as long as a pass still deletes something.
+    for pass in 1..=CAREFUL_PASSES {
+        let again: Vec<usize> = checks
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_err())
+            .map(|(i, _)| i)
+            .collect();
+        if again.is_empty() {
+            break;
+        }
         tracing::warn!(
             subjects = again.len(),
+            pass,
             "leftovers after the purge; purging those again, directory by directory"
         );
         let locs: Vec<Vec<crate::domain::Location>> =
             again.iter().map(|&i| to_verify[i].clone()).collect();
         let owners: Vec<&Ready> = again.iter().map(|&i| &verified[i]).collect();
         let extra = objects::purge(ctx, buckets, &locs, true, lease(&owners)).await;
-        let rechecks = verify::verify(ctx, buckets, &locs, true).await;
+        let rechecks = verify::verify(ctx, buckets, &locs).await;
+        let mut progress = false;
         for ((&i, t), c) in again.iter().zip(extra).zip(rechecks) {
             let r = &mut verified[i];
+            progress |= t.versions + t.delete_markers + t.uploads_aborted > 0;
             r.tally.add_counts(&t);
             report.count_objects(&t);
             checks[i] = match (t.failed, t.denied) {
                 (Some(e), _) => Err(e),
-                (None, Some(d)) => Err(format!("refused by the store on the second pass: {d}")),
+                (None, Some(d)) => Err(format!("refused by the store on a later pass: {d}")),
                 (None, None) => c,
             };
+        }
+        if !progress {
+            break;
         }
     }
     for (r, check) in verified.into_iter().zip(checks) {
@@ -296,6 +303,10 @@ pub(super) async fn purge_batch(
     tracing::info!(subjects = batch.len(), stages_ms = %stages, "batch done");
     Ok(())
 }
+
+/// Purges after the first, each directory listed on its own, while verification still finds
+/// leftovers and the previous pass deleted something.
+const CAREFUL_PASSES: usize = 3;
 
 /// Records a subject held by the object store (Object Lock), with the store's evidence.
 async fn held_by_storage(

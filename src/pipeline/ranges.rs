@@ -15,8 +15,6 @@
 
 use crate::storage::{ObjectStore, ObjectVersion, PageToken, StoreError};
 use std::collections::HashMap;
-use std::time::Duration;
-use tokio::time::Instant;
 
 pub struct RangeWalker<'a> {
     store: &'a dyn ObjectStore,
@@ -34,8 +32,8 @@ pub struct RangeWalker<'a> {
     pub others: u64,
     /// Whether the walk jumped over a stretch of other keys.
     pub jumped: bool,
-    /// The longest one of the walk's LIST requests took.
-    pub slowest: Duration,
+    /// Where the walk stopped because it may not go on (see `handed_back`).
+    handed_back_from: Option<usize>,
 }
 
 impl<'a> RangeWalker<'a> {
@@ -75,7 +73,7 @@ impl<'a> RangeWalker<'a> {
             requests: 0,
             others: 0,
             jumped: false,
-            slowest: Duration::ZERO,
+            handed_back_from: None,
         }
     }
 
@@ -134,6 +132,25 @@ impl<'a> RangeWalker<'a> {
         Self::marker_before(p).filter(|t| t.key.starts_with(&self.common))
     }
 
+    /// Whether `key`, as a listing's continuation, names a directory of this walk not yet
+    /// passed (or one of its parents): `runs/1000` for `runs/1000/` or `runs/1000/a/`.
+    fn shadows_a_directory(&self, key: &str) -> bool {
+        let dir = format!("{key}/");
+        self.dirs[self.next_dir..]
+            .iter()
+            .any(|(p, _)| p.starts_with(&dir))
+    }
+
+    /// The directories this walk stopped before, with their owners, because it could only have
+    /// continued from a key named like one of them (`shadows_a_directory`). The caller lists
+    /// each under its own prefix.
+    pub fn handed_back(&self) -> &[(String, Vec<usize>)] {
+        match self.handed_back_from {
+            Some(i) => &self.dirs[i..],
+            None => &[],
+        }
+    }
+
     /// The next page of keys that belong to the batch's directories, each with its owners.
     pub async fn next_page(
         &mut self,
@@ -145,12 +162,10 @@ impl<'a> RangeWalker<'a> {
                 None if self.dirs.len() == 1 => None,
                 None => self.start_for(&self.dirs[self.next_dir].0),
             };
-            let started = Instant::now();
             let page = self
                 .store
                 .list_page(self.bucket, &self.common, self.versions, token)
                 .await?;
-            self.slowest = self.slowest.max(started.elapsed());
             self.requests += 1;
             let total = page.items.len();
             let last = page.items.last().map(|o| o.key.clone());
@@ -174,7 +189,16 @@ impl<'a> RangeWalker<'a> {
                     }
                 }
             }
+            // A page that ends on `runs/1000` while the directory `runs/1000/` is still to come:
+            // SeaweedFS reads a listing continued from that key as past the whole directory,
+            // and may even call such a page the last one. Never continue from it: the
+            // directories not yet passed are handed back, to be listed each on its own.
+            if last.as_deref().is_some_and(|k| self.shadows_a_directory(k)) {
+                self.handed_back_from = Some(self.next_dir);
+                self.done = true;
+            }
             match page.next {
+                _ if self.done => {}
                 None => self.done = true,
                 Some(next) => {
                     if self.next_dir >= self.dirs.len() {
@@ -198,131 +222,6 @@ impl<'a> RangeWalker<'a> {
             }
         }
         Ok(None)
-    }
-}
-
-/// When listing a range once more, as one, is not worth it (see `verify`): SeaweedFS, for one,
-/// walks every emptied directory between two keys, which no key count shows but time does.
-#[derive(Clone, Copy, Debug)]
-pub struct RangeBudget {
-    /// Keys of other subjects per directory of the range.
-    pub others_per_directory: u64,
-    /// The longest one LIST request of the range may take.
-    pub slowest_request: Duration,
-}
-
-impl RangeBudget {
-    /// Keys of other subjects a range of `dirs` directories may read.
-    fn others_for(self, dirs: usize) -> u64 {
-        self.others_per_directory.saturating_mul(dirs as u64)
-    }
-}
-
-impl RangeWalker<'_> {
-    /// Whether the walk so far read its directories as one cheap stretch: no jump, at most
-    /// `others_per_directory` keys of other subjects per directory, and no request slower than
-    /// `slowest_request`. Only then is a verification of the same range by one listing no
-    /// dearer than the walk was (see `verify`).
-    pub fn dense(&self, budget: RangeBudget) -> bool {
-        !self.jumped
-            && self.others <= budget.others_for(self.dirs.len())
-            && self.slowest <= budget.slowest_request
-    }
-
-    /// Lists everything under the directories' common prefix from its very start, paging only
-    /// with the server's own continuation (no constructed markers, so no ordering assumption),
-    /// and reports every key inside one of the directories.
-    pub async fn scan_all(
-        &mut self,
-        mut each: impl FnMut(&[usize], &ObjectVersion),
-    ) -> Result<(), StoreError> {
-        let mut token = None;
-        loop {
-            let page = self
-                .store
-                .list_page(self.bucket, &self.common, self.versions, token)
-                .await?;
-            self.requests += 1;
-            for o in &page.items {
-                let owners = self.owners_of(&o.key);
-                if !owners.is_empty() {
-                    each(&owners, o);
-                }
-            }
-            match page.next {
-                Some(t) => token = Some(t),
-                None => return Ok(()),
-            }
-        }
-    }
-}
-
-/// How a range verification ended.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Scan {
-    /// The listing reached the end of the range (or of the prefix): every key of every
-    /// directory was seen.
-    Covered,
-    /// The range holds more keys of other subjects than the budget: listing each directory on
-    /// its own is cheaper.
-    TooManyOthers,
-    /// A request took longer than the budget (and was abandoned): the server is walking a long
-    /// stretch of something, and listing each directory on its own is cheaper.
-    TooSlow,
-}
-
-impl RangeWalker<'_> {
-    /// Lists the range once, from just before its first directory until the last key seen is
-    /// past every one of its directories (or the listing ends), paging only with the server's own
-    /// continuation: none of the jumps `next_page` makes. Reports every key inside one of the
-    /// directories. Gives up once more keys of no directory of the range have been read than
-    /// the budget allows (a range interleaved with live subjects), or when a request takes
-    /// longer than it allows (a range through a long stretch of emptied directories).
-    pub async fn scan_range(
-        &mut self,
-        budget: RangeBudget,
-        mut each: impl FnMut(&[usize], &ObjectVersion),
-    ) -> Result<Scan, StoreError> {
-        if self.dirs.is_empty() {
-            return Ok(Scan::Covered);
-        }
-        let mut token = match self.dirs.len() {
-            1 => None,
-            _ => self.start_for(&self.dirs[0].0),
-        };
-        let others_limit = budget.others_for(self.dirs.len());
-        let mut others = 0;
-        loop {
-            let request = self
-                .store
-                .list_page(self.bucket, &self.common, self.versions, token);
-            self.requests += 1;
-            let Ok(page) = tokio::time::timeout(budget.slowest_request, request).await else {
-                return Ok(Scan::TooSlow);
-            };
-            let page = page?;
-            for o in &page.items {
-                let owners = self.owners_of(&o.key);
-                if owners.is_empty() {
-                    others += 1;
-                } else {
-                    each(&owners, o);
-                }
-            }
-            // Past every directory, not just the last in sorted order: `runs/1/` sorts before
-            // `runs/1/a/` yet ends after it.
-            let beyond = page
-                .items
-                .last()
-                .is_some_and(|o| self.dirs.iter().all(|(d, _)| past(&o.key, d)));
-            match page.next {
-                Some(t) if !beyond => token = Some(t),
-                _ => return Ok(Scan::Covered),
-            }
-            if others > others_limit {
-                return Ok(Scan::TooManyOthers);
-            }
-        }
     }
 }
 

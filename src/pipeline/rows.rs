@@ -177,7 +177,9 @@ async fn purge_batch(
     lap("advance");
     if moved.len() != fenced.len() {
         bail!(
-            "lost the lease on {} of {} work items to another process; nothing was committed",
+            "{} of {} work items could not be marked done (the lease was lost to another \
+             process, or an item with object locations never reached `verified`); nothing was \
+             committed",
             fenced.len() - moved.len(),
             fenced.len()
         );

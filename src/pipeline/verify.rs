@@ -1,45 +1,39 @@
-//! Verification after a purge: every subject's locations are listed again, and anything left
-//! (a version, a delete marker, an unfinished upload) fails that subject closed, so its rows
-//! are kept.
+//! Verification after a purge: every location of every subject is asked of the store again, on
+//! its own, and anything left (a version, a delete marker, an unfinished upload) fails that
+//! subject closed, so its rows are kept.
 //!
-//! Where the purge's own listing read the batch's directories as one cheap stretch (no jump,
-//! few other keys, no slow request), a bucket's directories are first listed in ranges of
-//! neighbours (`list_tasks` with one part), each from just before its first directory to past
-//! its last, paged only by the server: none of the purge's jumps, so a key the purge's walk
-//! skipped is still seen. When a range turns out to be interleaved with other subjects' keys,
-//! or a request of it is slow (the server walking emptied directories: `BUDGET`), and always on
-//! a second pass, every directory is listed on its own, by its own prefix.
+//! Independence is the point. The purge lists a batch's directories in ranges under a shared
+//! prefix, continues from markers it builds, and jumps; verification does none of that, so it
+//! cannot share a blind spot of the purge's listing. SeaweedFS has several, each measured here:
+//! a page that ends on `runs/1000` beside the directory `runs/1000/` says "not truncated" (or,
+//! continued, skips the directory); ListObjectVersions under a short prefix shared by many
+//! subjects drops keys at page boundaries; an exact key listed under its own name is pushed out
+//! of the pages by a sibling directory's versions (`custom/1` beside `custom/1-x/`). So:
+//!
+//! - a directory is listed under its own prefix, from its start, with no marker. After a purge it
+//!   should be empty, so the first page answers: any entry is a leftover. (An empty page marked
+//!   truncated is followed by the server's own continuation.)
+//! - an exact object is looked up by `ObjectStore::exact_versions` (on S3 a listing with the key
+//!   as prefix and `/` as delimiter, which folds every sibling directory into one entry).
+//! - unfinished uploads are listed per bucket and matched to locations exactly.
 
-use super::listing::{ListTask, Walker, list_tasks, uploads_by_subject};
+use super::listing::uploads_by_subject;
 use super::objects::Buckets;
-use super::ranges::{RangeBudget, RangeWalker, Scan};
 use crate::context::Context;
 use crate::domain::Location;
 use crate::storage::{ObjectStore, ObjectVersion, StoreError};
 use futures::StreamExt;
 use std::sync::Mutex;
-use std::time::Duration;
 
-/// When a range is not verified as one but directory by directory. Keys of other subjects: a
-/// range's pages are read one after another, directories `LETHE_LIST_CONCURRENCY` at a time,
-/// so past about ten keys per directory the range costs more. Time: on a loaded 2-core machine
-/// a LIST page of 1,000 keys took at most 1.25 s (`bench/profile.sh`, every range of purges of
-/// 2,000 x 10 and 100,000 x 1 objects), while one that walked some 88,000 emptied SeaweedFS
-/// directories took 28 s, and verifying that range as one took 164 s against about 2 s
-/// directory by directory.
-pub(super) const BUDGET: RangeBudget = RangeBudget {
-    others_per_directory: 10,
-    slowest_request: Duration::from_secs(2),
-};
+/// Empty pages marked truncated followed before verification gives up on a directory.
+const MAX_EMPTY_PAGES: usize = 1_000;
 
-/// Lists every subject's locations again: anything left (a version, a marker, an upload) is
-/// reported, and that subject fails closed. `by_directory` lists each directory on its own
-/// whatever `LETHE_VERIFY` says (the second pass after leftovers).
+/// Asks the store about every subject's every location again, each on its own: anything left
+/// (a version, a marker, an upload) is reported, and that subject fails closed.
 pub async fn verify(
     ctx: &Context,
     buckets: &Buckets,
     locations: &[Vec<Location>],
-    by_directory: bool,
 ) -> Vec<Result<(), String>> {
     let store = &*ctx.store;
     let results: Mutex<Vec<Result<(), String>>> = Mutex::new(vec![Ok(()); locations.len()]);
@@ -69,55 +63,27 @@ pub async fn verify(
             return locations.iter().map(|_| Err(msg.clone())).collect();
         }
     }
-    let ranges = ctx.settings.verify_ranges && !by_directory;
-    let tasks = list_tasks(locations, if ranges { 1 } else { usize::MAX });
-    let concurrency = ctx.settings.list_concurrency;
-    let fallback = Mutex::new(Vec::new());
-    futures::stream::iter(tasks)
-        .for_each_concurrent(concurrency, |task| {
-            let (flag, fallback) = (&flag, &fallback);
-            async move {
-                match verify_task(store, buckets, &task, ranges, flag).await {
-                    Ok(Scan::Covered) => {}
-                    Ok(scan @ (Scan::TooManyOthers | Scan::TooSlow)) => {
-                        tracing::debug!(
-                            range = %task.describe(),
-                            ?scan,
-                            "verifying the range directory by directory"
-                        );
-                        fallback.lock().expect("fallback").push(task)
-                    }
-                    Err(e) => {
-                        for i in task.owners() {
-                            flag(i, format!("verifying {}: {e}", task.describe()));
-                        }
-                    }
-                }
-            }
-        })
-        .await;
-    let single = fallback
-        .into_inner()
-        .expect("fallback")
-        .into_iter()
-        .flat_map(|t| match t {
-            ListTask::Dirs { bucket, dirs } => dirs
-                .into_iter()
-                .map(|d| ListTask::Dirs {
-                    bucket: bucket.clone(),
-                    dirs: vec![d],
-                })
-                .collect(),
-            exact => vec![exact],
-        });
-    futures::stream::iter(single)
-        .for_each_concurrent(concurrency, |task| {
+    // Collected first: a lazy iterator of closures here makes the future not `Send` for every
+    // lifetime (the daemon spawns runs).
+    let checks: Vec<(usize, &Location)> = locations
+        .iter()
+        .enumerate()
+        .flat_map(|(i, locs)| locs.iter().map(move |l| (i, l)))
+        .collect();
+    futures::stream::iter(checks)
+        .for_each_concurrent(ctx.settings.list_concurrency, |(i, loc)| {
             let flag = &flag;
             async move {
-                if let Err(e) = verify_task(store, buckets, &task, false, flag).await {
-                    for i in task.owners() {
-                        flag(i, format!("verifying {}: {e}", task.describe()));
-                    }
+                match left_at(store, buckets, loc).await {
+                    Ok(None) => {}
+                    Ok(Some(o)) => flag(
+                        i,
+                        format!(
+                            "verification found object versions left (first: s3://{}/{})",
+                            loc.bucket, o.key
+                        ),
+                    ),
+                    Err(e) => flag(i, format!("verifying {loc}: {e}")),
                 }
             }
         })
@@ -125,53 +91,41 @@ pub async fn verify(
     results.into_inner().expect("results")
 }
 
-/// Lists one task, reporting what is left. A range of several directories is scanned as one
-/// when `ranges`; `TooManyOthers` and `TooSlow` ask for its directories to be listed one by one.
-async fn verify_task(
+/// The first thing left at `loc`, asked of the store about this location alone: its exact
+/// object (if it names one), then its directory.
+pub async fn left_at(
     store: &dyn ObjectStore,
     buckets: &Buckets,
-    task: &ListTask,
-    ranges: bool,
-    flag: &(impl Fn(usize, String) + Sync),
-) -> Result<Scan, StoreError> {
+    loc: &Location,
+) -> Result<Option<ObjectVersion>, StoreError> {
     let versions = buckets
-        .versioning(store, task.bucket())
+        .versioning(store, &loc.bucket)
         .await?
         .keeps_versions();
-    let left = |owners: &[usize], o: &ObjectVersion| {
-        for &i in owners {
-            flag(
-                i,
-                format!(
-                    "verification found object versions left (first: s3://{}/{})",
-                    task.bucket(),
-                    o.key
-                ),
-            );
-        }
-    };
-    match task {
-        ListTask::Dirs { bucket, dirs } if ranges && dirs.len() > 1 => {
-            RangeWalker::new(store, bucket, versions, dirs)
-                .scan_range(BUDGET, left)
-                .await
-        }
-        ListTask::Dirs { bucket, dirs } => {
-            for d in dirs {
-                RangeWalker::new(store, bucket, versions, std::slice::from_ref(d))
-                    .scan_all(left)
-                    .await?;
-            }
-            Ok(Scan::Covered)
-        }
-        ListTask::Exact { owner, loc } => {
-            let mut w = Walker::exact_only(store, loc, versions);
-            while let Some(page) = w.next_page().await? {
-                for o in &page {
-                    left(&[*owner], o);
-                }
-            }
-            Ok(Scan::Covered)
+    if let Some(key) = loc.exact_key() {
+        let found = store.exact_versions(&loc.bucket, key, versions).await?;
+        if let Some(o) = found.into_iter().next() {
+            return Ok(Some(o));
         }
     }
+    let mut token = None;
+    for _ in 0..MAX_EMPTY_PAGES {
+        let page = store
+            .list_page(&loc.bucket, &loc.prefix, versions, token)
+            .await?;
+        if let Some(o) = page
+            .items
+            .into_iter()
+            .find(|o| o.key.starts_with(&loc.prefix))
+        {
+            return Ok(Some(o));
+        }
+        match page.next {
+            Some(t) => token = Some(t),
+            None => return Ok(None),
+        }
+    }
+    Err(StoreError::Other(format!(
+        "listing {loc}: {MAX_EMPTY_PAGES} pages without an entry, each marked truncated"
+    )))
 }

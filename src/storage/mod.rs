@@ -109,6 +109,33 @@ pub trait ObjectStore: Send + Sync {
         token: Option<PageToken>,
     ) -> Result<Page, StoreError>;
 
+    /// Every version and delete marker of exactly `key` (with `versions`; else the object
+    /// itself, if it exists), asked of the store about that key alone: never a page of a wider
+    /// listing, never continued from a constructed marker. An absent key is an empty list.
+    ///
+    /// The default pages through everything under `key` and keeps `key` itself, which is right
+    /// for stores whose listings are exact (memory, local). S3 overrides it with a delimited
+    /// listing: SeaweedFS drops `custom/1` from a listing under `custom/1` whose pages fill up
+    /// with a sibling directory's versions (`custom/1-x/`), and from pages that end where a key
+    /// and a directory share a name.
+    async fn exact_versions(
+        &self,
+        bucket: &str,
+        key: &str,
+        versions: bool,
+    ) -> Result<Vec<ObjectVersion>, StoreError> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self.list_page(bucket, key, versions, token).await?;
+            out.extend(page.items.into_iter().filter(|o| o.key == key));
+            match page.next {
+                Some(t) => token = Some(t),
+                None => return Ok(out),
+            }
+        }
+    }
+
     /// Deletes up to `MAX_BATCH` entries exactly as listed (by version id when one is given).
     /// Answers one outcome per entry, in order. A missing key or version is `Deleted`. A
     /// request-level failure is an `Err` and means nothing is known about any entry.

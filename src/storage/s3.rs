@@ -45,6 +45,9 @@ pub struct S3Settings {
     pub attempt_timeout: Duration,
 }
 
+/// Pages of one exact-key lookup before it gives up (a million versions and siblings).
+const MAX_EXACT_PAGES: usize = 1_000;
+
 pub struct S3Store {
     client: Client,
     /// Listings only, on a connection pool of their own. An HTTP connection keeps the read
@@ -209,6 +212,105 @@ impl ObjectStore for S3Store {
         Ok(Page { items, next })
     }
 
+    /// A listing with `key` as prefix and `/` as delimiter: the key's own versions, its sibling
+    /// keys (`custom/10`), and every directory beside it (`custom/1-x/`, `custom/1/`) folded into
+    /// one common prefix each, so no sibling's versions can fill the pages and push the key out.
+    /// Every page is read; only `key` itself is kept.
+    async fn exact_versions(
+        &self,
+        bucket: &str,
+        key: &str,
+        versions: bool,
+    ) -> Result<Vec<ObjectVersion>, StoreError> {
+        let what = || format!("looking up s3://{bucket}/{key}");
+        let mut out = Vec::new();
+        if !versions {
+            let mut token: Option<String> = None;
+            for _ in 0..MAX_EXACT_PAGES {
+                let page = self
+                    .lister
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .prefix(key)
+                    .delimiter("/")
+                    .set_continuation_token(token.take())
+                    .send()
+                    .await
+                    .map_err(|e| classify(&what(), e))?;
+                out.extend(
+                    page.contents()
+                        .iter()
+                        .filter(|o| o.key() == Some(key))
+                        .map(|_| ObjectVersion {
+                            key: key.to_string(),
+                            version_id: None,
+                            delete_marker: false,
+                        }),
+                );
+                match page.next_continuation_token() {
+                    Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                    _ => return Ok(out),
+                }
+            }
+            return Err(StoreError::Other(format!(
+                "{}: more than {MAX_EXACT_PAGES} pages",
+                what()
+            )));
+        }
+        let mut markers: (Option<String>, Option<String>) = (None, None);
+        for _ in 0..MAX_EXACT_PAGES {
+            let page = self
+                .lister
+                .list_object_versions()
+                .bucket(bucket)
+                .prefix(key)
+                .delimiter("/")
+                .set_key_marker(markers.0.clone())
+                .set_version_id_marker(markers.1.clone())
+                .send()
+                .await
+                .map_err(|e| classify(&what(), e))?;
+            out.extend(
+                page.versions()
+                    .iter()
+                    .filter(|v| v.key() == Some(key))
+                    .map(|v| ObjectVersion {
+                        key: key.to_string(),
+                        version_id: Some(v.version_id().unwrap_or("null").to_string()),
+                        delete_marker: false,
+                    }),
+            );
+            out.extend(
+                page.delete_markers()
+                    .iter()
+                    .filter(|m| m.key() == Some(key))
+                    .map(|m| ObjectVersion {
+                        key: key.to_string(),
+                        version_id: Some(m.version_id().unwrap_or("null").to_string()),
+                        delete_marker: true,
+                    }),
+            );
+            if page.is_truncated() != Some(true) {
+                return Ok(out);
+            }
+            let next = (
+                page.next_key_marker().map(String::from),
+                page.next_version_id_marker().map(String::from),
+            );
+            if next.0.is_none() || next == markers {
+                return Err(StoreError::Other(format!(
+                    "{}: the server marked a page truncated without moving its markers",
+                    what()
+                )));
+            }
+            markers = next;
+        }
+        Err(StoreError::Other(format!(
+            "{}: more than {MAX_EXACT_PAGES} pages",
+            what()
+        )))
+    }
+
     async fn delete_batch(
         &self,
         bucket: &str,
@@ -307,15 +409,22 @@ impl ObjectStore for S3Store {
                 page.next_key_marker().map(String::from),
                 page.next_upload_id_marker().map(String::from),
             );
-            if page.is_truncated() != Some(true)
-                || next.0.is_none()
-                || (next.0 == key_marker && next.1 == id_marker)
-            {
-                break;
+            if page.is_truncated() != Some(true) {
+                return Ok(out);
+            }
+            // A truncated page whose markers do not move on would list the same uploads
+            // forever, or (were we to stop) leave the rest unseen: an error, as for objects.
+            if next.0.is_none() || (next.0 == key_marker && next.1 == id_marker) {
+                return Err(StoreError::Other(format!(
+                    "listing multipart uploads under s3://{bucket}/{prefix}: the server marked a \
+                     page truncated without moving its markers"
+                )));
             }
             (key_marker, id_marker) = next;
         }
-        Ok(out)
+        Err(StoreError::Other(format!(
+            "listing multipart uploads under s3://{bucket}/{prefix}: more than 10,000 pages"
+        )))
     }
 
     async fn abort_upload(&self, bucket: &str, upload: &Upload) -> Result<(), StoreError> {

@@ -313,7 +313,7 @@ impl Checker {
     }
 }
 
-async fn client() -> Client {
+pub async fn client() -> Client {
     let endpoint =
         std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:8333".into());
     let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())

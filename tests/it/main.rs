@@ -9,6 +9,7 @@ mod clocks;
 mod crash;
 mod daemon;
 mod deploy;
+mod edges;
 mod faults;
 mod helpers;
 mod hostile;

@@ -649,14 +649,12 @@ async fn range_listing_finds_every_directory(versioning: Versioning) {
         tallies.iter().map(|t| t.versions).sum::<u64>(),
         (names.len() * 3 + 120) as u64 + extra
     );
-    for by_directory in [false, true] {
-        assert!(
-            verify::verify(&w.ctx, &buckets, &batch, by_directory)
-                .await
-                .iter()
-                .all(|r| r.is_ok())
-        );
-    }
+    assert!(
+        verify::verify(&w.ctx, &buckets, &batch)
+            .await
+            .iter()
+            .all(|r| r.is_ok())
+    );
     assert_eq!(
         w.keys("").await,
         vec!["runs/1", "runs/1-y/f", "runs/11/f", "runs/3/f", "runsx/1/f"]
@@ -665,10 +663,8 @@ async fn range_listing_finds_every_directory(versioning: Versioning) {
     // Verification is not fooled either: a leftover in any directory fails that subject only.
     w.put("runs/1-x/late").await;
     w.put("runs/250/late").await;
-    for by_directory in [false, true] {
-        let failed = failed_subjects(&w, &buckets, &batch, by_directory).await;
-        assert_eq!(failed, vec![1, names.len() + 50], "{by_directory}");
-    }
+    let failed = failed_subjects(&w, &buckets, &batch).await;
+    assert_eq!(failed, vec![1, names.len() + 50]);
     w.cleanup().await;
 }
 
@@ -677,9 +673,8 @@ async fn failed_subjects(
     w: &World,
     buckets: &lethe::pipeline::objects::Buckets,
     batch: &[Vec<lethe::domain::Location>],
-    by_directory: bool,
 ) -> Vec<usize> {
-    lethe::pipeline::verify::verify(&w.ctx, buckets, batch, by_directory)
+    lethe::pipeline::verify::verify(&w.ctx, buckets, batch)
         .await
         .iter()
         .enumerate()
@@ -688,13 +683,11 @@ async fn failed_subjects(
         .collect()
 }
 
-/// Verification lists a batch's directories as one range, paged only by the server: on the
-/// real server it finds a leftover in the first, a middle and the last directory (and deep
-/// inside one), never blames a neighbour before or after the range, and gives the same answer
-/// as listing each directory on its own, also when live neighbours interleave the range so
-/// densely that it falls back to listing directory by directory.
+/// Verification asks about each location on its own: on the real server it finds a leftover in
+/// the first, a middle and the last directory of a batch (and deep inside one), never blames a
+/// neighbour before or after them, also when live neighbours interleave the batch densely.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn range_verification_finds_every_leftover_dense_or_interleaved() {
+async fn verification_finds_every_leftover_dense_or_interleaved() {
     use lethe::domain::Location;
     use lethe::pipeline::objects::{self, Buckets};
     for versioning in [Versioning::Unversioned, Versioning::Enabled] {
@@ -719,38 +712,32 @@ async fn range_verification_finds_every_leftover_dense_or_interleaved() {
                 .all(|t| t.failed.is_none() && t.versions == 2),
             "{tallies:?}"
         );
-        for by_directory in [false, true] {
-            assert_eq!(
-                failed_subjects(&w, &buckets, &batch, by_directory).await,
-                Vec::<usize>::new(),
-                "{versioning:?} {by_directory}"
-            );
-        }
+        assert_eq!(
+            failed_subjects(&w, &buckets, &batch).await,
+            Vec::<usize>::new(),
+            "{versioning:?}"
+        );
         // Leftovers at both ends of the range, in its middle and deep inside a directory.
         for k in ["runs/100/late", "runs/131/x/y/z", "runs/159/late"] {
             w.put(k).await;
         }
         let leftovers = vec![0, 31, 59];
-        for by_directory in [false, true] {
-            assert_eq!(
-                failed_subjects(&w, &buckets, &batch, by_directory).await,
-                leftovers,
-                "{versioning:?} {by_directory}"
-            );
-        }
+        assert_eq!(
+            failed_subjects(&w, &buckets, &batch).await,
+            leftovers,
+            "{versioning:?}"
+        );
         // 20 live keys beside every directory: a first page of 1,000 keys ends inside the
         // range holding more other keys than a range reads (10 per directory) before it gives up.
         let live: Vec<String> = (100..160)
             .flat_map(|n| (0..20).map(move |j| format!("runs/{n}a/{j:02}")))
             .collect();
         w.put_many(live).await;
-        for by_directory in [false, true] {
-            assert_eq!(
-                failed_subjects(&w, &buckets, &batch, by_directory).await,
-                leftovers,
-                "interleaved, {versioning:?} {by_directory}"
-            );
-        }
+        assert_eq!(
+            failed_subjects(&w, &buckets, &batch).await,
+            leftovers,
+            "interleaved, {versioning:?}"
+        );
         assert_eq!(
             w.keys("runs/099/").await.len() + w.keys("runs/160/").await.len(),
             2,

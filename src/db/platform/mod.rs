@@ -103,6 +103,29 @@ pub fn holds_for(job: &Job, all: &[Job], keys: &[String]) -> Sql {
     sql
 }
 
+/// Every subject key (eligible or not) holding a `/` or a `\`: such a key, rendered into a
+/// template, names a directory inside another subject's (`b/c` or `b\c` inside `b`, as a store
+/// that keeps `\` as `/` sees it). `None` when the key column cannot hold either (integers,
+/// UUIDs).
+pub fn nested_keys(job: &Job) -> Option<Sql> {
+    let ty = job
+        .types
+        .get(&(0, job.key.as_str().to_string()))
+        .map(|t| t.to_ascii_lowercase())
+        .unwrap_or_default();
+    if ty.contains("int") || ty == "uuid" {
+        return None;
+    }
+    let mut sql = new_sql(job);
+    let key = as_text(job, &format!("n0.{}", job.key.quoted()));
+    let find = if lite(job) { "instr" } else { "strpos" };
+    sql.push(&format!(
+        "SELECT {key} FROM {} n0 WHERE {find}({key}, '/') > 0 OR {find}({key}, '\\') > 0",
+        job.subject_table().quoted_in(job.dialect)
+    ));
+    Some(sql)
+}
+
 /// Rows of node `i` per subject key: `(key, count)`.
 pub fn count_rows(job: &Job, i: usize, keys: &[String]) -> Sql {
     let mut sql = new_sql(job);

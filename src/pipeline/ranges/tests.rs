@@ -2,14 +2,6 @@ use super::*;
 use crate::storage::Versioning;
 use crate::storage::memory::MemoryStore;
 
-/// The budget `verify` uses, with `others` keys of other subjects per directory.
-fn budget(others: u64) -> RangeBudget {
-    RangeBudget {
-        others_per_directory: others,
-        ..crate::pipeline::verify::BUDGET
-    }
-}
-
 /// A memory store whose unversioned bucket `b` holds `per` keys (`0`, `1`, ...) in each of
 /// `dirs`.
 async fn bucket_of(dirs: impl IntoIterator<Item = String>, per: usize) -> MemoryStore {
@@ -58,7 +50,7 @@ async fn collect(
         }
     }
     out.sort();
-    (out, w.requests, w.dense(budget(10)))
+    (out, w.requests, w.jumped)
 }
 
 #[tokio::test]
@@ -147,145 +139,84 @@ fn orders_that_disagree_are_detected() {
 async fn sparse_directories_jump_instead_of_reading_everything_between() {
     // 300 subjects of 3 objects; only 3 of them are in the batch.
     let (store, dirs) = three_of_300().await;
-    let (got, requests, dense) = collect(&store, false, &dirs).await;
+    let (got, requests, jumped) = collect(&store, false, &dirs).await;
     assert_eq!(got.len(), 9);
     // The memory store pages 7 keys at a time: reading the whole range would take 129 pages.
     assert!(requests <= 9, "{requests} requests");
-    assert!(
-        !dense,
-        "a walk that jumped is not dense: verification lists each directory"
-    );
-}
-
-#[tokio::test]
-async fn a_range_scan_sees_every_leftover_and_stops_past_the_last_directory() {
-    let store = plain_bucket().await;
-    // Leftovers in the first, a middle and the last directory; 200 live keys after the
-    // range, which the scan must not read through.
-    for k in ["runs/100/a", "runs/120/x/y", "runs/149/z", "runs/099/n"] {
-        store.put("b", k, vec![]).await.unwrap();
-    }
-    for i in 0..200 {
-        store
-            .put("b", &format!("runs/5{i:02}/k"), vec![])
-            .await
-            .unwrap();
-    }
-    let dirs: Vec<(String, usize)> = (0..50).map(|i| (format!("runs/{}/", 100 + i), i)).collect();
-    let mut w = RangeWalker::new(&store, "b", false, &dirs);
-    let mut seen = Vec::new();
-    let scan = w
-        .scan_range(budget(10), |owners, o| {
-            seen.push((owners.to_vec(), o.key.clone()))
-        })
-        .await
-        .unwrap();
-    assert_eq!(scan, Scan::Covered);
-    assert_eq!(
-        seen,
-        vec![
-            (vec![0], "runs/100/a".to_string()),
-            (vec![20], "runs/120/x/y".to_string()),
-            (vec![49], "runs/149/z".to_string())
-        ]
-    );
-    // Pages of 7: the three leftovers and the first live keys fit in one.
-    assert_eq!(w.requests, 1);
-}
-
-#[tokio::test]
-async fn a_range_scan_reads_to_the_end_of_a_directory_that_contains_another() {
-    let store = plain_bucket().await;
-    // `runs/1/a/` sorts last but ends first: a page ending in `runs/1/b*` is past it, not
-    // past `runs/1/`, whose last leftover comes pages later.
-    for i in 0..20 {
-        store
-            .put("b", &format!("runs/1/b{i:02}"), vec![])
-            .await
-            .unwrap();
-    }
-    for k in ["runs/1/a/x", "runs/1/z", "runs/2/k"] {
-        store.put("b", k, vec![]).await.unwrap();
-    }
-    let dirs = vec![("runs/1/a/".to_string(), 1), ("runs/1/".to_string(), 0)];
-    let mut w = RangeWalker::new(&store, "b", false, &dirs);
-    let mut seen = Vec::new();
-    let scan = w
-        .scan_range(budget(500), |owners, o| {
-            seen.push((owners.to_vec(), o.key.clone()))
-        })
-        .await
-        .unwrap();
-    assert_eq!(scan, Scan::Covered);
-    assert_eq!(seen.len(), 22, "{seen:?}");
-    assert_eq!(seen[0], (vec![0, 1], "runs/1/a/x".to_string()));
-    assert_eq!(seen[21], (vec![0], "runs/1/z".to_string()));
-}
-
-#[tokio::test]
-async fn a_range_scan_gives_up_when_other_subjects_fill_the_range() {
-    let (store, dirs) = three_of_300().await;
-    let mut w = RangeWalker::new(&store, "b", false, &dirs);
-    let mut seen = 0;
-    let scan = w.scan_range(budget(10), |_, _| seen += 1).await.unwrap();
-    assert_eq!(scan, Scan::TooManyOthers);
-    // 31 other keys in pages of 7: five pages, not the 125 to the end of the range.
-    assert_eq!(w.requests, 5);
-    assert_eq!(
-        seen, 3,
-        "the first directory's keys were reported on the way"
-    );
+    assert!(jumped);
 }
 
 #[tokio::test]
 async fn dense_directories_are_read_in_one_pass() {
     let store = bucket_of((0..50).map(|i| format!("runs/{i}/")), 7).await;
     let dirs: Vec<(String, usize)> = (0..50).map(|i| (format!("runs/{i}/"), i)).collect();
-    let (got, requests, dense) = collect(&store, false, &dirs).await;
+    let (got, requests, jumped) = collect(&store, false, &dirs).await;
     assert_eq!(got.len(), 350);
     assert!(requests <= 51, "{requests} requests for 50 pages of keys");
-    assert!(dense, "one stretch: verification may list it as one range");
+    assert!(!jumped);
 }
 
-/// 40 directories of 2 keys, `runs/10/` to `runs/49/`, and a stretch the server walks for
-/// 30 s (emptied directories) between `runs/29/` and `runs/30/`.
-async fn a_range_over_a_slow_stretch() -> (MemoryStore, Vec<(String, usize)>) {
-    let store = bucket_of((10..50).map(|i| format!("runs/{i}/")), 2).await;
-    let spot = ("runs/29/~".to_string(), Duration::from_secs(30));
-    store.slow_spots.lock().unwrap().push(spot);
-    let dirs = (10..50).map(|i| (format!("runs/{i}/"), i)).collect();
-    (store, dirs)
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_walk_with_a_slow_request_is_not_one_cheap_stretch() {
-    let (store, dirs) = a_range_over_a_slow_stretch().await;
-    let (got, _, dense) = collect(&store, false, &dirs).await;
-    assert_eq!(got.len(), 80, "every key is still listed");
-    assert!(!dense, "a 30 s request: verification lists each directory");
-    store.slow_spots.lock().unwrap().clear();
-    let (_, _, dense) = collect(&store, false, &dirs).await;
-    assert!(dense, "the same range without the slow stretch");
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_range_scan_gives_up_on_a_slow_request_within_the_budget() {
-    let (store, dirs) = a_range_over_a_slow_stretch().await;
-    let started = tokio::time::Instant::now();
+/// Regression: a page that ended on the object `runs/10` was continued from it, which SeaweedFS
+/// reads as past the directory `runs/10/`, so that directory was never listed.
+#[tokio::test]
+async fn a_walk_never_continues_from_a_key_named_like_a_directory_to_come() {
+    let store = plain_bucket().await;
+    // Pages of 7: six keys of runs/1/, then the object runs/10 ends the first page.
+    for k in ["a", "b", "c", "d", "e", "f"] {
+        store
+            .put("b", &format!("runs/1/{k}"), vec![])
+            .await
+            .unwrap();
+    }
+    for k in [
+        "runs/10",
+        "runs/10/x",
+        "runs/10/y",
+        "runs/11/z",
+        "runs/11/w",
+    ] {
+        store.put("b", k, vec![]).await.unwrap();
+    }
+    let dirs: Vec<(String, usize)> = ["runs/1/", "runs/10/", "runs/11/"]
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.to_string(), i))
+        .collect();
     let mut w = RangeWalker::new(&store, "b", false, &dirs);
     let mut seen = 0;
-    let scan = w.scan_range(budget(10), |_, _| seen += 1).await.unwrap();
-    assert_eq!(scan, Scan::TooSlow);
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "abandoned at the 2 s budget, not after the 30 s walk: {:?}",
-        started.elapsed()
+    while let Some(page) = w.next_page().await.unwrap() {
+        seen += page.len();
+    }
+    assert_eq!((seen, w.requests), (6, 1), "stopped after the first page");
+    let back: Vec<&str> = w.handed_back().iter().map(|(d, _)| d.as_str()).collect();
+    assert_eq!(back, ["runs/10/", "runs/11/"]);
+    // Through the task that lists a range, every key of every directory is sent, and the
+    // object runs/10 (no directory's) is not.
+    let task = crate::pipeline::listing::list_tasks(
+        &dirs
+            .iter()
+            .map(|(d, _)| {
+                vec![crate::domain::Location {
+                    store: "s3".into(),
+                    bucket: "b".into(),
+                    prefix: d.clone(),
+                    exact: false,
+                }]
+            })
+            .collect::<Vec<_>>(),
+        1,
     );
-    // Pages of 7: the keys before the slow stretch were reported on the way.
-    assert_eq!(seen, 35);
-    store.slow_spots.lock().unwrap().clear();
-    let mut w = RangeWalker::new(&store, "b", false, &dirs);
-    let mut seen = 0;
-    let scan = w.scan_range(budget(10), |_, _| seen += 1).await.unwrap();
-    assert_eq!((scan, seen), (Scan::Covered, 80));
+    assert_eq!(task.len(), 1);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(100);
+    task[0].send_all(&store, false, &tx).await.unwrap();
+    drop(tx);
+    let mut keys = Vec::new();
+    while let Some((owner, _, o)) = rx.recv().await {
+        keys.push((owner, o.key));
+    }
+    keys.sort();
+    assert_eq!(keys.len(), 10, "{keys:?}");
+    assert!(keys.iter().all(|(_, k)| k != "runs/10"));
+    assert!(keys.contains(&(1, "runs/10/x".to_string())));
+    assert!(keys.contains(&(2, "runs/11/w".to_string())));
 }
