@@ -143,6 +143,7 @@ pub async fn purge(
         let tallies = tallies.clone();
         let store = store.clone();
         let lease = lease.clone();
+        let buckets = buckets.clone();
         async move {
             let permits = Arc::new(Semaphore::new(ctx.settings.delete_concurrency));
             let mut pending: HashMap<String, Vec<(usize, ObjectVersion)>> = HashMap::new();
@@ -169,6 +170,7 @@ pub async fn purge(
                 let store = store.clone();
                 let tallies = tallies.clone();
                 let lease = lease.clone();
+                let buckets = buckets.clone();
                 inflight.spawn(async move {
                     let _permit = permit;
                     let mut batch = batch;
@@ -176,7 +178,12 @@ pub async fn purge(
                     let refused = fence(lease.as_deref(), &subjects, &tallies).await;
                     batch.retain(|(i, _)| !refused.contains(i));
                     if !batch.is_empty() {
-                        delete_with_retries(&*store, &bucket, batch, retries, &tallies).await;
+                        let to = Target {
+                            store: &*store,
+                            buckets: &buckets,
+                            bucket: &bucket,
+                        };
+                        delete_with_retries(to, batch, retries, &tallies).await;
                     }
                 });
             };
@@ -295,13 +302,46 @@ async fn fence(
     }
 }
 
+/// Where a batch of deletes goes.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    store: &'a dyn ObjectStore,
+    buckets: &'a Buckets,
+    bucket: &'a str,
+}
+
+/// A key the store refused is a storage hold only when the bucket has Object Lock enabled and
+/// the version carries a protection the store names now (`lock_of`: a legal hold, a retention
+/// date). Anything else is a failure: a role that lacks `s3:DeleteObjectVersion` answers
+/// `AccessDenied` per key, and read as holds that turned every subject into "held by storage",
+/// exit 0, nothing ever deleted.
+async fn confirm_denial(to: Target<'_>, item: &ObjectVersion, why: String) -> KeyOutcome {
+    let evidence = match to.buckets.object_lock(to.store, to.bucket).await {
+        Ok(true) => to.store.lock_of(to.bucket, item).await,
+        Ok(false) => Ok(None),
+        Err(e) => Err(e),
+    };
+    match evidence {
+        Ok(Some(lock)) => KeyOutcome::Denied(format!("{lock} ({why})")),
+        Ok(None) => KeyOutcome::Failed(format!(
+            "{why}: refused, and the version has no Object Lock protection, so this is a \
+             permission problem, not a hold: lethe's credentials need s3:DeleteObject and \
+             s3:DeleteObjectVersion on bucket `{}`",
+            to.bucket
+        )),
+        Err(e) => KeyOutcome::Failed(format!(
+            "{why}; asking the store whether the version is locked failed: {e}"
+        )),
+    }
+}
+
 async fn delete_with_retries(
-    store: &dyn ObjectStore,
-    bucket: &str,
+    to: Target<'_>,
     mut batch: Vec<(usize, ObjectVersion)>,
     retries: u32,
     tallies: &Mutex<Vec<Tally>>,
 ) {
+    let (store, bucket) = (to.store, to.bucket);
     // Listings give each key's versions newest first. Sent in reverse, a key's older versions go
     // before its current one, so a server that keeps a "latest version" pointer does not move it
     // at every delete. Paired runs on SeaweedFS, versioned data: 1.03 and 0.98 of s5cmd's speed
@@ -318,7 +358,16 @@ async fn delete_with_retries(
             items.iter_mut().for_each(|i| i.version_id = None);
         }
         let outcomes = match store.delete_batch(bucket, &items).await {
-            Ok(o) => o,
+            Ok(o) => {
+                let mut confirmed = Vec::with_capacity(o.len());
+                for (outcome, (_, v)) in o.into_iter().zip(&batch) {
+                    confirmed.push(match outcome {
+                        KeyOutcome::Denied(why) => confirm_denial(to, v, why).await,
+                        other => other,
+                    });
+                }
+                confirmed
+            }
             Err(e) if attempt < retries && matches!(e, StoreError::Transient(_)) => {
                 tokio::time::sleep(backoff(attempt)).await;
                 continue;

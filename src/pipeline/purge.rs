@@ -157,7 +157,12 @@ pub(super) async fn purge_batch(
         )))
     };
     if crate::controls::on("rows-before-objects") {
-        // Negative control: rows first, then the objects, unverified.
+        // Negative control: rows first, then the objects, unverified (the items are marked
+        // verified first, or the row transaction would refuse to mark them done).
+        let fenced: Vec<(i64, i64)> = go.iter().map(|r| (r.id, r.epoch)).collect();
+        let mut tx = ctx.db.begin().await?;
+        items::advance(&mut tx, run_id, &fenced, ItemState::Verified, false).await?;
+        tx.commit().await?;
         let outcomes = rows::purge(ctx, job, all, run_id, &go).await;
         report.purged += outcomes
             .iter()

@@ -220,3 +220,45 @@ async fn one_upload_listing_per_bucket_still_matches_each_subject_exactly() {
     assert_eq!(ids(1), vec![u50.upload_id]);
     assert_eq!(ids(2), vec![elsewhere.upload_id]);
 }
+
+/// Regression (issue 20): a per-key `AccessDenied` on a bucket without Object Lock (a role that
+/// may not delete versions) was taken for a storage hold, so the subject was "held", the run
+/// exited 0 and nothing was ever deleted. It is a failure; on a bucket with Object Lock, a
+/// version the store says is locked is still a hold.
+#[tokio::test]
+async fn access_denied_is_a_hold_only_where_object_lock_protects_the_version() {
+    for lock in [false, true] {
+        let store = Arc::new(MemoryStore::default());
+        if lock {
+            store.create_locked_bucket("bkt").await.unwrap();
+        } else {
+            store
+                .create_bucket("bkt", Versioning::Unversioned)
+                .await
+                .unwrap();
+        }
+        store.put("bkt", "runs/1/a", vec![]).await.unwrap();
+        // The memory store refuses these keys with `AccessDenied`, whatever the bucket.
+        store.locked.lock().unwrap().push("runs/1/a".into());
+        let mut s = settings();
+        s.key_retries = 1;
+        let pool = sqlx::PgPool::connect_lazy("postgres://unused/unused").unwrap();
+        let ctx = Context::with_store(&s, crate::db::Db::Pg(pool), store.clone());
+        let locations = vec![vec![Location::dir("bkt", "runs/1/").unwrap()]];
+        let t = purge(&ctx, &Buckets::default(), &locations, false, None)
+            .await
+            .remove(0);
+        if lock {
+            assert!(t.failed.is_none(), "{t:?}");
+            assert!(
+                t.denied.as_deref().unwrap().contains("legal hold ON"),
+                "{t:?}"
+            );
+        } else {
+            assert!(t.denied.is_none(), "not a hold: {t:?}");
+            let failed = t.failed.unwrap_or_default();
+            assert!(failed.contains("s3:DeleteObjectVersion"), "{failed}");
+            assert!(failed.contains("bkt"), "names the bucket: {failed}");
+        }
+    }
+}

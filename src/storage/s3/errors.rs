@@ -52,6 +52,10 @@ pub(super) fn per_key(code: &str, message: &str) -> KeyOutcome {
     }
 }
 
+/// Whether a per-key refusal may be a lock (the caller then asks the store whether the version
+/// is locked, on a bucket with Object Lock, before calling it a hold). Servers word a lock
+/// refusal as a bare `AccessDenied` too, so that code stays a candidate; the check that decides
+/// is `objects::confirm_denial`.
 fn is_lock_message(code: &str, message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     code == "AccessDenied"
