@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 mod errors;
+mod exact;
 
 use errors::{classify, per_key};
 
@@ -44,9 +45,6 @@ pub struct S3Settings {
     /// Time limit for one attempt of one request.
     pub attempt_timeout: Duration,
 }
-
-/// Pages of one exact-key lookup before it gives up (a million versions and siblings).
-const MAX_EXACT_PAGES: usize = 1_000;
 
 pub struct S3Store {
     client: Client,
@@ -212,103 +210,14 @@ impl ObjectStore for S3Store {
         Ok(Page { items, next })
     }
 
-    /// A listing with `key` as prefix and `/` as delimiter: the key's own versions, its sibling
-    /// keys (`custom/10`), and every directory beside it (`custom/1-x/`, `custom/1/`) folded into
-    /// one common prefix each, so no sibling's versions can fill the pages and push the key out.
-    /// Every page is read; only `key` itself is kept.
+    /// See `exact::exact_versions`.
     async fn exact_versions(
         &self,
         bucket: &str,
         key: &str,
         versions: bool,
     ) -> Result<Vec<ObjectVersion>, StoreError> {
-        let what = || format!("looking up s3://{bucket}/{key}");
-        let mut out = Vec::new();
-        if !versions {
-            let mut token: Option<String> = None;
-            for _ in 0..MAX_EXACT_PAGES {
-                let page = self
-                    .lister
-                    .list_objects_v2()
-                    .bucket(bucket)
-                    .prefix(key)
-                    .delimiter("/")
-                    .set_continuation_token(token.take())
-                    .send()
-                    .await
-                    .map_err(|e| classify(&what(), e))?;
-                out.extend(
-                    page.contents()
-                        .iter()
-                        .filter(|o| o.key() == Some(key))
-                        .map(|_| ObjectVersion {
-                            key: key.to_string(),
-                            version_id: None,
-                            delete_marker: false,
-                        }),
-                );
-                match page.next_continuation_token() {
-                    Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
-                    _ => return Ok(out),
-                }
-            }
-            return Err(StoreError::Other(format!(
-                "{}: more than {MAX_EXACT_PAGES} pages",
-                what()
-            )));
-        }
-        let mut markers: (Option<String>, Option<String>) = (None, None);
-        for _ in 0..MAX_EXACT_PAGES {
-            let page = self
-                .lister
-                .list_object_versions()
-                .bucket(bucket)
-                .prefix(key)
-                .delimiter("/")
-                .set_key_marker(markers.0.clone())
-                .set_version_id_marker(markers.1.clone())
-                .send()
-                .await
-                .map_err(|e| classify(&what(), e))?;
-            out.extend(
-                page.versions()
-                    .iter()
-                    .filter(|v| v.key() == Some(key))
-                    .map(|v| ObjectVersion {
-                        key: key.to_string(),
-                        version_id: Some(v.version_id().unwrap_or("null").to_string()),
-                        delete_marker: false,
-                    }),
-            );
-            out.extend(
-                page.delete_markers()
-                    .iter()
-                    .filter(|m| m.key() == Some(key))
-                    .map(|m| ObjectVersion {
-                        key: key.to_string(),
-                        version_id: Some(m.version_id().unwrap_or("null").to_string()),
-                        delete_marker: true,
-                    }),
-            );
-            if page.is_truncated() != Some(true) {
-                return Ok(out);
-            }
-            let next = (
-                page.next_key_marker().map(String::from),
-                page.next_version_id_marker().map(String::from),
-            );
-            if next.0.is_none() || next == markers {
-                return Err(StoreError::Other(format!(
-                    "{}: the server marked a page truncated without moving its markers",
-                    what()
-                )));
-            }
-            markers = next;
-        }
-        Err(StoreError::Other(format!(
-            "{}: more than {MAX_EXACT_PAGES} pages",
-            what()
-        )))
+        exact::exact_versions(&self.lister, bucket, key, versions).await
     }
 
     async fn delete_batch(
