@@ -160,9 +160,7 @@ pub(super) async fn purge_batch(
         // Negative control: rows first, then the objects, unverified (the items are marked
         // verified first, or the row transaction would refuse to mark them done).
         let fenced: Vec<(i64, i64)> = go.iter().map(|r| (r.id, r.epoch)).collect();
-        let mut tx = ctx.db.begin().await?;
-        items::advance(&mut tx, run_id, &fenced, ItemState::Verified, false).await?;
-        tx.commit().await?;
+        advance(ctx, run_id, &fenced, ItemState::Verified).await?;
         let outcomes = rows::purge(ctx, job, all, run_id, &go).await;
         report.purged += outcomes
             .iter()
@@ -201,10 +199,7 @@ pub(super) async fn purge_batch(
         .collect();
     let before = verified.len();
     if !fenced.is_empty() {
-        let mut tx = ctx.db.begin().await?;
-        let moved =
-            items::advance(&mut tx, run_id, &fenced, ItemState::ObjectsPurged, false).await?;
-        tx.commit().await?;
+        let moved = advance(ctx, run_id, &fenced, ItemState::ObjectsPurged).await?;
         verified.retain(|r| !has_objects(r) || moved.contains(&r.id));
     }
     report.busy += (before - verified.len()) as u64;
@@ -267,9 +262,7 @@ pub(super) async fn purge_batch(
         .map(|r| (r.id, r.epoch))
         .collect();
     if !fenced.is_empty() {
-        let mut tx = ctx.db.begin().await?;
-        items::advance(&mut tx, run_id, &fenced, ItemState::Verified, false).await?;
-        tx.commit().await?;
+        advance(ctx, run_id, &fenced, ItemState::Verified).await?;
     }
 
     stages.mark("verify");
@@ -307,6 +300,19 @@ pub(super) async fn purge_batch(
     stages.mark("rows");
     tracing::info!(subjects = batch.len(), stages_ms = %stages, "batch done");
     Ok(())
+}
+
+/// Moves fenced items to `to` in a transaction of their own; answers the ids that moved.
+async fn advance(
+    ctx: &Context,
+    run_id: i64,
+    fenced: &[(i64, i64)],
+    to: ItemState,
+) -> Result<Vec<i64>> {
+    let mut tx = ctx.db.begin().await?;
+    let moved = items::advance(&mut tx, run_id, fenced, to, false).await?;
+    tx.commit().await?;
+    Ok(moved)
 }
 
 /// Purges after the first, each directory listed on its own, while verification still finds

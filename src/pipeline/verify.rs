@@ -93,7 +93,7 @@ pub async fn verify(
 
 /// The first thing left at `loc`, asked of the store about this location alone: its exact
 /// object (if it names one), then its directory.
-pub async fn left_at(
+async fn left_at(
     store: &dyn ObjectStore,
     buckets: &Buckets,
     loc: &Location,

@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     BucketVersioningStatus, Delete, ObjectIdentifier, ObjectLockEnabled, ObjectLockLegalHold,
@@ -44,6 +45,30 @@ pub struct S3Settings {
     pub max_attempts: u32,
     /// Time limit for one attempt of one request.
     pub attempt_timeout: Duration,
+}
+
+/// Every version and delete marker of one ListObjectVersions page (a missing version id is the
+/// `null` version).
+fn entries(out: &ListObjectVersionsOutput) -> Vec<ObjectVersion> {
+    let mut items: Vec<ObjectVersion> = out
+        .versions()
+        .iter()
+        .filter_map(|v| {
+            Some(ObjectVersion {
+                key: v.key()?.to_string(),
+                version_id: Some(v.version_id().unwrap_or("null").to_string()),
+                delete_marker: false,
+            })
+        })
+        .collect();
+    items.extend(out.delete_markers().iter().filter_map(|m| {
+        Some(ObjectVersion {
+            key: m.key()?.to_string(),
+            version_id: Some(m.version_id().unwrap_or("null").to_string()),
+            delete_marker: true,
+        })
+    }));
+    items
 }
 
 pub struct S3Store {
@@ -181,24 +206,7 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| classify(&what(), e))?;
-        let mut items: Vec<ObjectVersion> = out
-            .versions()
-            .iter()
-            .filter_map(|v| {
-                Some(ObjectVersion {
-                    key: v.key()?.to_string(),
-                    version_id: Some(v.version_id().unwrap_or("null").to_string()),
-                    delete_marker: false,
-                })
-            })
-            .collect();
-        items.extend(out.delete_markers().iter().filter_map(|m| {
-            Some(ObjectVersion {
-                key: m.key()?.to_string(),
-                version_id: Some(m.version_id().unwrap_or("null").to_string()),
-                delete_marker: true,
-            })
-        }));
+        let items = entries(&out);
         let next = if out.is_truncated() == Some(true) {
             out.next_key_marker().map(|k| PageToken {
                 key: k.to_string(),

@@ -1,5 +1,6 @@
 //! The lookup of one exact key (`ObjectStore::exact_versions`) on S3.
 
+use super::entries;
 use super::errors::classify;
 use crate::storage::{ObjectVersion, StoreError};
 use aws_sdk_s3::Client;
@@ -63,26 +64,7 @@ pub(super) async fn exact_versions(
             .send()
             .await
             .map_err(|e| classify(&what(), e))?;
-        out.extend(
-            page.versions()
-                .iter()
-                .filter(|v| v.key() == Some(key))
-                .map(|v| ObjectVersion {
-                    key: key.to_string(),
-                    version_id: Some(v.version_id().unwrap_or("null").to_string()),
-                    delete_marker: false,
-                }),
-        );
-        out.extend(
-            page.delete_markers()
-                .iter()
-                .filter(|m| m.key() == Some(key))
-                .map(|m| ObjectVersion {
-                    key: key.to_string(),
-                    version_id: Some(m.version_id().unwrap_or("null").to_string()),
-                    delete_marker: true,
-                }),
-        );
+        out.extend(entries(&page).into_iter().filter(|o| o.key == key));
         if page.is_truncated() != Some(true) {
             return Ok(out);
         }
