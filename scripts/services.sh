@@ -31,6 +31,10 @@ SEAWEEDFS_VERSION=4.48
 PYYAML_VERSION=6.0.2
 S3_KEY=test
 S3_SECRET=test
+# A second identity that may read and list but not write or delete: the tests of the delete
+# permission probe and of AccessDenied use it.
+S3_READER_KEY=lethe-reader
+S3_READER_SECRET=lethe-reader-secret
 S3_REGION=us-east-1
 
 PG_STARTED_FILE="$STATE_DIR/postgres.started-by-us" # contains the cluster version
@@ -180,10 +184,26 @@ wait_s3_usable() {
     done
 }
 
+# The identities weed serves: the administrator (every action) and the read-and-list reader.
+write_identities() {
+    cat >"$1" <<JSON
+{"identities": [
+  {"name": "admin", "credentials": [{"accessKey": "$S3_KEY", "secretKey": "$S3_SECRET"}],
+   "actions": ["Admin", "Read", "List", "Tagging", "Write"]},
+  {"name": "reader", "credentials": [{"accessKey": "$S3_READER_KEY", "secretKey": "$S3_READER_SECRET"}],
+   "actions": ["Read", "List"]}
+]}
+JSON
+}
+
 start_seaweedfs() {
     install_seaweedfs
 
     local pid
+    if pid="$(weed_pid_alive)" && ! tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- '-s3.config='; then
+        log "our weed mini (pid $pid) predates the reader identity; restarting it"
+        stop_seaweedfs
+    fi
     if pid="$(weed_pid_alive)"; then
         if s3_answers; then
             log "reusing our running weed mini (pid $pid)"
@@ -216,6 +236,7 @@ start_seaweedfs() {
         if [[ -n "${S3_SNAPSHOT:-}" ]]; then
             cp -a "$S3_SNAPSHOT/." "$data_dir/" || die "copying S3 snapshot $S3_SNAPSHOT failed"
         fi
+        write_identities "$STATE_DIR/s3-identities.json"
         log "starting weed mini (data $data_dir, log $WEED_LOG)"
         # Every bucket is a collection with volumes of its own; the default cap (free disk /
         # volume size) runs out after a few dozen buckets, and the tests make one per test.
@@ -231,6 +252,7 @@ start_seaweedfs() {
             -webdav=false -admin.ui=false \
             -s3.port.iceberg=0 -s3.port.lance=0 \
             -master.volumeSizeLimitMB=8 -volume.max=4000 \
+            -s3.config="$STATE_DIR/s3-identities.json" \
             </dev/null >"$WEED_LOG" 2>&1 &
         local t=0
         until [[ -s "$WEED_PID_FILE" ]]; do
@@ -354,6 +376,8 @@ cmd_env() {
     printf 'export AWS_SECRET_ACCESS_KEY=%q\n' "$S3_SECRET"
     printf 'export AWS_REGION=%q\n' "$S3_REGION"
     printf 'export AWS_DEFAULT_REGION=%q\n' "$S3_REGION"
+    printf 'export LETHE_TEST_S3_READER_KEY=%q\n' "$S3_READER_KEY"
+    printf 'export LETHE_TEST_S3_READER_SECRET=%q\n' "$S3_READER_SECRET"
     printf 'export PATH=%q:"$PATH"\n' "$VENV/bin"
 }
 

@@ -158,7 +158,7 @@ impl Settings {
             Some("false" | "0") => false,
             Some(other) => bail!("LETHE_S3_PATH_STYLE={other:?} must be true or false"),
         };
-        Ok(Settings {
+        let settings = Settings {
             database_url,
             jobs_dir: var("LETHE_JOBS_DIR")
                 .map(PathBuf::from)
@@ -210,9 +210,40 @@ impl Settings {
                     anyhow!("LETHE_LISTEN={a:?} is not an address like 127.0.0.1:9187")
                 })?),
             },
-        })
+        };
+        settings.check_lease()?;
+        Ok(settings)
+    }
+
+    /// The lease is confirmed before each delete request is sent, so it must outlast the
+    /// longest one request can take (every SDK attempt timing out, with the SDK's backoff of
+    /// up to 20 s between attempts), twice over: otherwise a request still in flight could
+    /// land after another run took its subjects over.
+    fn check_lease(&self) -> Result<()> {
+        if self.object_root.is_some() {
+            return Ok(());
+        }
+        let s = &self.s3;
+        let worst = u64::from(s.max_attempts) * s.attempt_timeout.as_secs()
+            + u64::from(s.max_attempts - 1) * SDK_MAX_BACKOFF_SECS;
+        if (self.lease_seconds as u64) < 2 * worst {
+            bail!(
+                "LETHE_LEASE_SECONDS={} is shorter than twice the longest one delete request can \
+                 take ({worst} s: LETHE_S3_ATTEMPTS={} x LETHE_S3_TIMEOUT_SECONDS={} plus up to \
+                 {SDK_MAX_BACKOFF_SECS} s between attempts), so a lease could run out while a \
+                 delete is in flight: raise LETHE_LEASE_SECONDS to at least {} or lower the other two",
+                self.lease_seconds,
+                s.max_attempts,
+                s.attempt_timeout.as_secs(),
+                2 * worst
+            );
+        }
+        Ok(())
     }
 }
+
+/// The AWS SDK's standard retry strategy waits at most this long between attempts.
+const SDK_MAX_BACKOFF_SECS: u64 = 20;
 
 /// An error in what the user asked for or configured: exit 2, nothing deleted.
 #[derive(Debug)]

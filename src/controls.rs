@@ -14,6 +14,9 @@
 //! - `ignore-key-errors`: a key a DeleteObjects answer reports failed counts as deleted.
 //! - `no-fencing`: object deletes are sent without confirming the lease, so a process that was
 //!   paused past its lease deletes objects of subjects another process has since taken over.
+//! - `no-hold-fence`: the checks before each delete request confirm the lease but never look
+//!   for holds placed since the batch's hold check, so a hold placed mid-purge does not stop
+//!   the deletes already under way.
 
 /// Whether the negative control `name` is switched on.
 #[cfg(debug_assertions)]

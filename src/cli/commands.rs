@@ -248,7 +248,7 @@ pub(super) async fn run_cmd(
     selected: &[Job],
     opts: &RunOptions,
 ) -> Result<u8> {
-    config(pipeline::preflight(ctx, selected).await)?;
+    config(pipeline::preflight(ctx, selected, opts.dry_run).await)?;
     let summary = pipeline::run_all(ctx, all, selected, opts).await?;
     for job in &summary.locked_out {
         eprintln!("job `{job}` is being run by another lethe process; skipped");

@@ -269,7 +269,7 @@ async fn run_once(
     };
     let one = std::slice::from_ref(job);
     let result = async {
-        pipeline::preflight(ctx, one).await?;
+        pipeline::preflight(ctx, one, false).await?;
         pipeline::run_all(ctx, jobs, one, &opts).await
     }
     .await;

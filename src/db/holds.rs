@@ -163,6 +163,17 @@ pub async fn release(db: &Db, id: i64, reason: &str, by: &str) -> Result<()> {
     Ok(())
 }
 
+/// The newest hold's id (0 when there is none). Placements take the holds lock exclusively
+/// before they insert, so ids are handed out, and committed, in order: a hold id above one seen
+/// earlier means a hold placed since.
+pub async fn latest(db: &Db) -> Result<i64> {
+    let sql = db.t("SELECT coalesce(max(id), 0) FROM lethe.holds");
+    crate::on_db!(db, p => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_one(p)
+        .await)
+    .context("reading the newest hold")
+}
+
 pub async fn list(db: &Db, include_released: bool) -> Result<Vec<Hold>> {
     let sql = db.t("SELECT * FROM lethe.holds WHERE $1 OR released_at IS NULL ORDER BY id");
     crate::on_db!(db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))

@@ -32,10 +32,14 @@ pub struct Claimed {
     pub prev_hold: Option<i64>,
 }
 
-/// Claims items for `run_id`: new subjects are inserted; open items are taken over only when
-/// held, failed, or their lease has expired. A subject under another live lease is not returned.
-/// On take-over the manifest's locations are the union of the old and the new, so objects named
-/// by an earlier claim are never forgotten.
+/// Claims items for `run_id`: new subjects are inserted; open items are taken over when held,
+/// failed, claimed by another run of the job, or their lease has expired. The caller holds the
+/// job's run lock (`runs::try_lock_job`), a lock tied to its database session: holding it proves
+/// that no other run of the job is alive (a killed process's session ended and freed it), so the
+/// items another run left in progress are taken over at once instead of after their lease. A run
+/// that was only cut off, not dead, is stopped by the fence: its next lease check before a delete
+/// finds the epoch moved. On take-over the manifest's locations are the union of the old and the
+/// new, so objects named by an earlier claim are never forgotten.
 pub async fn claim(
     db: &Db,
     job: &str,
@@ -81,6 +85,7 @@ async fn claim_lite(
                  error_class = NULL, last_error = NULL,
                  updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
                WHERE lethe_work_items.state IN ('held', 'failed')
+                  OR lethe_work_items.run_id IS NOT $8
                   OR lethe_work_items.lease_until < strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
              RETURNING id, subject_key, epoch, manifest, hold_id AS prev_hold",
         )
@@ -129,7 +134,7 @@ async fn claim_pg(
                   FROM jsonb_array_elements(coalesce(w.manifest->'locations', '[]'::jsonb)
                                             || coalesce(EXCLUDED.manifest->'locations', '[]'::jsonb)) l)),
              error_class = NULL, last_error = NULL, updated_at = now()
-           WHERE w.state IN ('held', 'failed') OR w.lease_until < now()
+           WHERE w.state IN ('held', 'failed') OR w.run_id IS DISTINCT FROM $2 OR w.lease_until < now()
          RETURNING id, subject_key, epoch, manifest, hold_id AS prev_hold",
     )
     .bind(job)

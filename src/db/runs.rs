@@ -147,7 +147,8 @@ async fn try_lock_lite(pool: &SqlitePool, job: &str) -> Result<Option<JobLock>> 
     }))
 }
 
-fn rand_token() -> String {
+/// A hard-to-guess token: a randomly keyed hash of the time.
+pub(crate) fn rand_token() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(Utc::now().timestamp_nanos_opt().unwrap_or_default() as u128);

@@ -1,74 +1,149 @@
 //! The fence in front of every object deletion. Work items are claimed under a lease with an
-//! epoch; before a DeleteObjects request (or an upload abort) is sent, the batch's leases must
-//! be known to be ours. A renewal extends them in one statement, fenced by epoch and run, and
-//! answers which items are still ours; it holds for `validity()` of the local monotonic clock,
-//! well inside the lease, so a request sent in that time cannot race another process's
-//! take-over (which needs the lease to have expired). A process that was paused or cut off
-//! finds the validity spent when it wakes, renews, learns it lost the items, and deletes nothing
-//! more for them.
+//! epoch; before each DeleteObjects attempt (and each upload abort) the batch's leases must be
+//! confirmed ours and its subjects confirmed unheld by a database check that *started after the
+//! request was queued*. Concurrent requests share one check (a read barrier: a request waits for
+//! the next check to start, never reuses one that began before it asked), so the cost is one
+//! round trip per wave of requests, not per request.
+//!
+//! A renewal extends the leases in one statement fenced by epoch and run, and answers which
+//! items are still ours: an item taken over by another run (its epoch moved), or whose lease ran
+//! out while this process was paused, is lost, and nothing more is deleted for it.
+//!
+//! Holds: a hold committed after the batch's hold check must stop its remaining deletes. Every
+//! check reads the newest hold id (placements are serialized by the holds lock, so ids grow in
+//! commit order); when it moved, the batch's subjects are checked against the holds again, with
+//! the same query as the hold check, and the newly held ones are refused. What can still reach
+//! the store after a hold commits is only a request that passed its check before the commit.
 
-use crate::db::items;
-use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use crate::db::sql::Sql;
+use crate::db::{Db, holds, items};
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
 
 pub struct Lease {
-    db: crate::db::Db,
+    db: Db,
     run_id: i64,
     lease_secs: i64,
     /// `(work item id, epoch)` per subject index of the purge.
     items: Vec<(i64, i64)>,
-    state: tokio::sync::Mutex<Renewed>,
+    watch: Option<HoldWatch>,
+    state: tokio::sync::Mutex<Checked>,
 }
 
-struct Renewed {
-    until: Instant,
+/// How to ask whether the purge's subjects are held: the batch's hold query (answering
+/// `(key, hold id)`) and each key's subject indexes.
+pub struct HoldWatch {
+    pub query: Sql,
+    pub keys: Vec<String>,
+}
+
+struct Checked {
+    /// When the last check started; a request queued after it waits for the next one.
+    started: Option<Instant>,
+    /// The newest hold id the last hold check saw.
+    holds_seen: i64,
     lost: HashSet<usize>,
+    held: HashMap<usize, i64>,
+}
+
+/// Why a subject's objects may not be deleted now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The lease was lost or could not be confirmed.
+    Lost(String),
+    /// A hold placed during the purge covers the subject.
+    Held(i64),
 }
 
 /// Why subjects' objects may not be deleted now.
 pub const LOST: &str = "the lease on this subject was lost (taken over by another process, or it expired); nothing more was deleted";
 
 impl Lease {
-    /// Leases just claimed (or advanced) by this process: valid for now.
-    pub fn new(db: crate::db::Db, run_id: i64, lease_secs: i64, items: Vec<(i64, i64)>) -> Self {
+    /// Leases just claimed (or advanced) by this process. `holds_seen` is the newest hold id read
+    /// before the batch's hold check: any hold placed since is checked at the first request.
+    pub fn new(
+        db: Db,
+        run_id: i64,
+        lease_secs: i64,
+        items: Vec<(i64, i64)>,
+        watch: Option<HoldWatch>,
+        holds_seen: i64,
+    ) -> Self {
         Lease {
             db,
             run_id,
             lease_secs,
             items,
-            state: tokio::sync::Mutex::new(Renewed {
-                until: Instant::now(),
+            watch,
+            state: tokio::sync::Mutex::new(Checked {
+                started: None,
+                holds_seen,
                 lost: HashSet::new(),
+                held: HashMap::new(),
             }),
         }
     }
 
-    /// How long a renewal is trusted: a quarter of the lease, at most 30 s.
-    fn validity(&self) -> Duration {
-        Duration::from_secs((self.lease_secs as u64 / 4).clamp(1, 30))
+    /// Of `subjects`, those whose objects must not be deleted, each with the reason. Answers
+    /// from a check that started after this call.
+    pub async fn refused(&self, subjects: &HashSet<usize>) -> HashMap<usize, Refusal> {
+        let asked = Instant::now();
+        let mut s = self.state.lock().await;
+        if s.started.is_none_or(|t| t < asked) {
+            let started = Instant::now();
+            if let Err(e) = self.check(&mut s).await {
+                // Not confirmed: nothing may be deleted, and the next request asks again.
+                let why =
+                    format!("cannot confirm the lease and holds, so nothing was deleted: {e:#}");
+                return subjects
+                    .iter()
+                    .map(|&i| (i, Refusal::Lost(why.clone())))
+                    .collect();
+            }
+            s.started = Some(started);
+        }
+        subjects
+            .iter()
+            .filter_map(|&i| {
+                // A lost item is not ours to record, held or not.
+                if s.lost.contains(&i) {
+                    Some((i, Refusal::Lost(LOST.into())))
+                } else {
+                    s.held.get(&i).map(|&h| (i, Refusal::Held(h)))
+                }
+            })
+            .collect()
     }
 
-    /// Of `subjects`, those whose objects must not be deleted: the lease was lost, or it could
-    /// not be confirmed (then the error says why).
-    pub async fn refused(&self, subjects: &HashSet<usize>) -> Result<HashSet<usize>, String> {
-        let mut s = self.state.lock().await;
-        if Instant::now() >= s.until {
-            let asked = Instant::now();
-            let ours: HashSet<i64> =
-                items::renew(&self.db, self.run_id, self.lease_secs, &self.items)
-                    .await
-                    .map_err(|e| {
-                        format!("cannot confirm the lease, so nothing was deleted: {e:#}")
-                    })?
-                    .into_iter()
-                    .collect();
-            for (i, (id, _)) in self.items.iter().enumerate() {
-                if !ours.contains(id) {
-                    s.lost.insert(i);
+    async fn check(&self, s: &mut Checked) -> anyhow::Result<()> {
+        let (renewed, latest) = tokio::join!(
+            items::renew(&self.db, self.run_id, self.lease_secs, &self.items),
+            holds::latest(&self.db),
+        );
+        let ours: HashSet<i64> = renewed?.into_iter().collect();
+        for (i, (id, _)) in self.items.iter().enumerate() {
+            if !ours.contains(id) {
+                s.lost.insert(i);
+            }
+        }
+        let latest = latest?;
+        if latest > s.holds_seen {
+            if let Some(w) = self
+                .watch
+                .as_ref()
+                .filter(|_| !crate::controls::on("no-hold-fence"))
+            {
+                let found: Vec<(String, i64)> = w.query.fetch_all(&self.db).await?;
+                let found: HashMap<&str, i64> =
+                    found.iter().map(|(k, h)| (k.as_str(), *h)).collect();
+                for (i, key) in w.keys.iter().enumerate() {
+                    if let Some(&h) = found.get(key.as_str()) {
+                        s.held.entry(i).or_insert(h);
+                    }
                 }
             }
-            s.until = asked + self.validity();
+            s.holds_seen = latest;
         }
-        Ok(subjects.intersection(&s.lost).copied().collect())
+        Ok(())
     }
 }

@@ -184,23 +184,76 @@ impl RunSummary {
     }
 }
 
-/// Refuses to start when a bucket a spec names is missing or our credentials are refused, so a
-/// configuration mistake fails before anything is touched.
-pub async fn preflight(ctx: &Context, jobs: &[Job]) -> Result<()> {
+/// Refuses to start when a bucket a spec names is missing, our credentials are refused, or
+/// (unless `dry_run`, which deletes nothing) they may not delete there, so a configuration
+/// mistake fails before anything is touched instead of failing every subject.
+pub async fn preflight(ctx: &Context, jobs: &[Job], dry_run: bool) -> Result<()> {
+    let mut probed = std::collections::HashSet::new();
     for job in jobs {
         for src in &job.objects {
             if let crate::spec::ObjectSource::Prefix { bucket, line, .. } = src {
-                ctx.store.versioning(bucket).await.map_err(|e| {
-                    anyhow::anyhow!(
-                        "{}:{line}: job `{}`: bucket `{bucket}`: {e}",
+                let at = || {
+                    format!(
+                        "{}:{line}: job `{}`: bucket `{bucket}`",
                         job.file.display(),
                         job.name
                     )
-                })?;
+                };
+                let v = ctx
+                    .store
+                    .versioning(bucket)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
+                if !dry_run && probed.insert(bucket.clone()) {
+                    probe_delete(&*ctx.store, bucket, v)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
+                }
             }
         }
     }
     Ok(())
+}
+
+/// Asks the store to delete, by version, a key that cannot exist (under `.lethe-probe/`, with a
+/// random name): nothing is deleted and nothing is created (on a versioned bucket a delete
+/// that names no version would add a delete marker, so the probe names the null version), but
+/// a role without the delete permissions is refused, naming the action to grant.
+async fn probe_delete(
+    store: &dyn crate::storage::ObjectStore,
+    bucket: &str,
+    versioning: crate::storage::Versioning,
+) -> Result<(), String> {
+    use crate::storage::{KeyOutcome, ObjectVersion, StoreError};
+    let probe = ObjectVersion {
+        key: format!(".lethe-probe/{}", crate::db::runs::rand_token()),
+        version_id: (versioning != crate::storage::Versioning::Unversioned).then(|| "null".into()),
+        delete_marker: false,
+    };
+    let action = if probe.version_id.is_some() {
+        "s3:DeleteObjectVersion"
+    } else {
+        "s3:DeleteObject"
+    };
+    let refused = |why: String| {
+        format!(
+            "the store refused to delete a key that cannot exist under `.lethe-probe/` ({}): \
+             grant lethe's credentials {action} on this bucket; nothing was deleted",
+            why.trim_end_matches('.')
+        )
+    };
+    match store
+        .delete_batch(bucket, std::slice::from_ref(&probe))
+        .await
+    {
+        Ok(outcomes) => match outcomes.into_iter().next() {
+            Some(KeyOutcome::Deleted) => Ok(()),
+            Some(KeyOutcome::Denied(why) | KeyOutcome::Failed(why)) => Err(refused(why)),
+            None => Err("the store answered a one-key delete with no outcome".into()),
+        },
+        Err(StoreError::Auth(why)) => Err(refused(why)),
+        Err(e) => Err(format!("probing the delete permission: {e}")),
+    }
 }
 
 /// Runs the selected jobs one after another, each under its run lock.

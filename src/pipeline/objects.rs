@@ -7,7 +7,7 @@
 //! tallied per subject; keys that failed are retried a bounded number of times; a key refused by
 //! Object Lock makes its subject held.
 
-use super::lease::Lease;
+use super::lease::{Lease, Refusal};
 use super::listing::{ListTask, Tagged, Walker, list_tasks, uploads_by_subject};
 use crate::context::Context;
 use crate::domain::Location;
@@ -35,6 +35,9 @@ pub struct Tally {
     /// The first failure, if any; such a subject is not verified and keeps its rows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
+    /// A hold placed while the objects were being purged: the hold that refused the rest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<i64>,
 }
 
 impl Tally {
@@ -173,18 +176,13 @@ pub async fn purge(
                 let buckets = buckets.clone();
                 inflight.spawn(async move {
                     let _permit = permit;
-                    let mut batch = batch;
-                    let subjects = batch.iter().map(|(i, _)| *i).collect();
-                    let refused = fence(lease.as_deref(), &subjects, &tallies).await;
-                    batch.retain(|(i, _)| !refused.contains(i));
-                    if !batch.is_empty() {
-                        let to = Target {
-                            store: &*store,
-                            buckets: &buckets,
-                            bucket: &bucket,
-                        };
-                        delete_with_retries(to, batch, retries, &tallies).await;
-                    }
+                    let to = Target {
+                        store: &*store,
+                        buckets: &buckets,
+                        bucket: &bucket,
+                        lease: lease.as_deref(),
+                    };
+                    delete_with_retries(to, batch, retries, &tallies).await;
                 });
             };
             loop {
@@ -276,8 +274,9 @@ async fn list_into(
     task.send_all(store, v.keeps_versions(), tx).await
 }
 
-/// Of `subjects`, those whose objects must not be deleted now (their lease is lost or cannot be
-/// confirmed); each of them fails with the reason.
+/// Of `subjects`, those whose objects must not be deleted now: their lease is lost or cannot be
+/// confirmed (each fails with the reason), or a hold placed since the batch's hold check covers
+/// them (each records the hold).
 async fn fence(
     lease: Option<&Lease>,
     subjects: &HashSet<usize>,
@@ -286,28 +285,28 @@ async fn fence(
     let Some(lease) = lease.filter(|_| !crate::controls::on("no-fencing")) else {
         return HashSet::new();
     };
-    match lease.refused(subjects).await {
-        Ok(refused) => {
-            for &i in &refused {
-                fail(tallies, i, super::lease::LOST.to_string());
+    let refused = lease.refused(subjects).await;
+    let mut t = tallies.lock().expect("tallies");
+    for (&i, why) in &refused {
+        match why {
+            Refusal::Held(h) => {
+                t[i].held_by.get_or_insert(*h);
             }
-            refused
-        }
-        Err(why) => {
-            for &i in subjects {
-                fail(tallies, i, why.clone());
+            Refusal::Lost(why) => {
+                t[i].failed.get_or_insert(why.clone());
             }
-            subjects.clone()
         }
     }
+    refused.into_keys().collect()
 }
 
-/// Where a batch of deletes goes.
+/// Where a batch of deletes goes, and the fence in front of it.
 #[derive(Clone, Copy)]
 struct Target<'a> {
     store: &'a dyn ObjectStore,
     buckets: &'a Buckets,
     bucket: &'a str,
+    lease: Option<&'a Lease>,
 }
 
 /// A key the store refused is a storage hold only when the bucket has Object Lock enabled and
@@ -351,6 +350,14 @@ async fn delete_with_retries(
         batch.reverse();
     }
     for attempt in 1..=retries {
+        // Fenced before every attempt: a retry after a slow answer may come after a take-over
+        // or a hold.
+        let subjects = batch.iter().map(|(i, _)| *i).collect();
+        let refused = fence(to.lease, &subjects, tallies).await;
+        batch.retain(|(i, _)| !refused.contains(i));
+        if batch.is_empty() {
+            return;
+        }
         let mut items: Vec<ObjectVersion> = batch.iter().map(|(_, v)| v.clone()).collect();
         if crate::controls::on("plain-deletes") {
             // Negative control: deletes that name no version (on a versioned bucket they

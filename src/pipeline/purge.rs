@@ -94,6 +94,8 @@ pub(super) async fn purge_batch(
         .filter(|r| !rows_only(r))
         .map(|r| r.key.clone())
         .collect();
+    // Read before the hold check: a hold placed after this is checked again before each delete.
+    let holds_seen = crate::db::holds::latest(&ctx.db).await?;
     let held = hold_map(ctx, job, all, &claimed_keys).await?;
     let still: std::collections::HashSet<String> = platform::still_eligible(job, &claimed_keys)
         .fetch_all::<(String,)>(&ctx.db)
@@ -149,11 +151,18 @@ pub(super) async fn purge_batch(
     stages.mark("holds");
     tracing::info!(subjects = go.len(), "purging objects");
     let lease = |subjects: &[&Ready]| {
+        let keys: Vec<String> = subjects.iter().map(|r| r.key.clone()).collect();
+        let watch = (!crate::controls::on("no-hold-recheck")).then(|| lease::HoldWatch {
+            query: platform::holds_for(job, all, &keys),
+            keys,
+        });
         Some(Arc::new(lease::Lease::new(
             ctx.db.clone(),
             run_id,
             ctx.settings.lease_seconds,
             subjects.iter().map(|r| (r.id, r.epoch)).collect(),
+            watch,
+            holds_seen,
         )))
     };
     if crate::controls::on("rows-before-objects") {
@@ -181,7 +190,10 @@ pub(super) async fn purge_batch(
     for (mut r, t) in go.into_iter().zip(tallies) {
         report.count_objects(&t);
         r.tally = t;
-        if let Some(evidence) = r.tally.denied.clone() {
+        if let Some(hold) = r.tally.held_by {
+            held_mid_purge(ctx, job, run_id, &r, prev_hold[&r.id], hold).await?;
+            report.held += 1;
+        } else if let Some(evidence) = r.tally.denied.clone() {
             held_by_storage(ctx, job, run_id, &r, prev_hold[&r.id], evidence).await?;
             report.held += 1;
         } else if let Some(e) = r.tally.failed.clone() {
@@ -239,6 +251,7 @@ pub(super) async fn purge_batch(
             let r = &mut verified[i];
             progress |= t.versions + t.delete_markers + t.uploads_aborted > 0;
             r.tally.add_counts(&t);
+            r.tally.held_by = r.tally.held_by.or(t.held_by);
             report.count_objects(&t);
             checks[i] = match (t.failed, t.denied) {
                 (Some(e), _) => Err(e),
@@ -251,9 +264,13 @@ pub(super) async fn purge_batch(
         }
     }
     for (r, check) in verified.into_iter().zip(checks) {
-        match check {
-            Ok(()) => ready.push(r),
-            Err(e) => fail(ctx, job, run_id, &r, "verification", &e, report).await?,
+        match (r.tally.held_by, check) {
+            (Some(hold), _) => {
+                held_mid_purge(ctx, job, run_id, &r, prev_hold[&r.id], hold).await?;
+                report.held += 1;
+            }
+            (None, Ok(())) => ready.push(r),
+            (None, Err(e)) => fail(ctx, job, run_id, &r, "verification", &e, report).await?,
         }
     }
     let fenced: Vec<(i64, i64)> = ready
@@ -318,6 +335,24 @@ async fn advance(
 /// Purges after the first, each directory listed on its own, while verification still finds
 /// leftovers and the previous pass deleted something.
 const CAREFUL_PASSES: usize = 3;
+
+/// Records a subject whose purge a hold stopped part way: the deletes sent before the hold
+/// committed happened, none after.
+async fn held_mid_purge(
+    ctx: &Context,
+    job: &Job,
+    run_id: i64,
+    r: &Ready,
+    prev_hold: Option<i64>,
+    hold: i64,
+) -> Result<()> {
+    tracing::info!(subject = %r.key, hold, "a hold placed during the purge stopped it");
+    let mut d = r.detail();
+    d["placed_during_purge"] = true.into();
+    items::mark_held(&ctx.db, &r.subject(job, run_id), Some(hold), prev_hold, d)
+        .await
+        .map(|_| ())
+}
 
 /// Records a subject held by the object store (Object Lock), with the store's evidence.
 async fn held_by_storage(

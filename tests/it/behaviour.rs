@@ -77,7 +77,9 @@ trait Platform {
             .filter(|j| jobs.is_empty() || jobs.contains(&j.name.as_str()))
             .cloned()
             .collect();
-        pipeline::preflight(ctx, &selected).await.unwrap();
+        pipeline::preflight(ctx, &selected, opts.dry_run)
+            .await
+            .unwrap();
         pipeline::run_all(ctx, &all, &selected, &opts)
             .await
             .unwrap()

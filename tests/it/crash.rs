@@ -55,10 +55,9 @@ async fn seed_world(w: &World) -> Checker {
     c
 }
 
-const ENV: [(&str, &str); 2] = [
-    ("LETHE_BATCH_SUBJECTS", "10"),
-    ("LETHE_LEASE_SECONDS", "10"),
-];
+/// Small batches, so a kill lands between many claims; the default lease (15 minutes), so a
+/// run that waited for the killed runs' leases would time out the test.
+const ENV: [(&str, &str); 1] = [("LETHE_BATCH_SUBJECTS", "10")];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_twenty_times_then_run_to_completion_keeps_every_invariant() {
@@ -78,12 +77,64 @@ async fn killed_twenty_times_then_run_to_completion_keeps_every_invariant() {
     }
     eprintln!("kill schedule (ms after start): {schedule:?}");
     let purged_before = w.audit_events("purged").await.len();
-    // Leases of the killed runs expire; then one run finishes the job.
-    tokio::time::sleep(Duration::from_secs(11)).await;
     c.after_run(&w, None).await.assert_clean(seed);
+    let left = w
+        .count("SELECT count(*) FROM lethe.work_items WHERE state IN ('claimed', 'objects_purged', 'verified')")
+        .await;
+    // At once, under the killed runs' leases: their run lock went with their sessions, so the
+    // next run takes their subjects over without waiting the lease out.
+    let t = std::time::Instant::now();
     let (code, _, _) = w.cli_env(&["run", "--job", "deleted-runs"], &ENV);
     c.converged(&w, code).await.assert_clean(seed);
+    eprintln!(
+        "{left} subjects were left claimed by killed runs; the next run took {:?}",
+        t.elapsed()
+    );
     eprintln!("seed {seed}: {purged_before} purged during the {KILLS} killed runs, the rest after");
+    w.cleanup().await;
+}
+
+/// A run killed (SIGKILL) while it holds subjects under a fifteen-minute lease: the next run,
+/// started at once, takes them over and purges everything; it does not wait the lease out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_runs_subjects_are_taken_over_at_once() {
+    let seed = seed();
+    let w = World::new(Versioning::Enabled).await;
+    let c = seed_world(&w).await;
+    let in_progress = "SELECT count(*) FROM lethe.work_items
+         WHERE state IN ('claimed', 'objects_purged', 'verified') AND lease_until > now() + interval '10 minutes'";
+    let mut child = w.spawn_run("lethe-killed", &ENV);
+    let t = std::time::Instant::now();
+    while w.count(in_progress).await == 0 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was caught holding subjects"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the run never claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+    let left = w.count(in_progress).await;
+    assert!(left > 0, "the killed run left nothing claimed");
+    c.after_run(&w, None).await.assert_clean(seed);
+    let t = std::time::Instant::now();
+    let (code, out, err) = w.cli_env(&["run", "--job", "deleted-runs"], &ENV);
+    assert_eq!(code, 0, "{out}{err}");
+    c.converged(&w, code).await.assert_clean(seed);
+    assert_eq!(
+        w.count("SELECT count(*) FROM lethe.work_items WHERE state NOT IN ('done', 'held')")
+            .await,
+        0,
+        "subjects left open after the run that followed the kill"
+    );
+    eprintln!(
+        "{left} subjects under a live lease after the kill; the next run purged everything in {:?}",
+        t.elapsed()
+    );
     w.cleanup().await;
 }
 
@@ -116,7 +167,6 @@ async fn database_sessions_cut_every_second_converge_on_the_next_run() {
     let during = w.audit_events("purged").await.len();
     eprintln!("{cut} sessions cut over {runs} runs, which purged {during} subjects");
     assert!(cut >= 4, "too few sessions were cut: {cut}");
-    tokio::time::sleep(Duration::from_secs(11)).await;
     let (code, _, _) = w.cli_env(&["run", "--job", "deleted-runs"], &ENV);
     c.converged(&w, code).await.assert_clean(seed);
     w.cleanup().await;
@@ -124,7 +174,7 @@ async fn database_sessions_cut_every_second_converge_on_the_next_run() {
 
 /// An immediate restart of the PostgreSQL server (a throwaway cluster of its own) in the middle
 /// of a run: the run either stops with an error or reconnects and finishes; nothing is
-/// half-done, and after the leases expire the next run converges with every invariant holding.
+/// half-done, and the next run converges at once with every invariant holding.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_immediate_database_restart_mid_run_converges_on_the_next_run() {
     let seed = seed();
@@ -158,7 +208,6 @@ async fn an_immediate_database_restart_mid_run_converges_on_the_next_run() {
     // Whether it stopped or (when the restart fell between two transactions) reconnected and
     // went on, nothing is half-done, and an exit 0 means all done.
     c.after_run(&w, status.code()).await.assert_clean(seed);
-    tokio::time::sleep(Duration::from_secs(11)).await;
     let (code, _, _) = w.cli_env(&["run", "--job", "deleted-runs"], &ENV);
     c.converged(&w, code).await.assert_clean(seed);
     w.cleanup().await;

@@ -43,6 +43,8 @@ struct Faults {
     swallow: f64,
     /// Every listing held this long before it is forwarded.
     list_delay: std::time::Duration,
+    /// Every DeleteObjects answer held this long after the server did the work: a slow store.
+    delete_delay: std::time::Duration,
 }
 
 struct Proxy {
@@ -297,6 +299,7 @@ async fn serve(
         }
         if destructive {
             counts.destructive.fetch_add(1, Relaxed);
+            tokio::time::sleep(faults.delete_delay).await;
         }
         if fault {
             counts.forwarded_then_faulted.fetch_add(1, Relaxed);
@@ -615,7 +618,7 @@ async fn negative_control_offset_pagination_is_caught() {
 }
 
 /// A run cut off from the database while it waits on its listings (held up by the proxy) must
-/// confirm its lease before it deletes: meanwhile a hold was placed, the lease ran out, and
+/// confirm its lease before it deletes: meanwhile a hold was placed, its sessions were cut, and
 /// another run took the subjects over and recorded the exception. Without the fence the stale
 /// run deletes the held subjects' objects, and the checker says so. (`daemon.rs` has the same
 /// take-over with a stopped process; this one is timed by the proxy, so the negative control
@@ -633,7 +636,6 @@ async fn stale_run_after_takeover(control: &str) -> crate::checker::Findings {
         &[
             ("AWS_ENDPOINT_URL", &p.url),
             ("AWS_ENDPOINT_URL_S3", &p.url),
-            ("LETHE_LEASE_SECONDS", "10"),
             ("LETHE_S3_TIMEOUT_SECONDS", "30"),
             ("LETHE_NEGATIVE_CONTROL", control),
         ],
@@ -650,8 +652,8 @@ async fn stale_run_after_takeover(control: &str) -> crate::checker::Findings {
     // its process goes on, waiting on the listings.
     let cut = w.cut_sessions("lethe-stale").await;
     assert!(cut > 0, "the stale run had no session to cut");
-    // Past the stale run's ten-second lease, well before its listings come back.
-    tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+    // Under the stale run's lease, well before its listings come back: the run lock it lost
+    // with its sessions is all the next run needs to take its subjects over.
     let (code, out, err) = w.cli(&["run", "--job", "deleted-runs"]);
     assert_eq!(code, 0, "the run that took over: {out}{err}");
     let stale_exit = stale.wait().unwrap().code();
@@ -675,4 +677,138 @@ async fn negative_control_without_fencing_is_caught() {
         "the checker missed a stale run deleting held subjects: {:?}",
         f.violations
     );
+}
+
+/// Runs 1..=20, eligible, 60 objects each on a versioned bucket; odd runs belong to account 1,
+/// even ones to account 2, so their keys interleave in every listing. A slow store (each
+/// DeleteObjects answer held 150 ms after the work is done, 20 keys a request, one at a time)
+/// keeps the purge going for seconds. While it deletes, a hold is placed on account 2. Answers
+/// the world, the hold, the account's versions right after the hold committed, and how many it
+/// had before the run.
+async fn hold_placed_mid_purge(
+    control: &str,
+) -> (World, i64, Vec<lethe::storage::ObjectVersion>, usize) {
+    let w = World::new(Versioning::Enabled).await;
+    w.account(1, "free", None).await;
+    w.account(2, "free", None).await;
+    for id in 1..=20 {
+        w.run_row(id, 2 - id % 2, Some(10 * DAY)).await;
+    }
+    w.put_many(
+        (1..=20)
+            .flat_map(|id| (0..58).map(move |i| format!("runs/{id}/f/{i:03}")))
+            .collect(),
+    )
+    .await;
+    let account2 = async || {
+        let mut v = Vec::new();
+        for id in (2..=20).step_by(2) {
+            v.extend(w.versions(&format!("runs/{id}/")).await);
+        }
+        v
+    };
+    let before = account2().await.len();
+    assert_eq!(before, 600);
+    let faults = Faults {
+        delete_delay: std::time::Duration::from_millis(150),
+        ..Default::default()
+    };
+    let p = proxy(upstream(), faults, 1).await;
+    let mut run = w.spawn_run(
+        "lethe-mid-hold",
+        &[
+            ("AWS_ENDPOINT_URL", &p.url),
+            ("AWS_ENDPOINT_URL_S3", &p.url),
+            ("LETHE_DELETE_BATCH", "20"),
+            ("LETHE_DELETE_CONCURRENCY", "1"),
+            ("LETHE_NEGATIVE_CONTROL", control),
+        ],
+    );
+    // Once the purge has reached the account's objects.
+    let t = std::time::Instant::now();
+    while p.counts.destructive.load(Relaxed) == 0 || account2().await.len() == before {
+        assert!(
+            t.elapsed().as_secs() < 60,
+            "the run never deleted the account's objects"
+        );
+    }
+    let hold = w.hold(&["--account", "2"]).await;
+    let at_hold = account2().await;
+    let status = run.wait().unwrap();
+    eprintln!(
+        "the run exited {status}; account 2 had {before} versions, {} when the hold committed",
+        at_hold.len()
+    );
+    (w, hold, at_hold, before)
+}
+
+/// What a hold placed during the purge must leave: every version the held account had when the
+/// hold committed. Answers the versions missing since.
+async fn deleted_after_hold(w: &World, at_hold: &[lethe::storage::ObjectVersion]) -> Vec<String> {
+    let mut now = std::collections::HashSet::new();
+    for id in (2..=20).step_by(2) {
+        for v in w.versions(&format!("runs/{id}/")).await {
+            now.insert((v.key, v.version_id));
+        }
+    }
+    at_hold
+        .iter()
+        .filter(|v| !now.contains(&(v.key.clone(), v.version_id.clone())))
+        .map(|v| v.key.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_placed_while_objects_are_deleted_stops_the_deletes_it_covers() {
+    let (w, hold, at_hold, before) = hold_placed_mid_purge("").await;
+    assert!(
+        !at_hold.is_empty() && at_hold.len() < before,
+        "the hold did not land mid-purge ({} of {before} versions left); nothing was tested",
+        at_hold.len()
+    );
+    let gone = deleted_after_hold(&w, &at_hold).await;
+    assert!(
+        gone.is_empty(),
+        "{} versions of the held account were deleted after the hold committed: {:?}",
+        gone.len(),
+        &gone[..gone.len().min(5)]
+    );
+    for id in (2..=20).step_by(2) {
+        assert_eq!(w.rows_of_run(id).await, 7, "held run {id} keeps its rows");
+    }
+    assert_eq!(
+        w.count(&format!(
+            "SELECT count(*) FROM lethe.work_items WHERE state = 'held' AND hold_id = {hold}
+               AND subject_key::bigint % 2 = 0"
+        ))
+        .await,
+        10,
+        "every run of the held account is recorded held by the hold"
+    );
+    assert_eq!(
+        w.count(&format!(
+            "SELECT count(*) FROM lethe.audit_log WHERE event = 'held' AND hold_id = {hold}"
+        ))
+        .await,
+        10
+    );
+    for id in (1..=19).step_by(2) {
+        assert_eq!(
+            w.rows_of_run(id).await,
+            0,
+            "run {id} of the other account is purged"
+        );
+        assert!(w.versions(&format!("runs/{id}/")).await.is_empty());
+    }
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_without_the_hold_fence_is_caught() {
+    let (w, _, at_hold, _) = hold_placed_mid_purge("no-hold-fence").await;
+    assert!(
+        !deleted_after_hold(&w, &at_hold).await.is_empty(),
+        "without the hold fence the deletes should have gone on; the test cannot tell"
+    );
+    w.cleanup().await;
 }

@@ -218,7 +218,9 @@ impl World {
                 .cloned()
                 .collect()
         };
-        pipeline::preflight(&self.ctx, &selected).await.unwrap();
+        pipeline::preflight(&self.ctx, &selected, opts.dry_run)
+            .await
+            .unwrap();
         pipeline::run_all(&self.ctx, &all, &selected, &opts)
             .await
             .unwrap()

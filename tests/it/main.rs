@@ -15,6 +15,7 @@ mod helpers;
 mod hostile;
 mod local;
 mod packs;
+mod permissions;
 mod pipeline;
 mod report;
 mod specs;
