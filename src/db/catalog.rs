@@ -54,10 +54,35 @@ async fn load_lite(pool: &SqlitePool) -> Result<Catalog> {
             .map(|c| (c.2, c.0.clone()))
             .collect();
         pk.sort();
-        primary.insert(table.clone(), pk.into_iter().map(|p| p.1).collect());
+        let pk: Vec<String> = pk.into_iter().map(|p| p.1).collect();
+        primary.insert(table.clone(), pk.clone());
         let Ok(t) = TableName::parse(table) else {
             continue;
         };
+        let mut unique = vec![pk]
+            .into_iter()
+            .filter(|k| !k.is_empty())
+            .collect::<Vec<_>>();
+        let indexes: Vec<(String,)> = sqlx::query_as(
+            "SELECT name FROM pragma_index_list($1) WHERE \"unique\" AND NOT partial",
+        )
+        .bind(table)
+        .fetch_all(pool)
+        .await
+        .context(what)?;
+        for (index,) in indexes {
+            let cols: Vec<Option<String>> =
+                sqlx::query_scalar("SELECT name FROM pragma_index_info($1) ORDER BY seqno")
+                    .bind(&index)
+                    .fetch_all(pool)
+                    .await
+                    .context(what)?;
+            // An expression column has no name: such an index makes no column unique.
+            if let Some(cols) = cols.into_iter().collect::<Option<Vec<_>>>() {
+                unique.push(cols);
+            }
+        }
+        cat.unique.insert(t.clone(), unique);
         cat.columns.insert(
             t,
             cols.into_iter()
@@ -122,6 +147,23 @@ async fn load_pg(pool: &PgPool) -> Result<Catalog> {
             .entry(t)
             .or_default()
             .push(Column { name: column, ty });
+    }
+    let uniques: Vec<(String, String, Vec<String>)> = sqlx::query_as(
+        "SELECT n.nspname::text, c.relname::text,
+                ARRAY(SELECT attname::text FROM unnest(i.indkey) WITH ORDINALITY k(n, o)
+                      JOIN pg_attribute ON attrelid = i.indrelid AND attnum = k.n ORDER BY k.o)
+         FROM pg_index i
+         JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE i.indisunique AND i.indpred IS NULL AND NOT (0 = ANY (i.indkey::int2[]))
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'lethe')",
+    )
+    .fetch_all(pool)
+    .await
+    .context("reading the database catalog (unique indexes)")?;
+    for (schema, table, columns) in uniques {
+        if let Ok(t) = TableName::parse(&format!("{schema}.{table}")) {
+            cat.unique.entry(t).or_default().push(columns);
+        }
     }
     let fks: Vec<FkRow> = sqlx::query_as(
         "SELECT con.conname::text, sn.nspname::text, sc.relname::text, tn.nspname::text, tc.relname::text,

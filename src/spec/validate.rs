@@ -27,6 +27,9 @@ pub struct ForeignKey {
 pub struct Catalog {
     pub columns: HashMap<TableName, Vec<Column>>,
     pub foreign_keys: Vec<ForeignKey>,
+    /// Per table, the column sets that identify one row: the primary key and every unique
+    /// index or constraint without a predicate.
+    pub unique: HashMap<TableName, Vec<Vec<String>>>,
     /// Which database the catalog was read from.
     pub dialect: crate::db::Dialect,
 }
@@ -89,6 +92,22 @@ fn check_job(job: &Job, cat: &Catalog, errors: &mut Vec<String>) {
         }
     };
     need(0, job.key.as_str(), "subject key", &mut err);
+    let key_unique = cat.unique.get(&subject.table).is_some_and(|sets| {
+        sets.iter()
+            .any(|s| s.len() == 1 && s[0] == job.key.as_str())
+    });
+    if cat.column_type(&subject.table, job.key.as_str()).is_some() && !key_unique {
+        err(
+            job.subject_line,
+            format!(
+                "subject key `{}` is neither the primary key of `{}` nor under a unique index of \
+                 its own: two rows could share a key, and purging one would take the other's \
+                 rows and objects with it; key the job by a unique column, or add a unique index \
+                 on `{}`",
+                job.key, subject.table, job.key
+            ),
+        );
+    }
     if let Some(o) = &job.owner {
         need(0, o.as_str(), "subject owner", &mut err);
     }

@@ -18,6 +18,8 @@ trait Platform {
     fn ctx(&self) -> &Context;
     fn bucket(&self) -> &str;
     fn cli(&self, args: &[&str]) -> (i32, String, String);
+    /// Where the world's specs are (the shipped ones, rewritten for its bucket).
+    fn jobs_dir(&self) -> &std::path::Path;
     /// Runs portable SQL; `lethe.` tables are renamed for the dialect.
     async fn sql(&self, sql: &str);
     async fn count(&self, sql: &str) -> i64;
@@ -113,6 +115,9 @@ impl Platform for World {
     }
     fn bucket(&self) -> &str {
         &self.bucket
+    }
+    fn jobs_dir(&self) -> &std::path::Path {
+        &self.jobs_dir
     }
     fn cli(&self, args: &[&str]) -> (i32, String, String) {
         World::cli(self, args)
@@ -222,6 +227,9 @@ impl Platform for LiteWorld {
     }
     fn bucket(&self) -> &str {
         BUCKET
+    }
+    fn jobs_dir(&self) -> &std::path::Path {
+        &self.jobs_dir
     }
     fn cli(&self, args: &[&str]) -> (i32, String, String) {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
@@ -506,6 +514,58 @@ async fn uncovered_foreign_key_stops_everything_naming_the_constraint(w: impl Pl
     w.finish().await;
 }
 
+/// A subject key two rows could share: purging one would take the other's rows (and every
+/// child row and object keyed by it) along. `check` and `run` refuse it until the key is the
+/// primary key or under a unique index of its own; a partial unique index is not enough.
+async fn a_subject_key_two_rows_could_share_is_refused(w: impl Platform) {
+    w.account(1, "free", None).await;
+    w.run_row(1, 1, Some(10 * DAY)).await;
+    w.sql(
+        "CREATE TABLE notes (name TEXT NOT NULL, deleted_at TIMESTAMPTZ);
+         INSERT INTO notes VALUES ('a', NULL), ('a', '2020-01-01T00:00:00Z')",
+    )
+    .await;
+    std::fs::write(
+        w.jobs_dir().join("deleted-notes.toml"),
+        r#"description = "deleted notes"
+schedule = "0 0 3 * * *"
+
+[subject]
+table = "notes"
+key = "name"
+clock = "deleted_at"
+clock_kind = "timestamptz"
+
+[window]
+grace = "1d"
+deadline = "30d"
+"#,
+    )
+    .unwrap();
+    let refused = |why: &str| {
+        for args in [&["check"][..], &["run", "--all"][..]] {
+            let (code, out, err) = w.cli(args);
+            assert_eq!(code, 2, "{why}: {args:?}: {out}{err}");
+            assert!(
+                err.contains("deleted-notes.toml") && err.contains("subject key `name`"),
+                "{why}: {err}"
+            );
+        }
+    };
+    refused("no index");
+    w.sql("CREATE UNIQUE INDEX notes_live ON notes (name) WHERE deleted_at IS NULL")
+        .await;
+    refused("a partial unique index");
+    assert_eq!(w.count("SELECT count(*) FROM notes").await, 2);
+    assert_eq!(w.rows_of_run(1).await, 7, "nothing deleted while refused");
+
+    w.sql("DELETE FROM notes WHERE deleted_at IS NULL; CREATE UNIQUE INDEX notes_name ON notes (name)")
+        .await;
+    let (code, out, err) = w.cli(&["check"]);
+    assert_eq!(code, 0, "a unique index of its own is enough: {out}{err}");
+    w.finish().await;
+}
+
 async fn audit_chain_verifies_refuses_edits_and_names_a_forged_entry(w: impl Platform) {
     w.account(1, "free", None).await;
     for id in 1..=4 {
@@ -674,6 +734,7 @@ on_both!(
     dry_run_deletes_nothing_and_a_second_run_is_a_no_op,
     uncovered_foreign_key_stops_everything_naming_the_constraint,
     audit_chain_verifies_refuses_edits_and_names_a_forged_entry,
+    a_subject_key_two_rows_could_share_is_refused,
 );
 
 /// The same SQLite platform with its objects in S3: the database and the store are chosen

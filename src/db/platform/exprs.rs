@@ -261,6 +261,14 @@ pub(super) fn scope(
     }
     let (tables, mut conds) = chain(job, i, sql);
     conds.push(keys_match(job, keys, sql));
+    if i == 0 {
+        // The subject row itself goes only while it is what the job selects: its filter, a
+        // clock, past its grace. Never by key alone.
+        let base = subject_base(job, sql);
+        let eligible = clock_plus(job, Which::Grace, sql);
+        conds.push(base);
+        conds.push(format!("{eligible} <= {}", now(job)));
+    }
     (tables, conds, format!("n0.{}", job.key.quoted()))
 }
 
