@@ -45,6 +45,8 @@ pub struct Settings {
     pub key_retries: u32,
     /// `LETHE_LEASE_SECONDS` (default 900): how long a claim is ours before another run may take it.
     pub lease_seconds: i64,
+    /// Object versions one subject may have before it fails instead of being purged further.
+    pub max_objects_per_subject: u64,
     /// `LETHE_DB_CONNECTIONS` (default 8): connection pool size.
     pub db_connections: u32,
     /// `LETHE_RUN_BUDGET_SECONDS` (default 0, none): a run stops claiming after this long; the
@@ -91,6 +93,7 @@ impl fmt::Debug for Settings {
             .field("list_ranges", &self.list_ranges)
             .field("key_retries", &self.key_retries)
             .field("lease_seconds", &self.lease_seconds)
+            .field("max_objects_per_subject", &self.max_objects_per_subject)
             .field("db_connections", &self.db_connections)
             .field("run_budget", &self.run_budget)
             .field("max_subjects_per_run", &self.max_subjects_per_run)
@@ -186,6 +189,12 @@ impl Settings {
             list_ranges: number("LETHE_LIST_RANGES", 4, 1, 512)?,
             key_retries: number("LETHE_KEY_RETRIES", 5, 1, 50)?,
             lease_seconds: number("LETHE_LEASE_SECONDS", 900, 10, 86_400)?,
+            max_objects_per_subject: number(
+                "LETHE_MAX_OBJECTS_PER_SUBJECT",
+                1_000_000u64,
+                1,
+                u64::MAX,
+            )?,
             db_connections: number("LETHE_DB_CONNECTIONS", 8, 2, 200)?,
             run_budget: Some(number("LETHE_RUN_BUDGET_SECONDS", 0u64, 0, 604_800)?)
                 .filter(|s| *s > 0)

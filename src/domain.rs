@@ -17,6 +17,9 @@ pub struct Location {
     /// (a URI column may name a single object rather than a directory).
     #[serde(default)]
     pub exact: bool,
+    /// Only the exact object, not the directory (`uri_kind = "object"`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub object_only: bool,
 }
 
 impl Location {
@@ -50,6 +53,7 @@ impl Location {
             bucket: bucket.into(),
             prefix,
             exact: false,
+            object_only: false,
         })
     }
 
@@ -99,6 +103,16 @@ impl Location {
     /// The single object key purged besides the directory, if any.
     pub fn exact_key(&self) -> Option<&str> {
         self.exact.then(|| self.prefix.trim_end_matches('/'))
+    }
+
+    /// The directory purged, unless the location names one object only.
+    pub fn dir_prefix(&self) -> Option<&str> {
+        (!self.object_only).then_some(self.prefix.as_str())
+    }
+
+    /// Whether `key` is one this location purges.
+    pub fn covers(&self, key: &str) -> bool {
+        self.exact_key() == Some(key) || self.dir_prefix().is_some_and(|p| key.starts_with(p))
     }
 }
 

@@ -127,6 +127,7 @@ pub(super) async fn migrate(ctx: &Context, down: bool) -> Result<u8> {
 
 pub(super) async fn check(ctx: &Context) -> Result<u8> {
     let jobs = config(ctx.load_jobs().await)?;
+    config(pipeline::check_clocks(ctx, &jobs).await)?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,

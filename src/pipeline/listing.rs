@@ -23,6 +23,9 @@ pub struct Walker<'a> {
 
 impl<'a> Walker<'a> {
     pub fn new(store: &'a dyn ObjectStore, loc: &'a Location, versions: bool) -> Self {
+        if loc.object_only {
+            return Walker::exact_only(store, loc, versions);
+        }
         Walker {
             store,
             loc,
@@ -190,10 +193,12 @@ pub fn list_tasks(locations: &[Vec<Location>], parts: usize) -> Vec<ListTask> {
     let mut tasks = Vec::new();
     for (i, locs) in locations.iter().enumerate() {
         for l in locs {
-            by_bucket
-                .entry(&l.bucket)
-                .or_default()
-                .push((l.prefix.clone(), i));
+            if let Some(p) = l.dir_prefix() {
+                by_bucket
+                    .entry(&l.bucket)
+                    .or_default()
+                    .push((p.to_string(), i));
+            }
             if l.exact_key().is_some() {
                 tasks.push(ListTask::Exact {
                     owner: i,
@@ -281,7 +286,7 @@ pub(super) async fn uploads_by_subject(
             .map_err(|e| (bucket.to_string(), e))?;
         for u in uploads {
             for (i, l) in &locs {
-                if u.key.starts_with(&l.prefix) || l.exact_key() == Some(u.key.as_str()) {
+                if l.covers(&u.key) {
                     out[*i].push((bucket.to_string(), u.clone()));
                 }
             }

@@ -6,7 +6,7 @@
 use crate::context::Context;
 use crate::db::platform;
 use crate::domain::Location;
-use crate::spec::{Ident, Job, ObjectSource};
+use crate::spec::{Ident, Job, ObjectSource, UriKind};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -116,13 +116,18 @@ pub async fn build(
                         }
                         Some(l)
                     }),
-                ObjectSource::Uri { column, .. } => {
-                    match values.get(column.as_str()).cloned().flatten() {
-                        None => Ok(None),
-                        Some(uri) if uri.trim().is_empty() => Ok(None),
-                        Some(uri) => Location::from_uri_for(&uri, file_root).map(Some),
-                    }
-                }
+                ObjectSource::Uri {
+                    column,
+                    within,
+                    kind,
+                    ..
+                } => match values.get(column.as_str()).cloned().flatten() {
+                    None => Ok(None),
+                    Some(uri) if uri.trim().is_empty() => Ok(None),
+                    Some(uri) => Location::from_uri_for(&uri, file_root)
+                        .and_then(|l| scoped(l, &uri, within.as_ref(), *kind))
+                        .map(Some),
+                },
             };
             match resolved {
                 Ok(Some(loc)) => {
@@ -143,7 +148,104 @@ pub async fn build(
         }
     }
     refuse_nested(ctx, job, &mut out).await?;
+    refuse_overlaps(&mut out);
     Ok(out)
+}
+
+/// A URI column's location as the spec scopes it: `uri_kind` says whether it names a directory
+/// or one object, and `uri_within` where it may point.
+fn scoped(
+    mut loc: Location,
+    uri: &str,
+    within: Option<&(String, String)>,
+    kind: Option<UriKind>,
+) -> Result<Location, String> {
+    match kind {
+        None => {}
+        Some(UriKind::Directory) => loc.exact = false,
+        Some(UriKind::Object) if uri.ends_with('/') => {
+            return Err(format!(
+                "`{uri}` ends in `/`, but uri_kind = \"object\" says the column names single objects"
+            ));
+        }
+        Some(UriKind::Object) => {
+            loc.exact = true;
+            loc.object_only = true;
+        }
+    }
+    if let Some((bucket, prefix)) = within {
+        let scope = format!("s3://{bucket}/{prefix}");
+        if loc.bucket != *bucket || !loc.prefix.starts_with(prefix.as_str()) {
+            return Err(format!("`{uri}` is outside uri_within {scope}"));
+        }
+        if loc.prefix == *prefix {
+            return Err(format!("`{uri}` names the whole of uri_within {scope}"));
+        }
+    }
+    Ok(loc)
+}
+
+/// Fails every subject of the batch one of whose locations holds (or is) another subject's:
+/// purging it would delete the other's objects (a URI naming a parent directory, two subjects
+/// pointing at one place). Subjects outside the batch are not seen here; `uri_within` bounds
+/// where a URI may point at all.
+fn refuse_overlaps(out: &mut HashMap<String, Manifest>) {
+    // Every place purged: (bucket, key or directory prefix, is a directory, subject).
+    let mut places: Vec<(&str, &str, bool, &str)> = Vec::new();
+    for (key, m) in out.iter() {
+        for l in &m.locations {
+            if let Some(p) = l.dir_prefix() {
+                places.push((&l.bucket, p, true, key));
+            }
+            if let Some(k) = l.exact_key() {
+                places.push((&l.bucket, k, false, key));
+            }
+        }
+    }
+    places.sort_unstable();
+    let mut refused: Vec<(String, String)> = Vec::new();
+    for (i, &(bucket, at, dir, key)) in places.iter().enumerate() {
+        for &(b, other_at, other_dir, other) in &places[i + 1..] {
+            let inside = b == bucket
+                && if dir {
+                    other_at.starts_with(at)
+                } else {
+                    other_at == at
+                };
+            if !inside {
+                break;
+            }
+            if other == key {
+                continue;
+            }
+            let what =
+                |d: bool, p: &str| format!("s3://{b}/{p}{}", if d { " (a directory)" } else { "" });
+            refused.push((
+                key.to_string(),
+                format!(
+                    "its location {} holds {} of subject `{other}` in the same batch: purging it \
+                     would delete that subject's objects; refused",
+                    what(dir, at),
+                    what(other_dir, other_at)
+                ),
+            ));
+            if other_at == at {
+                refused.push((
+                    other.to_string(),
+                    format!(
+                        "its location {} is also subject `{key}`'s: purging it would delete \
+                         that subject's objects; refused",
+                        what(other_dir, other_at)
+                    ),
+                ));
+            }
+        }
+    }
+    for (key, why) in refused {
+        if let Some(m) = out.get_mut(&key) {
+            m.error.get_or_insert(why);
+        }
+    }
 }
 
 /// Fails every subject whose key, rendered into a template, names a directory that holds

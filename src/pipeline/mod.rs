@@ -184,10 +184,12 @@ impl RunSummary {
     }
 }
 
-/// Refuses to start when a bucket a spec names is missing, our credentials are refused, or
+/// Refuses to start when a job's clocks are implausible, a bucket a spec names is missing, our
+/// credentials are refused, or
 /// (unless `dry_run`, which deletes nothing) they may not delete there, so a configuration
 /// mistake fails before anything is touched instead of failing every subject.
 pub async fn preflight(ctx: &Context, jobs: &[Job], dry_run: bool) -> Result<()> {
+    check_clocks(ctx, jobs).await?;
     let mut probed = std::collections::HashSet::new();
     for job in jobs {
         for src in &job.objects {
@@ -211,6 +213,42 @@ pub async fn preflight(ctx: &Context, jobs: &[Job], dry_run: bool) -> Result<()>
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Refuses jobs whose clock column holds times no platform wrote (before 2000, or more than a
+/// day ahead of the database's clock), naming the subjects and values found: a clock read in the
+/// wrong unit would make every subject eligible, or none.
+pub async fn check_clocks(ctx: &Context, jobs: &[Job]) -> Result<()> {
+    let mut errors = Vec::new();
+    for job in jobs {
+        let found: Vec<(String, Option<String>)> = platform::implausible_clocks(job)
+            .fetch_all(&ctx.db)
+            .await
+            .with_context(|| format!("sampling the clock of job `{}`", job.name))?;
+        if found.is_empty() {
+            continue;
+        }
+        let values: Vec<String> = found
+            .iter()
+            .map(|(k, c)| format!("{k}: {}", c.as_deref().unwrap_or("?")))
+            .collect();
+        errors.push(format!(
+            "{}:{}: job `{}`: clock `{}` read as {} gives times before 2000 or more than a day \
+             ahead ({}); a clock in another unit than its clock_kind makes every subject \
+             eligible at once, or never: check clock_kind, or correct those rows; nothing was \
+             deleted",
+            job.file.display(),
+            job.subject_line,
+            job.name,
+            job.clock,
+            job.clock_kind,
+            values.join(", ")
+        ));
+    }
+    if !errors.is_empty() {
+        anyhow::bail!("{}", errors.join("\n"));
     }
     Ok(())
 }

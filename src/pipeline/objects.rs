@@ -152,6 +152,11 @@ pub async fn purge(
             let mut pending: HashMap<String, Vec<(usize, ObjectVersion)>> = HashMap::new();
             let mut inflight = tokio::task::JoinSet::new();
             let retries = ctx.settings.key_retries;
+            // Entries listed per subject: past the cap, a subject's location is wider than anyone
+            // meant, and nothing more of it is deleted.
+            let cap = ctx.settings.max_objects_per_subject;
+            let mut listed = vec![0u64; locations.len()];
+            let mut over = HashSet::new();
             let full = ctx.settings.delete_batch.clamp(1, MAX_BATCH);
             let eager = MIN_EAGER_BATCH.min(full);
             // A slot is taken before a request is started, so while every slot is busy this loop
@@ -189,6 +194,25 @@ pub async fn purge(
                 // Flush partial batches when the listings pause, so deletion overlaps listing.
                 match tokio::time::timeout(Duration::from_millis(25), rx.recv()).await {
                     Ok(Some((i, bucket, v))) => {
+                        listed[i] += 1;
+                        if listed[i] > cap {
+                            if over.insert(i) {
+                                fail(
+                                    &tallies,
+                                    i,
+                                    format!(
+                                        "its locations hold more than {cap} object versions \
+                                         (LETHE_MAX_OBJECTS_PER_SUBJECT): wider than a subject \
+                                         should be, so nothing more of it was deleted; check its \
+                                         locations, or raise the cap"
+                                    ),
+                                );
+                                for b in pending.values_mut() {
+                                    b.retain(|(j, _)| *j != i);
+                                }
+                            }
+                            continue;
+                        }
                         let b = pending.entry(bucket.clone()).or_default();
                         b.push((i, v));
                         // Full batches when every delete slot is busy; smaller ones while slots

@@ -108,6 +108,9 @@ async fn left_at(
             return Ok(Some(o));
         }
     }
+    if loc.object_only {
+        return Ok(None);
+    }
     let mut token = None;
     for _ in 0..MAX_EMPTY_PAGES {
         let page = store

@@ -94,6 +94,9 @@ pub enum ObjectSource {
         column: Ident,
         from: usize,
         line: usize,
+        /// `uri_within`: the bucket and prefix (`""` for the whole bucket) URIs must lie under.
+        within: Option<(String, String)>,
+        kind: Option<super::UriKind>,
     },
 }
 
@@ -504,6 +507,9 @@ fn compile_objects(o: &ObjectsSpec, nodes: &[Node], line: usize) -> Result<Objec
             format!("from `{f}` is neither the subject table nor a rows entry name")
         })?,
     };
+    if o.uri_column.is_none() && (o.uri_within.is_some() || o.uri_kind.is_some()) {
+        return Err("`uri_within` and `uri_kind` go with `uri_column`".into());
+    }
     match (&o.bucket, &o.prefix, &o.uri_column) {
         (Some(bucket), Some(prefix), None) => {
             check_bucket(bucket)?;
@@ -518,9 +524,32 @@ fn compile_objects(o: &ObjectsSpec, nodes: &[Node], line: usize) -> Result<Objec
             column: column.clone(),
             from,
             line,
+            within: o.uri_within.as_deref().map(parse_scope).transpose()?,
+            kind: o.uri_kind,
         }),
         _ => Err("give either `bucket` and `prefix`, or `uri_column`".into()),
     }
+}
+
+/// `uri_within = "s3://bucket/"` or `"s3://bucket/prefix/"`: (bucket, prefix).
+fn parse_scope(scope: &str) -> Result<(String, String), String> {
+    let bad = |why: &str| {
+        format!("uri_within {scope:?} {why}: write s3://bucket/ or s3://bucket/prefix/")
+    };
+    let rest = scope
+        .strip_prefix("s3://")
+        .ok_or_else(|| bad("is not an s3:// URI"))?;
+    let (bucket, prefix) = rest
+        .split_once('/')
+        .ok_or_else(|| bad("has no `/` after the bucket"))?;
+    check_bucket(bucket)?;
+    if !(prefix.is_empty() || prefix.ends_with('/')) {
+        return Err(bad("must end in `/`"));
+    }
+    if !prefix.is_empty() {
+        crate::domain::Location::dir(bucket, prefix).map_err(|e| bad(&e))?;
+    }
+    Ok((bucket.to_string(), prefix.to_string()))
 }
 
 #[cfg(test)]

@@ -182,8 +182,22 @@ pub struct ObjectsSpec {
     /// A column holding `s3://bucket/path` (a directory, or a single object), instead of
     /// bucket and prefix.
     pub uri_column: Option<Ident>,
+    /// Where the URIs may point: `s3://bucket/` or `s3://bucket/prefix/`. A URI outside it, or
+    /// naming it whole, fails its subject.
+    pub uri_within: Option<String>,
+    /// What a URI names: `directory` (everything under `path/`) or `object` (the one key
+    /// `path`). Unset, a URI without a trailing `/` is taken as both.
+    pub uri_kind: Option<UriKind>,
     /// Whose rows fill the template or hold the URI: the subject (default) or a `rows` entry.
     pub from: Option<Ident>,
+}
+
+/// What a URI column's value names.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UriKind {
+    Directory,
+    Object,
 }
 
 /// A filter as written, parsed on load so a bad one is reported at its line.

@@ -245,7 +245,9 @@ fn check_job(job: &Job, cat: &Catalog, errors: &mut Vec<String>) {
                     .collect(),
                 *line,
             ),
-            ObjectSource::Uri { column, from, line } => (*from, vec![column.as_str()], *line),
+            ObjectSource::Uri {
+                column, from, line, ..
+            } => (*from, vec![column.as_str()], *line),
         };
         let table = &job.nodes[from].table;
         for c in cols {

@@ -566,6 +566,42 @@ deadline = "30d"
     w.finish().await;
 }
 
+/// Clocks no platform wrote stop the job before anything is claimed: seconds in an
+/// epoch-milliseconds column read as January 1970 (every such subject eligible at once), and a
+/// clock in 2100 is no deletion time either. `check` and `run` say which subjects and values.
+async fn implausible_clocks_stop_the_job_naming_the_values(w: impl Platform) {
+    w.account(1, "free", None).await;
+    w.run_row(1, 1, Some(10 * DAY)).await;
+    w.run_row(2, 1, None).await;
+    for (clock, year) in [(1_700_000_000_i64, "1970"), (4_102_444_800_000, "2100")] {
+        w.sql(&format!(
+            "UPDATE runs SET lifecycle_stage = 'deleted', deleted_time = {clock} WHERE id = 2"
+        ))
+        .await;
+        for args in [
+            &["check"][..],
+            &["run", "--all"][..],
+            &["run", "--all", "--dry-run"][..],
+        ] {
+            let (code, out, err) = w.cli(args);
+            assert_eq!(code, 2, "{args:?}: {out}{err}");
+            assert!(
+                err.contains("deleted-runs.toml") && err.contains("2: ") && err.contains(year),
+                "{args:?}: {err}"
+            );
+        }
+        assert_eq!(w.rows_of_run(1).await, 7, "nothing deleted while refused");
+        assert_eq!(w.keys("runs/1/").await.len(), 2);
+    }
+    w.sql("UPDATE runs SET lifecycle_stage = 'active', deleted_time = NULL WHERE id = 2")
+        .await;
+    let (code, out, err) = w.cli(&["run", "--all"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(w.rows_of_run(1).await, 0);
+    assert_eq!(w.rows_of_run(2).await, 7);
+    w.finish().await;
+}
+
 async fn audit_chain_verifies_refuses_edits_and_names_a_forged_entry(w: impl Platform) {
     w.account(1, "free", None).await;
     for id in 1..=4 {
@@ -735,6 +771,7 @@ on_both!(
     uncovered_foreign_key_stops_everything_naming_the_constraint,
     audit_chain_verifies_refuses_edits_and_names_a_forged_entry,
     a_subject_key_two_rows_could_share_is_refused,
+    implausible_clocks_stop_the_job_naming_the_values,
 );
 
 /// The same SQLite platform with its objects in S3: the database and the store are chosen

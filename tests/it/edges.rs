@@ -229,3 +229,137 @@ async fn keys_the_store_would_rewrite_are_refused_and_keep_their_neighbours() {
     );
     w.cleanup().await;
 }
+
+/// The error recorded for subject `id`'s work item.
+async fn error_of(w: &World, id: &str) -> String {
+    sqlx::query_scalar::<_, Option<String>>(
+        "SELECT last_error FROM lethe.work_items WHERE job = 'edges' AND subject_key = $1",
+    )
+    .bind(id)
+    .fetch_optional(&w.pool)
+    .await
+    .unwrap()
+    .flatten()
+    .unwrap_or_default()
+}
+
+/// URI values that would widen a purge fail their own subject, and the rest are purged: a URI
+/// outside `uri_within`, one naming the scope itself, one that holds another subject's
+/// directory (both in one batch), and two subjects pointing at one directory. With
+/// `uri_kind = "directory"`, a URI without a trailing `/` names the directory only, not an
+/// object of the same name beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uri_values_wider_than_their_scope_fail_their_own_subject() {
+    let spec =
+        format!("{URIS}uri_within = \"s3://lethe-artifacts/data/\"\nuri_kind = \"directory\"\n");
+    let w = world(Versioning::Enabled, &spec).await;
+    let uri_of = |id: &str| match id {
+        "ok" => "data/ok",
+        "scope" => "data/",
+        "outside" => "other/x/",
+        "parent" => "data/p/",
+        "child" => "data/p/c/",
+        "twin1" | "twin2" => "data/t/",
+        _ => unreachable!(),
+    };
+    let ids = [
+        "ok", "scope", "outside", "parent", "child", "twin1", "twin2",
+    ];
+    items(&w, &ids, true, |id| Some(w.uri(uri_of(id)))).await;
+    for k in [
+        "data/ok/1",
+        "data/ok",
+        "data/x/1",
+        "other/x/1",
+        "data/p/1",
+        "data/p/c/1",
+        "data/t/1",
+    ] {
+        w.put(k).await;
+    }
+    let summary = w.run(&["edges"], RunOptions::default()).await;
+    assert_eq!(summary.exit_code(), 1, "{:?}", summary.reports);
+    for id in ["ok", "child"] {
+        assert!(!row_exists(&w, id).await, "{id} is purged");
+    }
+    for (id, why) in [
+        ("scope", "names the whole of uri_within"),
+        ("outside", "is outside uri_within"),
+        ("parent", "of subject `child`"),
+        ("twin1", "subject `twin2`"),
+        ("twin2", "subject `twin1`"),
+    ] {
+        assert!(row_exists(&w, id).await, "{id} keeps its row");
+        let error = error_of(&w, id).await;
+        assert!(error.contains(why), "{id}: {error}");
+    }
+    assert_eq!(
+        w.keys("").await,
+        vec!["data/ok", "data/p/1", "data/t/1", "data/x/1", "other/x/1"],
+        "only the directories of `ok` and `child` are purged"
+    );
+    w.cleanup().await;
+}
+
+/// `uri_kind = "object"`: the URI names one object; a directory of the same name is another
+/// thing and stays. A value ending in `/` contradicts the spec and fails its subject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_uri_of_kind_object_purges_that_object_only() {
+    let w = world(
+        Versioning::Enabled,
+        &format!("{URIS}uri_kind = \"object\"\n"),
+    )
+    .await;
+    items(&w, &["one"], true, |_| Some(w.uri("files/one.bin"))).await;
+    items(&w, &["dir"], true, |_| Some(w.uri("files/dir/"))).await;
+    for k in [
+        "files/one.bin",
+        "files/one.bin",
+        "files/one.bin/inner",
+        "files/dir/x",
+    ] {
+        w.put(k).await;
+    }
+    let summary = w.run(&["edges"], RunOptions::default()).await;
+    assert_eq!(summary.exit_code(), 1, "{:?}", summary.reports);
+    assert!(!row_exists(&w, "one").await);
+    assert!(row_exists(&w, "dir").await);
+    assert!(error_of(&w, "dir").await.contains("uri_kind"));
+    assert!(
+        w.versions("files/one.bin")
+            .await
+            .iter()
+            .all(|v| v.key != "files/one.bin")
+    );
+    assert_eq!(w.keys("").await, vec!["files/dir/x", "files/one.bin/inner"]);
+    w.cleanup().await;
+}
+
+/// A subject whose locations hold more object versions than `LETHE_MAX_OBJECTS_PER_SUBJECT`
+/// fails naming the cap, keeps its row, and is not purged further; the others go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subject_past_the_object_cap_fails_and_keeps_its_row() {
+    let w = world(Versioning::Unversioned, TEMPLATE).await;
+    items(&w, &["big", "small"], true, |_| None).await;
+    let mut keys: Vec<String> = (0..300).map(|i| format!("runs/big/{i:03}")).collect();
+    keys.push("runs/small/1".into());
+    w.put_many(keys).await;
+    let (code, out, err) = w.cli_env(
+        &["run", "--job", "edges"],
+        &[("LETHE_MAX_OBJECTS_PER_SUBJECT", "50")],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(row_exists(&w, "big").await);
+    assert!(!row_exists(&w, "small").await);
+    let error = error_of(&w, "big").await;
+    assert!(
+        error.contains("more than 50") && error.contains("LETHE_MAX_OBJECTS_PER_SUBJECT"),
+        "{error}"
+    );
+    let left = w.keys("runs/big/").await.len();
+    assert!(
+        left >= 250,
+        "at most the cap is deleted: {left} of 300 left"
+    );
+    w.cleanup().await;
+}

@@ -65,6 +65,35 @@ pub fn discover(job: &Job, cursor: &Cursor, limit: i64) -> Sql {
     sql
 }
 
+/// Up to five of the job's subjects (past its filter, with a clock) whose clock no platform
+/// wrote: before 2000, or more than a day ahead of the database's clock. `(key, clock as text)`.
+/// An `epoch_milliseconds` column that holds seconds reads as January 1970, which would make
+/// every subject eligible at once.
+pub fn implausible_clocks(job: &Job) -> Sql {
+    let mut sql = new_sql(job);
+    let base = subject_base(job, &mut sql);
+    let clock = clock_ts(job);
+    let (floor, ahead) = if lite(job) {
+        ("946684800".to_string(), format!("{} + 86400", now(job)))
+    } else {
+        (
+            "timestamptz '2000-01-01T00:00:00Z'".to_string(),
+            format!("{} + interval '1 day'", now(job)),
+        )
+    };
+    let shown = if lite(job) {
+        time_out(job, &clock)
+    } else {
+        as_text(job, &clock)
+    };
+    sql.push(&format!(
+        "SELECT {}, {shown} FROM {} n0 WHERE {base} AND ({clock} < {floor} OR {clock} > {ahead}) LIMIT 5",
+        as_text(job, &format!("n0.{}", job.key.quoted())),
+        job.subject_table().quoted_in(job.dialect)
+    ));
+    sql
+}
+
 /// Of `keys`, those still eligible now, locked `FOR UPDATE` so a concurrent restore waits for
 /// us (on SQLite the row transaction already holds the only write lock).
 pub fn lock_still_eligible(job: &Job, keys: &[String]) -> Sql {

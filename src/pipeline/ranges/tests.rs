@@ -201,6 +201,7 @@ async fn a_walk_never_continues_from_a_key_named_like_a_directory_to_come() {
                     bucket: "b".into(),
                     prefix: d.clone(),
                     exact: false,
+                    object_only: false,
                 }]
             })
             .collect::<Vec<_>>(),
