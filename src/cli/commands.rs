@@ -299,6 +299,13 @@ pub(super) fn print_summary(reports: &[JobReport], dry_run: bool) -> Result<()> 
         for e in r.errors.iter().take(20) {
             eprintln!("{}: {e}", r.job);
         }
+        let more = (r.errors.len().saturating_sub(20)) as u64 + r.errors_not_listed;
+        if more > 0 {
+            eprintln!(
+                "{}: {more} more errors (see `lethe report` or the work items' last_error)",
+                r.job
+            );
+        }
     }
     Ok(())
 }

@@ -252,6 +252,41 @@ pub async fn renew(
     .context("renewing work item leases")
 }
 
+/// Of `keys`, the subjects of `job` that wait: recorded held by a hold still active (they come
+/// back when it is released), or failed and waiting out their `retry_at`. Discovery leaves them
+/// out. (Asked per page by key, through the open-items index: a plan that does not depend on
+/// the statistics of a table that grows by thousands of rows within one run.)
+pub async fn waiting(
+    db: &Db,
+    job: &str,
+    keys: &[String],
+) -> Result<std::collections::HashSet<String>> {
+    let cond = "w.state <> 'done' AND ((w.state = 'held' AND EXISTS (SELECT 1 FROM lethe.holds h \
+                WHERE h.id = w.hold_id AND h.released_at IS NULL)) OR (w.state = 'failed' AND w.retry_at > {now}))";
+    let rows: Vec<String> = match db {
+        Db::Pg(p) => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT w.subject_key FROM lethe.work_items w WHERE w.job = $1 AND w.subject_key = ANY($2) AND {}",
+            cond.replace("{now}", "now()")
+        )))
+        .bind(job)
+        .bind(keys)
+        .fetch_all(p)
+        .await,
+        Db::Lite(p) => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT w.subject_key FROM lethe_work_items w WHERE w.job = $1 \
+             AND w.subject_key IN (SELECT value FROM json_each($2)) AND {}",
+            cond.replace("lethe.holds", "lethe_holds")
+                .replace("{now}", "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')")
+        )))
+        .bind(job)
+        .bind(serde_json::to_string(keys).expect("keys serialize"))
+        .fetch_all(p)
+        .await,
+    }
+    .with_context(|| format!("reading the waiting subjects of job `{job}`"))?;
+    Ok(rows.into_iter().collect())
+}
+
 /// Context for recording one subject's exception or failure in the audit log.
 pub struct Subject<'a> {
     pub job: &'a str,
@@ -271,6 +306,28 @@ pub async fn mark_held(
     prev_hold: Option<i64>,
     detail: serde_json::Value,
 ) -> Result<bool> {
+    let one = Held {
+        subject: Subject { ..*s },
+        hold_id,
+        prev_hold,
+        detail,
+    };
+    Ok(mark_held_many(db, vec![one]).await? == 1)
+}
+
+/// One subject to mark held (see `mark_held`).
+pub struct Held<'a> {
+    pub subject: Subject<'a>,
+    pub hold_id: Option<i64>,
+    pub prev_hold: Option<i64>,
+    pub detail: serde_json::Value,
+}
+
+/// `mark_held` for many subjects in one transaction. Returns how many were still ours.
+pub async fn mark_held_many(db: &Db, held: Vec<Held<'_>>) -> Result<usize> {
+    if held.is_empty() {
+        return Ok(0);
+    }
     let mut tx = db.begin().await?;
     let sql = db.t(&format!(
         "UPDATE lethe.work_items SET state = 'held', hold_id = $3, lease_until = NULL, updated_at = {},
@@ -278,26 +335,40 @@ pub async fn mark_held(
          WHERE id = $1 AND epoch = $2 AND run_id = $4 AND state IN ('claimed', 'objects_purged', 'verified')",
         db.dialect().now()
     ));
-    let evidence = detail.get("evidence").and_then(|v| v.as_str());
-    let moved = crate::on_tx!(&mut tx, c => sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(s.id)
-        .bind(s.epoch)
-        .bind(hold_id)
-        .bind(s.run_id)
-        .bind(evidence)
-        .execute(c)
-        .await?
-        .rows_affected())
-        == 1;
-    if moved && (hold_id.is_none() || hold_id != prev_hold) {
-        append(&mut tx, vec![entry(s, event::HELD, hold_id, detail)]).await?;
+    let mut entries = Vec::new();
+    let mut moved = 0;
+    for h in held {
+        let s = &h.subject;
+        let evidence = h.detail.get("evidence").and_then(|v| v.as_str());
+        let ours = crate::on_tx!(&mut tx, c => sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(s.id)
+            .bind(s.epoch)
+            .bind(h.hold_id)
+            .bind(s.run_id)
+            .bind(evidence)
+            .execute(c)
+            .await?
+            .rows_affected())
+            == 1;
+        if ours {
+            moved += 1;
+            if h.hold_id.is_none() || h.hold_id != h.prev_hold {
+                entries.push(entry(s, event::HELD, h.hold_id, h.detail));
+            }
+        }
+    }
+    if !entries.is_empty() {
+        append(&mut tx, entries).await?;
     }
     tx.commit().await?;
     Ok(moved)
 }
 
-/// Marks an item failed with an error class and message, and records it. The item stays open
-/// and is claimed again by the next run.
+/// Marks an item failed with an error class and message, and records it. The item stays open:
+/// the next run takes it again, at once after its first two attempts (most failures pass: a
+/// throttled store, a lost lease), then only after `retry_at`, 1 minute after the third,
+/// doubling up to an hour, so a subject that keeps failing is not re-claimed and re-audited by
+/// every run.
 pub async fn mark_failed(
     db: &Db,
     s: &Subject<'_>,
@@ -306,8 +377,18 @@ pub async fn mark_failed(
     detail: serde_json::Value,
 ) -> Result<bool> {
     let mut tx = db.begin().await?;
+    let wait = match db.dialect() {
+        super::Dialect::Postgres => {
+            "now() + CASE WHEN attempts < 3 THEN 0 \
+             ELSE least(3600, 60 * power(2, least(attempts - 3, 10))) END * interval '1 second'"
+        }
+        super::Dialect::Sqlite => {
+            "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || (CASE WHEN attempts < 3 THEN 0 \
+             ELSE min(3600, 60 * (1 << min(attempts - 3, 10))) END) || ' seconds')"
+        }
+    };
     let sql = db.t(&format!(
-        "UPDATE lethe.work_items SET state = 'failed', error_class = $3, last_error = $4, retry_at = {now},
+        "UPDATE lethe.work_items SET state = 'failed', error_class = $3, last_error = $4, retry_at = {wait},
                 hold_id = NULL, lease_until = NULL, updated_at = {now}
          WHERE id = $1 AND epoch = $2 AND run_id = $5 AND state IN ('claimed', 'objects_purged', 'verified')",
         now = db.dialect().now()

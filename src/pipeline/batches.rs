@@ -5,7 +5,7 @@
 
 use super::objects::Buckets;
 use super::purge::purge_batch;
-use super::{JobReport, RunOptions, dry_run, hold_map};
+use super::{JobReport, RunOptions, dry_run};
 use crate::context::Context;
 use crate::db::platform;
 use crate::spec::Job;
@@ -121,7 +121,23 @@ enum Next {
     },
 }
 
-/// The next page of eligible subjects after `cursor`, within the budget.
+/// `page` without the subjects that wait (held under a hold already recorded, or failing and
+/// waiting out their `retry_at`): they are neither claimed nor counted.
+async fn without_waiting(
+    ctx: &Context,
+    job: &Job,
+    page: Vec<platform::Candidate>,
+) -> Result<Vec<platform::Candidate>> {
+    let keys: Vec<String> = page.iter().map(|c| c.key.clone()).collect();
+    let waiting = crate::db::items::waiting(&ctx.db, &job.name, &keys).await?;
+    Ok(page
+        .into_iter()
+        .filter(|c| !waiting.contains(&c.key))
+        .collect())
+}
+
+/// The next page of eligible subjects after `cursor`, within the budget (an empty page when
+/// every subject on it waits).
 async fn next_page(
     ctx: &Context,
     job: &Job,
@@ -135,7 +151,7 @@ async fn next_page(
             // Only unheld subjects count as left undone; held ones are exceptions.
             loop {
                 let more: Vec<platform::Candidate> =
-                    platform::discover(job, cursor, ctx.settings.batch_subjects as i64)
+                    platform::discover(job, all, cursor, ctx.settings.batch_subjects as i64)
                         .fetch_all(&ctx.db)
                         .await?;
                 let Some(last) = more.last() else {
@@ -144,26 +160,26 @@ async fn next_page(
                     });
                 };
                 *cursor = Some((last.clock_at, last.key.clone()));
-                let keys: Vec<String> = more.into_iter().map(|c| c.key).collect();
-                let held = hold_map(ctx, job, all, &keys).await?;
-                if keys.iter().any(|k| !held.contains_key(k)) {
+                let more = without_waiting(ctx, job, more).await?;
+                if more.iter().any(|c| c.held.is_none()) {
                     return Ok(Next::End {
                         left_by_limit: true,
                     });
                 }
             }
         }
-        Some(b) => (*b).min(ctx.settings.batch_subjects as u64 * DISCOVERY_PAGE_BATCHES),
-        None => ctx.settings.batch_subjects as u64 * DISCOVERY_PAGE_BATCHES,
+        // A full page even under a budget: held subjects do not use it up, and a page cut to
+        // the budget would make a backlog of held subjects cost one scan per budget's worth.
+        _ => ctx.settings.batch_subjects as u64 * DISCOVERY_PAGE_BATCHES,
     };
     let query = if crate::controls::on("offset-pagination") {
         // Negative control: an OFFSET over a set that shrinks as subjects are purged.
-        let mut q = platform::discover(job, &None, want as i64);
+        let mut q = platform::discover(job, all, &None, want as i64);
         q.push(&format!(" OFFSET {offset}"));
         *offset += want;
         q
     } else {
-        platform::discover(job, cursor, want as i64)
+        platform::discover(job, all, cursor, want as i64)
     };
     let batch: Vec<platform::Candidate> = query
         .fetch_all(&ctx.db)
@@ -175,8 +191,24 @@ async fn next_page(
         });
     };
     *cursor = Some((last.clock_at, last.key.clone()));
+    let mut batch = without_waiting(ctx, job, batch).await?;
     if let Some(b) = budget {
-        *b -= batch.len() as u64;
+        // Held subjects are recorded, not purged: they never use up the budget. The page ends
+        // with the unheld subject that spends it.
+        let mut unheld = 0;
+        let end = batch
+            .iter()
+            .position(|c| {
+                unheld += u64::from(c.held.is_none());
+                unheld == *b
+            })
+            .map_or(batch.len(), |i| i + 1);
+        if end < batch.len() {
+            batch.truncate(end);
+            let last = &batch[end - 1];
+            *cursor = Some((last.clock_at, last.key.clone()));
+        }
+        *b -= batch.iter().filter(|c| c.held.is_none()).count() as u64;
     }
     tracing::info!(subjects = batch.len(), "subjects discovered");
     Ok(Next::Page(batch))

@@ -29,7 +29,7 @@ pub(super) async fn batch(
         let m = &manifests[&c.key];
         if let Some(e) = &m.error {
             report.failed += 1;
-            report.errors.push(format!("{}: {e}", c.key));
+            report.error(format!("{}: {e}", c.key));
             continue;
         }
         let lock = locks::storage_holds(ctx, buckets, std::slice::from_ref(&m.locations)).await;
@@ -41,7 +41,7 @@ pub(super) async fn batch(
             }
             Err(e) => {
                 report.failed += 1;
-                report.errors.push(format!("{}: {e}", c.key));
+                report.error(format!("{}: {e}", c.key));
                 continue;
             }
         }
@@ -55,7 +55,7 @@ pub(super) async fn batch(
             }
             Err(e) => {
                 report.failed += 1;
-                report.errors.push(format!("{}: {e}", c.key));
+                report.error(format!("{}: {e}", c.key));
             }
         }
     }

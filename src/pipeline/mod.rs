@@ -88,10 +88,29 @@ pub struct JobReport {
     pub halted: Option<String>,
     /// With --dry-run: what would be deleted.
     pub would_purge: u64,
+    /// The first `MAX_ERRORS` errors; the rest are only counted.
     pub errors: Vec<String>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub errors_not_listed: u64,
+}
+
+/// Errors a run report keeps word for word (it is stored with the run); the rest are counted.
+pub const MAX_ERRORS: usize = 100;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl JobReport {
+    /// Records an error, keeping at most `MAX_ERRORS` of them word for word.
+    pub fn error(&mut self, e: String) {
+        if self.errors.len() < MAX_ERRORS {
+            self.errors.push(e);
+        } else {
+            self.errors_not_listed += 1;
+        }
+    }
+
     /// Adds what a purge removed to the totals.
     fn count_objects(&mut self, t: &Tally) {
         self.object_versions_deleted += t.versions;
@@ -114,7 +133,10 @@ impl JobReport {
             self.halted = part.halted;
         }
         self.would_purge += part.would_purge;
-        self.errors.extend(part.errors);
+        self.errors_not_listed += part.errors_not_listed;
+        for e in part.errors {
+            self.error(e);
+        }
     }
 
     /// Whether the run left work undone: failures, busy subjects, or a limit that stopped it.
@@ -280,19 +302,36 @@ async fn probe_delete(
             why.trim_end_matches('.')
         )
     };
-    match store
-        .delete_batch(bucket, std::slice::from_ref(&probe))
-        .await
-    {
-        Ok(outcomes) => match outcomes.into_iter().next() {
-            Some(KeyOutcome::Deleted) => Ok(()),
-            Some(KeyOutcome::Denied(why) | KeyOutcome::Failed(why)) => Err(refused(why)),
-            None => Err("the store answered a one-key delete with no outcome".into()),
-        },
-        Err(StoreError::Auth(why)) => Err(refused(why)),
-        Err(e) => Err(format!("probing the delete permission: {e}")),
+    for attempt in 1..=PROBE_ATTEMPTS {
+        match store
+            .delete_batch(bucket, std::slice::from_ref(&probe))
+            .await
+        {
+            Ok(outcomes) => {
+                return match outcomes.into_iter().next() {
+                    Some(KeyOutcome::Deleted) => Ok(()),
+                    Some(KeyOutcome::Denied(why) | KeyOutcome::Failed(why)) => Err(refused(why)),
+                    None => Err("the store answered a one-key delete with no outcome".into()),
+                };
+            }
+            Err(StoreError::Auth(why)) => return Err(refused(why)),
+            Err(StoreError::Transient(why)) if attempt == PROBE_ATTEMPTS => {
+                // Only an early warning: a refused delete during the purge fails its subject
+                // anyway (never a hold, without Object Lock).
+                tracing::warn!(%bucket, error = %why, "the delete permission probe got no answer; going on");
+                return Ok(());
+            }
+            Err(StoreError::Transient(_)) => {
+                tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+            }
+            Err(e) => return Err(format!("probing the delete permission: {e}")),
+        }
     }
+    Ok(())
 }
+
+/// Attempts of the delete-permission probe against a store that answers with transient errors.
+const PROBE_ATTEMPTS: u32 = 5;
 
 /// Runs the selected jobs one after another, each under its run lock.
 pub async fn run_all(
@@ -374,7 +413,7 @@ pub async fn run_job(
         })
     };
     if let Err(e) = &result {
-        report.errors.push(format!("{e:#}"));
+        report.error(format!("{e:#}"));
         if let Some(id) = run_id {
             // Leave nothing under a live lease: the next run takes these items over at once.
             let released = items::release_run(&ctx.db, id, &format!("{e:#}")).await?;

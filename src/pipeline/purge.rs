@@ -105,6 +105,7 @@ pub(super) async fn purge_batch(
         .map(|r| r.0)
         .collect();
     let mut go = Vec::new();
+    let mut held_now = Vec::new();
     for r in ready.drain(..) {
         if rows_only(&r) {
             go.push(r);
@@ -113,21 +114,28 @@ pub(super) async fn purge_batch(
                        changed); nothing was deleted";
             fail(ctx, job, run_id, &r, "no_longer_eligible", msg, report).await?;
         } else if let Some(h) = held.get(&r.key) {
-            items::mark_held(
-                &ctx.db,
-                &r.subject(job, run_id),
-                Some(*h),
-                prev_hold[&r.id],
-                r.detail(),
-            )
-            .await?;
-            report.held += 1;
+            held_now.push((r, *h));
         } else if let Some(e) = &merged[&r.id].error {
             fail(ctx, job, run_id, &r, "manifest", e, report).await?;
         } else {
             go.push(r);
         }
     }
+
+    report.held += held_now.len() as u64;
+    items::mark_held_many(
+        &ctx.db,
+        held_now
+            .iter()
+            .map(|(r, h)| items::Held {
+                subject: r.subject(job, run_id),
+                hold_id: Some(*h),
+                prev_hold: prev_hold[&r.id],
+                detail: r.detail(),
+            })
+            .collect(),
+    )
+    .await?;
 
     // Storage-level holds (S3 Object Lock) keep the whole subject, asked before any of its
     // objects is deleted.
@@ -384,7 +392,7 @@ async fn fail(
     tracing::warn!(subject = %r.key, class, error = msg, "subject failed");
     items::mark_failed(&ctx.db, &r.subject(job, run_id), class, msg, r.detail()).await?;
     report.failed += 1;
-    report.errors.push(format!("{}: {class}: {msg}", r.key));
+    report.error(format!("{}: {class}: {msg}", r.key));
     Ok(())
 }
 

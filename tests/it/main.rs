@@ -19,4 +19,5 @@ mod permissions;
 mod pipeline;
 mod report;
 mod specs;
+mod starvation;
 mod storage;

@@ -24,6 +24,8 @@ pub struct Candidate {
     pub clock_at: DateTime<Utc>,
     pub eligible_at: DateTime<Utc>,
     pub deadline_at: DateTime<Utc>,
+    /// The lowest active hold covering it when discovered, if any.
+    pub held: Option<i64>,
 }
 
 /// Keyset cursor over `(clock, key)`: never an OFFSET over a set that shrinks as we delete.
@@ -37,12 +39,13 @@ fn owner_text(job: &Job) -> String {
     }
 }
 
-/// Eligible subjects after `cursor`, oldest clock first.
-pub fn discover(job: &Job, cursor: &Cursor, limit: i64) -> Sql {
+/// Eligible subjects after `cursor`, oldest clock first, each with the hold covering it if any.
+pub fn discover(job: &Job, all: &[Job], cursor: &Cursor, limit: i64) -> Sql {
     let mut sql = new_sql(job);
     let base = subject_base(job, &mut sql);
     let eligible = clock_plus(job, Which::Grace, &mut sql);
     let deadline = clock_plus(job, Which::Deadline, &mut sql);
+    let held = hold_expr(job, all, &mut sql);
     let clock = clock_ts(job);
     let key = format!("n0.{}", job.key.quoted());
     let owner = owner_text(job);
@@ -55,7 +58,7 @@ pub fn discover(job: &Job, cursor: &Cursor, limit: i64) -> Sql {
     let limit = sql.bind(Bind::Int(limit));
     sql.push(&format!(
         "SELECT {} AS key, {owner} AS owner, {} AS clock_at, {} AS eligible_at, \
-         {} AS deadline_at FROM {} n0 WHERE {where_} ORDER BY {clock}, {key} LIMIT {limit}",
+         {} AS deadline_at, {held} AS held FROM {} n0 WHERE {where_} ORDER BY {clock}, {key} LIMIT {limit}",
         as_text(job, &key),
         time_out(job, &clock),
         time_out(job, &eligible),
