@@ -99,10 +99,16 @@ pub(super) enum HoldCommand {
         /// Every subject of a job.
         #[arg(long, group = "scope")]
         job: Option<String>,
+        /// Why: a case, a ticket (recorded in the audit log).
         #[arg(long)]
         reason: String,
+        /// Who places it (recorded in the audit log).
         #[arg(long)]
         by: String,
+        /// Place it even when it covers no subject now (it will cover subjects that appear
+        /// later); without it, such a hold is refused as a likely typo.
+        #[arg(long)]
+        force: bool,
     },
     /// Release a hold by id.
     Release {

@@ -153,6 +153,13 @@ pub(super) async fn check(ctx: &Context) -> Result<u8> {
             w.grace,
             w.deadline
         )?;
+        if job.owner.is_none() {
+            writeln!(
+                out,
+                "  warning: no `owner` column, so account holds cannot reach this job's subjects \
+                 (add `owner` under [subject] if they belong to an account)"
+            )?;
+        }
         if let Some(r) = &job.windows.from_row {
             writeln!(
                 out,

@@ -17,6 +17,7 @@ pub(super) async fn hold_cmd(ctx: &Context, cmd: HoldCommand) -> Result<u8> {
             job,
             reason,
             by,
+            force,
         } => {
             let scope = match (account, subject, job) {
                 (Some(a), None, None) => holds::Scope::Account(a),
@@ -41,9 +42,25 @@ pub(super) async fn hold_cmd(ctx: &Context, cmd: HoldCommand) -> Result<u8> {
                     )));
                 }
             };
+            let (scope, covered, total) = config(coverage(ctx, scope).await)?;
+            if total == Some(0) && !force {
+                return config(Err(anyhow!(
+                    "a hold on {} would cover no subject now:\n  {}\ncheck the value (a typo \
+                     in a legal hold must not pass unnoticed), or pass --force to place it for \
+                     subjects that appear later; no hold was placed",
+                    holds::describe(&scope),
+                    covered.join("\n  ")
+                )));
+            }
             let id = config(holds::place(&ctx.db, &scope, &reason, &by).await)?;
             println!("{id}");
-            eprintln!("hold {id} placed on {scope:?}");
+            eprintln!(
+                "hold {id} placed on {} by {by}: nothing it covers will be purged until it is released",
+                holds::describe(&scope)
+            );
+            for line in covered {
+                eprintln!("  {line}");
+            }
         }
         HoldCommand::Release { id, by, reason } => {
             config(holds::release(&ctx.db, id, &reason, &by).await)?;
@@ -83,6 +100,102 @@ pub(super) async fn hold_cmd(ctx: &Context, cmd: HoldCommand) -> Result<u8> {
 }
 
 /// A subject or job hold must name a job that exists, or it would protect nothing.
+/// What a hold on `scope` covers now, per job, and in all (`None` when the specs do not load
+/// and nothing can be counted). A subject scope comes back with its key as the database spells
+/// it (`42` for `042` on an integer key), the form holds are compared in.
+async fn coverage(
+    ctx: &Context,
+    scope: holds::Scope,
+) -> Result<(holds::Scope, Vec<String>, Option<u64>)> {
+    use crate::db::platform;
+    let jobs = match ctx.load_jobs().await {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            let why = format!("what it covers is unknown: the job specs do not load ({e:#})");
+            return Ok((scope, vec![why], None));
+        }
+    };
+    let count = |sql: db::sql::Sql| async move {
+        sql.fetch_one::<(i64,)>(&ctx.db)
+            .await
+            .map(|r| r.0 as u64)
+            .context("counting what the hold covers")
+    };
+    let (mut lines, mut total) = (Vec::new(), 0);
+    let scope = match scope {
+        holds::Scope::Account(a) => {
+            for job in &jobs {
+                match platform::owned_by(job, &a) {
+                    Some(sql) => {
+                        let n = count(sql).await?;
+                        total += n;
+                        lines.push(format!(
+                            "job {}: {n} row(s) of {} owned by account {a}",
+                            job.name,
+                            job.subject_table()
+                        ));
+                    }
+                    None => lines.push(format!(
+                        "job {}: not covered (it has no `owner` column, so account holds cannot reach it)",
+                        job.name
+                    )),
+                }
+            }
+            holds::Scope::Account(a)
+        }
+        holds::Scope::Job(j) => {
+            let job = jobs.iter().find(|x| x.name == j).context("the job")?;
+            let n = count(platform::subject_rows(job)).await?;
+            total += n;
+            lines.push(format!(
+                "job {j}: every subject, {n} row(s) of {} now",
+                job.subject_table()
+            ));
+            holds::Scope::Job(j)
+        }
+        holds::Scope::Subject { job: j, key } => {
+            let job = jobs.iter().find(|x| x.name == j).context("the job")?;
+            let found: Vec<(String,)> = platform::canonical_key(job, &key)
+                .fetch_all(&ctx.db)
+                .await
+                .map_err(|e| {
+                    anyhow!(
+                        "`{key}` is not a key of {}.{}: {}",
+                        job.subject_table(),
+                        job.key,
+                        e.as_database_error()
+                            .map(|d| d.message().to_string())
+                            .unwrap_or_else(|| e.to_string())
+                    )
+                })?;
+            match found.into_iter().next() {
+                Some((k,)) => {
+                    total += 1;
+                    let spelled = if k == key {
+                        String::new()
+                    } else {
+                        format!(" (written `{key}`)")
+                    };
+                    lines.push(format!(
+                        "job {j}: subject {k}{spelled}, a row of {}",
+                        job.subject_table()
+                    ));
+                    holds::Scope::Subject { job: j, key: k }
+                }
+                None => {
+                    lines.push(format!(
+                        "job {j}: no row of {} has {} = `{key}`",
+                        job.subject_table(),
+                        job.key
+                    ));
+                    holds::Scope::Subject { job: j, key }
+                }
+            }
+        }
+    };
+    Ok((scope, lines, Some(total)))
+}
+
 pub(super) fn known_job(ctx: &Context, name: &str) -> Result<()> {
     let jobs = crate::spec::load_dir(&ctx.settings.jobs_dir)?;
     if jobs.iter().any(|j| j.name == name) {

@@ -23,6 +23,15 @@ pub enum Scope {
     Subject { job: String, key: String },
 }
 
+/// A scope in words: `account 7`, `subject deleted-runs:42`, `every subject of job x`.
+pub fn describe(scope: &Scope) -> String {
+    match scope {
+        Scope::Account(a) => format!("account {a}"),
+        Scope::Job(j) => format!("every subject of job {j}"),
+        Scope::Subject { job, key } => format!("subject {job}:{key}"),
+    }
+}
+
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct Hold {
     pub id: i64,

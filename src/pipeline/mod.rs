@@ -307,13 +307,17 @@ async fn probe_delete(
             .delete_batch(bucket, std::slice::from_ref(&probe))
             .await
         {
-            Ok(outcomes) => {
-                return match outcomes.into_iter().next() {
-                    Some(KeyOutcome::Deleted) => Ok(()),
-                    Some(KeyOutcome::Denied(why) | KeyOutcome::Failed(why)) => Err(refused(why)),
-                    None => Err("the store answered a one-key delete with no outcome".into()),
-                };
-            }
+            Ok(outcomes) => match outcomes.into_iter().next() {
+                Some(KeyOutcome::Deleted) => return Ok(()),
+                Some(KeyOutcome::Denied(why)) => return Err(refused(why)),
+                // Another per-key error (an internal error, say) says nothing about permissions.
+                Some(KeyOutcome::Failed(why)) if attempt == PROBE_ATTEMPTS => {
+                    tracing::warn!(%bucket, error = %why, "the delete permission probe got no answer; going on");
+                    return Ok(());
+                }
+                Some(KeyOutcome::Failed(_)) => {}
+                None => return Err("the store answered a one-key delete with no outcome".into()),
+            },
             Err(StoreError::Auth(why)) => return Err(refused(why)),
             Err(StoreError::Transient(why)) if attempt == PROBE_ATTEMPTS => {
                 // Only an early warning: a refused delete during the purge fails its subject
@@ -321,11 +325,10 @@ async fn probe_delete(
                 tracing::warn!(%bucket, error = %why, "the delete permission probe got no answer; going on");
                 return Ok(());
             }
-            Err(StoreError::Transient(_)) => {
-                tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
-            }
+            Err(StoreError::Transient(_)) => {}
             Err(e) => return Err(format!("probing the delete permission: {e}")),
         }
+        tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
     }
     Ok(())
 }

@@ -563,6 +563,64 @@ deadline = "30d"
         .await;
     let (code, out, err) = w.cli(&["check"]);
     assert_eq!(code, 0, "a unique index of its own is enough: {out}{err}");
+    assert!(
+        out.contains("warning: no `owner` column, so account holds cannot reach"),
+        "a job without owner is pointed out: {out}"
+    );
+    w.finish().await;
+}
+
+/// `hold place` says what a hold covers, per job, in sentences; compares a subject key the way
+/// the database does (`042` is run 42 on an integer key, and the hold is stored as `42`, the
+/// form purges compare); and refuses a hold that covers nothing, a likely typo, unless --force.
+async fn a_hold_says_what_it_covers_and_one_covering_nothing_is_refused(w: impl Platform) {
+    w.account(1, "free", None).await;
+    w.run_row(42, 1, Some(10 * DAY)).await;
+    let place = |args: &[&str]| {
+        let mut full = vec!["hold", "place"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["--reason", "case 7", "--by", "legal@example.com"]);
+        w.cli(&full)
+    };
+    let (code, _, err) = place(&["--subject", "deleted-runs:042"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("placed on subject deleted-runs:42 by legal@example.com")
+            && err.contains("written `042`"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("Subject {"),
+        "a sentence, not a debug struct: {err}"
+    );
+    w.run(&[], RunOptions::default()).await;
+    assert_eq!(
+        w.rows_of_run(42).await,
+        7,
+        "the hold written 042 keeps run 42"
+    );
+    assert_eq!(w.keys("runs/42/").await.len(), 2);
+
+    for args in [
+        &["--subject", "deleted-runs:43"][..],
+        &["--account", "99"][..],
+    ] {
+        let (code, _, err) = place(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains("would cover no subject") && err.contains("--force"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(w.count("SELECT count(*) FROM lethe.holds").await, 1);
+    let (code, _, err) = place(&["--account", "99", "--force"]);
+    assert_eq!(code, 0, "--force places it: {err}");
+    let (code, _, err) = place(&["--account", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("job deleted-runs: 1 row(s) of runs owned by account 1"),
+        "{err}"
+    );
     w.finish().await;
 }
 
@@ -772,6 +830,7 @@ on_both!(
     audit_chain_verifies_refuses_edits_and_names_a_forged_entry,
     a_subject_key_two_rows_could_share_is_refused,
     implausible_clocks_stop_the_job_naming_the_values,
+    a_hold_says_what_it_covers_and_one_covering_nothing_is_refused,
 );
 
 /// The same SQLite platform with its objects in S3: the database and the store are chosen

@@ -68,6 +68,50 @@ pub fn discover(job: &Job, all: &[Job], cursor: &Cursor, limit: i64) -> Sql {
     sql
 }
 
+/// The subject key as the database spells it (`42` for `042` on an integer key, lower case for
+/// a UUID): `key` compared in the key column's own type. No row when no subject has that key.
+pub fn canonical_key(job: &Job, key: &str) -> Sql {
+    let mut sql = new_sql(job);
+    let column = format!("n0.{}", job.key.quoted());
+    let value = if lite(job) {
+        // SQLite compares with the column's affinity (`'042'` meets the integer 42), where a
+        // CAST would turn text that is no number into 0.
+        sql.bind(Bind::Text(key.to_string()))
+    } else {
+        cast_bind(job, 0, job.key.as_str(), key.to_string(), &mut sql)
+    };
+    sql.push(&format!(
+        "SELECT {} FROM {} n0 WHERE {column} = {value} LIMIT 1",
+        as_text(job, &column),
+        job.subject_table().quoted_in(job.dialect)
+    ));
+    sql
+}
+
+/// How many rows of the job's subject table the owner `account` has (`owner` compared as text,
+/// as holds compare it); `None` without an owner column.
+pub fn owned_by(job: &Job, account: &str) -> Option<Sql> {
+    job.owner.as_ref()?;
+    let mut sql = new_sql(job);
+    let a = sql.bind(Bind::Text(account.to_string()));
+    sql.push(&format!(
+        "SELECT count(*) FROM {} n0 WHERE {} = {a}",
+        job.subject_table().quoted_in(job.dialect),
+        owner_text(job)
+    ));
+    Some(sql)
+}
+
+/// How many rows the job's subject table has.
+pub fn subject_rows(job: &Job) -> Sql {
+    let mut sql = new_sql(job);
+    sql.push(&format!(
+        "SELECT count(*) FROM {}",
+        job.subject_table().quoted_in(job.dialect)
+    ));
+    sql
+}
+
 /// Up to five of the job's subjects (past its filter, with a clock) whose clock no platform
 /// wrote: before 2000, or more than a day ahead of the database's clock. `(key, clock as text)`.
 /// An `epoch_milliseconds` column that holds seconds reads as January 1970, which would make
