@@ -3,7 +3,10 @@
 //! confirmed ours and its subjects confirmed unheld by a database check that *started after the
 //! request was queued*. Concurrent requests share one check (a read barrier: a request waits for
 //! the next check to start, never reuses one that began before it asked), so the cost is one
-//! round trip per wave of requests, not per request.
+//! round trip per wave of requests, not per request. A check is trusted for a quarter of the
+//! lease (at most 30 s) from when it started, by the monotonic clock, and not at all when it
+//! took longer than that: a process paused in the middle of a check (or after it) checks again
+//! when it wakes, finds its lease expired or taken over, and deletes nothing more.
 //!
 //! A renewal extends the leases in one statement fenced by epoch and run, and answers which
 //! items are still ours: an item taken over by another run (its epoch moved), or whose lease ran
@@ -18,7 +21,7 @@
 use crate::db::sql::Sql;
 use crate::db::{Db, holds, items};
 use std::collections::{HashMap, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub struct Lease {
     db: Db,
@@ -55,6 +58,9 @@ pub enum Refusal {
     Held(i64),
 }
 
+/// Checks one request may make before it gives up on confirming its lease.
+const CHECK_TRIES: u32 = 3;
+
 /// Why subjects' objects may not be deleted now.
 pub const LOST: &str = "the lease on this subject was lost (taken over by another process, or it expired); nothing more was deleted";
 
@@ -84,23 +90,45 @@ impl Lease {
         }
     }
 
+    /// How long a check is trusted after it started: a quarter of the lease, at most 30 s. A
+    /// check that took longer (a paused process, a stalled database) is not trusted at all.
+    fn validity(&self) -> Duration {
+        Duration::from_secs((self.lease_secs as u64 / 4).clamp(1, 30))
+    }
+
     /// Of `subjects`, those whose objects must not be deleted, each with the reason. Answers
-    /// from a check that started after this call.
+    /// from a check that started after this call, and no longer ago than `validity()`.
     pub async fn refused(&self, subjects: &HashSet<usize>) -> HashMap<usize, Refusal> {
         let asked = Instant::now();
         let mut s = self.state.lock().await;
-        if s.started.is_none_or(|t| t < asked) {
+        let mut tries = 0;
+        while s
+            .started
+            .is_none_or(|t| t < asked || t.elapsed() >= self.validity())
+        {
+            tries += 1;
             let started = Instant::now();
-            if let Err(e) = self.check(&mut s).await {
-                // Not confirmed: nothing may be deleted, and the next request asks again.
-                let why =
-                    format!("cannot confirm the lease and holds, so nothing was deleted: {e:#}");
-                return subjects
-                    .iter()
-                    .map(|&i| (i, Refusal::Lost(why.clone())))
-                    .collect();
+            let checked = match self.check(&mut s).await {
+                Ok(()) if started.elapsed() < self.validity() => Ok(()),
+                Ok(()) => Err(format!(
+                    "the check took {:?}, longer than a lease check is trusted",
+                    started.elapsed()
+                )),
+                Err(e) => Err(format!("{e:#}")),
+            };
+            match checked {
+                Ok(()) => s.started = Some(started),
+                Err(e) if tries >= CHECK_TRIES => {
+                    // Not confirmed: nothing may be deleted, and the next request asks again.
+                    let why =
+                        format!("cannot confirm the lease and holds, so nothing was deleted: {e}");
+                    return subjects
+                        .iter()
+                        .map(|&i| (i, Refusal::Lost(why.clone())))
+                        .collect();
+                }
+                Err(_) => {}
             }
-            s.started = Some(started);
         }
         subjects
             .iter()
