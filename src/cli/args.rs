@@ -23,6 +23,11 @@ pub(super) enum Command {
         /// Confirm --down.
         #[arg(long)]
         yes: bool,
+        /// With a `sqlite:` DATABASE_URL naming a file that does not exist yet: create it.
+        /// (Every other command refuses a missing SQLite file, so a typo in the path never
+        /// becomes a new, empty database.)
+        #[arg(long)]
+        create: bool,
     },
     /// Validate every job spec against the live database and print the effective configuration.
     Check,

@@ -1,7 +1,7 @@
 //! The commands that set up and run jobs: `demo`, `migrate`, `check`, `plan`, `run`.
 
-use super::config;
 use super::records::audit_verify;
+use super::{config, outln};
 use crate::config::Settings;
 use crate::context::Context;
 use crate::db::{self, holds};
@@ -12,7 +12,8 @@ use std::io::Write;
 
 /// `lethe demo`: builds the embedded world, then runs the same commands a user would.
 pub(super) async fn demo_cmd(dir: &std::path::Path) -> Result<u8> {
-    let step = |s: &str| println!("\n==> {s}");
+    // A closed pipe is noticed by the next write that is checked.
+    let step = |s: &str| drop(outln!("\n==> {s}"));
     // The demo's own database, jobs and objects; other settings (batch sizes...) still apply.
     let base = config(Settings::from_env_with(Some("sqlite::memory:".into())))?;
     step(&format!(
@@ -26,19 +27,19 @@ pub(super) async fn demo_cmd(dir: &std::path::Path) -> Result<u8> {
             c.0, c.1, c.2, c.3, c.4
         )
     };
-    println!("{}", census(crate::demo::census(&demo).await?));
+    outln!("{}", census(crate::demo::census(&demo).await?))?;
     let ctx = &demo.ctx;
 
     step("lethe check: the job specs against the database");
     let all = ready_jobs(ctx).await?;
-    println!(
+    outln!(
         "{} job specs are valid: {}",
         all.len(),
         all.iter()
             .map(|j| j.name.as_str())
             .collect::<Vec<_>>()
             .join(", ")
-    );
+    )?;
 
     step("lethe hold place --account 9: a litigation hold on a closed account past its deadline");
     let hold = holds::place(
@@ -48,7 +49,7 @@ pub(super) async fn demo_cmd(dir: &std::path::Path) -> Result<u8> {
         "legal@example.com",
     )
     .await?;
-    println!("hold {hold} placed");
+    outln!("hold {hold} placed")?;
 
     step("lethe plan: what a run would do now");
     plan_cmd(ctx, &all, &all, "table").await?;
@@ -68,24 +69,29 @@ pub(super) async fn demo_cmd(dir: &std::path::Path) -> Result<u8> {
     let mut w = std::io::BufWriter::new(file);
     let rows = crate::report::html::write(ctx, &all, &Default::default(), &mut w).await?;
     w.flush()?;
-    println!("{rows} report rows");
+    outln!("{rows} report rows")?;
 
     step("what is where");
-    println!("{}", census(crate::demo::census(&demo).await?));
+    outln!("{}", census(crate::demo::census(&demo).await?))?;
+    // The binary that runs now, by its path: `lethe` itself is on PATH only after
+    // `cargo install --path .`, so the line works as printed.
+    let lethe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "lethe".into());
     let env = format!(
         "DATABASE_URL=sqlite://{} LETHE_JOBS_DIR={} LETHE_OBJECT_STORE=file://{}",
         demo.database.display(),
         demo.jobs.display(),
         demo.objects.display()
     );
-    println!(
-        "  database  {}   (platform tables, and lethe's own as lethe_*)\n  objects   {}/{}\n  jobs      {}\n  report    {}\n\n  explore:  {env} lethe report --summary",
+    outln!(
+        "  database  {}   (platform tables, and lethe's own as lethe_*)\n  objects   {}/{}\n  jobs      {}\n  report    {}\n\n  explore:  {env} {lethe} report --summary",
         demo.database.display(),
         demo.objects.display(),
         crate::demo::BUCKET,
         demo.jobs.display(),
         demo.report.display()
-    );
+    )?;
     Ok(ran.max(verified))
 }
 

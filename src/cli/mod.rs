@@ -20,6 +20,16 @@ use args::{AuditCommand, Cli, ClockCommand, Command};
 use commands::{check, demo_cmd, migrate, plan_cmd, ready_jobs, run_cmd, select};
 use records::{audit_verify, hold_cmd, report_cmd};
 
+/// `println!` that answers a closed pipe (`lethe check | head -1`) with an error, which ends the
+/// command quietly with exit 0 (see `main`), instead of panicking.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($t)*)
+    }};
+}
+pub(crate) use outln;
+
 fn config<T>(r: Result<T>) -> Result<T> {
     r.map_err(config_error)
 }
@@ -39,6 +49,8 @@ pub fn main() -> ExitCode {
     };
     match rt.block_on(dispatch(cli)) {
         Ok(code) => ExitCode::from(code),
+        // The reader of our output went away (`| head`): nothing more to say to anyone.
+        Err(e) if closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(if e.downcast_ref::<ConfigError>().is_some() {
@@ -50,6 +62,16 @@ pub fn main() -> ExitCode {
             })
         }
     }
+}
+
+fn closed_pipe(e: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::BrokenPipe;
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .is_some_and(|j| j.io_error_kind() == Some(BrokenPipe))
+    })
 }
 
 /// Logs go to stderr: JSON lines for the daemon (or with LETHE_LOG_FORMAT=json), text otherwise.
@@ -85,6 +107,8 @@ async fn dispatch(cli: Cli) -> Result<u8> {
         }
         return crate::daemon::run(settings).await;
     }
+    let create = matches!(cli.command, Command::Migrate { create: true, .. });
+    config(db::check_url(&settings.database_url, create))?;
     let ctx = config(Context::build(&settings).await)?;
     match cli.command {
         Command::Migrate { down, .. } => migrate(&ctx, down).await,
@@ -149,7 +173,7 @@ async fn dispatch(cli: Cli) -> Result<u8> {
                             target
                                 .write(&*ctx.store, &a, ctx.settings.anchor_retention_days)
                                 .await?;
-                            println!("anchored entry {} {}", a.seq, a.hash);
+                            outln!("anchored entry {} {}", a.seq, a.hash)?;
                         }
                     }
                     Ok(0)

@@ -2,7 +2,7 @@
 
 use super::args::{HoldCommand, ReportArgs};
 use super::commands::ready_jobs;
-use super::config;
+use super::{config, outln};
 use crate::context::Context;
 use crate::db::{self, holds};
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -53,7 +53,7 @@ pub(super) async fn hold_cmd(ctx: &Context, cmd: HoldCommand) -> Result<u8> {
                 )));
             }
             let id = config(holds::place(&ctx.db, &scope, &reason, &by).await)?;
-            println!("{id}");
+            outln!("{id}")?;
             eprintln!(
                 "hold {id} placed on {} by {by}: nothing it covers will be purged until it is released",
                 holds::describe(&scope)
@@ -196,6 +196,29 @@ async fn coverage(
     Ok((scope, lines, Some(total)))
 }
 
+/// A job a report may name: one with a spec, or one the audit log has entries of (a job whose
+/// spec was removed keeps its history).
+async fn reported_job(ctx: &Context, name: &str) -> Result<()> {
+    if known_job(ctx, name).is_ok() {
+        return Ok(());
+    }
+    let sql = ctx
+        .db
+        .t("SELECT count(*) FROM (SELECT 1 FROM lethe.audit_log WHERE job = $1 LIMIT 1) e");
+    let seen: i64 = crate::on_db!(&ctx.db, p => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(name)
+        .fetch_one(p)
+        .await)
+    .context("looking the job up in the audit log")?;
+    if seen > 0 {
+        return Ok(());
+    }
+    bail!(
+        "there is no job `{name}`: no spec in {} and no entry in the audit log",
+        ctx.settings.jobs_dir.display()
+    )
+}
+
 pub(super) fn known_job(ctx: &Context, name: &str) -> Result<()> {
     let jobs = crate::spec::load_dir(&ctx.settings.jobs_dir)?;
     if jobs.iter().any(|j| j.name == name) {
@@ -231,6 +254,19 @@ pub(super) async fn report_cmd(ctx: &Context, args: ReportArgs) -> Result<u8> {
         account: args.account.clone(),
         subject,
     };
+    if let (Some(from), Some(to)) = (filter.from, filter.to)
+        && from >= to
+    {
+        return config(Err(anyhow!(
+            "--from {} is not before --to {}: the period is empty",
+            from.to_rfc3339(),
+            to.to_rfc3339()
+        )));
+    }
+    let named = filter.job.iter().chain(filter.subject.iter().map(|s| &s.0));
+    for job in named {
+        config(reported_job(ctx, job).await)?;
+    }
     let format = if args.format == "jsonl" {
         Format::Jsonl
     } else {
@@ -307,22 +343,22 @@ pub(super) async fn audit_verify(
         after = last.seq;
         for (e, h) in &page {
             if let Err(msg) = v.next(e, h).and_then(|()| check.entry(e.seq, h)) {
-                println!("audit chain BROKEN: {msg}");
+                outln!("audit chain BROKEN: {msg}")?;
                 return Ok(1);
             }
         }
     }
     if let Err(msg) = check.end(v.head().0) {
-        println!("audit chain BROKEN: {msg}");
+        outln!("audit chain BROKEN: {msg}")?;
         return Ok(1);
     }
     if anchor.is_some() {
-        println!("anchors: all {n_anchors} match the chain");
+        outln!("anchors: all {n_anchors} match the chain")?;
     }
     let (seq, hash) = v.head();
-    println!(
+    outln!(
         "audit chain verified: {} entries, head {seq} {hash}",
         v.checked
-    );
+    )?;
     Ok(0)
 }

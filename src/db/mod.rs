@@ -178,6 +178,36 @@ pub async fn unmigrate(db: &Db) -> Result<()> {
 
 /// Connects to the platform database, failing fast with a message that names the server:
 /// `postgres://…`, or `sqlite://PATH` (created if missing) for a SQLite file.
+/// Refuses a DATABASE_URL lethe cannot use, before anything connects: a scheme it does not
+/// speak, or (unless `create`) a SQLite file that does not exist, which SQLite would otherwise
+/// create empty.
+pub fn check_url(url: &str, create: bool) -> Result<()> {
+    let scheme = url.split_once(':').map_or("", |(s, _)| s);
+    match scheme {
+        "postgres" | "postgresql" => Ok(()),
+        "sqlite" => {
+            let opts = SqliteConnectOptions::from_str(url)
+                .with_context(|| format!("DATABASE_URL `{url}` is not a valid sqlite:// URL"))?;
+            let file = opts.get_filename();
+            let memory = url.contains(":memory:") || file.as_os_str().is_empty();
+            if !memory && !create && !file.exists() {
+                anyhow::bail!(
+                    "DATABASE_URL names the SQLite file {}, which does not exist: check the path \
+                     (lethe never creates an empty platform database by accident), or create it \
+                     with `lethe migrate --create`",
+                    file.display()
+                );
+            }
+            Ok(())
+        }
+        _ => anyhow::bail!(
+            "DATABASE_URL `{}` is not a database lethe speaks: use postgres://user@host:5432/db \
+             (or postgresql://) for PostgreSQL, or sqlite:///path/to/platform.db for SQLite",
+            redact_url(url)
+        ),
+    }
+}
+
 pub async fn connect(url: &str, max_connections: u32) -> Result<Db> {
     if url.starts_with("sqlite:") {
         let opts = SqliteConnectOptions::from_str(url)

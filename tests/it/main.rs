@@ -11,6 +11,7 @@ mod daemon;
 mod deploy;
 mod edges;
 mod faults;
+mod front_door;
 mod helpers;
 mod hostile;
 mod local;

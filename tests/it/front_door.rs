@@ -1,0 +1,148 @@
+//! Errors a newcomer meets first, each with the fix in its message and exit 2 (nothing deleted),
+//! and output that ends quietly when its reader goes away. No services needed: a SQLite world.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn lethe(env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env("LETHE_LOG", "warn")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn scratch() -> PathBuf {
+    let d = std::env::temp_dir().join(crate::helpers::unique("lethe-front-"));
+    std::fs::create_dir_all(d.join("jobs")).unwrap();
+    d
+}
+
+fn url(file: &Path) -> String {
+    format!("sqlite://{}", file.display())
+}
+
+#[test]
+fn a_sqlite_file_that_does_not_exist_is_refused_never_created() {
+    let d = scratch();
+    let db = d.join("platfrom.db"); // a typo
+    let jobs = d.join("jobs").display().to_string();
+    let env = [("DATABASE_URL", url(&db)), ("LETHE_JOBS_DIR", jobs)];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for args in [
+        &["check"][..],
+        &["run", "--all"][..],
+        &["migrate"][..],
+        &["hold", "list"][..],
+    ] {
+        let (code, out, err) = lethe(&env, args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(
+            err.contains(&db.display().to_string()) && err.contains("migrate --create"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.matches("does not exist").count(), 1, "said once: {err}");
+        assert!(!db.exists(), "{args:?} created the file");
+    }
+    let (code, out, err) = lethe(&env, &["migrate", "--create"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(db.exists());
+    let (code, out, err) = lethe(&env, &["hold", "list"]);
+    assert_eq!(code, 0, "{out}{err}");
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+#[test]
+fn a_database_lethe_does_not_speak_is_refused_naming_the_ones_it_does() {
+    for u in [
+        "mysql://app:s3cret@db:3306/platform",
+        "redis://localhost",
+        "platform.db",
+    ] {
+        let (code, out, err) = lethe(&[("DATABASE_URL", u)], &["check"]);
+        assert_eq!(code, 2, "{u}: {out}{err}");
+        assert!(
+            err.contains("postgres://") && err.contains("sqlite://"),
+            "{u}: {err}"
+        );
+        assert!(
+            !err.contains("s3cret"),
+            "the password is never printed: {err}"
+        );
+    }
+}
+
+/// A demo world: a SQLite platform with history, specs and objects.
+fn demo() -> (PathBuf, Vec<(&'static str, String)>) {
+    let d = scratch().join("demo");
+    let (code, out, err) = lethe(&[], &["demo", "--dir", &d.display().to_string()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let env = vec![
+        ("DATABASE_URL", url(&d.join("platform.db"))),
+        ("LETHE_JOBS_DIR", d.join("jobs").display().to_string()),
+        (
+            "LETHE_OBJECT_STORE",
+            format!("file://{}", d.join("objects").display()),
+        ),
+    ];
+    (d, env)
+}
+
+#[test]
+fn report_refuses_an_unknown_job_and_an_empty_period() {
+    let (d, env) = demo();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (code, out, err) = lethe(&env, &["report", "--job", "deleted-rnus"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("no job `deleted-rnus`"), "{err}");
+    let (code, out, err) = lethe(&env, &["report", "--subject", "nope:1"]);
+    assert_eq!(code, 2, "{out}{err}");
+    let (code, out, err) = lethe(
+        &env,
+        &["report", "--from", "2026-12-01", "--to", "2026-11-01"],
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("is not before --to"), "{err}");
+    let (code, out, err) = lethe(&env, &["report", "--job", "deleted-runs"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.lines().count() > 1, "{out}");
+    std::fs::remove_dir_all(d.parent().unwrap()).unwrap();
+}
+
+/// `lethe check | head -1`: the reader goes away before lethe has written; lethe ends quietly
+/// with exit 0, without a panic or a "Broken pipe" error.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let (d, env) = demo();
+    for args in [
+        &["check"][..],
+        &["report", "--format", "jsonl"][..],
+        &["plan", "--format", "jsonl"][..],
+        &["audit", "verify"][..],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lethe"))
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("LETHE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.to_lowercase().contains("broken pipe"),
+            "{args:?}: {err}"
+        );
+    }
+    std::fs::remove_dir_all(d.parent().unwrap()).unwrap();
+}
