@@ -2,11 +2,44 @@
 
 use clap::{Args, Parser, Subcommand};
 
+/// What every command that touches the platform reads.
+const ENV_COMMON: &str = "Environment:
+  DATABASE_URL        the platform database (required): postgres://user@host:5432/db, or
+                      sqlite:///path/to/platform.db (the file must exist)
+  LETHE_JOBS_DIR      where the job specs are (default: jobs)
+  LETHE_OBJECT_STORE  s3 (default), or file:///ROOT for objects in a local directory
+  AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, AWS_REGION, and credentials by the AWS SDK's chain
+  LETHE_LOG           log filter on stderr (default: lethe=info,warn)
+Every setting, with defaults and ranges: README.md, Configuration.";
+
+/// What runs (one-shot or scheduled) read besides.
+const ENV_RUN: &str = "Environment:
+  DATABASE_URL, LETHE_JOBS_DIR, LETHE_OBJECT_STORE, AWS_* as for every command (see lethe --help)
+  LETHE_MAX_SUBJECTS_PER_RUN     blast-radius cap (--limit overrides it)
+  LETHE_RUN_BUDGET_SECONDS       stop claiming after this long
+  LETHE_MAX_OBJECTS_PER_SUBJECT  object versions one subject may have (default 1,000,000)
+  LETHE_LEASE_SECONDS            lease on claimed subjects (default 900)
+  LETHE_CLOCK_MAX_GAP_SECONDS    the clock guard (default 14 days)
+  LETHE_BATCH_SUBJECTS, LETHE_BATCH_CONCURRENCY, LETHE_DELETE_BATCH, LETHE_DELETE_CONCURRENCY,
+  LETHE_LIST_CONCURRENCY, LETHE_LIST_RANGES, LETHE_KEY_RETRIES, LETHE_S3_ATTEMPTS,
+  LETHE_S3_TIMEOUT_SECONDS, LETHE_LOCK_TIMEOUT_SECONDS, LETHE_DB_CONNECTIONS  tuning
+Every setting, with defaults and ranges: README.md, Configuration.";
+
+/// What the daemon reads besides a run's settings.
+const ENV_DAEMON: &str = "Environment: DATABASE_URL, LETHE_JOBS_DIR, LETHE_OBJECT_STORE, AWS_*
+and everything else `lethe run --help` lists, and
+  LETHE_LISTEN            address of /metrics, /healthz and /readyz (--listen overrides it)
+  LETHE_SHUTDOWN_SECONDS  grace for batches in flight after SIGTERM (default 30)
+  LETHE_AUDIT_ANCHOR      where to anchor the audit log after every run (a file or s3://…)
+  LETHE_LOG_FORMAT        json (default for the daemon) or text
+Every setting, with defaults and ranges: README.md, Configuration.";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "lethe",
     version,
-    about = "Purges deleted subjects inside their policy windows, honours legal holds, and proves it."
+    about = "Purges deleted subjects inside their policy windows, honours legal holds, and proves it.",
+    after_help = ENV_COMMON
 )]
 pub(super) struct Cli {
     #[command(subcommand)]
@@ -16,6 +49,7 @@ pub(super) struct Cli {
 #[derive(Subcommand, Debug)]
 pub(super) enum Command {
     /// Install or upgrade lethe's own schema (`lethe.*`) in the platform database.
+    #[command(after_help = ENV_COMMON)]
     Migrate {
         /// Undo every lethe migration instead (drops lethe's tables, the audit log included).
         #[arg(long, requires = "yes")]
@@ -30,8 +64,10 @@ pub(super) enum Command {
         create: bool,
     },
     /// Validate every job spec against the live database and print the effective configuration.
+    #[command(after_help = ENV_COMMON)]
     Check,
     /// Say what a run would do now, per job, and why. Deletes nothing.
+    #[command(after_help = ENV_COMMON)]
     Plan {
         /// Only these jobs (repeatable). Default: all.
         #[arg(long = "job")]
@@ -40,22 +76,24 @@ pub(super) enum Command {
         #[arg(long, default_value = "table", value_parser = ["table", "jsonl"])]
         format: String,
     },
-    /// Purge what is eligible now.
+    /// Purge what is eligible now: `--job NAME` (repeatable) or `--all`.
+    #[command(after_help = ENV_RUN)]
     Run(RunArgs),
     /// Run every job on its schedule until SIGTERM or SIGINT (JSON logs on stderr).
+    #[command(after_help = ENV_DAEMON)]
     Daemon {
         /// Serve /metrics, /healthz and /readyz here (default: LETHE_LISTEN; none if unset).
         #[arg(long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
     },
     /// Place, release and list legal or compliance holds.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = ENV_COMMON)]
     Hold(HoldCommand),
-    /// The audit log.
-    #[command(subcommand)]
+    /// The audit log: verify its hash chain, anchor its head.
+    #[command(subcommand, after_help = ENV_COMMON)]
     Audit(AuditCommand),
-    /// The clock guard.
-    #[command(subcommand)]
+    /// The clock guard: confirm a clock jump after planned downtime.
+    #[command(subcommand, after_help = ENV_COMMON)]
     Clock(ClockCommand),
     /// A tour with nothing installed: a SQLite platform database and a local object directory
     /// in a fresh directory, a seeded world, then plan, a hold, a purge, an audit check and the
@@ -67,13 +105,14 @@ pub(super) enum Command {
     },
     /// The compliance report: one row per subject outcome (purged, held, failed) recorded in
     /// the period, with its deadline and whether it was met. Streams CSV or JSON Lines.
+    #[command(after_help = ENV_COMMON)]
     Report(ReportArgs),
 }
 
 #[derive(Args, Debug)]
 pub(super) struct RunArgs {
     /// Run these jobs (repeatable).
-    #[arg(long = "job", required_unless_present = "all", conflicts_with = "all")]
+    #[arg(long = "job", conflicts_with = "all")]
     pub(super) jobs: Vec<String>,
     /// Run every job.
     #[arg(long)]

@@ -100,6 +100,14 @@ async fn dispatch(cli: Cli) -> Result<u8> {
     if let Command::Demo { dir } = &cli.command {
         return demo_cmd(dir).await;
     }
+    if let Command::Run(args) = &cli.command
+        && args.jobs.is_empty()
+        && !args.all
+    {
+        return config(Err(anyhow!(
+            "say which jobs to run: --job NAME (repeatable) or --all (see lethe run --help)"
+        )));
+    }
     let mut settings = config(Settings::from_env())?;
     if let Command::Daemon { listen } = cli.command {
         if listen.is_some() {

@@ -146,3 +146,26 @@ fn output_into_a_closed_pipe_ends_quietly() {
     }
     std::fs::remove_dir_all(d.parent().unwrap()).unwrap();
 }
+
+/// Every command's `--help` names the environment it reads; `lethe run` with neither `--job`
+/// nor `--all` says both are possible.
+#[test]
+fn help_names_the_environment_and_run_says_how_to_choose_jobs() {
+    for cmd in [
+        "check", "plan", "run", "daemon", "hold", "report", "audit", "migrate", "clock",
+    ] {
+        let (code, out, err) = lethe(&[], &[cmd, "--help"]);
+        assert_eq!(code, 0, "{cmd}: {err}");
+        for var in ["DATABASE_URL", "LETHE_JOBS_DIR", "LETHE_OBJECT_STORE"] {
+            assert!(out.contains(var), "lethe {cmd} --help names {var}: {out}");
+        }
+    }
+    let (_, out, _) = lethe(&[], &["run", "--help"]);
+    assert!(
+        out.contains("LETHE_MAX_SUBJECTS_PER_RUN") && out.contains("--dry-run"),
+        "{out}"
+    );
+    let (code, out, err) = lethe(&[], &["run"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("--job NAME") && err.contains("--all"), "{err}");
+}
