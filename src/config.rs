@@ -21,19 +21,19 @@ pub struct Settings {
     /// `LETHE_BATCH_SUBJECTS` (default 2000): subjects claimed, purged and committed together.
     /// Their rows are deleted in one transaction per batch. Measured (bench/, 26 November
     /// 2026): 100,000 runs x 20 child rows, 2,000 -> 0.81x the raw SQL baseline at the same
-    /// batch size, 1,000 -> 0.73x; 20,000 objects, no clear difference. See README Performance.
+    /// batch size, 1,000 -> 0.73x; 20,000 objects, no clear difference. See docs/performance.md.
     pub batch_subjects: usize,
     /// `LETHE_BATCH_CONCURRENCY` (default 2): batches of one job in flight at once. While one
     /// batch's rows are deleted the next is claimed and its objects purged, so the database
     /// and the object store both stay busy. Measured (bench/, 100,000 runs x 20 child rows,
-    /// 2 cores): 1 batch in flight 21-30 s, 2 batches 12-18 s. See README Performance.
+    /// 2 cores): 1 batch in flight 21-30 s, 2 batches 12-18 s. See docs/performance.md.
     pub batch_concurrency: usize,
     /// `LETHE_DELETE_CONCURRENCY` (default 160): DeleteObjects requests in flight per batch.
     pub delete_concurrency: usize,
     /// `LETHE_DELETE_BATCH` (default 100; at most 1,000, the S3 limit): keys per DeleteObjects
     /// request. Measured (bench/, 20,000 objects, SeaweedFS, paired rounds): 100 keys x 160 in
     /// flight purged 10-25% faster than 1,000 x 16; a server deletes a request's keys one after
-    /// another, so more, smaller requests keep more of it busy. See README Performance.
+    /// another, so more, smaller requests keep more of it busy. See docs/performance.md.
     pub delete_batch: usize,
     /// `LETHE_LIST_CONCURRENCY` (default 32): listings in flight.
     pub list_concurrency: usize,

@@ -10,7 +10,7 @@ const ENV_COMMON: &str = "Environment:
   LETHE_OBJECT_STORE  s3 (default), or file:///ROOT for objects in a local directory
   AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, AWS_REGION, and credentials by the AWS SDK's chain
   LETHE_LOG           log filter on stderr (default: lethe=info,warn)
-Every setting, with defaults and ranges: README.md, Configuration.";
+Every setting, with defaults and ranges: docs/configuration.md.";
 
 /// What runs (one-shot or scheduled) read besides.
 const ENV_RUN: &str = "Environment:
@@ -23,7 +23,7 @@ const ENV_RUN: &str = "Environment:
   LETHE_BATCH_SUBJECTS, LETHE_BATCH_CONCURRENCY, LETHE_DELETE_BATCH, LETHE_DELETE_CONCURRENCY,
   LETHE_LIST_CONCURRENCY, LETHE_LIST_RANGES, LETHE_KEY_RETRIES, LETHE_S3_ATTEMPTS,
   LETHE_S3_TIMEOUT_SECONDS, LETHE_LOCK_TIMEOUT_SECONDS, LETHE_DB_CONNECTIONS  tuning
-Every setting, with defaults and ranges: README.md, Configuration.";
+Every setting, with defaults and ranges: docs/configuration.md.";
 
 /// What the daemon reads besides a run's settings.
 const ENV_DAEMON: &str = "Environment: DATABASE_URL, LETHE_JOBS_DIR, LETHE_OBJECT_STORE, AWS_*
@@ -32,7 +32,7 @@ and everything else `lethe run --help` lists, and
   LETHE_SHUTDOWN_SECONDS  grace for batches in flight after SIGTERM (default 30)
   LETHE_AUDIT_ANCHOR      where to anchor the audit log after every run (a file or s3://…)
   LETHE_LOG_FORMAT        json (default for the daemon) or text
-Every setting, with defaults and ranges: README.md, Configuration.";
+Every setting, with defaults and ranges: docs/configuration.md.";
 
 #[derive(Parser, Debug)]
 #[command(

@@ -520,7 +520,9 @@ impl ThrowawayCluster {
         );
     }
 
-    /// `pg_ctl start|stop|restart`, immediate mode (no clean shutdown), waiting for it.
+    /// `pg_ctl start|stop|restart`, immediate mode (no clean shutdown), waiting for it (up to
+    /// three minutes: a loaded CI machine once took longer than pg_ctl's default minute). A
+    /// failure shows the server's log.
     pub fn ctl(&self, action: &str) {
         let data = self.dir.join("data");
         let log = self.dir.join("log");
@@ -529,16 +531,27 @@ impl ThrowawayCluster {
             self.port,
             self.dir.display()
         );
-        self.pg(
-            &["pg_ctl", action, "-w", "-m", "immediate", "-D"],
-            &[
-                data.to_str().unwrap(),
-                "-l",
-                log.to_str().unwrap(),
-                "-o",
-                &opts,
-            ],
-        );
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.pg(
+                &["pg_ctl", action, "-w", "-t", "180", "-m", "immediate", "-D"],
+                &[
+                    data.to_str().unwrap(),
+                    "-l",
+                    log.to_str().unwrap(),
+                    "-o",
+                    &opts,
+                ],
+            )
+        }));
+        if let Err(e) = run {
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(30).collect();
+            eprintln!("pg_ctl {action} failed; the server's log ends:");
+            for line in tail.into_iter().rev() {
+                eprintln!("  {line}");
+            }
+            std::panic::resume_unwind(e);
+        }
     }
 
     pub fn admin_url(&self) -> String {
