@@ -63,4 +63,4 @@ printf 'S3 server cpu: %s s\n' "$(server_cpu_since "$ticks")"
 grep -o 'stages_ms=.*' "$OUT/profile.log" || true
 cat "$OUT/profile.time"
 printf 'wall %.2fs, exit %s, left (versions markers): %s\n' \
-    "$(echo "($end - $start) / 1000000" | bc -l)" "$code" "$(LETHE_S3_TIMEOUT_SECONDS=600 "$TOOL" count "$bucket")"
+    "$(echo "($end - $start) / 1000000" | bc -l)" "$code" "$(LETHE_S3_TIMEOUT_SECONDS=600 LETHE_LEASE_SECONDS=86400 "$TOOL" count "$bucket")"

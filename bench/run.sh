@@ -67,7 +67,8 @@ db_url() { echo "postgres://postgres@127.0.0.1:5432/$1"; }
 # tool's server starts from a copy of it, so every tool meets byte-identical server state.
 # count_left BUCKET: versions and delete markers left. Listing a bucket right after a large
 # purge is slow on SeaweedFS (it walks every emptied directory), hence the long time limit.
-count_left() { LETHE_S3_TIMEOUT_SECONDS=600 "$TOOL" count "$1"; }
+# A long timeout for counting big buckets (and a lease long enough for the settings check).
+count_left() { LETHE_S3_TIMEOUT_SECONDS=600 LETHE_LEASE_SECONDS=86400 "$TOOL" count "$1"; }
 
 fresh_s3() { scripts/services.sh restart-s3 "$@" >>"$LOG" 2>&1; }
 SNAPSHOT="$PWD/$OUT/s3-snapshot"
