@@ -243,11 +243,7 @@ impl Platform for LiteWorld {
             .env("LETHE_LOG", "warn")
             .output()
             .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        crate::helpers::outcome(out)
     }
     async fn sql(&self, sql: &str) {
         sqlx::raw_sql(sqlx::AssertSqlSafe(Dialect::Sqlite.t(sql)))

@@ -31,6 +31,15 @@ fn with_db(url: &str, db: &str) -> String {
 }
 
 /// The seed of a randomised test: `LETHE_TEST_SEED` to replay one, else a fresh one.
+/// A finished command as (exit code, stdout, stderr); -1 when a signal ended it.
+pub fn outcome(out: std::process::Output) -> (i32, String, String) {
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn seed() -> u64 {
     std::env::var("LETHE_TEST_SEED")
         .ok()
@@ -246,11 +255,7 @@ impl World {
             .envs(env.iter().copied())
             .output()
             .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        outcome(out)
     }
 
     pub async fn put(&self, key: &str) {
