@@ -594,6 +594,7 @@ async fn a_daemon_stopped_past_its_lease_deletes_nothing_when_continued() {
             ("LETHE_S3_ATTEMPTS", "1"),
             ("LETHE_S3_TIMEOUT_SECONDS", "4"),
             ("LETHE_DELETE_CONCURRENCY", "1"),
+            ("LETHE_DELETE_BATCH", "100"),
         ],
     );
     // Stopped while it deletes (not while it reads the bucket's versioning, which would time
@@ -620,10 +621,16 @@ async fn a_daemon_stopped_past_its_lease_deletes_nothing_when_continued() {
             == 1
     })
     .await;
-    assert_eq!(
-        w.keys("runs/1/").await.len(),
-        kept,
-        "objects were deleted after the lease expired; log:\n{}",
+    // The one request that may have passed its lease check just before the stop can still
+    // reach the store when the process wakes (no fence in front of a store without fencing
+    // tokens closes that gap): at most one request of 100 keys. Every later one is refused; the
+    // purge of the remaining thousands stops.
+    let after = w.keys("runs/1/").await.len();
+    assert!(
+        after + 100 >= kept,
+        "{} objects were deleted after the lease expired, more than the one request that may be \
+         past its check; log:\n{}",
+        kept - after,
         d.logs()
     );
     assert_eq!(w.rows_of_run(1).await, 7);
