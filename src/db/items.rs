@@ -261,12 +261,14 @@ pub async fn waiting(
     job: &str,
     keys: &[String],
 ) -> Result<std::collections::HashSet<String>> {
-    let cond = "w.state <> 'done' AND ((w.state = 'held' AND EXISTS (SELECT 1 FROM lethe.holds h \
-                WHERE h.id = w.hold_id AND h.released_at IS NULL)) OR (w.state = 'failed' AND w.retry_at > {now}))";
+    let cond = db.t(&format!(
+        "w.state <> 'done' AND ((w.state = 'held' AND EXISTS (SELECT 1 FROM lethe.holds h \
+         WHERE h.id = w.hold_id AND h.released_at IS NULL)) OR (w.state = 'failed' AND w.retry_at > {}))",
+        db.dialect().now()
+    ));
     let rows: Vec<String> = match db {
         Db::Pg(p) => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT w.subject_key FROM lethe.work_items w WHERE w.job = $1 AND w.subject_key = ANY($2) AND {}",
-            cond.replace("{now}", "now()")
+            "SELECT w.subject_key FROM lethe.work_items w WHERE w.job = $1 AND w.subject_key = ANY($2) AND {cond}"
         )))
         .bind(job)
         .bind(keys)
@@ -274,9 +276,7 @@ pub async fn waiting(
         .await,
         Db::Lite(p) => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT w.subject_key FROM lethe_work_items w WHERE w.job = $1 \
-             AND w.subject_key IN (SELECT value FROM json_each($2)) AND {}",
-            cond.replace("lethe.holds", "lethe_holds")
-                .replace("{now}", "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')")
+             AND w.subject_key IN (SELECT value FROM json_each($2)) AND {cond}"
         )))
         .bind(job)
         .bind(serde_json::to_string(keys).expect("keys serialize"))
