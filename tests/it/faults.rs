@@ -765,10 +765,13 @@ async fn a_hold_placed_while_objects_are_deleted_stops_the_deletes_it_covers() {
         "the hold did not land mid-purge ({} of {before} versions left); nothing was tested",
         at_hold.len()
     );
+    // The one request that passed its check before the hold committed (one in flight, 20
+    // keys) may still reach the store, possibly after the snapshot above was listed; none after.
     let gone = deleted_after_hold(&w, &at_hold).await;
     assert!(
-        gone.is_empty(),
-        "{} versions of the held account were deleted after the hold committed: {:?}",
+        gone.len() <= 20,
+        "{} versions of the held account were deleted after the hold committed, more than the \
+         one request that may have been past its check: {:?}",
         gone.len(),
         &gone[..gone.len().min(5)]
     );
@@ -806,8 +809,9 @@ async fn a_hold_placed_while_objects_are_deleted_stops_the_deletes_it_covers() {
 async fn negative_control_without_the_hold_fence_is_caught() {
     let (w, _, at_hold, _) = hold_placed_mid_purge("no-hold-fence").await;
     assert!(
-        !deleted_after_hold(&w, &at_hold).await.is_empty(),
-        "without the hold fence the deletes should have gone on; the test cannot tell"
+        deleted_after_hold(&w, &at_hold).await.len() > 20,
+        "without the hold fence the deletes should have gone on past one request; the test \
+         cannot tell"
     );
     w.cleanup().await;
 }
