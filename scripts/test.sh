@@ -8,7 +8,9 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lethe-target}"
+# The build directory is cargo's own (./target) unless CARGO_TARGET_DIR says otherwise, so that
+# `cargo run -- demo` and this script build the dependency tree once between them.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 
 stage() { printf '\n==> %s\n' "$*"; }
 

@@ -107,6 +107,109 @@ impl fmt::Debug for Settings {
     }
 }
 
+impl Settings {
+    /// The effective configuration, one `NAME=value` line per setting, named by the
+    /// environment variable that sets it and marked `(default)` where none did. Secrets are
+    /// masked: a password in `DATABASE_URL`, and AWS credentials, of which only whether they
+    /// are set is shown.
+    pub fn describe(&self) -> Vec<String> {
+        fn secs(d: Option<Duration>) -> String {
+            d.map_or_else(|| "0 (none)".into(), |d| d.as_secs().to_string())
+        }
+        let none = || "(none)".to_string();
+        let s3 = &self.s3;
+        let store = match &self.object_root {
+            Some(root) => format!("file://{}", root.display()),
+            None => "s3".into(),
+        };
+        let mut rows: Vec<(&str, String)> = vec![
+            ("DATABASE_URL", crate::db::redact_url(&self.database_url)),
+            ("LETHE_JOBS_DIR", self.jobs_dir.display().to_string()),
+            ("LETHE_OBJECT_STORE", store),
+        ];
+        if self.object_root.is_none() {
+            rows.extend([
+                (
+                    "AWS_ENDPOINT_URL",
+                    s3.endpoint.clone().unwrap_or_else(|| "(AWS)".into()),
+                ),
+                ("AWS_REGION", s3.region.clone()),
+                ("LETHE_S3_PATH_STYLE", s3.path_style.to_string()),
+                ("LETHE_S3_ATTEMPTS", s3.max_attempts.to_string()),
+                (
+                    "LETHE_S3_TIMEOUT_SECONDS",
+                    s3.attempt_timeout.as_secs().to_string(),
+                ),
+            ]);
+            for name in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"] {
+                let shown = match var(name) {
+                    Some(_) if name == "AWS_PROFILE" => var(name).unwrap_or_default(),
+                    Some(_) => "set (masked)".into(),
+                    None => "not set (the rest of the AWS chain applies)".into(),
+                };
+                rows.push((name, shown));
+            }
+        }
+        rows.extend([
+            ("LETHE_BATCH_SUBJECTS", self.batch_subjects.to_string()),
+            (
+                "LETHE_BATCH_CONCURRENCY",
+                self.batch_concurrency.to_string(),
+            ),
+            (
+                "LETHE_DELETE_CONCURRENCY",
+                self.delete_concurrency.to_string(),
+            ),
+            ("LETHE_DELETE_BATCH", self.delete_batch.to_string()),
+            ("LETHE_LIST_CONCURRENCY", self.list_concurrency.to_string()),
+            ("LETHE_LIST_RANGES", self.list_ranges.to_string()),
+            ("LETHE_KEY_RETRIES", self.key_retries.to_string()),
+            ("LETHE_LEASE_SECONDS", self.lease_seconds.to_string()),
+            (
+                "LETHE_MAX_OBJECTS_PER_SUBJECT",
+                self.max_objects_per_subject.to_string(),
+            ),
+            ("LETHE_DB_CONNECTIONS", self.db_connections.to_string()),
+            ("LETHE_RUN_BUDGET_SECONDS", secs(self.run_budget)),
+            (
+                "LETHE_MAX_SUBJECTS_PER_RUN",
+                self.max_subjects_per_run
+                    .map_or_else(|| "0 (none)".into(), |n| n.to_string()),
+            ),
+            (
+                "LETHE_LOCK_TIMEOUT_SECONDS",
+                self.lock_timeout.as_secs().to_string(),
+            ),
+            (
+                "LETHE_SHUTDOWN_SECONDS",
+                self.shutdown_grace.as_secs().to_string(),
+            ),
+            ("LETHE_CLOCK_MAX_GAP_SECONDS", secs(self.clock_max_gap)),
+            (
+                "LETHE_AUDIT_ANCHOR",
+                self.audit_anchor.clone().unwrap_or_else(none),
+            ),
+            (
+                "LETHE_ANCHOR_RETENTION_DAYS",
+                self.anchor_retention_days.to_string(),
+            ),
+            (
+                "LETHE_LISTEN",
+                self.listen.map_or_else(none, |a| a.to_string()),
+            ),
+        ]);
+        rows.into_iter()
+            .map(|(name, value)| {
+                let defaulted = (name.starts_with("LETHE_") || name == "AWS_REGION")
+                    && var(name).is_none()
+                    && !(name == "AWS_REGION" && var("AWS_DEFAULT_REGION").is_some());
+                let from = if defaulted { "  (default)" } else { "" };
+                format!("{name}={value}{from}")
+            })
+            .collect()
+    }
+}
+
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }

@@ -9,7 +9,7 @@ const ENV_COMMON: &str = "Environment:
   LETHE_JOBS_DIR      where the job specs are (default: jobs)
   LETHE_OBJECT_STORE  s3 (default), or file:///ROOT for objects in a local directory
   AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, AWS_REGION, and credentials by the AWS SDK's chain
-  LETHE_LOG           log filter on stderr (default: lethe=info,warn)
+  LETHE_LOG           log filter on stderr (default: lethe=info,warn,aws_config=error)
 Every setting, with defaults and ranges: docs/configuration.md.";
 
 /// What runs (one-shot or scheduled) read besides.

@@ -223,7 +223,13 @@ pub(super) async fn check(ctx: &Context) -> Result<u8> {
         db::SchemaStatus::Current => writeln!(out, "\nlethe schema: current")?,
         other => writeln!(out, "\nlethe schema: {other:?} (run `lethe migrate`)")?,
     }
-    writeln!(out, "\neffective configuration: {:#?}", ctx.settings)?;
+    writeln!(
+        out,
+        "\neffective configuration (by environment variable; secrets masked):"
+    )?;
+    for line in ctx.settings.describe() {
+        writeln!(out, "  {line}")?;
+    }
     Ok(0)
 }
 

@@ -308,7 +308,16 @@ async fn run_once(
         Ok(s) if !s.locked_out.is_empty() => {
             tracing::info!(job = %job.name, "another process is running this job; skipped")
         }
-        Ok(_) => {}
+        Ok(s) => {
+            for r in &s.reports {
+                for e in &r.errors {
+                    tracing::warn!(job = %r.job, error = %e, "subject failed");
+                }
+                if r.errors_not_listed > 0 {
+                    tracing::warn!(job = %r.job, more = r.errors_not_listed, "more subjects failed; see `lethe report`");
+                }
+            }
+        }
     }
     refresh_plan(ctx, jobs, i, state).await;
     if let Some(target) = &ctx.settings.audit_anchor {

@@ -224,6 +224,28 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Db> {
             .with_context(|| format!("opening the SQLite platform database {url}"))?;
         return Ok(Db::Lite(pool));
     }
+    // One connection first, on its own: a pool that cannot connect reports only that it timed
+    // out, where this names the cause (refused, unknown host, bad password).
+    let probe = tokio::time::timeout(
+        Duration::from_secs(10),
+        <sqlx::PgConnection as sqlx::Connection>::connect(url),
+    )
+    .await;
+    let cause = match probe {
+        Ok(Ok(conn)) => {
+            let _ = sqlx::Connection::close(conn).await;
+            None
+        }
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("no answer within 10 s".to_string()),
+    };
+    if let Some(cause) = cause {
+        anyhow::bail!(
+            "connecting to the platform database at {}: {cause}: check DATABASE_URL and that the \
+             server is running",
+            redact_url(url)
+        );
+    }
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
@@ -238,18 +260,41 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Db> {
     Ok(Db::Pg(pool))
 }
 
-/// The URL without its password, for messages and `lethe check`.
+/// The URL without its password, for messages and `lethe check`: the password of the user
+/// part (`user:***@host`) and any `password=` query parameter are masked.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match base.find("://") {
+        Some(scheme) => {
+            let rest = &base[scheme + 3..];
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => match rest[..at].split_once(':') {
+                    Some((user, _)) => {
+                        format!("{}{user}:***{}", &base[..scheme + 3], &rest[at..])
+                    }
+                    None => base.to_string(),
+                },
+                None => base.to_string(),
             }
         }
-        _ => url.to_string(),
+        None => base.to_string(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => p.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 /// Where lethe's schema stands against the migrations this binary carries.
@@ -313,5 +358,31 @@ pub async fn require_current_schema(db: &Db) -> Result<()> {
         SchemaStatus::Ahead { version } => bail!(
             "the database has lethe migration {version}, which this lethe does not know: use the newer lethe"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn a_password_never_shows_in_a_redacted_url() {
+        assert_eq!(
+            redact_url("postgres://lethe:s3cret@db:5432/platform"),
+            "postgres://lethe:***@db:5432/platform"
+        );
+        assert_eq!(
+            redact_url("postgres://db/platform?user=lethe&password=s3cret&sslmode=require"),
+            "postgres://db/platform?user=lethe&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://u:p@w@db/x?options=a@b"),
+            "postgres://u:***@db/x?options=a@b"
+        );
+        assert_eq!(
+            redact_url("sqlite:///srv/platform.db"),
+            "sqlite:///srv/platform.db"
+        );
+        assert_eq!(redact_url("postgres://lethe@db/x"), "postgres://lethe@db/x");
     }
 }

@@ -212,6 +212,9 @@ impl RunSummary {
 /// mistake fails before anything is touched instead of failing every subject.
 pub async fn preflight(ctx: &Context, jobs: &[Job], dry_run: bool) -> Result<()> {
     check_clocks(ctx, jobs).await?;
+    if jobs.iter().any(|j| !j.objects.is_empty()) {
+        ctx.store.ready().await.map_err(anyhow::Error::msg)?;
+    }
     let mut probed = std::collections::HashSet::new();
     for job in jobs {
         for src in &job.objects {

@@ -447,7 +447,9 @@ impl<'a> Batch<'a> {
     }
 
     async fn fail(&self, r: &Ready, class: &str, msg: &str, report: &mut JobReport) -> Result<()> {
-        tracing::warn!(subject = %r.key, class, error = msg, "subject failed");
+        // Said once: `lethe run` prints the run's failures in its summary, the daemon logs them
+        // after the run.
+        tracing::debug!(subject = %r.key, class, error = msg, "subject failed");
         let s = r.subject(self.job, self.run_id);
         items::mark_failed(&self.ctx.db, &s, class, msg, r.detail()).await?;
         report.failed += 1;

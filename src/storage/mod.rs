@@ -96,6 +96,12 @@ pub const MAX_BATCH: usize = 1000;
 
 #[async_trait]
 pub trait ObjectStore: Send + Sync {
+    /// Whether the store can be asked anything at all: for S3, that credentials were found.
+    /// The error is one line naming the settings to set.
+    async fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// The bucket's versioning state. `NotFound` when the bucket does not exist.
     async fn versioning(&self, bucket: &str) -> Result<Versioning, StoreError>;
 

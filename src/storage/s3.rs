@@ -80,6 +80,8 @@ pub struct S3Store {
     /// 36 MiB for 10,000 objects, 74 MiB for 1,000,000). Delete responses stay small, so the
     /// delete connections keep small buffers.
     lister: Client,
+    /// Where credentials come from (the AWS chain), asked once by `ready`.
+    credentials: Option<aws_sdk_s3::config::SharedCredentialsProvider>,
 }
 
 impl S3Store {
@@ -90,6 +92,7 @@ impl S3Store {
             loader = loader.endpoint_url(ep);
         }
         let shared = loader.load().await;
+        let credentials = shared.credentials_provider();
         let conf = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(s.path_style)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
@@ -108,12 +111,31 @@ impl S3Store {
         S3Store {
             client: Client::from_conf(conf.clone()),
             lister: Client::from_conf(conf),
+            credentials,
         }
     }
 }
 
 #[async_trait]
 impl ObjectStore for S3Store {
+    async fn ready(&self) -> Result<(), String> {
+        use aws_sdk_s3::config::ProvideCredentials;
+        let found = match &self.credentials {
+            Some(p) => p.provide_credentials().await.is_ok(),
+            None => false,
+        };
+        if found {
+            return Ok(());
+        }
+        Err(
+            "no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or \
+             AWS_PROFILE, or run with a role that provides them); if the spec's buckets are \
+             directories on this machine, set LETHE_OBJECT_STORE=file:///DIR, DIR holding one \
+             directory per bucket"
+                .into(),
+        )
+    }
+
     async fn versioning(&self, bucket: &str) -> Result<Versioning, StoreError> {
         let out = self
             .client

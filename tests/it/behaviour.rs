@@ -798,6 +798,36 @@ async fn one_second_either_side_of_the_deadline(w: impl Platform) {
     panic!("{TOO_LOADED}");
 }
 
+/// `lethe run` with failing subjects says each failure once on stderr (not once as a log line
+/// and again in the summary), and exits 1.
+async fn each_failure_is_said_once(w: impl Platform) {
+    w.account(1, "free", None).await;
+    for id in [1, 2] {
+        w.run_row(id, 1, Some(8 * DAY)).await;
+    }
+    // An empty path segment fails a subject before anything of it is deleted.
+    for (id, uri) in [(1, w.uri("custom//1/")), (2, w.uri("custom//2/"))] {
+        w.sql(&format!(
+            "UPDATE runs SET artifact_uri = '{uri}' WHERE id = {id}"
+        ))
+        .await;
+    }
+    let (code, out, err) = w.cli(&["run", "--job", "deleted-runs"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let mentions = |id: &str| {
+        err.lines()
+            .filter(|l| l.contains(&format!("//{id}/")))
+            .count()
+    };
+    assert_eq!(
+        (mentions("1"), mentions("2")),
+        (1, 1),
+        "each failure once: {err}"
+    );
+    assert_eq!(w.rows_of_run(1).await, 7, "a failed subject keeps its rows");
+    w.finish().await;
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod postgres {
@@ -827,6 +857,7 @@ on_both!(
     a_subject_key_two_rows_could_share_is_refused,
     implausible_clocks_stop_the_job_naming_the_values,
     a_hold_says_what_it_covers_and_one_covering_nothing_is_refused,
+    each_failure_is_said_once,
 );
 
 /// The same SQLite platform with its objects in S3: the database and the store are chosen

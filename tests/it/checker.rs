@@ -1,7 +1,7 @@
 //! The fault suites' checker. It shares no code with lethe: each deleted run's expected fate is
 //! computed here from the seeded world (the spec's seven-day grace, the holds the test placed),
 //! and the outcome is read straight from PostgreSQL (with `sqlx`) and from the S3 server (with
-//! its own `aws-sdk-s3` client). It asserts the six invariants of ARCHITECTURE.md:
+//! its own `aws-sdk-s3` client). It asserts the six invariants of docs/safety.md:
 //!
 //! - after any run, finished or cut short ([`Checker::after_run`]): nothing held or in grace
 //!   touched (1); a subject's rows are all there or all gone, and gone only with every version,

@@ -1,7 +1,7 @@
 //! Process and database faults: a one-shot run is killed again and again mid-purge, its
 //! database sessions are cut every second, the database server restarts under it; then a clean
 //! run must converge, and the independent checker (`checker.rs`) asserts the six invariants of
-//! ARCHITECTURE.md after every run.
+//! docs/safety.md after every run.
 
 use crate::checker::Checker;
 use crate::helpers::{World, seed};

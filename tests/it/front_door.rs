@@ -75,6 +75,30 @@ fn a_database_lethe_does_not_speak_is_refused_naming_the_ones_it_does() {
     }
 }
 
+/// A PostgreSQL server that is not there: exit 2 naming the server and the cause (not only that
+/// a pool timed out), the password masked.
+#[test]
+fn an_unreachable_database_is_named_with_its_cause() {
+    let (code, out, err) = lethe(
+        &[(
+            "DATABASE_URL",
+            "postgres://lethe:s3cret@127.0.0.1:1/platform",
+        )],
+        &["check"],
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("postgres://lethe:***@127.0.0.1:1/platform")
+            && err.contains("refused")
+            && err.contains("DATABASE_URL"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("s3cret") && !err.contains("timed out"),
+        "{err}"
+    );
+}
+
 /// A demo world: a SQLite platform with history, specs and objects.
 fn demo() -> (PathBuf, Vec<(&'static str, String)>) {
     let d = scratch().join("demo");
@@ -164,4 +188,138 @@ fn help_names_the_environment_and_run_says_how_to_choose_jobs() {
     let (code, out, err) = lethe(&[], &["run"]);
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.contains("--job NAME") && err.contains("--all"), "{err}");
+}
+
+/// Every file under `dir`, to show nothing was deleted.
+fn files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                files(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+/// The demo's specs run with the S3 store (the default) instead of its object directory: with
+/// no credentials, or an endpoint that does not answer, one line says which setting to set,
+/// without the SDK's debug output, and nothing is deleted.
+#[test]
+fn an_s3_store_without_credentials_or_endpoint_says_which_setting_to_set() {
+    let (d, env) = demo();
+    let before = files(&d.join("objects"));
+    let home = d.join("empty-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let base: Vec<(&str, String)> = env
+        .iter()
+        .filter(|(k, _)| *k != "LETHE_OBJECT_STORE")
+        .cloned()
+        .chain([
+            ("HOME", home.display().to_string()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+            ("LETHE_S3_ATTEMPTS", "1".into()),
+        ])
+        .collect();
+    let run = |extra: &[(&'static str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lethe"));
+        for k in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "AWS_CONFIG_FILE",
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "AWS_ENDPOINT_URL",
+            "AWS_ENDPOINT_URL_S3",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "LETHE_LOG",
+        ] {
+            cmd.env_remove(k);
+        }
+        cmd.args(["run", "--all"])
+            .envs(base.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(extra.iter().copied());
+        crate::helpers::outcome(cmd.output().unwrap())
+    };
+    let (code, out, err) = run(&[]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("no S3 credentials")
+            && err.contains("AWS_ACCESS_KEY_ID")
+            && err.contains("LETHE_OBJECT_STORE=file://"),
+        "{err}"
+    );
+    let (code, out, err) = run(&[
+        ("AWS_ACCESS_KEY_ID", "lethe-test"),
+        ("AWS_SECRET_ACCESS_KEY", "lethe-test"),
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+    ]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("did not answer") && err.contains("AWS_ENDPOINT_URL"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("DispatchFailure(") && !err.contains("ConnectorError"),
+        "no SDK debug output: {err}"
+    );
+    assert_eq!(files(&d.join("objects")), before, "nothing deleted");
+    std::fs::remove_dir_all(d.parent().unwrap()).unwrap();
+}
+
+/// `lethe check` ends with the effective configuration, one `NAME=value` per setting named by
+/// its environment variable, defaults marked, secrets masked; never a debug struct.
+#[test]
+fn check_prints_the_configuration_by_variable_name_with_secrets_masked() {
+    let (d, env) = demo();
+    let mut env: Vec<(&str, String)> = env
+        .into_iter()
+        .filter(|(k, _)| *k != "LETHE_OBJECT_STORE")
+        .collect();
+    env.extend([
+        ("LETHE_BATCH_SUBJECTS", "500".to_string()),
+        ("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEKEY".into()),
+        ("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMIsecret".into()),
+    ]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (code, out, err) = lethe(&env, &["check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let config: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("effective configuration"))
+        .skip(1)
+        .map(str::trim)
+        .collect();
+    for line in [
+        "LETHE_BATCH_SUBJECTS=500",
+        "LETHE_DELETE_BATCH=100  (default)",
+        "LETHE_OBJECT_STORE=s3  (default)",
+        "AWS_SECRET_ACCESS_KEY=set (masked)",
+        "AWS_ACCESS_KEY_ID=set (masked)",
+    ] {
+        assert!(config.contains(&line), "{line} in {config:#?}");
+    }
+    assert!(
+        config
+            .iter()
+            .any(|l| l.starts_with("DATABASE_URL=sqlite://")),
+        "{config:#?}"
+    );
+    assert!(
+        config.iter().all(|l| l.contains('=')) && !out.contains("Settings {"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("wJalrXUtnFEMIsecret") && !out.contains("AKIAEXAMPLEKEY"),
+        "{out}"
+    );
+    std::fs::remove_dir_all(d.parent().unwrap()).unwrap();
 }

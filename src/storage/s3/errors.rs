@@ -14,7 +14,19 @@ pub(super) fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync
     let msg = match (err.code(), err.message()) {
         (Some(c), Some(m)) => format!("{what}: {c}: {m}"),
         (Some(c), None) => format!("{what}: {c} (HTTP {})", status.unwrap_or(0)),
-        _ => format!("{what}: {}", aws_sdk_s3::error::DisplayErrorContext(&err)),
+        _ if matches!(
+            err,
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)
+        ) =>
+        {
+            format!(
+                "{what}: the S3 endpoint did not answer ({}): check AWS_ENDPOINT_URL (unset for AWS \
+             itself), AWS_REGION and the network, or set LETHE_OBJECT_STORE=file:///DIR if the \
+             buckets are directories on this machine",
+                causes(&err)
+            )
+        }
+        _ => format!("{what}: {}", causes(&err)),
     };
     match (code.as_str(), status) {
         ("NoSuchBucket", _) => StoreError::NotFound(msg),
@@ -38,6 +50,20 @@ pub(super) fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync
         }
         _ => StoreError::Other(msg),
     }
+}
+
+/// An error and its causes on one line, each said once, without the SDK's debug dump.
+fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }
 
 /// One key's answer inside a DeleteObjects response.
