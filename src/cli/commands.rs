@@ -203,9 +203,23 @@ pub(super) async fn check(ctx: &Context) -> Result<u8> {
         let order: Vec<String> = job
             .delete_order()
             .iter()
+            .filter(|&&i| !job.nodes[i].by_database)
             .map(|&i| job.nodes[i].name.to_string())
             .collect();
         writeln!(out, "  deletes, in order: {}", order.join(" -> "))?;
+        for n in job.nodes.iter().filter(|n| n.by_database) {
+            let parent = n.link.as_ref().map(|l| &job.nodes[l.parent]);
+            writeln!(
+                out,
+                "  the database deletes `{}` rows with their `{}` row (ON DELETE CASCADE); lethe counts them as `{}`",
+                n.table,
+                parent.map_or(String::new(), |p| p.table.to_string()),
+                n.name
+            )?;
+        }
+        for note in &job.notes {
+            writeln!(out, "  note: {note}")?;
+        }
         let fires: Vec<String> = job
             .schedule
             .iter_after(now)

@@ -1,12 +1,13 @@
 //! Reads the live catalog (tables, column types, foreign keys) that specs are validated against.
 
 use super::{Db, Dialect};
-use crate::spec::validate::{Column, ForeignKey};
+use crate::spec::validate::{Column, ForeignKey, OnDelete};
 use crate::spec::{Catalog, TableName};
 use anyhow::{Context, Result};
 use sqlx::{PgPool, SqlitePool};
 
-/// A foreign key as read: name, schema, table, referenced schema, table, columns, ref columns.
+/// A foreign key as read: name, schema, table, referenced schema, table, columns, ref columns,
+/// `ON DELETE` action.
 type FkRow = (
     String,
     String,
@@ -15,6 +16,7 @@ type FkRow = (
     String,
     Vec<String>,
     Vec<String>,
+    String,
 );
 
 pub async fn load(db: &Db) -> Result<Catalog> {
@@ -91,17 +93,20 @@ async fn load_lite(pool: &SqlitePool) -> Result<Catalog> {
         );
     }
     for table in &tables {
-        let rows: Vec<(i64, i64, String, String, Option<String>)> = sqlx::query_as(
-            "SELECT id, seq, \"table\", \"from\", \"to\" FROM pragma_foreign_key_list($1) ORDER BY id, seq",
+        let rows: Vec<(i64, i64, String, String, Option<String>, String)> = sqlx::query_as(
+            "SELECT id, seq, \"table\", \"from\", \"to\", on_delete FROM pragma_foreign_key_list($1) ORDER BY id, seq",
         )
         .bind(table)
         .fetch_all(pool)
         .await
         .context(what)?;
-        let mut by_id: std::collections::BTreeMap<i64, Vec<(String, String, Option<String>)>> =
-            Default::default();
-        for (id, _, parent, from, to) in rows {
-            by_id.entry(id).or_default().push((parent, from, to));
+        type Part = (String, String, Option<String>, String);
+        let mut by_id: std::collections::BTreeMap<i64, Vec<Part>> = Default::default();
+        for (id, _, parent, from, to, on_delete) in rows {
+            by_id
+                .entry(id)
+                .or_default()
+                .push((parent, from, to, on_delete));
         }
         for cols in by_id.into_values() {
             let parent = cols[0].0.clone();
@@ -120,6 +125,7 @@ async fn load_lite(pool: &SqlitePool) -> Result<Catalog> {
                 columns,
                 references,
                 ref_columns,
+                on_delete: OnDelete::parse(&cols[0].3),
             });
         }
     }
@@ -170,7 +176,8 @@ async fn load_pg(pool: &PgPool) -> Result<Catalog> {
                 ARRAY(SELECT attname::text FROM unnest(con.conkey) WITH ORDINALITY k(n, o)
                       JOIN pg_attribute ON attrelid = con.conrelid AND attnum = k.n ORDER BY k.o),
                 ARRAY(SELECT attname::text FROM unnest(con.confkey) WITH ORDINALITY k(n, o)
-                      JOIN pg_attribute ON attrelid = con.confrelid AND attnum = k.n ORDER BY k.o)
+                      JOIN pg_attribute ON attrelid = con.confrelid AND attnum = k.n ORDER BY k.o),
+                con.confdeltype::text
          FROM pg_constraint con
          JOIN pg_class sc ON sc.oid = con.conrelid JOIN pg_namespace sn ON sn.oid = sc.relnamespace
          JOIN pg_class tc ON tc.oid = con.confrelid JOIN pg_namespace tn ON tn.oid = tc.relnamespace
@@ -179,7 +186,7 @@ async fn load_pg(pool: &PgPool) -> Result<Catalog> {
     .fetch_all(pool)
     .await
     .context("reading the database catalog (foreign keys)")?;
-    for (name, ss, st, ts, tt, cols, ref_cols) in fks {
+    for (name, ss, st, ts, tt, cols, ref_cols, on_delete) in fks {
         let (Ok(table), Ok(references)) = (
             TableName::parse(&format!("{ss}.{st}")),
             TableName::parse(&format!("{ts}.{tt}")),
@@ -192,6 +199,7 @@ async fn load_pg(pool: &PgPool) -> Result<Catalog> {
             columns: cols,
             references,
             ref_columns: ref_cols,
+            on_delete: OnDelete::parse(&on_delete),
         });
     }
     Ok(cat)

@@ -157,7 +157,18 @@ async fn purge_batch(
         for i in job.delete_order() {
             let node = &job.nodes[i];
             let what = || format!("deleting rows of `{}` (table {})", node.name, node.table);
-            let deleted = delete_node(&mut tx, job, i, &go).await.with_context(what)?;
+            let deleted = if node.by_database {
+                // The database deletes these with their parent (ON DELETE CASCADE): counted
+                // now, before the parent goes, so the audit says what went.
+                platform::count_rows(job, i, &go)
+                    .fetch_all_tx::<(String, i64)>(&mut tx)
+                    .await
+                    .with_context(|| {
+                        format!("counting rows of `{}` (table {})", node.name, node.table)
+                    })?
+            } else {
+                delete_node(&mut tx, job, i, &go).await.with_context(what)?
+            };
             lap(node.name.as_str());
             for (k, n) in deleted {
                 *rows

@@ -50,6 +50,9 @@ pub struct Job {
     pub types: std::collections::HashMap<(usize, String), String>,
     /// The dialect of the database the job was validated against; filled by `validate`.
     pub dialect: crate::db::Dialect,
+    /// What `lethe check` should tell about the job beyond errors (links the database clears
+    /// itself); filled by `validate`.
+    pub notes: Vec<String>,
 }
 
 /// A table in the job's rows tree.
@@ -61,13 +64,47 @@ pub struct Node {
     pub link: Option<Link>,
     pub filter: Option<Filter>,
     pub line: usize,
+    /// Rows the database deletes itself, through a foreign key `ON DELETE CASCADE` that no
+    /// `[[rows]]` entry lists: lethe counts them before their parent goes, and never deletes
+    /// them itself. Added by `validate`.
+    pub by_database: bool,
 }
 
+/// How a node's rows hang off their parent: each `(column, parent_column)` pair equal, one pair
+/// for most links, several for a foreign key over several columns.
 #[derive(Debug, Clone)]
 pub struct Link {
-    pub column: Ident,
+    pub pairs: Vec<(Ident, Ident)>,
     pub parent: usize,
-    pub parent_column: Ident,
+}
+
+impl Link {
+    pub fn columns(&self) -> impl Iterator<Item = &Ident> {
+        self.pairs.iter().map(|p| &p.0)
+    }
+
+    pub fn parent_columns(&self) -> impl Iterator<Item = &Ident> {
+        self.pairs.iter().map(|p| &p.1)
+    }
+
+    /// The one pair of a one-column link.
+    pub fn single(&self) -> Option<&(Ident, Ident)> {
+        match self.pairs.as_slice() {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
+
+    /// Whether this link matches exactly the column pairs of a foreign key, in any order.
+    pub fn matches(&self, columns: &[String], ref_columns: &[String]) -> bool {
+        columns.len() == self.pairs.len()
+            && columns.len() == ref_columns.len()
+            && columns.iter().zip(ref_columns).all(|(c, r)| {
+                self.pairs
+                    .iter()
+                    .any(|(a, b)| a.as_str() == c && b.as_str() == r)
+            })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -309,6 +346,7 @@ pub fn parse_job(text: &str, path: &Path) -> Result<Job> {
         link: None,
         filter: subject.filter.as_ref().map(|f| f.get_ref().0.clone()),
         line: line_of(text, subject.table.span().start),
+        by_database: false,
     }];
     for r in &spec.rows {
         let line = line_of(text, r.span().start);
@@ -342,6 +380,7 @@ pub fn parse_job(text: &str, path: &Path) -> Result<Job> {
         subject_line: nodes[0].line,
         types: Default::default(),
         dialect: Default::default(),
+        notes: Vec::new(),
         nodes,
     })
 }
@@ -376,6 +415,7 @@ fn node_from(r: &RowsSpec, line: usize) -> Node {
         link: None,
         filter: r.filter.as_ref().map(|f: &FilterText| f.0.clone()),
         line,
+        by_database: false,
     }
 }
 
@@ -410,17 +450,27 @@ fn resolve_parents(
                 format!("`{}` names itself as its parent", nodes[i + 1].name),
             ));
         }
-        let parent_column = r.parent_column.clone().unwrap_or_else(|| {
-            if parent == 0 {
-                key.clone()
-            } else {
-                Ident::new("id").expect("valid")
-            }
-        });
+        let columns = &r.column.0;
+        let parent_columns = match &r.parent_column {
+            Some(p) => p.0.clone(),
+            None if columns.len() > 1 => columns.clone(),
+            None if parent == 0 => vec![key.clone()],
+            None => vec![Ident::new("id").expect("valid")],
+        };
+        if parent_columns.len() != columns.len() {
+            return Err((
+                i,
+                format!(
+                    "`column` names {} column(s) and `parent_column` {}: give one parent column \
+                     for each column, in the same order",
+                    columns.len(),
+                    parent_columns.len()
+                ),
+            ));
+        }
         nodes[i + 1].link = Some(Link {
-            column: r.column.clone(),
+            pairs: columns.iter().cloned().zip(parent_columns).collect(),
             parent,
-            parent_column,
         });
     }
     // Every chain must reach the subject; a cycle would never end.

@@ -47,6 +47,66 @@ impl<'de> Deserialize<'de> for Ident {
     }
 }
 
+/// One column or several, as a foreign key matches them: `"run_id"`, or `["trace_id",
+/// "span_id"]` for a key over two columns. Never empty, no column twice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Columns(pub Vec<Ident>);
+
+impl Columns {
+    pub fn one(c: Ident) -> Self {
+        Columns(vec![c])
+    }
+}
+
+impl fmt::Display for Columns {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_slice() {
+            [one] => write!(f, "{one}"),
+            many => {
+                let names: Vec<&str> = many.iter().map(Ident::as_str).collect();
+                write!(f, "({})", names.join(", "))
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Columns {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Columns;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a column name, or an array of column names")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Columns, E> {
+                Ident::new(s).map(Columns::one).map_err(E::custom)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Columns, A::Error> {
+                let mut out: Vec<Ident> = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    let c = Ident::new(&s).map_err(serde::de::Error::custom)?;
+                    if out.contains(&c) {
+                        return Err(serde::de::Error::custom(format!(
+                            "column `{c}` is named twice"
+                        )));
+                    }
+                    out.push(c);
+                }
+                if out.is_empty() {
+                    return Err(serde::de::Error::custom(
+                        "an empty array of columns: name at least one",
+                    ));
+                }
+                Ok(Columns(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// A table, optionally schema-qualified (`audit.events`); the schema defaults to `public`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TableName {

@@ -18,7 +18,7 @@ pub use compile::{
 };
 pub use duration::Window;
 pub use filter::Filter;
-pub use ident::{Ident, TableName};
+pub use ident::{Columns, Ident, TableName};
 pub use validate::{Catalog, validate};
 
 use serde::{Deserialize, Deserializer};
@@ -160,13 +160,15 @@ pub struct RowsSpec {
     pub name: Option<Ident>,
     /// The table (`metrics`, `schema.table`).
     pub table: TableName,
-    /// This table's column that points at the parent.
-    pub column: Ident,
+    /// This table's column that points at the parent, or its columns (`["trace_id",
+    /// "span_id"]`) for a foreign key over several.
+    pub column: Columns,
     /// The entry this one hangs under: another entry's name, or the subject table. Default: subject.
     pub parent: Option<Ident>,
-    /// The parent's column that `column` matches. Default: the subject key for the subject,
-    /// `id` for another entry.
-    pub parent_column: Option<Ident>,
+    /// The parent's column that `column` matches, or its columns, in the same order. Default:
+    /// for one column, the subject key for the subject and `id` for another entry; for
+    /// several, the same names as `column`.
+    pub parent_column: Option<Columns>,
     /// Narrows the link, for association tables: `destination_type = 'RUN'`.
     pub filter: Option<FilterText>,
 }

@@ -2,7 +2,7 @@
 //! declared kind, and every foreign key into a table a job deletes from is covered by the job's
 //! rows, so a new child table can never be orphaned (or block the purge) silently.
 
-use super::{ClockKind, Filter, Job, ObjectSource, TableName};
+use super::{ClockKind, Filter, Ident, Job, ObjectSource, TableName};
 use anyhow::{Result, bail};
 use std::collections::HashMap;
 
@@ -20,6 +20,54 @@ pub struct ForeignKey {
     pub columns: Vec<String>,
     pub references: TableName,
     pub ref_columns: Vec<String>,
+    /// What the database does to the referencing rows when a referenced row is deleted.
+    pub on_delete: OnDelete,
+}
+
+/// A foreign key's `ON DELETE` action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnDelete {
+    /// `NO ACTION` or `RESTRICT`: the delete fails while referencing rows remain.
+    #[default]
+    Refuse,
+    /// `CASCADE`: the database deletes the referencing rows too.
+    Cascade,
+    /// `SET NULL`: the referencing rows stay, their link set to NULL.
+    SetNull,
+    /// `SET DEFAULT`: the referencing rows stay, their link set to its default.
+    SetDefault,
+}
+
+impl OnDelete {
+    /// From PostgreSQL's `confdeltype` letter or SQLite's `on_delete` text.
+    pub fn parse(s: &str) -> OnDelete {
+        match s.to_ascii_uppercase().as_str() {
+            "C" | "CASCADE" => OnDelete::Cascade,
+            "N" | "SET NULL" => OnDelete::SetNull,
+            "D" | "SET DEFAULT" => OnDelete::SetDefault,
+            _ => OnDelete::Refuse,
+        }
+    }
+}
+
+impl ForeignKey {
+    /// `table(a, b) -> references(x, y)`, for messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}.{} -> {}.{}",
+            self.table,
+            paren(&self.columns),
+            self.references,
+            paren(&self.ref_columns)
+        )
+    }
+}
+
+fn paren(cols: &[String]) -> String {
+    match cols {
+        [one] => one.clone(),
+        many => format!("({})", many.join(", ")),
+    }
 }
 
 /// The parts of the catalog specs are checked against.
@@ -49,6 +97,8 @@ pub fn validate(jobs: &mut [Job], catalog: &Catalog) -> Result<()> {
     let mut errors = Vec::new();
     for job in jobs.iter_mut() {
         let before = errors.len();
+        add_cascades(job, catalog);
+        job.notes = cleared_links(job, catalog);
         check_job(job, catalog, &mut errors);
         if errors.len() == before {
             job.types = collect_types(job, catalog);
@@ -213,19 +263,17 @@ fn check_job(job: &Job, cat: &Catalog, errors: &mut Vec<String>) {
             }
         }
         if let Some(link) = &node.link {
-            need(i, link.column.as_str(), "rows column", &mut err);
-            if cat.columns.contains_key(&job.nodes[link.parent].table)
-                && cat
-                    .column_type(&job.nodes[link.parent].table, link.parent_column.as_str())
-                    .is_none()
-            {
-                err(
-                    node.line,
-                    format!(
-                        "parent_column: table `{}` has no column `{}`",
-                        job.nodes[link.parent].table, link.parent_column
-                    ),
-                );
+            for (column, parent_column) in &link.pairs {
+                need(i, column.as_str(), "rows column", &mut err);
+                let parent = &job.nodes[link.parent].table;
+                if cat.columns.contains_key(parent)
+                    && cat.column_type(parent, parent_column.as_str()).is_none()
+                {
+                    err(
+                        node.line,
+                        format!("parent_column: table `{parent}` has no column `{parent_column}`"),
+                    );
+                }
             }
         }
     }
@@ -305,30 +353,68 @@ fn check_links_follow_the_graph(job: &Job, cat: &Catalog, err: &mut dyn FnMut(us
         }
         let Some(link) = &node.link else { continue };
         let parent = &job.nodes[link.parent];
+        let mine: Vec<&str> = link.columns().map(Ident::as_str).collect();
+        // A foreign key over some of this link's columns is no conflict when the link is the
+        // more specific (`span_metrics.trace_id -> traces` beside the link on `(trace_id,
+        // span_id)` to `spans`); one that shares a column otherwise must be the link itself.
         for fk in cat.foreign_keys.iter().filter(|fk| {
-            fk.table == node.table && fk.columns.iter().any(|c| c == link.column.as_str())
+            fk.table == node.table
+                && fk.columns.iter().any(|c| mine.contains(&c.as_str()))
+                && !(fk.columns.len() < mine.len()
+                    && fk.columns.iter().all(|c| mine.contains(&c.as_str())))
         }) {
-            if fk.references != parent.table || fk.ref_columns != [link.parent_column.as_str()] {
+            if fk.references != parent.table || !link.matches(&fk.columns, &fk.ref_columns) {
+                let wanted: Vec<String> = link.pairs.iter().map(|p| p.1.to_string()).collect();
                 err(
                     node.line,
                     format!(
-                        "rows `{}`: column `{}.{}` is a foreign key to `{}.{}` (`{}`), not to its \
-                         parent `{}.{}`, so it would match unrelated rows; link it to `{}` or fix \
-                         `parent`",
+                        "rows `{}`: column {} of `{}` is in foreign key `{}` ({}), which does not \
+                         link it to its parent `{}.{}`, so it would match unrelated rows; {}",
                         node.name,
+                        link_columns(link),
                         node.table,
-                        link.column,
-                        fk.references,
-                        fk.ref_columns.join(","),
                         fk.name,
+                        fk.describe(),
                         parent.table,
-                        link.parent_column,
-                        fk.references,
+                        paren(&wanted),
+                        if fk.references == parent.table {
+                            format!(
+                                "link it as the key does: {}",
+                                link_fields(&fk.columns, &fk.ref_columns)
+                            )
+                        } else {
+                            format!("link it to `{}` or fix `parent`", fk.references)
+                        },
                     ),
                 );
             }
         }
     }
+}
+
+/// `` `a` `` or `` `(a, b)` ``: a link's own columns, for messages.
+fn link_columns(link: &super::Link) -> String {
+    let cols: Vec<String> = link.columns().map(ToString::to_string).collect();
+    format!("`{}`", paren(&cols))
+}
+
+/// `column = "a"` or `column = ["a", "b"], parent_column = ["x", "y"]`, as a spec writes it.
+fn link_fields(columns: &[String], ref_columns: &[String]) -> String {
+    let list = |c: &[String]| match c {
+        [one] => format!("{one:?}"),
+        many => format!(
+            "[{}]",
+            many.iter()
+                .map(|c| format!("{c:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    format!(
+        "column = {}, parent_column = {}",
+        list(columns),
+        list(ref_columns)
+    )
 }
 
 /// Two jobs with one subject table must select disjoint subjects, or a subject would have two
@@ -411,8 +497,101 @@ fn pinned(f: &Filter) -> HashMap<String, std::collections::HashSet<String>> {
     out
 }
 
+/// Whether a `[[rows]]` entry (or a node the database deletes) under node `i` is exactly the
+/// foreign key `fk`: its table, no filter (rows outside a filter would still reference the
+/// parent), and the same column pairs.
+fn covers(job: &Job, i: usize, fk: &ForeignKey) -> bool {
+    job.nodes.iter().any(|child| {
+        child.table == fk.table
+            && child.filter.is_none()
+            && child
+                .link
+                .as_ref()
+                .is_some_and(|l| l.parent == i && l.matches(&fk.columns, &fk.ref_columns))
+    })
+}
+
+/// Tables on the way from node `i` up to the subject, `i`'s own first.
+fn chain_tables(job: &Job, i: usize) -> Vec<&TableName> {
+    job.chain(i)
+        .into_iter()
+        .map(|j| &job.nodes[j].table)
+        .collect()
+}
+
+/// Adds, under every node, the rows the database deletes itself: each foreign key `ON DELETE
+/// CASCADE` into a node's table that no entry lists becomes a node lethe counts (so the audit
+/// says what went) and never deletes. Its own children are found the same way; a key back into
+/// a table on its own chain (a table referencing itself) is left to the database uncounted.
+fn add_cascades(job: &mut Job, cat: &Catalog) {
+    let mut i = 0;
+    let mut names: Vec<String> = job.nodes.iter().map(|n| n.name.to_string()).collect();
+    while i < job.nodes.len() && job.nodes.len() < 200 {
+        let adds: Vec<super::Node> = cat
+            .foreign_keys
+            .iter()
+            .filter(|fk| {
+                fk.references == job.nodes[i].table
+                    && fk.on_delete == OnDelete::Cascade
+                    && !covers(job, i, fk)
+                    && !chain_tables(job, i).contains(&&fk.table)
+            })
+            .filter_map(|fk| {
+                let pairs = fk
+                    .columns
+                    .iter()
+                    .zip(&fk.ref_columns)
+                    .map(|(c, r)| Some((Ident::new(c).ok()?, Ident::new(r).ok()?)))
+                    .collect::<Option<Vec<_>>>()?;
+                Some(super::Node {
+                    name: Ident::new(&fresh_name(&fk.table, &mut names)).ok()?,
+                    table: fk.table.clone(),
+                    link: Some(super::Link { pairs, parent: i }),
+                    filter: None,
+                    line: job.nodes[i].line,
+                    by_database: true,
+                })
+            })
+            .collect();
+        job.nodes.extend(adds);
+        i += 1;
+    }
+}
+
+/// Foreign keys `ON DELETE SET NULL` / `SET DEFAULT` into a table the job deletes from: the
+/// database keeps those rows and clears their link, and lethe leaves them (unless an entry
+/// lists them). Told by `lethe check`.
+fn cleared_links(job: &Job, cat: &Catalog) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, node) in job.nodes.iter().enumerate() {
+        for fk in cat.foreign_keys.iter().filter(|fk| {
+            fk.references == node.table
+                && matches!(fk.on_delete, OnDelete::SetNull | OnDelete::SetDefault)
+                && !covers(job, i, fk)
+        }) {
+            let action = if fk.on_delete == OnDelete::SetNull {
+                "SET NULL"
+            } else {
+                "SET DEFAULT"
+            };
+            out.push(format!(
+                "`{}` rows stay when their `{}` row goes: foreign key `{}` ({}) is ON DELETE \
+                 {action}, so the database clears their link; lethe deletes them only if a \
+                 [[rows]] entry lists them",
+                fk.table,
+                node.table,
+                fk.name,
+                fk.describe()
+            ));
+        }
+    }
+    out
+}
+
 /// Every foreign key that points into a table this job deletes from must be one of the job's
-/// links; otherwise that table's rows would be orphaned or the delete would fail half-way.
+/// links, unless the database handles it: `ON DELETE CASCADE` (counted, see `add_cascades`),
+/// `SET NULL` or `SET DEFAULT` (the rows stay). Otherwise the referencing rows would be
+/// orphaned, or the delete would fail half-way. The hint is the entries to add, complete.
 fn check_foreign_keys(job: &Job, cat: &Catalog, err: &mut dyn FnMut(usize, String)) {
     for (i, node) in job.nodes.iter().enumerate() {
         for fk in cat
@@ -420,40 +599,177 @@ fn check_foreign_keys(job: &Job, cat: &Catalog, err: &mut dyn FnMut(usize, Strin
             .iter()
             .filter(|fk| fk.references == node.table)
         {
-            // A filtered entry does not cover a foreign key: rows outside its filter would still
-            // reference the parent and block its delete. A multi-column key is never covered by
-            // a one-column link.
-            let covered = job.nodes.iter().any(|child| {
-                child.table == fk.table
-                    && child.filter.is_none()
-                    && child.link.as_ref().is_some_and(|l| {
-                        l.parent == i
-                            && fk.columns == [l.column.as_str()]
-                            && fk.ref_columns == [l.parent_column.as_str()]
-                    })
-            });
-            if !covered {
-                err(
-                    node.line,
-                    format!(
-                        "table `{}` references `{}` through foreign key `{}` ({}.{} -> {}.{}), but no \
-                         [[rows]] entry covers it, so its rows would be orphaned: add [[rows]] with \
-                         table = \"{}\", column = \"{}\", parent = \"{}\"",
-                        fk.table,
-                        node.table,
-                        fk.name,
-                        fk.table,
-                        fk.columns.join(","),
-                        node.table,
-                        fk.ref_columns.join(","),
-                        fk.table,
-                        fk.columns.first().map(String::as_str).unwrap_or("?"),
-                        node.name,
-                    ),
-                );
+            let handled = match fk.on_delete {
+                OnDelete::SetNull | OnDelete::SetDefault => true,
+                OnDelete::Cascade => chain_tables(job, i).contains(&&fk.table),
+                OnDelete::Refuse => false,
+            };
+            if handled || covers(job, i, fk) {
+                continue;
             }
+            // Names the entries take once pasted: the nodes lethe added for cascades go then.
+            let mut names: Vec<String> = job
+                .nodes
+                .iter()
+                .filter(|n| !n.by_database)
+                .map(|n| n.name.to_string())
+                .collect();
+            // Entries the database deletes are named by lethe: spell out the way down to this
+            // one from the nearest entry of the spec's own.
+            let mut from = i;
+            let mut spelled = Vec::new();
+            while job.nodes[from].by_database {
+                spelled.push(from);
+                from = job.nodes[from]
+                    .link
+                    .as_ref()
+                    .expect("added under a parent")
+                    .parent;
+            }
+            let mut entries = Vec::new();
+            let mut parent_name = job.nodes[from].name.to_string();
+            for &j in spelled.iter().rev() {
+                let n = &job.nodes[j];
+                let link = n.link.as_ref().expect("added under a parent");
+                let (cols, refs): (Vec<String>, Vec<String>) = link
+                    .pairs
+                    .iter()
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .unzip();
+                let name = fresh_name(&n.table, &mut names);
+                entries.push(entry(
+                    job,
+                    &name,
+                    &n.table,
+                    &cols,
+                    &refs,
+                    &parent_name,
+                    link.parent,
+                ));
+                parent_name = name;
+            }
+            let mut path: Vec<TableName> = chain_tables(job, i).into_iter().cloned().collect();
+            required_entries(
+                job,
+                cat,
+                fk,
+                &parent_name,
+                i,
+                &mut names,
+                &mut path,
+                &mut entries,
+            );
+            let via = if spelled.is_empty() {
+                String::new()
+            } else {
+                " (whose rows the database deletes through ON DELETE CASCADE)".to_string()
+            };
+            err(
+                node.line,
+                format!(
+                    "table `{}` references `{}`{via} through foreign key `{}` ({}), which the \
+                     database neither cascades nor clears, and no [[rows]] entry covers it, so \
+                     its rows would be orphaned or the delete would fail: add\n\n{}\n",
+                    fk.table,
+                    node.table,
+                    fk.name,
+                    fk.describe(),
+                    entries.join("\n\n"),
+                ),
+            );
         }
     }
+}
+
+/// A name for a new entry on `table`: the table's own, or with a number when that is taken.
+fn fresh_name(table: &TableName, names: &mut Vec<String>) -> String {
+    let base = table.table.to_string();
+    let name = std::iter::once(base.clone())
+        .chain((2..).map(|n| format!("{base}_{n}")))
+        .find(|n| !names.contains(n))
+        .expect("some number is free");
+    names.push(name.clone());
+    name
+}
+
+/// One `[[rows]]` entry as a spec writes it, with only the fields that differ from their
+/// defaults (`parent_index` says whether the parent is the subject, whose default parent
+/// column is the key).
+fn entry(
+    job: &Job,
+    name: &str,
+    table: &TableName,
+    cols: &[String],
+    refs: &[String],
+    parent: &str,
+    parent_index: usize,
+) -> String {
+    let list = |c: &[String]| match c {
+        [one] => format!("{one:?}"),
+        many => format!(
+            "[{}]",
+            many.iter()
+                .map(|c| format!("{c:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mut out = vec!["[[rows]]".to_string()];
+    if name != table.table.as_str() {
+        out.push(format!("name = {name:?}"));
+    }
+    out.push(format!("table = {:?}", table.to_string()));
+    out.push(format!("column = {}", list(cols)));
+    if parent_index != 0 || parent != job.nodes[0].name.as_str() {
+        out.push(format!("parent = {parent:?}"));
+    }
+    let default_refs: Vec<String> = match cols {
+        [_] if parent_index == 0 => vec![job.key.to_string()],
+        [_] => vec!["id".into()],
+        many => many.to_vec(),
+    };
+    if refs != default_refs.as_slice() {
+        out.push(format!("parent_column = {}", list(refs)));
+    }
+    out.join("\n")
+}
+
+/// The entry covering `fk` under the node named `parent` (index `parent_index`; `usize::MAX`
+/// for one being written), then, so that the hint passes when pasted, the entries its own
+/// table needs: every foreign key into it that the database would refuse.
+#[allow(clippy::too_many_arguments)]
+fn required_entries(
+    job: &Job,
+    cat: &Catalog,
+    fk: &ForeignKey,
+    parent: &str,
+    parent_index: usize,
+    names: &mut Vec<String>,
+    path: &mut Vec<TableName>,
+    entries: &mut Vec<String>,
+) {
+    let name = fresh_name(&fk.table, names);
+    entries.push(entry(
+        job,
+        &name,
+        &fk.table,
+        &fk.columns,
+        &fk.ref_columns,
+        parent,
+        parent_index,
+    ));
+    if path.contains(&fk.table) || path.len() > 12 {
+        return;
+    }
+    path.push(fk.table.clone());
+    for below in cat
+        .foreign_keys
+        .iter()
+        .filter(|b| b.references == fk.table && b.on_delete == OnDelete::Refuse)
+    {
+        required_entries(job, cat, below, &name, usize::MAX, names, path, entries);
+    }
+    path.pop();
 }
 
 /// The types of every column the job's SQL casts values to: (node index, column) → type.
@@ -474,8 +790,10 @@ fn collect_types(job: &Job, cat: &Catalog) -> HashMap<(usize, String), String> {
             add(i, c.as_str());
         }
         if let Some(link) = &node.link {
-            add(i, link.column.as_str());
-            add(link.parent, link.parent_column.as_str());
+            for (column, parent_column) in &link.pairs {
+                add(i, column.as_str());
+                add(link.parent, parent_column.as_str());
+            }
         }
     }
     out

@@ -81,7 +81,7 @@ case('overlapping-jobs-on-one-table', closed.replace("status IN ('closed', 'bann
 case('overlapping-jobs-without-filters', open('jobs/deleted-snapshots.toml').read(), 'overlap')
 # Rows outside the subject's part of the foreign-key graph.
 case('rows-table-above-subject', base + '\n[[rows]]\ntable = "accounts"\ncolumn = "id"\n', 'above the subject')
-case('rows-link-is-a-foreign-key-elsewhere', base + '\n[[rows]]\ntable = "api_keys"\ncolumn = "account_id"\n', 'not to its parent')
+case('rows-link-is-a-foreign-key-elsewhere', base + '\n[[rows]]\ntable = "api_keys"\ncolumn = "account_id"\n', 'does not link it to its parent')
 
 os.makedirs(out, exist_ok=True)
 for f in os.listdir(out):

@@ -828,6 +828,116 @@ async fn each_failure_is_said_once(w: impl Platform) {
     w.finish().await;
 }
 
+/// Foreign keys as the schema declares them: a key over two columns is linked column by column
+/// (`span_metrics (trace_id, span_id) -> spans`, where span ids repeat across traces); `ON
+/// DELETE SET NULL` rows stay with their link cleared; `ON DELETE CASCADE` rows no entry lists
+/// are left to the database and counted in the audit. `check`'s hint for the missing entry is
+/// pasted into the spec as printed, and then passes.
+async fn foreign_keys_as_the_schema_declares_them(w: impl Platform) {
+    w.sql(
+        "CREATE TABLE tr_traces (id BIGINT PRIMARY KEY, deleted_ms BIGINT);
+         CREATE TABLE tr_spans (trace_id BIGINT NOT NULL REFERENCES tr_traces (id),
+             span_id TEXT NOT NULL, PRIMARY KEY (trace_id, span_id));
+         CREATE TABLE tr_span_metrics (trace_id BIGINT NOT NULL, span_id TEXT NOT NULL, v BIGINT,
+             FOREIGN KEY (trace_id, span_id) REFERENCES tr_spans (trace_id, span_id));
+         CREATE TABLE tr_span_events (trace_id BIGINT NOT NULL, span_id TEXT NOT NULL, e TEXT,
+             FOREIGN KEY (span_id, trace_id) REFERENCES tr_spans (span_id, trace_id) ON DELETE CASCADE);
+         CREATE TABLE tr_tags (trace_id BIGINT NOT NULL REFERENCES tr_traces (id) ON DELETE CASCADE, k TEXT);
+         CREATE TABLE tr_issues (id BIGINT PRIMARY KEY,
+             source_trace_id BIGINT REFERENCES tr_traces (id) ON DELETE SET NULL);",
+    )
+    .await;
+    let gone = chrono::Utc::now().timestamp_millis() - 3 * DAY * 1000;
+    w.sql(&format!(
+        "INSERT INTO tr_traces VALUES (1, {gone}), (2, NULL);
+         INSERT INTO tr_spans VALUES (1, 'a'), (1, 'b'), (2, 'a');
+         INSERT INTO tr_span_metrics VALUES (1, 'a', 1), (1, 'b', 2), (1, 'b', 3), (2, 'a', 4);
+         INSERT INTO tr_span_events VALUES (1, 'a', 'x'), (2, 'a', 'y');
+         INSERT INTO tr_tags VALUES (1, 'k1'), (1, 'k2'), (2, 'k3');
+         INSERT INTO tr_issues VALUES (10, 1), (11, 2);"
+    ))
+    .await;
+    let spec = w.jobs_dir().join("deleted-traces.toml");
+    let base = "schedule = \"0 0 3 * * *\"\n[subject]\ntable = \"tr_traces\"\nclock = \"deleted_ms\"\n\
+                clock_kind = \"epoch_milliseconds\"\n[window]\ngrace = \"1d\"\ndeadline = \"2d\"\n\n\
+                [[rows]]\ntable = \"tr_spans\"\ncolumn = \"trace_id\"\n";
+    std::fs::write(&spec, base).unwrap();
+    let (code, out, err) = w.cli(&["check"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("tr_span_metrics"), "{err}");
+    let hint = err
+        .split("add\n\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("a hint: {err}"))
+        .trim_end();
+    assert!(
+        hint.contains(r#"column = ["trace_id", "span_id"]"#)
+            && hint.contains(r#"parent = "tr_spans""#),
+        "{hint}"
+    );
+    std::fs::write(&spec, format!("{base}\n{hint}\n")).unwrap();
+    let (code, out, err) = w.cli(&["check"]);
+    assert_eq!(code, 0, "the pasted hint passes: {hint}\n{out}{err}");
+    assert!(
+        out.contains("tr_issues") && out.contains("ON DELETE SET NULL"),
+        "check says the database clears tr_issues' link: {out}"
+    );
+    assert!(
+        out.contains("the database deletes `tr_tags` rows")
+            && out.contains("the database deletes `tr_span_events` rows"),
+        "{out}"
+    );
+    let (code, out, err) = w.cli(&["run", "--job", "deleted-traces"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for (table, kept) in [
+        ("tr_traces", 1),
+        ("tr_spans", 1),
+        ("tr_span_metrics", 1),
+        ("tr_span_events", 1),
+        ("tr_tags", 1),
+        ("tr_issues", 2),
+    ] {
+        assert_eq!(
+            w.count(&format!("SELECT count(*) FROM {table}")).await,
+            kept,
+            "{table}"
+        );
+    }
+    assert_eq!(
+        w.count(
+            "SELECT count(*) FROM tr_span_metrics WHERE trace_id = 2 AND span_id = 'a' AND v = 4"
+        )
+        .await,
+        1,
+        "trace 2's span `a` keeps its metric"
+    );
+    assert_eq!(
+        w.count("SELECT count(*) FROM tr_issues WHERE id = 10 AND source_trace_id IS NULL")
+            .await,
+        1,
+        "the issue outlives its trace, its link cleared"
+    );
+    let rows = |name: &str| match w.dialect() {
+        Dialect::Postgres => format!(
+            "SELECT CAST(detail->'rows'->>'{name}' AS BIGINT) FROM lethe.audit_log WHERE event = 'purged' AND job = 'deleted-traces'"
+        ),
+        Dialect::Sqlite => format!(
+            "SELECT json_extract(detail, '$.rows.{name}') FROM lethe.audit_log WHERE event = 'purged' AND job = 'deleted-traces'"
+        ),
+    };
+    for (name, n) in [
+        ("tr_traces", 1),
+        ("tr_spans", 2),
+        ("tr_span_metrics", 3),
+        ("tr_span_events", 1),
+        ("tr_tags", 2),
+    ] {
+        assert_eq!(w.count(&rows(name)).await, n, "audit rows of {name}");
+    }
+    std::fs::remove_file(&spec).unwrap();
+    w.finish().await;
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod postgres {
@@ -858,6 +968,7 @@ on_both!(
     implausible_clocks_stop_the_job_naming_the_values,
     a_hold_says_what_it_covers_and_one_covering_nothing_is_refused,
     each_failure_is_said_once,
+    foreign_keys_as_the_schema_declares_them,
 );
 
 /// The same SQLite platform with its objects in S3: the database and the store are chosen

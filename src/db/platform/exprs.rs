@@ -242,17 +242,19 @@ pub(super) fn scope(
     sql: &mut Sql,
 ) -> (Vec<String>, Vec<String>, String) {
     let node = &job.nodes[i];
-    if let Some(link) = node
+    if let Some((column, _)) = node
         .link
         .as_ref()
-        .filter(|l| l.parent == 0 && l.parent_column == job.key)
+        .filter(|l| l.parent == 0)
+        .and_then(|l| l.single())
+        .filter(|(_, parent_column)| *parent_column == job.key)
     {
         let mut conds = Vec::new();
         if let Some(f) = &node.filter {
             conds.push(render_filter(job, i, f, sql));
         }
-        conds.push(column_in(job, i, &link.column, keys, sql));
-        let key = format!("n{i}.{}", link.column.quoted());
+        conds.push(column_in(job, i, column, keys, sql));
+        let key = format!("n{i}.{}", column.quoted());
         return (
             vec![format!("{} n{i}", node.table.quoted_in(job.dialect))],
             conds,
@@ -290,19 +292,19 @@ pub(super) fn chain(job: &Job, i: usize, sql: &mut Sql) -> (Vec<String>, Vec<Str
         let node = &job.nodes[j];
         tables.push(format!("{} n{j}", node.table.quoted_in(job.dialect)));
         if let Some(link) = &node.link {
-            let (a, b) = (
-                format!("n{j}.{}", link.column.quoted()),
-                format!("n{}.{}", link.parent, link.parent_column.quoted()),
-            );
-            let same = job.types.get(&(j, link.column.to_string()))
-                == job
-                    .types
-                    .get(&(link.parent, link.parent_column.to_string()));
-            conds.push(if same {
-                format!("{a} = {b}")
-            } else {
-                format!("{} = {}", as_text(job, &a), as_text(job, &b))
-            });
+            for (column, parent_column) in &link.pairs {
+                let (a, b) = (
+                    format!("n{j}.{}", column.quoted()),
+                    format!("n{}.{}", link.parent, parent_column.quoted()),
+                );
+                let same = job.types.get(&(j, column.to_string()))
+                    == job.types.get(&(link.parent, parent_column.to_string()));
+                conds.push(if same {
+                    format!("{a} = {b}")
+                } else {
+                    format!("{} = {}", as_text(job, &a), as_text(job, &b))
+                });
+            }
             if let Some(f) = &node.filter {
                 conds.push(render_filter(job, j, f, sql));
             }

@@ -60,3 +60,48 @@ fn rows_are_deleted_deepest_first_and_the_subject_last() {
     );
     assert!(parse_job(&cyclic, Path::new("x.toml")).is_err());
 }
+
+#[test]
+fn a_link_over_several_columns_pairs_them_in_order() {
+    let base = "schedule = \"0 3 * * *\"\n[subject]\ntable = \"traces\"\nclock = \"d\"\nclock_kind = \"timestamptz\"\n\
+                [window]\ngrace = \"1d\"\ndeadline = \"2d\"\n[[rows]]\ntable = \"spans\"\ncolumn = \"trace_id\"\n\
+                [[rows]]\ntable = \"span_metrics\"\nparent = \"spans\"\n";
+    let pairs = |extra: &str| -> Result<Vec<(String, String)>, String> {
+        let job =
+            parse_job(&format!("{base}{extra}"), Path::new("x.toml")).map_err(|e| e.to_string())?;
+        Ok(job.nodes[2]
+            .link
+            .as_ref()
+            .unwrap()
+            .pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect())
+    };
+    let p = |a: &str, b: &str| (a.to_string(), b.to_string());
+    assert_eq!(
+        pairs("column = [\"trace_id\", \"span_id\"]\n").unwrap(),
+        [p("trace_id", "trace_id"), p("span_id", "span_id")],
+        "several columns default to the same names"
+    );
+    assert_eq!(
+        pairs("column = [\"t\", \"s\"]\nparent_column = [\"trace_id\", \"span_id\"]\n").unwrap(),
+        [p("t", "trace_id"), p("s", "span_id")]
+    );
+    assert_eq!(
+        pairs("column = \"span_pk\"\n").unwrap(),
+        [p("span_pk", "id")]
+    );
+    for (bad, says) in [
+        ("column = []\n", "empty array"),
+        ("column = [\"a\", \"a\"]\n", "named twice"),
+        (
+            "column = [\"a\", \"b\"]\nparent_column = \"x\"\n",
+            "give one parent column",
+        ),
+        ("column = [\"a\", 1]\n", "invalid type"),
+    ] {
+        let e = pairs(bad).unwrap_err();
+        assert!(e.contains(says) && e.starts_with("x.toml:"), "{bad}: {e}");
+    }
+}
