@@ -206,7 +206,8 @@ impl RunSummary {
     }
 }
 
-/// Refuses to start when a job's clocks are implausible, a bucket a spec names is missing, our
+/// Refuses to start when a job's clocks are implausible, a bucket a spec names (`bucket`, or a
+/// URI column's `uri_within`) is missing, our
 /// credentials are refused, or
 /// (unless `dry_run`, which deletes nothing) they may not delete there, so a configuration
 /// mistake fails before anything is touched instead of failing every subject.
@@ -218,7 +219,17 @@ pub async fn preflight(ctx: &Context, jobs: &[Job], dry_run: bool) -> Result<()>
     let mut probed = std::collections::HashSet::new();
     for job in jobs {
         for src in &job.objects {
-            if let crate::spec::ObjectSource::Prefix { bucket, line, .. } = src {
+            // The buckets a spec names: a prefix's, and the one a URI column must point into.
+            let named = match src {
+                crate::spec::ObjectSource::Prefix { bucket, line, .. } => Some((bucket, line)),
+                crate::spec::ObjectSource::Uri {
+                    within: Some((bucket, _)),
+                    line,
+                    ..
+                } => Some((bucket, line)),
+                crate::spec::ObjectSource::Uri { within: None, .. } => None,
+            };
+            if let Some((bucket, line)) = named {
                 let at = || {
                     format!(
                         "{}:{line}: job `{}`: bucket `{bucket}`",

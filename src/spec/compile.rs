@@ -178,12 +178,6 @@ impl Template {
                 "`{text}` must end with `/`: a prefix is a directory (`runs/{{key}}/`)"
             ));
         }
-        if text.starts_with('{') {
-            return Err(format!(
-                "`{text}` starts with a placeholder: put a fixed directory first (`runs/{{key}}/`) so \
-                 one subject's prefix can never cover another's"
-            ));
-        }
         Ok(Template(parts))
     }
 

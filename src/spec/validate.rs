@@ -522,7 +522,8 @@ fn chain_tables(job: &Job, i: usize) -> Vec<&TableName> {
 /// Adds, under every node, the rows the database deletes itself: each foreign key `ON DELETE
 /// CASCADE` into a node's table that no entry lists becomes a node lethe counts (so the audit
 /// says what went) and never deletes. Its own children are found the same way; a key back into
-/// a table on its own chain (a table referencing itself) is left to the database uncounted.
+/// a table on its own chain (a table referencing itself), or into a table the spec lists
+/// elsewhere, is left to the database uncounted there.
 fn add_cascades(job: &mut Job, cat: &Catalog) {
     let mut i = 0;
     let mut names: Vec<String> = job.nodes.iter().map(|n| n.name.to_string()).collect();
@@ -535,6 +536,12 @@ fn add_cascades(job: &mut Job, cat: &Catalog) {
                     && fk.on_delete == OnDelete::Cascade
                     && !covers(job, i, fk)
                     && !chain_tables(job, i).contains(&&fk.table)
+                    // A table the spec lists elsewhere unfiltered (MLflow's spans, under the
+                    // experiment and by cascade under its traces) is counted there, once.
+                    && !job
+                        .nodes
+                        .iter()
+                        .any(|n| n.table == fk.table && n.filter.is_none() && !n.by_database)
             })
             .filter_map(|fk| {
                 let pairs = fk
@@ -599,11 +606,9 @@ fn check_foreign_keys(job: &Job, cat: &Catalog, err: &mut dyn FnMut(usize, Strin
             .iter()
             .filter(|fk| fk.references == node.table)
         {
-            let handled = match fk.on_delete {
-                OnDelete::SetNull | OnDelete::SetDefault => true,
-                OnDelete::Cascade => chain_tables(job, i).contains(&&fk.table),
-                OnDelete::Refuse => false,
-            };
+            // The database deletes cascaded rows (counted where `add_cascades` could) and
+            // keeps cleared ones.
+            let handled = fk.on_delete != OnDelete::Refuse;
             if handled || covers(job, i, fk) {
                 continue;
             }

@@ -219,13 +219,31 @@ async fn missing_schema_unknown_job_and_missing_bucket_are_configuration_errors(
         "{err}"
     );
 
-    let text = std::fs::read_to_string(w.jobs_dir.join("deleted-runs.toml"))
-        .unwrap()
-        .replace(&w.bucket, "no-such-bucket-zz");
-    std::fs::write(w.jobs_dir.join("deleted-runs.toml"), text).unwrap();
+    let original = std::fs::read_to_string(w.jobs_dir.join("deleted-runs.toml")).unwrap();
+    std::fs::write(
+        w.jobs_dir.join("deleted-runs.toml"),
+        original.replace(&w.bucket, "no-such-bucket-zz"),
+    )
+    .unwrap();
     let (code, _, err) = w.cli(&["run", "--all"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no-such-bucket-zz"), "{err}");
+    assert_nothing_deleted(&w).await;
+    // The bucket a URI column must point into is checked the same way.
+    std::fs::write(
+        w.jobs_dir.join("deleted-runs.toml"),
+        original.replace(
+            "uri_column = \"artifact_uri\"\n",
+            "uri_column = \"artifact_uri\"\nuri_within = \"s3://no-such-bucket-yy/\"\n",
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = w.cli(&["run", "--all"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("no-such-bucket-yy") && err.contains("deleted-runs.toml:"),
+        "{err}"
+    );
     assert_nothing_deleted(&w).await;
 
     // Migrations are reversible.
