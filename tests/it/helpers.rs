@@ -16,7 +16,12 @@ use std::sync::Arc;
 pub const DAY: i64 = 86_400;
 
 /// The bucket names the shipped specs use, replaced by each world's own bucket.
-const SHIPPED_BUCKETS: [&str; 3] = ["lethe-artifacts", "lethe-traces", "lethe-inference"];
+const SHIPPED_BUCKETS: [&str; 4] = [
+    "lethe-artifacts",
+    "lethe-traces",
+    "lethe-inference",
+    "mlflow-artifacts",
+];
 
 pub fn admin_url() -> String {
     std::env::var("DATABASE_URL")

@@ -15,6 +15,7 @@ mod front_door;
 mod helpers;
 mod hostile;
 mod local;
+mod mlflow;
 mod packs;
 mod permissions;
 mod pipeline;
