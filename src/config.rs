@@ -76,6 +76,10 @@ pub struct Settings {
     /// `LETHE_LISTEN` (default none): address of the daemon's HTTP listener (`/metrics`,
     /// `/healthz`, `/readyz`), e.g. `127.0.0.1:9187`.
     pub listen: Option<std::net::SocketAddr>,
+    /// `LETHE_KEEP_GOING` (default false; `--keep-going`): a spec that does not parse or
+    /// validate is left out, said and counted, and the other jobs run. Default: one bad spec
+    /// stops every job.
+    pub keep_going: bool,
 }
 
 impl fmt::Debug for Settings {
@@ -103,6 +107,7 @@ impl fmt::Debug for Settings {
             .field("audit_anchor", &self.audit_anchor)
             .field("anchor_retention_days", &self.anchor_retention_days)
             .field("listen", &self.listen)
+            .field("keep_going", &self.keep_going)
             .finish()
     }
 }
@@ -197,6 +202,7 @@ impl Settings {
                 "LETHE_LISTEN",
                 self.listen.map_or_else(none, |a| a.to_string()),
             ),
+            ("LETHE_KEEP_GOING", self.keep_going.to_string()),
         ]);
         rows.into_iter()
             .map(|(name, value)| {
@@ -316,6 +322,11 @@ impl Settings {
             lock_timeout: Duration::from_secs(number("LETHE_LOCK_TIMEOUT_SECONDS", 10, 1, 3_600)?),
             audit_anchor: var("LETHE_AUDIT_ANCHOR"),
             anchor_retention_days: number("LETHE_ANCHOR_RETENTION_DAYS", 400, 1, 36_500)?,
+            keep_going: match var("LETHE_KEEP_GOING").as_deref() {
+                None | Some("false" | "0") => false,
+                Some("true" | "1") => true,
+                Some(other) => bail!("LETHE_KEEP_GOING={other:?} must be true or false"),
+            },
             listen: match var("LETHE_LISTEN") {
                 None => None,
                 Some(a) => Some(a.trim().parse().map_err(|_| {

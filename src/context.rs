@@ -15,6 +15,8 @@ pub struct Context {
     pub settings: Settings,
     pub db: Db,
     pub store: Arc<dyn ObjectStore>,
+    /// With `--keep-going`: the specs the last `load_jobs` left out, and why.
+    rejected: Arc<std::sync::Mutex<Vec<spec::Rejected>>>,
 }
 
 impl Context {
@@ -32,6 +34,7 @@ impl Context {
             settings: settings.clone(),
             db,
             store,
+            rejected: Default::default(),
         })
     }
 
@@ -41,17 +44,94 @@ impl Context {
             settings: settings.clone(),
             db,
             store,
+            rejected: Default::default(),
         }
     }
 
-    /// Loads the job specs and validates them against the live catalog.
+    /// Loads the job specs and validates them against the live catalog. Strict by default:
+    /// one bad spec fails the load. With `keep_going` (`--keep-going`, `LETHE_KEEP_GOING`),
+    /// each bad spec is left out and kept in `rejected` (for the caller to say), and the rest
+    /// load.
     pub async fn load_jobs(&self) -> Result<Vec<Job>> {
-        let mut jobs = spec::load_dir(&self.settings.jobs_dir)?;
+        if !self.settings.keep_going {
+            let mut jobs = spec::load_dir(&self.settings.jobs_dir)?;
+            let catalog = crate::db::catalog::load(&self.db).await?;
+            spec::validate(&mut jobs, &catalog)
+                .context("the job specs do not match the database")?;
+            crate::db::catalog::check_literals(&self.db, &jobs)
+                .await
+                .context("the job specs do not match the database")?;
+            return Ok(jobs);
+        }
+        let (jobs, mut rejected) = spec::load_dir_each(&self.settings.jobs_dir)?;
+        let mut jobs = jobs;
         let catalog = crate::db::catalog::load(&self.db).await?;
-        spec::validate(&mut jobs, &catalog).context("the job specs do not match the database")?;
-        crate::db::catalog::check_literals(&self.db, &jobs)
-            .await
-            .context("the job specs do not match the database")?;
+        let problems = spec::validate::problems(&mut jobs, &catalog);
+        let mut jobs = keep_valid(jobs, problems, &mut rejected);
+        let problems = crate::db::catalog::literal_problems(&self.db, &jobs).await?;
+        jobs = keep_valid(jobs, problems, &mut rejected);
+        if jobs.is_empty() {
+            let errors: Vec<&str> = rejected.iter().map(|r| r.error.as_str()).collect();
+            anyhow::bail!(
+                "no valid job spec in {}: {}",
+                self.settings.jobs_dir.display(),
+                errors.join("\n")
+            );
+        }
+        self.holds_on_rejected(&jobs, &rejected).await?;
+        *self.rejected.lock().expect("rejected lock") = rejected;
         Ok(jobs)
     }
+
+    /// The specs the last `load_jobs` left out (`--keep-going` only).
+    pub fn rejected(&self) -> Vec<spec::Rejected> {
+        self.rejected.lock().expect("rejected lock").clone()
+    }
+
+    /// A hold that names a job whose spec was left out cannot be mapped to the rows it
+    /// protects in the other jobs (an experiment job must not take a run a `deleted-runs` hold
+    /// keeps), so it stops the load. When a spec did not even parse, its job's name is
+    /// unknown: then any active hold naming a job that did not load stops it.
+    async fn holds_on_rejected(&self, jobs: &[Job], rejected: &[spec::Rejected]) -> Result<()> {
+        if rejected.is_empty() {
+            return Ok(());
+        }
+        let named: Vec<(i64, String)> = crate::db::holds::active_job_names(&self.db).await?;
+        let unparsed = rejected.iter().any(|r| r.job.is_none());
+        for (id, job) in named {
+            let left_out = rejected
+                .iter()
+                .any(|r| r.job.as_deref() == Some(job.as_str()))
+                || (unparsed && !jobs.iter().any(|j| j.name == job));
+            if left_out {
+                anyhow::bail!(
+                    "hold {id} names job `{job}`, whose spec was left out (or did not parse), so \
+                     what it protects in the other jobs is unknown: fix the spec, or release the \
+                     hold; nothing was deleted"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The jobs without problems; the others join `rejected` with their problems.
+fn keep_valid(
+    jobs: Vec<Job>,
+    problems: Vec<Vec<String>>,
+    rejected: &mut Vec<spec::Rejected>,
+) -> Vec<Job> {
+    let mut keep = Vec::new();
+    for (job, p) in jobs.into_iter().zip(problems) {
+        if p.is_empty() {
+            keep.push(job);
+        } else {
+            rejected.push(spec::Rejected {
+                file: job.file.clone(),
+                job: Some(job.name.clone()),
+                error: p.join("\n"),
+            });
+        }
+    }
+    keep
 }

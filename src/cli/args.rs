@@ -10,6 +10,7 @@ const ENV_COMMON: &str = "Environment:
   LETHE_OBJECT_STORE  s3 (default), or file:///ROOT for objects in a local directory
   AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, AWS_REGION, and credentials by the AWS SDK's chain
   LETHE_LOG           log filter on stderr (default: lethe=info,warn,aws_config=error)
+  LETHE_KEEP_GOING    true: as --keep-going
 Every setting, with defaults and ranges: docs/configuration.md.";
 
 /// What runs (one-shot or scheduled) read besides.
@@ -44,6 +45,11 @@ Every setting, with defaults and ranges: docs/configuration.md.";
 pub(super) struct Cli {
     #[command(subcommand)]
     pub(super) command: Command,
+    /// Leave out a job spec that does not parse or does not match the database (said on
+    /// stderr, exit 1 at the end) and go on with the others. Default (and LETHE_KEEP_GOING
+    /// unset): one bad spec stops every job with exit 2.
+    #[arg(long, global = true)]
+    pub(super) keep_going: bool,
 }
 
 #[derive(Subcommand, Debug)]

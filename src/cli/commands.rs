@@ -98,7 +98,16 @@ pub(super) async fn demo_cmd(dir: &std::path::Path) -> Result<u8> {
 /// Jobs loaded and validated, with lethe's schema current: the precondition of plan and run.
 pub(super) async fn ready_jobs(ctx: &Context) -> Result<Vec<Job>> {
     config(db::require_current_schema(&ctx.db).await)?;
-    config(ctx.load_jobs().await)
+    load_jobs(ctx).await
+}
+
+/// The jobs, each spec left out by --keep-going said once on stderr.
+async fn load_jobs(ctx: &Context) -> Result<Vec<Job>> {
+    let jobs = config(ctx.load_jobs().await)?;
+    for r in ctx.rejected() {
+        eprintln!("left out (--keep-going): {}", r.error);
+    }
+    Ok(jobs)
 }
 
 pub(super) fn select(all: &[Job], names: &[String], everything: bool) -> Result<Vec<Job>> {
@@ -132,15 +141,27 @@ pub(super) async fn migrate(ctx: &Context, down: bool) -> Result<u8> {
 }
 
 pub(super) async fn check(ctx: &Context) -> Result<u8> {
-    let jobs = config(ctx.load_jobs().await)?;
+    let jobs = load_jobs(ctx).await?;
     config(pipeline::check_clocks(ctx, &jobs).await)?;
     let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "{} job spec(s) in {} are valid against the database",
-        jobs.len(),
-        ctx.settings.jobs_dir.display()
-    )?;
+    let left_out = ctx.rejected().len();
+    if left_out == 0 {
+        writeln!(
+            out,
+            "{} job spec(s) in {} are valid against the database",
+            jobs.len(),
+            ctx.settings.jobs_dir.display()
+        )?;
+    } else {
+        writeln!(
+            out,
+            "{} of {} job spec(s) in {} are valid against the database; {left_out} left out \
+             (--keep-going)",
+            jobs.len(),
+            jobs.len() + left_out,
+            ctx.settings.jobs_dir.display()
+        )?;
+    }
     let now = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp(), 0)
         .expect("now is representable");
     for job in &jobs {

@@ -109,6 +109,7 @@ async fn dispatch(cli: Cli) -> Result<u8> {
         )));
     }
     let mut settings = config(Settings::from_env())?;
+    settings.keep_going |= cli.keep_going;
     if let Command::Daemon { listen } = cli.command {
         if listen.is_some() {
             settings.listen = listen;
@@ -118,19 +119,28 @@ async fn dispatch(cli: Cli) -> Result<u8> {
     let create = matches!(cli.command, Command::Migrate { create: true, .. });
     config(db::check_url(&settings.database_url, create))?;
     let ctx = config(Context::build(&settings).await)?;
-    match cli.command {
-        Command::Migrate { down, .. } => migrate(&ctx, down).await,
-        Command::Check => check(&ctx).await,
+    let code = command(&ctx, cli.command).await?;
+    // A spec left out by --keep-going is work undone: never a clean exit.
+    if code == 0 && !ctx.rejected().is_empty() {
+        return Ok(1);
+    }
+    Ok(code)
+}
+
+async fn command(ctx: &Context, command: Command) -> Result<u8> {
+    match command {
+        Command::Migrate { down, .. } => migrate(ctx, down).await,
+        Command::Check => check(ctx).await,
         Command::Plan { jobs, format } => {
-            let all = ready_jobs(&ctx).await?;
+            let all = ready_jobs(ctx).await?;
             let selected = config(select(&all, &jobs, jobs.is_empty()))?;
-            plan_cmd(&ctx, &all, &selected, &format).await
+            plan_cmd(ctx, &all, &selected, &format).await
         }
         Command::Run(args) => {
-            let all = ready_jobs(&ctx).await?;
+            let all = ready_jobs(ctx).await?;
             let selected = config(select(&all, &args.jobs, args.all))?;
             run_cmd(
-                &ctx,
+                ctx,
                 &all,
                 &selected,
                 &RunOptions {
@@ -147,8 +157,8 @@ async fn dispatch(cli: Cli) -> Result<u8> {
             .await
         }
         Command::Daemon { .. } | Command::Demo { .. } => unreachable!("handled before connecting"),
-        Command::Hold(h) => hold_cmd(&ctx, h).await,
-        Command::Report(args) => report_cmd(&ctx, args).await,
+        Command::Hold(h) => hold_cmd(ctx, h).await,
+        Command::Report(args) => report_cmd(ctx, args).await,
         Command::Clock(ClockCommand::Confirm { by }) => {
             config(db::require_current_schema(&ctx.db).await)?;
             let (now, last) = config(db::clock::confirm(&ctx.db, &by).await)?;
@@ -167,7 +177,7 @@ async fn dispatch(cli: Cli) -> Result<u8> {
             };
             match cmd {
                 AuditCommand::Verify { anchor } => {
-                    audit_verify(&ctx, config(target(anchor))?).await
+                    audit_verify(ctx, config(target(anchor))?).await
                 }
                 AuditCommand::Anchor { to } => {
                     let Some(target) = config(target(to))? else {

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub database_up: bool,
     pub started: Option<DateTime<Utc>>,
     pub shutting_down: bool,
+    /// Spec files left out at start-up (`--keep-going`), by file name.
+    pub invalid_specs: Vec<String>,
 }
 
 struct Family<'a> {
@@ -235,6 +237,12 @@ pub fn render(m: &Metrics, now: DateTime<Utc>) -> String {
             f.sample("lethe_oldest_eligible_age_seconds", &[("job", job)], age);
         }
     }
+    f.head(
+        "lethe_invalid_specs",
+        "gauge",
+        "Job spec files left out at start-up because they do not parse or do not match the database (--keep-going); their jobs do not run.",
+    );
+    let _ = writeln!(f.out, "lethe_invalid_specs {}", m.invalid_specs.len());
     if let Some(s) = m.started {
         f.head(
             "lethe_uptime_seconds",

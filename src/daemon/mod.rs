@@ -132,6 +132,15 @@ pub async fn run(settings: Settings) -> Result<u8> {
         .await
         .map_err(crate::config::config_error)?;
     let jobs = Arc::new(ctx.load_jobs().await.map_err(crate::config::config_error)?);
+    for r in ctx.rejected() {
+        tracing::error!(file = %r.file.display(), error = %r.error, "job spec left out (--keep-going); its job does not run");
+        state
+            .metrics
+            .lock()
+            .expect("metrics lock")
+            .invalid_specs
+            .push(r.file.display().to_string());
+    }
     if let Some(t) = &ctx.settings.audit_anchor {
         crate::anchor::Target::parse(t)
             .map_err(|e| crate::config::config_error(e.context("LETHE_AUDIT_ANCHOR")))?;

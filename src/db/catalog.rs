@@ -208,12 +208,32 @@ async fn load_pg(pool: &PgPool) -> Result<Catalog> {
 /// Checks that every filter literal is a valid value of its column's type (`id = 'abc'` on a
 /// bigint column), so `check` refuses what `run` would otherwise fail on.
 pub async fn check_literals(db: &Db, jobs: &[crate::spec::Job]) -> Result<()> {
-    let pool = match db {
-        Db::Pg(p) => p,
-        Db::Lite(_) => return check_literals_lite(jobs),
-    };
-    let mut errors = Vec::new();
+    let errors: Vec<String> = literal_problems(db, jobs)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+    if !errors.is_empty() {
+        anyhow::bail!("{}", errors.join("\n"));
+    }
+    Ok(())
+}
+
+/// Each job's invalid filter literals, index for index.
+pub async fn literal_problems(db: &Db, jobs: &[crate::spec::Job]) -> Result<Vec<Vec<String>>> {
+    let mut out = Vec::with_capacity(jobs.len());
     for job in jobs {
+        out.push(match db {
+            Db::Pg(p) => literals_pg(p, job).await?,
+            Db::Lite(_) => literals_lite(job),
+        });
+    }
+    Ok(out)
+}
+
+async fn literals_pg(pool: &PgPool, job: &crate::spec::Job) -> Result<Vec<String>> {
+    let mut errors = Vec::new();
+    {
         for (i, node) in job.nodes.iter().enumerate() {
             let Some(f) = &node.filter else { continue };
             for (column, literal) in f.literals() {
@@ -241,17 +261,14 @@ pub async fn check_literals(db: &Db, jobs: &[crate::spec::Job]) -> Result<()> {
             }
         }
     }
-    if !errors.is_empty() {
-        anyhow::bail!("{}", errors.join("\n"));
-    }
-    Ok(())
+    Ok(errors)
 }
 
 /// SQLite converts rather than refuses (`CAST('abc' AS INTEGER)` is 0), so literals of numeric
 /// columns are checked here: a filter `id = 'abc'` would otherwise match rows it never meant.
-fn check_literals_lite(jobs: &[crate::spec::Job]) -> Result<()> {
+fn literals_lite(job: &crate::spec::Job) -> Vec<String> {
     let mut errors = Vec::new();
-    for job in jobs {
+    {
         for (i, node) in job.nodes.iter().enumerate() {
             let Some(f) = &node.filter else { continue };
             for (column, literal) in f.literals() {
@@ -282,8 +299,5 @@ fn check_literals_lite(jobs: &[crate::spec::Job]) -> Result<()> {
             }
         }
     }
-    if !errors.is_empty() {
-        anyhow::bail!("{}", errors.join("\n"));
-    }
-    Ok(())
+    errors
 }

@@ -183,6 +183,17 @@ pub async fn latest(db: &Db) -> Result<i64> {
     .context("reading the newest hold")
 }
 
+/// Active holds that name a job (job and subject holds): (id, job).
+pub async fn active_job_names(db: &Db) -> Result<Vec<(i64, String)>> {
+    let sql = db.t(
+        "SELECT id, job FROM lethe.holds WHERE released_at IS NULL AND job IS NOT NULL ORDER BY id",
+    );
+    crate::on_db!(db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .fetch_all(p)
+        .await)
+    .context("reading the active holds")
+}
+
 pub async fn list(db: &Db, include_released: bool) -> Result<Vec<Hold>> {
     let sql = db.t("SELECT * FROM lethe.holds WHERE $1 OR released_at IS NULL ORDER BY id");
     crate::on_db!(db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))

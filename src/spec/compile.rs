@@ -240,6 +240,29 @@ impl Job {
 
 /// Reads every `*.toml` in `dir`, sorted by name. Any bad file fails the whole load.
 pub fn load_dir(dir: &Path) -> Result<Vec<Job>> {
+    let (jobs, rejected) = load_dir_each(dir)?;
+    if !rejected.is_empty() {
+        let errors: Vec<&str> = rejected.iter().map(|r| r.error.as_str()).collect();
+        bail!("{}", errors.join("\n"));
+    }
+    if jobs.is_empty() {
+        bail!("no job specs (*.toml) in {}", dir.display());
+    }
+    Ok(jobs)
+}
+
+/// A spec file that could not be used, and why (its first line names the file).
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub file: PathBuf,
+    /// The job's name, when the file parsed far enough to have one.
+    pub job: Option<String>,
+    pub error: String,
+}
+
+/// Every spec in `dir`, each on its own: the jobs that parse, and the files that do not (or
+/// reuse a name an earlier file took). Only an unreadable directory is an error here.
+pub fn load_dir_each(dir: &Path) -> Result<(Vec<Job>, Vec<Rejected>)> {
     let entries = std::fs::read_dir(dir).with_context(|| {
         format!(
             "reading the job directory {} (set LETHE_JOBS_DIR)",
@@ -252,31 +275,33 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Job>> {
         .collect();
     paths.sort();
     let mut jobs: Vec<Job> = Vec::new();
-    let mut errors = Vec::new();
+    let mut rejected = Vec::new();
     for p in &paths {
         match load_file(p) {
             Ok(job) => {
                 if let Some(other) = jobs.iter().find(|j| j.name == job.name) {
-                    errors.push(format!(
-                        "{}: job name `{}` is already used by {}",
-                        p.display(),
-                        job.name,
-                        other.file.display()
-                    ));
+                    rejected.push(Rejected {
+                        file: p.clone(),
+                        job: None,
+                        error: format!(
+                            "{}: job name `{}` is already used by {}",
+                            p.display(),
+                            job.name,
+                            other.file.display()
+                        ),
+                    });
                 } else {
                     jobs.push(job);
                 }
             }
-            Err(e) => errors.push(format!("{e:#}")),
+            Err(e) => rejected.push(Rejected {
+                file: p.clone(),
+                job: None,
+                error: format!("{e:#}"),
+            }),
         }
     }
-    if !errors.is_empty() {
-        bail!("{}", errors.join("\n"));
-    }
-    if jobs.is_empty() {
-        bail!("no job specs (*.toml) in {}", dir.display());
-    }
-    Ok(jobs)
+    Ok((jobs, rejected))
 }
 
 /// The largest spec file accepted; specs are small, a huge one is a mistake.

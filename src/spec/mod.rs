@@ -14,7 +14,8 @@ pub mod validate;
 mod props;
 
 pub use compile::{
-    ClockKind, Job, Link, Node, ObjectSource, Template, Windows, load_dir, load_file, parse_job,
+    ClockKind, Job, Link, Node, ObjectSource, Rejected, Template, Windows, load_dir, load_dir_each,
+    load_file, parse_job,
 };
 pub use duration::Window;
 pub use filter::Filter;

@@ -94,22 +94,34 @@ impl Catalog {
 
 /// Validates every job; all problems are reported together, each naming file and line.
 pub fn validate(jobs: &mut [Job], catalog: &Catalog) -> Result<()> {
-    let mut errors = Vec::new();
-    for job in jobs.iter_mut() {
-        let before = errors.len();
-        add_cascades(job, catalog);
-        job.notes = cleared_links(job, catalog);
-        check_job(job, catalog, &mut errors);
-        if errors.len() == before {
-            job.types = collect_types(job, catalog);
-            job.dialect = catalog.dialect;
-        }
-    }
-    check_overlaps(jobs, &mut errors);
+    let errors: Vec<String> = problems(jobs, catalog).into_iter().flatten().collect();
     if !errors.is_empty() {
         bail!("{}", errors.join("\n"));
     }
     Ok(())
+}
+
+/// Each job's problems against the catalog (empty for a valid job), index for index. A clash
+/// between two jobs on one subject table is the later file's problem.
+pub fn problems(jobs: &mut [Job], catalog: &Catalog) -> Vec<Vec<String>> {
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs.iter_mut() {
+        let mut errors = Vec::new();
+        add_cascades(job, catalog);
+        job.notes = cleared_links(job, catalog);
+        check_job(job, catalog, &mut errors);
+        if errors.is_empty() {
+            job.types = collect_types(job, catalog);
+            job.dialect = catalog.dialect;
+        }
+        out.push(errors);
+    }
+    for (i, a) in jobs.iter().enumerate() {
+        let mut errors = Vec::new();
+        check_overlaps_of(a, &jobs[..i], &mut errors);
+        out[i].extend(errors);
+    }
+    out
 }
 
 /// Whether a catalog type holds whole numbers (PostgreSQL's names, or a SQLite declared type).
@@ -421,9 +433,17 @@ fn link_fields(columns: &[String], ref_columns: &[String]) -> String {
 /// windows and whichever job ran first would decide. Disjoint is proven only one way: a column
 /// that both subject filters pin to literal values (`=` or `IN`, alone or inside `AND`) with no
 /// value in common, like `plan = 'free'` and `plan = 'team'`.
+#[cfg(test)]
 fn check_overlaps(jobs: &[Job], errors: &mut Vec<String>) {
     for (i, a) in jobs.iter().enumerate() {
-        for b in &jobs[..i] {
+        check_overlaps_of(a, &jobs[..i], errors);
+    }
+}
+
+/// `a` against the jobs before it.
+fn check_overlaps_of(a: &Job, earlier: &[Job], errors: &mut Vec<String>) {
+    {
+        for b in earlier {
             if a.nodes[0].table != b.nodes[0].table {
                 continue;
             }

@@ -642,3 +642,48 @@ async fn a_daemon_stopped_past_its_lease_deletes_nothing_when_continued() {
     assert_eq!(d.terminate().0, 0);
     w.cleanup().await;
 }
+
+/// A daemon with LETHE_KEEP_GOING runs its valid jobs beside a draft spec that does not match
+/// the database, reports the draft in its log and counts it in `lethe_invalid_specs`; without
+/// it, the same directory stops the daemon with exit 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_going_daemon_runs_the_valid_jobs_and_counts_the_invalid_spec() {
+    let w = World::new(Versioning::Unversioned).await;
+    w.account(1, "free", None).await;
+    w.run_row(1, 1, Some(GRACE + 60)).await;
+    std::fs::write(
+        w.jobs_dir.join("draft-experiments.toml"),
+        "schedule = \"0 3 * * *\"\n[subject]\ntable = \"experiments\"\nclock = \"deleted_at\"\n\
+         clock_kind = \"timestamptz\"\n[window]\ngrace = \"1d\"\ndeadline = \"2d\"\n",
+    )
+    .unwrap();
+    let mut strict = Daemon::start(&w, &[]);
+    let t = Instant::now();
+    let code = loop {
+        if let Some(s) = strict.child.as_mut().unwrap().try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "{}", strict.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(2), "{}", strict.logs());
+    assert_eq!(w.rows_of_run(1).await, 7, "nothing ran");
+
+    let mut d = Daemon::start(&w, &[("LETHE_KEEP_GOING", "true")]);
+    wait_for("the catch-up run", &d, async || w.rows_of_run(1).await == 0).await;
+    wait_for("the metric", &d, async || {
+        d.metric("lethe_invalid_specs") == Some(1.0)
+    })
+    .await;
+    let (code, _) = d.terminate();
+    assert_eq!(code, 0, "{}", d.logs());
+    let logs = d.logs();
+    assert_eq!(
+        logs.lines()
+            .filter(|l| l.contains("draft-experiments.toml"))
+            .count(),
+        1,
+        "said once: {logs}"
+    );
+    w.cleanup().await;
+}

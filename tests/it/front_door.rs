@@ -323,3 +323,77 @@ fn check_prints_the_configuration_by_variable_name_with_secrets_masked() {
     );
     std::fs::remove_dir_all(d.parent().unwrap()).unwrap();
 }
+
+/// One draft spec beside valid ones: by default it stops every job (exit 2); with
+/// `--keep-going` (or LETHE_KEEP_GOING=true) it is left out, said once, the other jobs run, and
+/// the exit is 1. A hold naming the left-out job stops the run, since what it protects in the
+/// other jobs is unknown; nothing is deleted then.
+#[test]
+fn keep_going_leaves_a_bad_spec_out_and_runs_the_others() {
+    let (d, env) = demo();
+    let jobs = d.join("jobs");
+    std::fs::write(
+        jobs.join("draft-experiments.toml"),
+        "schedule = \"0 3 * * *\"\n[subject]\ntable = \"experiments\"\nclock = \"deleted_at\"\n\
+         clock_kind = \"timestamptz\"\n[window]\ngrace = \"1d\"\ndeadline = \"2d\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        jobs.join("half-written.toml"),
+        "schedule = \"0 3 * * *\"\n[subject\n",
+    )
+    .unwrap();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (code, out, err) = lethe(&env, &["check"]);
+    assert_eq!(code, 2, "strict by default: {out}{err}");
+    assert!(err.contains("half-written.toml"), "{err}");
+
+    let (code, out, err) = lethe(&env, &["check", "--keep-going"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.starts_with("3 of 5 job spec(s)"), "{out}");
+    assert!(
+        out.contains("job deleted-runs"),
+        "the valid jobs are checked: {out}"
+    );
+    for file in ["draft-experiments.toml", "half-written.toml"] {
+        assert_eq!(
+            err.lines()
+                .filter(|l| l.contains("left out") && l.contains(file))
+                .count(),
+            1,
+            "{file} said once: {err}"
+        );
+    }
+    let mut keep: Vec<(&str, &str)> = env.clone();
+    keep.push(("LETHE_KEEP_GOING", "true"));
+    let (code, out, err) = lethe(&keep, &["run", "--all"]);
+    assert_eq!(code, 1, "{out}{err}");
+    for job in ["closed-accounts", "deleted-runs", "deleted-snapshots"] {
+        assert!(out.lines().any(|l| l.starts_with(job)), "{job} ran: {out}");
+    }
+
+    // A hold on the left-out job: what it keeps elsewhere is unknown, so nothing runs.
+    let url = url(&d.join("platform.db"));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let db = lethe::db::connect(&url, 1).await.unwrap();
+        let lethe::db::Db::Lite(pool) = &db else {
+            unreachable!("a SQLite demo")
+        };
+        sqlx::query(
+            "INSERT INTO lethe_holds (job, reason, placed_by) VALUES ('draft-experiments', 'audit', 'legal')",
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+        db.close().await;
+    });
+    let before = files(&d.join("objects"));
+    let (code, out, err) = lethe(&keep, &["run", "--all"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("draft-experiments") && err.contains("hold"),
+        "{err}"
+    );
+    assert_eq!(files(&d.join("objects")), before, "nothing deleted");
+    std::fs::remove_dir_all(d.parent().unwrap()).unwrap();
+}
