@@ -114,6 +114,29 @@ impl Location {
     pub fn covers(&self, key: &str) -> bool {
         self.exact_key() == Some(key) || self.dir_prefix().is_some_and(|p| key.starts_with(p))
     }
+
+    /// Whether everything `other` purges lies in this location's directory, in the same store
+    /// and bucket: purging and verifying this one does the other's work.
+    pub fn contains(&self, other: &Location) -> bool {
+        let Some(dir) = self.dir_prefix() else {
+            return false;
+        };
+        self != other
+            && self.store == other.store
+            && self.bucket == other.bucket
+            && other.dir_prefix().is_none_or(|p| p.starts_with(dir))
+            && other.exact_key().is_none_or(|k| k.starts_with(dir))
+    }
+}
+
+/// The locations without those another of them contains (MLflow's `7/<run>/artifacts/` inside
+/// the run's `7/<run>/`): each object is listed, deleted and verified once.
+pub fn outermost(locations: impl IntoIterator<Item = Location>) -> Vec<Location> {
+    let all: Vec<Location> = locations.into_iter().collect();
+    all.iter()
+        .filter(|l| !all.iter().any(|o| o.contains(l)))
+        .cloned()
+        .collect()
 }
 
 impl fmt::Display for Location {
@@ -198,6 +221,38 @@ mod tests {
         );
         let l = Location::from_uri("s3://art-1/runs/7/").unwrap();
         assert_eq!(l.exact_key(), None);
+    }
+
+    #[test]
+    fn a_location_inside_another_of_the_subject_is_dropped_and_only_then() {
+        let dir = |b: &str, p: &str| Location::dir(b, p).unwrap();
+        let uri = |u: &str| Location::from_uri(u).unwrap();
+        let run = dir("art", "7/abc/");
+        let kept = outermost([
+            run.clone(),
+            uri("s3://art/7/abc/artifacts"), // inside, as a directory and an object
+            uri("s3://art/7/abcd/"),         // a neighbour sharing the prefix
+            uri("s3://art/7/abc"),           // the directory and the object `7/abc`
+            uri("s3://other/7/abc/artifacts/"), // another bucket
+        ]);
+        let names: Vec<String> = kept.iter().map(ToString::to_string).collect();
+        // `s3://art/7/abc` is the directory `7/abc/` and the object `7/abc`: it holds `run`.
+        assert_eq!(
+            kept,
+            [
+                uri("s3://art/7/abcd/"),
+                uri("s3://art/7/abc"),
+                uri("s3://other/7/abc/artifacts/")
+            ],
+            "{names:?}"
+        );
+        let mut object = uri("s3://art/7/abc/x");
+        object.object_only = true;
+        assert!(
+            !object.contains(&run),
+            "an object-only location contains nothing"
+        );
+        assert_eq!(outermost([run.clone(), object]), [run]);
     }
 
     #[test]

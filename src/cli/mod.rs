@@ -176,9 +176,7 @@ async fn command(ctx: &Context, command: Command) -> Result<u8> {
                     .transpose()
             };
             match cmd {
-                AuditCommand::Verify { anchor } => {
-                    audit_verify(ctx, config(target(anchor))?).await
-                }
+                AuditCommand::Verify { anchor } => audit_verify(ctx, config(target(anchor))?).await,
                 AuditCommand::Anchor { to } => {
                     let Some(target) = config(target(to))? else {
                         return config(Err(anyhow!(

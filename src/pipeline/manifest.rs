@@ -144,7 +144,7 @@ pub async fn build(
     }
     for (k, locs) in locations {
         if let Some(m) = out.get_mut(&k) {
-            m.locations = locs.into_iter().collect();
+            m.locations = crate::domain::outermost(locs);
         }
     }
     refuse_nested(ctx, job, &mut out).await?;

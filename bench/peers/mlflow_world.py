@@ -1,0 +1,104 @@
+"""Seeds an MLflow 3.x world for bench/mlflow.sh, fast: the tables MLflow's own migrations made
+(`mlflow db upgrade`), filled with SQL, and the artifacts uploaded with boto3, in MLflow's
+layout. `mlflow gc` and lethe then meet the same rows and objects.
+
+    mlflow_world.py DB_URL BUCKET RUNS PURGE [--versioned]
+
+DB_URL is postgresql://...; RUNS runs over 20 experiments, PURGE of them deleted 40 days ago
+(eligible for `mlflow gc --older-than 30d` and for lethe's pack), 30 more deleted 5 days ago
+(neither touches them), the rest active. Each run has 20 metric points, its latest metric, 5
+params, 3 tags, a dataset input with a tag, and 5 artifacts of 1 KiB under
+<experiment>/<run>/artifacts/; with --versioned each artifact is written twice. Prints counts.
+"""
+
+import concurrent.futures
+import os
+import sys
+import time
+import uuid
+
+import boto3
+import psycopg
+
+DAY_MS = 86_400_000
+EXPERIMENTS = 20
+ARTIFACTS = ["model/MLmodel", "model/model.pkl", "metrics.json", "notes.txt", "plots/loss.png"]
+
+
+def main():
+    db, bucket, runs, purge = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    versioned = "--versioned" in sys.argv
+    now = int(time.time() * 1000)
+    ids = [uuid.uuid4().hex for _ in range(runs)]
+    state = {}
+    for n, rid in enumerate(ids):
+        if n < purge:
+            state[rid] = ("deleted", now - 40 * DAY_MS)
+        elif n < purge + 30:
+            state[rid] = ("deleted", now - 5 * DAY_MS)
+        else:
+            state[rid] = ("active", None)
+    exp_of = {rid: 1 + n % EXPERIMENTS for n, rid in enumerate(ids)}
+    with psycopg.connect(db) as conn:
+        with conn.cursor() as cur:
+            for e in range(1, EXPERIMENTS + 1):
+                cur.execute(
+                    "INSERT INTO experiments (experiment_id, name, artifact_location, lifecycle_stage, "
+                    "creation_time, last_update_time) VALUES (%s, %s, %s, 'active', %s, %s)",
+                    (e, f"bench-{e}", f"s3://{bucket}/{e}", now - 90 * DAY_MS, now - 90 * DAY_MS),
+                )
+                cur.execute(
+                    "INSERT INTO datasets (dataset_uuid, experiment_id, name, digest, dataset_source_type, "
+                    "dataset_source) VALUES (%s, %s, 'train', %s, 'code', '{}')",
+                    (f"ds{e}", e, f"d{e}"),
+                )
+            cur.execute("SELECT setval(pg_get_serial_sequence('experiments', 'experiment_id'), %s)", (EXPERIMENTS,))
+            with cur.copy(
+                "COPY runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, status, "
+                "start_time, end_time, source_version, lifecycle_stage, artifact_uri, experiment_id, "
+                "deleted_time) FROM STDIN"
+            ) as cp:
+                for rid in ids:
+                    stage, deleted = state[rid]
+                    e = exp_of[rid]
+                    cp.write_row((rid, "r", "LOCAL", "train.py", "", "bench", "FINISHED", now - 60 * DAY_MS,
+                                  now - 60 * DAY_MS, "", stage, f"s3://{bucket}/{e}/{rid}/artifacts", e, deleted))
+            with cur.copy("COPY metrics (key, value, timestamp, run_uuid, step, is_nan) FROM STDIN") as cp:
+                for rid in ids:
+                    for s in range(20):
+                        cp.write_row(("loss", 1.0 / (s + 1), now - 60 * DAY_MS + s, rid, s, False))
+            with cur.copy("COPY latest_metrics (key, value, timestamp, step, is_nan, run_uuid) FROM STDIN") as cp:
+                for rid in ids:
+                    cp.write_row(("loss", 0.05, now - 60 * DAY_MS + 19, 19, False, rid))
+            with cur.copy("COPY params (key, value, run_uuid) FROM STDIN") as cp:
+                for rid in ids:
+                    for p in range(5):
+                        cp.write_row((f"p{p}", "v", rid))
+            with cur.copy("COPY tags (key, value, run_uuid) FROM STDIN") as cp:
+                for rid in ids:
+                    for t in ["mlflow.runName", "mlflow.user", "team"]:
+                        cp.write_row((t, "x", rid))
+            with cur.copy(
+                "COPY inputs (input_uuid, source_type, source_id, destination_type, destination_id, step) FROM STDIN"
+            ) as cp:
+                for rid in ids:
+                    cp.write_row((f"in{rid}", "DATASET", f"ds{exp_of[rid]}", "RUN", rid, 0))
+            with cur.copy("COPY input_tags (input_uuid, name, value) FROM STDIN") as cp:
+                for rid in ids:
+                    cp.write_row((f"in{rid}", "mlflow.data.context", "train"))
+        conn.execute("ANALYZE")
+    s3 = boto3.client("s3", endpoint_url=os.environ["MLFLOW_S3_ENDPOINT_URL"])
+    body = b"x" * 1024
+    keys = [f"{exp_of[rid]}/{rid}/artifacts/{a}" for rid in ids for a in ARTIFACTS]
+
+    def put(key):
+        for _ in range(2 if versioned else 1):
+            s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        list(pool.map(put, keys))
+    print(f"seeded {runs} runs ({purge} to purge), {len(keys) * (2 if versioned else 1)} object versions")
+
+
+if __name__ == "__main__":
+    main()
