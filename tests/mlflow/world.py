@@ -186,6 +186,7 @@ def build(state_path):
             "UPDATE runs SET deleted_time = %s WHERE experiment_id = 1", (old,)
         )
         traces = [r[0] for r in conn.execute("SELECT request_id FROM trace_info WHERE experiment_id = 1")]
+    assert traces, "the deleted experiment has a trace"
     world["traces"] = traces
     world["rows"] = every_row(os.environ["MLFLOW_DB"])
     world["objects"] = sorted(every_version(BUCKET))
@@ -199,17 +200,29 @@ def check(state_path):
     with open(state_path) as f:
         world = json.load(f)
     failures = []
+    # HELD_RUN: a run under a legal hold. It stays, and so does its experiment with everything
+    # lethe's experiment job would have taken with it (its models, its trace); the experiment's
+    # other deleted runs still go, each on its own.
+    held = os.environ.get("HELD_RUN")
+    if held:
+        exp = world["runs"][held]["experiment"]
+        world["runs"][held]["fate"] = "keep"
+        world["experiments"][exp]["fate"] = "keep"
+        for m in world["models"].values():
+            if m["experiment"] == exp:
+                m["fate"] = "keep"
+        world["traces"] = []
     gone_ids = {i for k in ["runs", "models"] for i, v in world[k].items() if v["fate"] == "purge"}
     gone_ids |= set(world["traces"])
     gone_exps = {e for e, v in world["experiments"].items() if v["fate"] == "purge"}
-    assert world["traces"], "the deleted experiment has a trace"
 
     def belongs(row):
         """Whether a row is part of something purged: names a purged run, model or trace in any
-        column, or a purged experiment in its experiment_id."""
+        column, or a purged experiment in its experiment_id. A model's `source_run_id` only says
+        where it came from: the model outlives that run."""
         if row.get("experiment_id") in gone_exps:
             return True
-        return any(v in gone_ids for v in row.values())
+        return any(v in gone_ids for c, v in row.items() if c != "source_run_id")
 
     # An input's tags name only the input: they belong to what its input row belongs to.
     gone_ids |= {r["input_uuid"] for r in world["rows"]["inputs"] if belongs(r)}
