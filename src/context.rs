@@ -70,6 +70,8 @@ impl Context {
         let mut jobs = keep_valid(jobs, problems, &mut rejected);
         let problems = crate::db::catalog::literal_problems(&self.db, &jobs).await?;
         jobs = keep_valid(jobs, problems, &mut rejected);
+        let problems = crate::pipeline::clock_problems(self, &jobs).await?;
+        jobs = keep_valid(jobs, problems, &mut rejected);
         if jobs.is_empty() {
             let errors: Vec<&str> = rejected.iter().map(|r| r.error.as_str()).collect();
             anyhow::bail!(

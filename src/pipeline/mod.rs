@@ -257,20 +257,34 @@ pub async fn preflight(ctx: &Context, jobs: &[Job], dry_run: bool) -> Result<()>
 /// day ahead of the database's clock), naming the subjects and values found: a clock read in the
 /// wrong unit would make every subject eligible, or none.
 pub async fn check_clocks(ctx: &Context, jobs: &[Job]) -> Result<()> {
-    let mut errors = Vec::new();
+    let errors: Vec<String> = clock_problems(ctx, jobs)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+    if !errors.is_empty() {
+        anyhow::bail!("{}", errors.join("\n"));
+    }
+    Ok(())
+}
+
+/// Each job's implausible clocks (`check_clocks`), index for index.
+pub async fn clock_problems(ctx: &Context, jobs: &[Job]) -> Result<Vec<Vec<String>>> {
+    let mut out = Vec::with_capacity(jobs.len());
     for job in jobs {
         let found: Vec<(String, Option<String>)> = platform::implausible_clocks(job)
             .fetch_all(&ctx.db)
             .await
             .with_context(|| format!("sampling the clock of job `{}`", job.name))?;
         if found.is_empty() {
+            out.push(Vec::new());
             continue;
         }
         let values: Vec<String> = found
             .iter()
             .map(|(k, c)| format!("{k}: {}", c.as_deref().unwrap_or("?")))
             .collect();
-        errors.push(format!(
+        out.push(vec![format!(
             "{}:{}: job `{}`: clock `{}` read as {} gives times before 2000 or more than a day \
              ahead ({}); a clock in another unit than its clock_kind makes every subject \
              eligible at once, or never: check clock_kind, or correct those rows; nothing was \
@@ -281,12 +295,9 @@ pub async fn check_clocks(ctx: &Context, jobs: &[Job]) -> Result<()> {
             job.clock,
             job.clock_kind,
             values.join(", ")
-        ));
+        )]);
     }
-    if !errors.is_empty() {
-        anyhow::bail!("{}", errors.join("\n"));
-    }
-    Ok(())
+    Ok(out)
 }
 
 /// Asks the store to delete, by version, a key that cannot exist (under `.lethe-probe/`, with a

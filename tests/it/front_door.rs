@@ -397,3 +397,45 @@ fn keep_going_leaves_a_bad_spec_out_and_runs_the_others() {
     assert_eq!(files(&d.join("objects")), before, "nothing deleted");
     std::fs::remove_dir_all(d.parent().unwrap()).unwrap();
 }
+
+/// A clock that does not look like time (a deleted run whose `deleted_time` reads as 1970)
+/// stops every job by default; with --keep-going only that job is left out.
+#[test]
+fn keep_going_leaves_out_a_job_whose_clock_is_not_time() {
+    let (d, env) = demo();
+    let url = url(&d.join("platform.db"));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let db = lethe::db::connect(&url, 1).await.unwrap();
+        let lethe::db::Db::Lite(pool) = &db else {
+            unreachable!("a SQLite demo")
+        };
+        let changed = sqlx::query(
+            "UPDATE runs SET deleted_time = 5 WHERE id = (SELECT min(id) FROM runs WHERE lifecycle_stage = 'deleted')",
+        )
+        .execute(pool)
+        .await
+        .unwrap()
+        .rows_affected();
+        assert_eq!(changed, 1);
+        db.close().await;
+    });
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (code, out, err) = lethe(&env, &["run", "--all"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("deleted-runs") && err.contains("before 2000"),
+        "{err}"
+    );
+    let (code, out, err) = lethe(&env, &["run", "--all", "--keep-going"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("left out") && err.contains("before 2000"),
+        "{err}"
+    );
+    assert!(!out.lines().any(|l| l.starts_with("deleted-runs")), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("closed-accounts")),
+        "{out}"
+    );
+    std::fs::remove_dir_all(d.parent().unwrap()).unwrap();
+}

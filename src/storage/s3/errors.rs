@@ -11,9 +11,17 @@ pub(super) fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync
 ) -> StoreError {
     let status = err.raw_response().map(|r| r.status().as_u16());
     let code = err.code().unwrap_or("").to_string();
+    // The SDK reports credentials it could not load as a failure to send the request.
+    let no_credentials =
+        matches!(err, SdkError::DispatchFailure(_)) && causes(&err).contains("credentials");
     let msg = match (err.code(), err.message()) {
         (Some(c), Some(m)) => format!("{what}: {c}: {m}"),
         (Some(c), None) => format!("{what}: {c} (HTTP {})", status.unwrap_or(0)),
+        _ if no_credentials => format!(
+            "{what}: no S3 credentials could be loaded ({}): set AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with a role that provides them",
+            causes(&err)
+        ),
         _ if matches!(
             err,
             SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)
@@ -28,6 +36,9 @@ pub(super) fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync
         }
         _ => format!("{what}: {}", causes(&err)),
     };
+    if no_credentials {
+        return StoreError::Auth(msg);
+    }
     match (code.as_str(), status) {
         ("NoSuchBucket", _) => StoreError::NotFound(msg),
         (
