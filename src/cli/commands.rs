@@ -228,14 +228,18 @@ pub(super) async fn check(ctx: &Context) -> Result<u8> {
             .map(|&i| job.nodes[i].name.to_string())
             .collect();
         writeln!(out, "  deletes, in order: {}", order.join(" -> "))?;
-        for n in job.nodes.iter().filter(|n| n.by_database) {
+        for (i, n) in job.nodes.iter().enumerate().filter(|(_, n)| n.by_database) {
             let parent = n.link.as_ref().map(|l| &job.nodes[l.parent]);
+            let counted = if job.counted_elsewhere(i) {
+                "counted on its other path".to_string()
+            } else {
+                format!("lethe counts them as `{}`", n.name)
+            };
             writeln!(
                 out,
-                "  the database deletes `{}` rows with their `{}` row (ON DELETE CASCADE); lethe counts them as `{}`",
+                "  the database deletes `{}` rows with their `{}` row (ON DELETE CASCADE); {counted}",
                 n.table,
                 parent.map_or(String::new(), |p| p.table.to_string()),
-                n.name
             )?;
         }
         for note in &job.notes {

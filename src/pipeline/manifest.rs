@@ -69,7 +69,12 @@ pub async fn build(
             (k.clone(), m)
         })
         .collect();
-    for (i, node) in job.nodes.iter().enumerate().filter(|_| count_rows) {
+    for (i, node) in job
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| count_rows && !job.counted_elsewhere(*i))
+    {
         let sql = platform::count_rows(job, i, keys);
         let rows: Vec<(String, i64)> = sql.fetch_all(&ctx.db).await?;
         for (k, n) in rows {

@@ -157,7 +157,9 @@ async fn purge_batch(
         for i in job.delete_order() {
             let node = &job.nodes[i];
             let what = || format!("deleting rows of `{}` (table {})", node.name, node.table);
-            let deleted = if node.by_database {
+            let deleted = if job.counted_elsewhere(i) {
+                Vec::new()
+            } else if node.by_database {
                 // The database deletes these with their parent (ON DELETE CASCADE): counted
                 // now, before the parent goes, so the audit says what went.
                 platform::count_rows(job, i, &go)

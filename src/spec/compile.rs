@@ -208,6 +208,22 @@ impl Template {
 }
 
 impl Job {
+    /// Whether node `i` is one the database deletes (`by_database`) of a table the spec lists
+    /// unfiltered elsewhere, or lies under such a node: those rows are counted, and their
+    /// foreign keys checked, under the spec's own entry.
+    pub fn counted_elsewhere(&self, i: usize) -> bool {
+        let node = &self.nodes[i];
+        node.by_database
+            && (self
+                .nodes
+                .iter()
+                .any(|n| !n.by_database && n.filter.is_none() && n.table == node.table)
+                || node
+                    .link
+                    .as_ref()
+                    .is_some_and(|l| self.counted_elsewhere(l.parent)))
+    }
+
     /// Node indices in deletion order: deepest first, the subject last.
     pub fn delete_order(&self) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.nodes.len()).collect();

@@ -542,8 +542,10 @@ fn chain_tables(job: &Job, i: usize) -> Vec<&TableName> {
 /// Adds, under every node, the rows the database deletes itself: each foreign key `ON DELETE
 /// CASCADE` into a node's table that no entry lists becomes a node lethe counts (so the audit
 /// says what went) and never deletes. Its own children are found the same way; a key back into
-/// a table on its own chain (a table referencing itself), or into a table the spec lists
-/// elsewhere, is left to the database uncounted there.
+/// a table on its own chain (a table referencing itself) is left to the database uncounted.
+/// Every path the database deletes by is a node, so the holds of other jobs on those rows are
+/// checked along it too; a table the spec also lists unfiltered (MLflow's spans, under the
+/// experiment and by cascade under its traces) is counted there, once (`Job::counted_elsewhere`).
 fn add_cascades(job: &mut Job, cat: &Catalog) {
     let mut i = 0;
     let mut names: Vec<String> = job.nodes.iter().map(|n| n.name.to_string()).collect();
@@ -556,12 +558,6 @@ fn add_cascades(job: &mut Job, cat: &Catalog) {
                     && fk.on_delete == OnDelete::Cascade
                     && !covers(job, i, fk)
                     && !chain_tables(job, i).contains(&&fk.table)
-                    // A table the spec lists elsewhere unfiltered (MLflow's spans, under the
-                    // experiment and by cascade under its traces) is counted there, once.
-                    && !job
-                        .nodes
-                        .iter()
-                        .any(|n| n.table == fk.table && n.filter.is_none() && !n.by_database)
             })
             .filter_map(|fk| {
                 let pairs = fk
@@ -628,7 +624,9 @@ fn check_foreign_keys(job: &Job, cat: &Catalog, err: &mut dyn FnMut(usize, Strin
         {
             // The database deletes cascaded rows (counted where `add_cascades` could) and
             // keeps cleared ones.
-            let handled = fk.on_delete != OnDelete::Refuse;
+            let handled = fk.on_delete != OnDelete::Refuse
+                // The spec's own entry for that table carries its foreign keys.
+                || job.counted_elsewhere(i);
             if handled || covers(job, i, fk) {
                 continue;
             }
@@ -875,5 +873,95 @@ mod tests {
                 "{e:?}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod cascade_tests {
+    use super::*;
+    use crate::spec::compile::parse_job;
+    use std::path::Path;
+
+    /// MLflow's shape: spans are listed under the experiment, and the database also deletes
+    /// them by cascade with their trace, which it deletes with the experiment.
+    fn catalog() -> Catalog {
+        let t = |n: &str| TableName::parse(n).unwrap();
+        let cols = |names: &[&str]| -> Vec<Column> {
+            names
+                .iter()
+                .map(|n| Column {
+                    name: n.to_string(),
+                    ty: "bigint".into(),
+                })
+                .collect()
+        };
+        let fk = |name: &str, table: &str, col: &str, to: &str, on_delete| ForeignKey {
+            name: name.into(),
+            table: t(table),
+            columns: vec![col.into()],
+            references: t(to),
+            ref_columns: vec!["id".into()],
+            on_delete,
+        };
+        Catalog {
+            columns: [
+                (t("experiments"), cols(&["id", "gone"])),
+                (t("traces"), cols(&["id", "experiment_id"])),
+                (t("spans"), cols(&["id", "experiment_id", "trace_id"])),
+            ]
+            .into(),
+            foreign_keys: vec![
+                fk(
+                    "t_e",
+                    "traces",
+                    "experiment_id",
+                    "experiments",
+                    OnDelete::Cascade,
+                ),
+                fk(
+                    "s_e",
+                    "spans",
+                    "experiment_id",
+                    "experiments",
+                    OnDelete::Refuse,
+                ),
+                fk("s_t", "spans", "trace_id", "traces", OnDelete::Cascade),
+            ],
+            unique: [(t("experiments"), vec![vec!["id".to_string()]])].into(),
+            dialect: crate::db::Dialect::Postgres,
+        }
+    }
+
+    #[test]
+    fn every_path_the_database_deletes_by_is_a_node_and_each_row_is_counted_once() {
+        let text = "schedule = \"0 3 * * *\"\n[subject]\ntable = \"experiments\"\nclock = \"gone\"\n\
+                    clock_kind = \"epoch_milliseconds\"\n[window]\ngrace = \"1d\"\ndeadline = \"2d\"\n\
+                    [[rows]]\ntable = \"spans\"\ncolumn = \"experiment_id\"\n";
+        let mut jobs = vec![parse_job(text, Path::new("e.toml")).unwrap()];
+        validate(&mut jobs, &catalog()).unwrap();
+        let job = &jobs[0];
+        let by_db: Vec<(String, String, bool)> = job
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.by_database)
+            .map(|(i, n)| {
+                let parent = &job.nodes[n.link.as_ref().unwrap().parent];
+                (
+                    n.table.to_string(),
+                    parent.table.to_string(),
+                    job.counted_elsewhere(i),
+                )
+            })
+            .collect();
+        assert_eq!(
+            by_db,
+            [
+                ("traces".to_string(), "experiments".to_string(), false),
+                // Held spans of another job are checked along this path too; they are
+                // counted once, under the spec's own `spans` entry.
+                ("spans".to_string(), "traces".to_string(), true),
+            ]
+        );
     }
 }
