@@ -33,6 +33,10 @@ if ! command -v chromium >/dev/null; then
     stage "installing Debian's chromium (for the HTML report test)"
     debian_install chromium
 fi
+if ! command -v openssl >/dev/null; then
+    stage "installing Debian's openssl (the TLS test makes its own CA)"
+    debian_install openssl
+fi
 if [[ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ]]; then
     stage "installing Debian's libfaketime (for the clock tests)"
     debian_install libfaketime

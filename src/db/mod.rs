@@ -240,9 +240,17 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Db> {
         Err(_) => Some("no answer within 10 s".to_string()),
     };
     if let Some(cause) = cause {
+        let fix = if cause.contains("certificate") {
+            "check sslrootcert in DATABASE_URL (the CA that signed the server's certificate) and \
+             sslmode (verify-full checks the host name too)"
+        } else if cause.contains("no encryption") {
+            "the server accepts only TLS: set sslmode=require, or verify-full with sslrootcert, \
+             in DATABASE_URL"
+        } else {
+            "check DATABASE_URL and that the server is running"
+        };
         anyhow::bail!(
-            "connecting to the platform database at {}: {cause}: check DATABASE_URL and that the \
-             server is running",
+            "connecting to the platform database at {}: {cause}: {fix}",
             redact_url(url)
         );
     }

@@ -23,3 +23,4 @@ mod report;
 mod specs;
 mod starvation;
 mod storage;
+mod tls;
