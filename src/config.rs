@@ -80,6 +80,10 @@ pub struct Settings {
     /// validate is left out, said and counted, and the other jobs run. Default: one bad spec
     /// stops every job.
     pub keep_going: bool,
+    /// `LETHE_ACTOR` (default: the OS user, `USER`): who runs lethe, recorded with each run
+    /// and in its audit entries, and the default `--by` of holds and clock confirmations. The
+    /// daemon records itself (`lethe-daemon@HOST`) unless this is set.
+    pub actor: String,
 }
 
 impl fmt::Debug for Settings {
@@ -108,6 +112,7 @@ impl fmt::Debug for Settings {
             .field("anchor_retention_days", &self.anchor_retention_days)
             .field("listen", &self.listen)
             .field("keep_going", &self.keep_going)
+            .field("actor", &self.actor)
             .finish()
     }
 }
@@ -203,6 +208,7 @@ impl Settings {
                 self.listen.map_or_else(none, |a| a.to_string()),
             ),
             ("LETHE_KEEP_GOING", self.keep_going.to_string()),
+            ("LETHE_ACTOR", self.actor.clone()),
         ]);
         rows.into_iter()
             .map(|(name, value)| {
@@ -322,6 +328,10 @@ impl Settings {
             lock_timeout: Duration::from_secs(number("LETHE_LOCK_TIMEOUT_SECONDS", 10, 1, 3_600)?),
             audit_anchor: var("LETHE_AUDIT_ANCHOR"),
             anchor_retention_days: number("LETHE_ANCHOR_RETENTION_DAYS", 400, 1, 36_500)?,
+            actor: var("LETHE_ACTOR")
+                .or_else(|| var("USER"))
+                .or_else(|| var("LOGNAME"))
+                .unwrap_or_else(|| "unknown".into()),
             keep_going: match var("LETHE_KEEP_GOING").as_deref() {
                 None | Some("false" | "0") => false,
                 Some("true" | "1") => true,

@@ -11,6 +11,7 @@ const ENV_COMMON: &str = "Environment:
   AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, AWS_REGION, and credentials by the AWS SDK's chain
   LETHE_LOG           log filter on stderr (default: lethe=info,warn,aws_config=error)
   LETHE_KEEP_GOING    true: as --keep-going
+  LETHE_ACTOR         who runs lethe, for the audit log (default: the OS user; --by overrides)
 Every setting, with defaults and ranges: docs/configuration.md.";
 
 /// What runs (one-shot or scheduled) read besides.
@@ -134,6 +135,10 @@ pub(super) struct RunArgs {
     /// of skipping it with exit code 3.
     #[arg(long)]
     pub(super) wait: bool,
+    /// Who runs it, recorded with the run and in each of its audit entries. Default:
+    /// LETHE_ACTOR, else the OS user.
+    #[arg(long, value_name = "NAME")]
+    pub(super) by: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -152,9 +157,9 @@ pub(super) enum HoldCommand {
         /// Why: a case, a ticket (recorded in the audit log).
         #[arg(long)]
         reason: String,
-        /// Who places it (recorded in the audit log).
+        /// Who places it (recorded in the audit log). Default: LETHE_ACTOR, else the OS user.
         #[arg(long)]
-        by: String,
+        by: Option<String>,
         /// Place it even when it covers no subject now (it will cover subjects that appear
         /// later); without it, such a hold is refused as a likely typo.
         #[arg(long)]
@@ -163,8 +168,9 @@ pub(super) enum HoldCommand {
     /// Release a hold by id.
     Release {
         id: i64,
+        /// Who releases it (recorded in the audit log). Default: LETHE_ACTOR, else the OS user.
         #[arg(long)]
-        by: String,
+        by: Option<String>,
         #[arg(long)]
         reason: String,
     },
@@ -211,9 +217,9 @@ pub(super) enum ClockCommand {
     /// Vouch for the database clock after the clock guard refused a run (exit 4): recorded in
     /// the audit log, after which runs go ahead.
     Confirm {
-        /// Who confirms.
+        /// Who confirms (recorded in the audit log). Default: LETHE_ACTOR, else the OS user.
         #[arg(long)]
-        by: String,
+        by: Option<String>,
     },
 }
 

@@ -110,6 +110,9 @@ async fn dispatch(cli: Cli) -> Result<u8> {
     }
     let mut settings = config(Settings::from_env())?;
     settings.keep_going |= cli.keep_going;
+    if let Command::Run(args::RunArgs { by: Some(by), .. }) = &cli.command {
+        settings.actor = by.clone();
+    }
     if let Command::Daemon { listen } = cli.command {
         if listen.is_some() {
             settings.listen = listen;
@@ -160,6 +163,7 @@ async fn command(ctx: &Context, command: Command) -> Result<u8> {
         Command::Hold(h) => hold_cmd(ctx, h).await,
         Command::Report(args) => report_cmd(ctx, args).await,
         Command::Clock(ClockCommand::Confirm { by }) => {
+            let by = by.unwrap_or_else(|| ctx.settings.actor.clone());
             config(db::require_current_schema(&ctx.db).await)?;
             let (now, last) = config(db::clock::confirm(&ctx.db, &by).await)?;
             let last = last

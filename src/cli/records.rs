@@ -52,6 +52,7 @@ pub(super) async fn hold_cmd(ctx: &Context, cmd: HoldCommand) -> Result<u8> {
                     covered.join("\n  ")
                 )));
             }
+            let by = by.unwrap_or_else(|| ctx.settings.actor.clone());
             let id = config(holds::place(&ctx.db, &scope, &reason, &by).await)?;
             outln!("{id}")?;
             eprintln!(
@@ -63,6 +64,7 @@ pub(super) async fn hold_cmd(ctx: &Context, cmd: HoldCommand) -> Result<u8> {
             }
         }
         HoldCommand::Release { id, by, reason } => {
+            let by = by.unwrap_or_else(|| ctx.settings.actor.clone());
             config(holds::release(&ctx.db, id, &reason, &by).await)?;
             eprintln!("hold {id} released");
         }

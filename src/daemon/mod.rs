@@ -96,7 +96,11 @@ impl State {
 
 /// Runs until SIGTERM or SIGINT. Returns the exit code: 0 after a clean shutdown, 1 when runs
 /// were still in flight at the end of the grace period.
-pub async fn run(settings: Settings) -> Result<u8> {
+pub async fn run(mut settings: Settings) -> Result<u8> {
+    // The daemon records itself as the actor of its runs, unless told otherwise.
+    if std::env::var("LETHE_ACTOR").is_err() {
+        settings.actor = format!("lethe-daemon@{}", crate::db::runs::host());
+    }
     let state = Arc::new(State::default());
     state.metrics.lock().expect("metrics lock").started = Some(Utc::now());
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;

@@ -295,6 +295,9 @@ pub struct Subject<'a> {
     pub epoch: i64,
     pub key: &'a str,
     pub owner: Option<&'a str>,
+    /// Who ran the run (`--by`, LETHE_ACTOR, the OS user, or the daemon itself), recorded in
+    /// each of its audit entries.
+    pub by: &'a str,
 }
 
 /// Marks an item held by `hold_id` (or by storage evidence) and, unless it was already held by
@@ -417,8 +420,11 @@ pub fn entry(
     s: &Subject<'_>,
     event: &'static str,
     hold_id: Option<i64>,
-    detail: serde_json::Value,
+    mut detail: serde_json::Value,
 ) -> NewEntry {
+    if let Some(d) = detail.as_object_mut() {
+        d.insert("by".into(), s.by.into());
+    }
     NewEntry {
         run_id: Some(s.run_id),
         job: Some(s.job.to_string()),

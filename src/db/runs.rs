@@ -6,21 +6,27 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, SqlitePool};
 
-pub async fn start(db: &Db, job: &str, dry_run: bool) -> Result<i64> {
-    let host = std::env::var("HOSTNAME")
+/// This machine's name: `HOSTNAME`, else `/etc/hostname`.
+pub fn host() -> String {
+    std::env::var("HOSTNAME")
         .ok()
         .or_else(|| {
             std::fs::read_to_string("/etc/hostname")
                 .ok()
                 .map(|s| s.trim().to_string())
         })
-        .unwrap_or_else(|| "unknown".into());
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub async fn start(db: &Db, job: &str, dry_run: bool, actor: &str) -> Result<i64> {
+    let host = host();
     let sql =
-        db.t("INSERT INTO lethe.job_runs (job, dry_run, host) VALUES ($1, $2, $3) RETURNING id");
+        db.t("INSERT INTO lethe.job_runs (job, dry_run, host, actor) VALUES ($1, $2, $3, $4) RETURNING id");
     crate::on_db!(db, p => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(job)
         .bind(dry_run)
         .bind(format!("{host}/{}", std::process::id()))
+        .bind(actor)
         .fetch_one(p)
         .await)
     .with_context(|| format!("recording the start of job `{job}`"))

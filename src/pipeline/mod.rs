@@ -159,7 +159,7 @@ pub struct Ready {
 }
 
 impl Ready {
-    pub fn subject<'a>(&'a self, job: &'a Job, run_id: i64) -> items::Subject<'a> {
+    pub fn subject<'a>(&'a self, job: &'a Job, run_id: i64, by: &'a str) -> items::Subject<'a> {
         items::Subject {
             job: &job.name,
             run_id,
@@ -167,6 +167,7 @@ impl Ready {
             epoch: self.epoch,
             key: &self.key,
             owner: self.owner.as_deref(),
+            by,
         }
     }
 
@@ -409,7 +410,7 @@ pub async fn run_job(
     let run_id = if opts.dry_run {
         None
     } else {
-        Some(runs::start(&ctx.db, &job.name, false).await?)
+        Some(runs::start(&ctx.db, &job.name, false, &ctx.settings.actor).await?)
     };
     report.run_id = run_id;
     let span = tracing::info_span!("job", job = %job.name, run_id = run_id.unwrap_or(0), dry_run = opts.dry_run);

@@ -203,7 +203,7 @@ impl<'a> Batch<'a> {
             held_now
                 .iter()
                 .map(|(r, h)| items::Held {
-                    subject: r.subject(job, run_id),
+                    subject: r.subject(job, run_id, &ctx.settings.actor),
                     hold_id: Some(*h),
                     prev_hold: self.prev_hold[&r.id],
                     detail: r.detail(),
@@ -398,7 +398,7 @@ impl<'a> Batch<'a> {
                 RowOutcome::Held { hold_id } => {
                     items::mark_held(
                         &ctx.db,
-                        &r.subject(job, run_id),
+                        &r.subject(job, run_id, &ctx.settings.actor),
                         Some(hold_id),
                         self.prev_hold[&r.id],
                         r.detail(),
@@ -428,7 +428,7 @@ impl<'a> Batch<'a> {
         tracing::info!(subject = %r.key, hold, "a hold placed during the purge stopped it");
         let mut d = r.detail();
         d["placed_during_purge"] = true.into();
-        let s = r.subject(self.job, self.run_id);
+        let s = r.subject(self.job, self.run_id, &self.ctx.settings.actor);
         items::mark_held(&self.ctx.db, &s, Some(hold), self.prev_hold[&r.id], d)
             .await
             .map(|_| ())
@@ -440,7 +440,7 @@ impl<'a> Batch<'a> {
         let mut d = r.detail();
         d["source"] = "storage".into();
         d["evidence"] = evidence.into();
-        let s = r.subject(self.job, self.run_id);
+        let s = r.subject(self.job, self.run_id, &self.ctx.settings.actor);
         items::mark_held(&self.ctx.db, &s, None, self.prev_hold[&r.id], d)
             .await
             .map(|_| ())
@@ -450,7 +450,7 @@ impl<'a> Batch<'a> {
         // Said once: `lethe run` prints the run's failures in its summary, the daemon logs them
         // after the run.
         tracing::debug!(subject = %r.key, class, error = msg, "subject failed");
-        let s = r.subject(self.job, self.run_id);
+        let s = r.subject(self.job, self.run_id, &self.ctx.settings.actor);
         items::mark_failed(&self.ctx.db, &s, class, msg, r.detail()).await?;
         report.failed += 1;
         report.error(format!("{}: {class}: {msg}", r.key));

@@ -205,7 +205,12 @@ async fn purge_batch(
             detail["rows"] = serde_json::to_value(rows.get(k).cloned().unwrap_or_default())
                 .expect("counts serialize");
             detail["verified"] = true.into();
-            items::entry(&r.subject(job, run_id), event::PURGED, None, detail)
+            items::entry(
+                &r.subject(job, run_id, &ctx.settings.actor),
+                event::PURGED,
+                None,
+                detail,
+            )
         })
         .collect();
     audit::append(&mut tx, entries).await?;

@@ -675,6 +675,17 @@ async fn a_keep_going_daemon_runs_the_valid_jobs_and_counts_the_invalid_spec() {
         d.metric("lethe_invalid_specs") == Some(1.0)
     })
     .await;
+    // The daemon records itself as the actor of its runs and their entries.
+    assert!(
+        w.count("SELECT count(*) FROM lethe.job_runs WHERE actor LIKE 'lethe-daemon@%'")
+            .await
+            >= 1
+    );
+    assert_eq!(
+        w.count("SELECT count(*) FROM lethe.audit_log WHERE event = 'purged' AND detail->>'by' LIKE 'lethe-daemon@%'")
+            .await,
+        1
+    );
     let (code, _) = d.terminate();
     assert_eq!(code, 0, "{}", d.logs());
     let logs = d.logs();

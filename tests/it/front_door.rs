@@ -439,3 +439,68 @@ fn keep_going_leaves_out_a_job_whose_clock_is_not_time() {
     );
     std::fs::remove_dir_all(d.parent().unwrap()).unwrap();
 }
+
+/// Who ran it: `lethe run --by` is recorded with the run and in each of its audit entries;
+/// holds and their release take LETHE_ACTOR when `--by` is not given.
+#[test]
+fn the_actor_is_recorded_with_runs_holds_and_their_entries() {
+    let (d, env) = demo();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut legal = env.clone();
+    legal.push(("LETHE_ACTOR", "legal-team"));
+    let (code, holds, err) = lethe(&env, &["hold", "list"]);
+    assert_eq!(code, 0, "{err}");
+    let id = holds
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the demo's hold: {holds}"))
+        .to_string();
+    let (code, out, err) = lethe(&legal, &["hold", "release", &id, "--reason", "closed"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = lethe(&legal, &["run", "--all", "--by", "ops-alice"]);
+    assert!(code == 0 || code == 1, "{out}{err}");
+    let url = url(&d.join("platform.db"));
+    let (released_by, actors, entries, by_alice) =
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let db = lethe::db::connect(&url, 1).await.unwrap();
+            let lethe::db::Db::Lite(pool) = &db else {
+                unreachable!("a SQLite demo")
+            };
+            let released_by: String =
+                sqlx::query_scalar("SELECT released_by FROM lethe_holds WHERE id = $1")
+                    .bind(id.parse::<i64>().unwrap())
+                    .fetch_one(pool)
+                    .await
+                    .unwrap();
+            let actors: Vec<String> = sqlx::query_scalar(
+                "SELECT actor FROM lethe_job_runs WHERE id > (SELECT max(id) - 3 FROM lethe_job_runs) ORDER BY id",
+            )
+            .fetch_all(pool)
+            .await
+            .unwrap();
+            let last_run: i64 = sqlx::query_scalar("SELECT max(id) - 2 FROM lethe_job_runs")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            let (entries, by_alice): (i64, i64) = sqlx::query_as(
+                "SELECT count(*), sum(json_extract(detail, '$.by') = 'ops-alice') FROM lethe_audit_log \
+                 WHERE run_id >= $1 AND event IN ('purged', 'held', 'failed')",
+            )
+            .bind(last_run)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            db.close().await;
+            (released_by, actors, entries, by_alice)
+        });
+    assert_eq!(released_by, "legal-team");
+    assert_eq!(
+        actors,
+        ["ops-alice", "ops-alice", "ops-alice"],
+        "one per job"
+    );
+    assert!(entries > 0, "the released subjects were purged");
+    assert_eq!(by_alice, entries, "every entry of the run names its actor");
+    std::fs::remove_dir_all(d.parent().unwrap()).unwrap();
+}

@@ -1,0 +1,1 @@
+ALTER TABLE lethe.job_runs DROP COLUMN actor;

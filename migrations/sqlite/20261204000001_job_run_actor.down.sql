@@ -1,0 +1,1 @@
+ALTER TABLE lethe_job_runs DROP COLUMN actor;
