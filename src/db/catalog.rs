@@ -208,15 +208,7 @@ async fn load_pg(pool: &PgPool) -> Result<Catalog> {
 /// Checks that every filter literal is a valid value of its column's type (`id = 'abc'` on a
 /// bigint column), so `check` refuses what `run` would otherwise fail on.
 pub async fn check_literals(db: &Db, jobs: &[crate::spec::Job]) -> Result<()> {
-    let errors: Vec<String> = literal_problems(db, jobs)
-        .await?
-        .into_iter()
-        .flatten()
-        .collect();
-    if !errors.is_empty() {
-        anyhow::bail!("{}", errors.join("\n"));
-    }
-    Ok(())
+    crate::spec::validate::all_or_nothing(literal_problems(db, jobs).await?)
 }
 
 /// Each job's invalid filter literals, index for index.

@@ -258,15 +258,7 @@ pub async fn preflight(ctx: &Context, jobs: &[Job], dry_run: bool) -> Result<()>
 /// day ahead of the database's clock), naming the subjects and values found: a clock read in the
 /// wrong unit would make every subject eligible, or none.
 pub async fn check_clocks(ctx: &Context, jobs: &[Job]) -> Result<()> {
-    let errors: Vec<String> = clock_problems(ctx, jobs)
-        .await?
-        .into_iter()
-        .flatten()
-        .collect();
-    if !errors.is_empty() {
-        anyhow::bail!("{}", errors.join("\n"));
-    }
-    Ok(())
+    crate::spec::validate::all_or_nothing(clock_problems(ctx, jobs).await?)
 }
 
 /// Each job's implausible clocks (`check_clocks`), index for index.

@@ -95,6 +95,15 @@ fn start_server(venv: &Path, db: &str, bucket: &str, log: &Path) -> Server {
     server
 }
 
+/// Column `n` of `job`'s line in `lethe run`'s summary (1: purged, 2: held).
+fn column(out: &str, job: &str, n: usize) -> u64 {
+    out.lines()
+        .find(|l| l.starts_with(job))
+        .and_then(|l| l.split_whitespace().nth(n))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no line for {job}: {out}"))
+}
+
 fn python(venv: &Path, env: &[(&str, String)], args: &[&str]) -> (i32, String, String) {
     let out = Command::new(venv.join("bin/python"))
         .arg(repo().join("tests/mlflow/world.py"))
@@ -174,17 +183,10 @@ async fn the_mlflow_pack_purges_a_real_mlflow_world_completely() {
     let (code, out, err) = w.cli(&["run", "--all"]);
     assert_eq!(code, 0, "{out}{err}");
     println!("{out}");
-    let column = |job: &str, n: usize| -> u64 {
-        out.lines()
-            .find(|l| l.starts_with(job))
-            .and_then(|l| l.split_whitespace().nth(n))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no line for {job}: {out}"))
-    };
     assert_eq!(
         (
-            column("deleted-experiments", 1),
-            column("deleted-experiments", 2)
+            column(&out, "deleted-experiments", 1),
+            column(&out, "deleted-experiments", 2)
         ),
         (0, 1),
         "the experiment is held: {out}"
@@ -215,16 +217,13 @@ async fn the_mlflow_pack_purges_a_real_mlflow_world_completely() {
     let (code, out, err) = w.cli(&["run", "--all"]);
     assert_eq!(code, 0, "{out}{err}");
     println!("{out}");
-    let purged = |job: &str| -> u64 {
-        out.lines()
-            .find(|l| l.starts_with(job))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no line for {job}: {out}"))
-    };
-    assert_eq!(purged("deleted-experiments"), 1, "released, it goes: {out}");
     assert_eq!(
-        purged("deleted-runs"),
+        column(&out, "deleted-experiments", 1),
+        1,
+        "released, it goes: {out}"
+    );
+    assert_eq!(
+        column(&out, "deleted-runs", 1),
         0,
         "the first run took the others: {out}"
     );
