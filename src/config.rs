@@ -222,6 +222,11 @@ impl Settings {
     }
 }
 
+/// Whether `LETHE_ACTOR` names who runs lethe (an empty value does not).
+pub fn actor_given() -> bool {
+    var("LETHE_ACTOR").is_some()
+}
+
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }

@@ -98,7 +98,7 @@ impl State {
 /// were still in flight at the end of the grace period.
 pub async fn run(mut settings: Settings) -> Result<u8> {
     // The daemon records itself as the actor of its runs, unless told otherwise.
-    if std::env::var("LETHE_ACTOR").is_err() {
+    if !crate::config::actor_given() {
         settings.actor = format!("lethe-daemon@{}", crate::db::runs::host());
     }
     let state = Arc::new(State::default());

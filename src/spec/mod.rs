@@ -8,18 +8,20 @@ mod compile;
 pub mod duration;
 pub mod filter;
 pub mod ident;
+mod template;
 pub mod validate;
 
 #[cfg(test)]
 mod props;
 
 pub use compile::{
-    ClockKind, Job, Link, Node, ObjectSource, Rejected, Template, Windows, load_dir, load_dir_each,
+    ClockKind, Job, Link, Node, ObjectSource, Rejected, Windows, load_dir, load_dir_each,
     load_file, parse_job,
 };
 pub use duration::Window;
 pub use filter::Filter;
 pub use ident::{Columns, Ident, TableName};
+pub use template::Template;
 pub use validate::{Catalog, validate};
 
 use serde::{Deserialize, Deserializer};

@@ -99,6 +99,20 @@ fn an_unreachable_database_is_named_with_its_cause() {
     );
 }
 
+/// Runs `f` on the demo's SQLite platform database, then closes it.
+fn on_demo_db<T>(demo: &Path, f: impl AsyncFnOnce(&sqlx::SqlitePool) -> T) -> T {
+    let url = url(&demo.join("platform.db"));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let db = lethe::db::connect(&url, 1).await.unwrap();
+        let lethe::db::Db::Lite(pool) = &db else {
+            unreachable!("a SQLite demo")
+        };
+        let out = f(pool).await;
+        db.close().await;
+        out
+    })
+}
+
 /// A demo world: a SQLite platform with history, specs and objects.
 fn demo() -> (PathBuf, Vec<(&'static str, String)>) {
     let d = scratch().join("demo");
@@ -373,19 +387,13 @@ fn keep_going_leaves_a_bad_spec_out_and_runs_the_others() {
     }
 
     // A hold on the left-out job: what it keeps elsewhere is unknown, so nothing runs.
-    let url = url(&d.join("platform.db"));
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let db = lethe::db::connect(&url, 1).await.unwrap();
-        let lethe::db::Db::Lite(pool) = &db else {
-            unreachable!("a SQLite demo")
-        };
+    on_demo_db(&d, async |pool| {
         sqlx::query(
             "INSERT INTO lethe_holds (job, reason, placed_by) VALUES ('draft-experiments', 'audit', 'legal')",
         )
         .execute(pool)
         .await
         .unwrap();
-        db.close().await;
     });
     let before = files(&d.join("objects"));
     let (code, out, err) = lethe(&keep, &["run", "--all"]);
@@ -403,22 +411,16 @@ fn keep_going_leaves_a_bad_spec_out_and_runs_the_others() {
 #[test]
 fn keep_going_leaves_out_a_job_whose_clock_is_not_time() {
     let (d, env) = demo();
-    let url = url(&d.join("platform.db"));
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let db = lethe::db::connect(&url, 1).await.unwrap();
-        let lethe::db::Db::Lite(pool) = &db else {
-            unreachable!("a SQLite demo")
-        };
-        let changed = sqlx::query(
+    let changed = on_demo_db(&d, async |pool| {
+        sqlx::query(
             "UPDATE runs SET deleted_time = 5 WHERE id = (SELECT min(id) FROM runs WHERE lifecycle_stage = 'deleted')",
         )
         .execute(pool)
         .await
         .unwrap()
-        .rows_affected();
-        assert_eq!(changed, 1);
-        db.close().await;
+        .rows_affected()
     });
+    assert_eq!(changed, 1);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (code, out, err) = lethe(&env, &["run", "--all"]);
     assert_eq!(code, 2, "{out}{err}");
@@ -460,40 +462,33 @@ fn the_actor_is_recorded_with_runs_holds_and_their_entries() {
     assert_eq!(code, 0, "{out}{err}");
     let (code, out, err) = lethe(&legal, &["run", "--all", "--by", "ops-alice"]);
     assert!(code == 0 || code == 1, "{out}{err}");
-    let url = url(&d.join("platform.db"));
-    let (released_by, actors, entries, by_alice) =
-        tokio::runtime::Runtime::new().unwrap().block_on(async {
-            let db = lethe::db::connect(&url, 1).await.unwrap();
-            let lethe::db::Db::Lite(pool) = &db else {
-                unreachable!("a SQLite demo")
-            };
-            let released_by: String =
-                sqlx::query_scalar("SELECT released_by FROM lethe_holds WHERE id = $1")
-                    .bind(id.parse::<i64>().unwrap())
-                    .fetch_one(pool)
-                    .await
-                    .unwrap();
-            let actors: Vec<String> = sqlx::query_scalar(
+    let (released_by, actors, entries, by_alice) = on_demo_db(&d, async |pool| {
+        let released_by: String =
+            sqlx::query_scalar("SELECT released_by FROM lethe_holds WHERE id = $1")
+                .bind(id.parse::<i64>().unwrap())
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        let actors: Vec<String> = sqlx::query_scalar(
                 "SELECT actor FROM lethe_job_runs WHERE id > (SELECT max(id) - 3 FROM lethe_job_runs) ORDER BY id",
             )
             .fetch_all(pool)
             .await
             .unwrap();
-            let last_run: i64 = sqlx::query_scalar("SELECT max(id) - 2 FROM lethe_job_runs")
-                .fetch_one(pool)
-                .await
-                .unwrap();
-            let (entries, by_alice): (i64, i64) = sqlx::query_as(
-                "SELECT count(*), sum(json_extract(detail, '$.by') = 'ops-alice') FROM lethe_audit_log \
-                 WHERE run_id >= $1 AND event IN ('purged', 'held', 'failed')",
-            )
-            .bind(last_run)
+        let last_run: i64 = sqlx::query_scalar("SELECT max(id) - 2 FROM lethe_job_runs")
             .fetch_one(pool)
             .await
             .unwrap();
-            db.close().await;
-            (released_by, actors, entries, by_alice)
-        });
+        let (entries, by_alice): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), sum(json_extract(detail, '$.by') = 'ops-alice') FROM lethe_audit_log \
+                 WHERE run_id >= $1 AND event IN ('purged', 'held', 'failed')",
+        )
+        .bind(last_run)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        (released_by, actors, entries, by_alice)
+    });
     assert_eq!(released_by, "legal-team");
     assert_eq!(
         actors,
