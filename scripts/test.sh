@@ -54,6 +54,13 @@ cargo build --all-targets
 stage "deploy/: systemd units, manifests, JSON, Dockerfile"
 scripts/lint-deploy.sh
 
+# promtool comes with Debian's prometheus package; only promtool is used.
+stage "deploy/prometheus, deploy/grafana: alert rules, their unit tests, the dashboard's queries"
+if ! command -v promtool >/dev/null; then
+    debian_install prometheus
+fi
+scripts/lint-monitoring.sh
+
 # Split extra args: before `--` for cargo (e.g. a test name filter), after it for libtest.
 cargo_args=()
 test_args=()

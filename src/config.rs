@@ -63,6 +63,9 @@ pub struct Settings {
     /// `LETHE_SHUTDOWN_SECONDS` (default 30): after SIGTERM or SIGINT the daemon stops claiming
     /// and waits this long for the batches in flight, then exits.
     pub shutdown_grace: Duration,
+    /// `LETHE_LIVENESS_SECONDS` (default 60): the daemon's `/healthz` fails when its scheduler
+    /// or its main loop has not ticked for this long (they tick every few seconds).
+    pub liveness: Duration,
     /// `LETHE_CLOCK_MAX_GAP_SECONDS` (default 1,209,600: 14 days; 0 disables): a destructive
     /// run refuses (exit 4) when the database clock is this far past the newest time lethe
     /// recorded, or behind it, until `lethe clock confirm`.
@@ -106,6 +109,7 @@ impl fmt::Debug for Settings {
             .field("run_budget", &self.run_budget)
             .field("max_subjects_per_run", &self.max_subjects_per_run)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("liveness", &self.liveness)
             .field("lock_timeout", &self.lock_timeout)
             .field("clock_max_gap", &self.clock_max_gap)
             .field("audit_anchor", &self.audit_anchor)
@@ -194,6 +198,10 @@ impl Settings {
                 "LETHE_SHUTDOWN_SECONDS",
                 self.shutdown_grace.as_secs().to_string(),
             ),
+            (
+                "LETHE_LIVENESS_SECONDS",
+                self.liveness.as_secs().to_string(),
+            ),
             ("LETHE_CLOCK_MAX_GAP_SECONDS", secs(self.clock_max_gap)),
             (
                 "LETHE_AUDIT_ANCHOR",
@@ -225,6 +233,11 @@ impl Settings {
 /// Whether `LETHE_ACTOR` names who runs lethe (an empty value does not).
 pub fn actor_given() -> bool {
     var("LETHE_ACTOR").is_some()
+}
+
+/// Whether `LETHE_DB_CONNECTIONS` was set (rather than left at its default).
+pub fn db_connections_given() -> bool {
+    var("LETHE_DB_CONNECTIONS").is_some()
 }
 
 fn var(name: &str) -> Option<String> {
@@ -330,6 +343,7 @@ impl Settings {
             .filter(|s| *s > 0)
             .map(Duration::from_secs),
             shutdown_grace: Duration::from_secs(number("LETHE_SHUTDOWN_SECONDS", 30, 1, 3_600)?),
+            liveness: Duration::from_secs(number("LETHE_LIVENESS_SECONDS", 60, 10, 3_600)?),
             lock_timeout: Duration::from_secs(number("LETHE_LOCK_TIMEOUT_SECONDS", 10, 1, 3_600)?),
             audit_anchor: var("LETHE_AUDIT_ANCHOR"),
             anchor_retention_days: number("LETHE_ANCHOR_RETENTION_DAYS", 400, 1, 36_500)?,

@@ -38,6 +38,40 @@ impl Context {
         })
     }
 
+    /// Makes sure the pool can serve `jobs_at_once` jobs side by side (the daemon runs every
+    /// job on its own schedule; `lethe run` one after another): each job runs
+    /// `LETHE_BATCH_CONCURRENCY` batches, and a batch may hold two connections at once (its
+    /// work and its lease's checks), plus one for lethe's own checks. Run locks take
+    /// connections of their own, outside the pool. An explicit `LETHE_DB_CONNECTIONS` that is
+    /// too small is a configuration error naming the size that fits; the default grows to fit.
+    pub async fn fit_pool(mut self, jobs_at_once: usize) -> Result<Self> {
+        let batches = self.settings.batch_concurrency;
+        let needed = pool_needed(jobs_at_once, batches);
+        if self.settings.db_connections as usize >= needed {
+            return Ok(self);
+        }
+        if crate::config::db_connections_given() {
+            anyhow::bail!(
+                "LETHE_DB_CONNECTIONS={} is too small: {jobs_at_once} job(s) may run at once, each \
+                 with LETHE_BATCH_CONCURRENCY={batches} batches of up to 2 connections, and lethe \
+                 needs 1 of its own: set LETHE_DB_CONNECTIONS={needed} or more, and let the \
+                 server (or PgBouncer's pool) accept that many, plus one per job for the run locks",
+                self.settings.db_connections
+            );
+        }
+        tracing::info!(
+            connections = needed,
+            jobs = jobs_at_once,
+            batch_concurrency = batches,
+            "the default connection pool is too small for these jobs; using a larger one"
+        );
+        self.settings.db_connections = needed as u32;
+        let db = crate::db::connect(&self.settings.database_url, needed as u32).await?;
+        let old = std::mem::replace(&mut self.db, db);
+        crate::on_db!(&old, p => p.close().await);
+        Ok(self)
+    }
+
     /// With a given store (unit tests use the in-memory one).
     pub fn with_store(settings: &Settings, db: Db, store: Arc<dyn ObjectStore>) -> Self {
         Context {
@@ -136,4 +170,9 @@ fn keep_valid(
         }
     }
     keep
+}
+
+/// Connections `jobs_at_once` jobs of `batches` batches each may hold at once (`fit_pool`).
+pub fn pool_needed(jobs_at_once: usize, batches: usize) -> usize {
+    jobs_at_once.max(1) * batches * 2 + 1
 }

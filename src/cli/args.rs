@@ -32,6 +32,7 @@ const ENV_DAEMON: &str = "Environment: DATABASE_URL, LETHE_JOBS_DIR, LETHE_OBJEC
 and everything else `lethe run --help` lists, and
   LETHE_LISTEN            address of /metrics, /healthz and /readyz (--listen overrides it)
   LETHE_SHUTDOWN_SECONDS  grace for batches in flight after SIGTERM (default 30)
+  LETHE_LIVENESS_SECONDS  /healthz fails when the scheduler has not ticked this long (default 60)
   LETHE_AUDIT_ANCHOR      where to anchor the audit log after every run (a file or s3://…)
   LETHE_LOG_FORMAT        json (default for the daemon) or text
 Every setting, with defaults and ranges: docs/configuration.md.";

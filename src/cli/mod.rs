@@ -121,7 +121,11 @@ async fn dispatch(cli: Cli) -> Result<u8> {
     }
     let create = matches!(cli.command, Command::Migrate { create: true, .. });
     config(db::check_url(&settings.database_url, create))?;
-    let ctx = config(Context::build(&settings).await)?;
+    let mut ctx = config(Context::build(&settings).await)?;
+    if matches!(cli.command, Command::Run(_)) {
+        // `lethe run` runs its jobs one after another.
+        ctx = config(ctx.fit_pool(1).await)?;
+    }
     let code = command(&ctx, cli.command).await?;
     // A spec left out by --keep-going is work undone: never a clean exit.
     if code == 0 && !ctx.rejected().is_empty() {

@@ -62,10 +62,31 @@ async fn answer(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
     }
     match path.split('?').next().unwrap_or("") {
         "/metrics" => {
-            let body = state.metrics_text().await;
-            respond(&mut stream, 200, "text/plain; version=0.0.4", &body).await
+            // Prometheus asks for OpenMetrics in its Accept header; curl and promtool do not.
+            let openmetrics = line.lines().any(|h| {
+                h.split_once(':').is_some_and(|(name, value)| {
+                    name.eq_ignore_ascii_case("accept")
+                        && value.contains("application/openmetrics-text")
+                })
+            });
+            let body = state.metrics_text(openmetrics).await;
+            let kind = if openmetrics {
+                super::metrics::OPENMETRICS
+            } else {
+                super::metrics::PROMETHEUS_TEXT
+            };
+            respond(&mut stream, 200, kind, &body).await
         }
-        "/healthz" => respond(&mut stream, 200, "text/plain", "ok\n").await,
+        "/healthz" => {
+            let (alive, body) = state.liveness();
+            respond(
+                &mut stream,
+                if alive { 200 } else { 503 },
+                "text/plain",
+                &body,
+            )
+            .await
+        }
         "/readyz" => {
             let (ready, body) = state.readiness().await;
             respond(

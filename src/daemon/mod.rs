@@ -9,6 +9,8 @@
 //!   backoff and jitter, never in a tight loop; a panic is that run's failure only.
 //! - SIGTERM or SIGINT: stop claiming, let the batches in flight finish for up to
 //!   `LETHE_SHUTDOWN_SECONDS`, then exit.
+//! - Liveness: the main loop and the scheduler each tick every few seconds; `/healthz` fails
+//!   when either has not ticked for `LETHE_LIVENESS_SECONDS`, so a wedged daemon is restarted.
 
 mod http;
 pub mod metrics;
@@ -19,9 +21,9 @@ use crate::pipeline::{self, RunOptions, plan};
 use crate::spec::Job;
 use anyhow::{Context as _, Result};
 use chrono::Utc;
-use metrics::{JobMetrics, Metrics};
+use metrics::{Metrics, Outcome};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{SignalKind, signal};
@@ -32,18 +34,71 @@ use tokio::task::JoinSet;
 const RETRY_FIRST: Duration = Duration::from_secs(15);
 const RETRY_MAX: Duration = Duration::from_secs(30 * 60);
 const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the main loop and the scheduler tick for `/healthz`.
+const BEAT: Duration = Duration::from_secs(5);
+/// How often the object store is checked for `lethe_object_store_up`.
+const STORE_CHECK_EVERY: Duration = Duration::from_secs(30);
+const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often every job's gauges are read again from the database, runs or not.
+const PLAN_REFRESH_EVERY: Duration = Duration::from_secs(60);
 
 /// Shared with the HTTP listener.
-#[derive(Default)]
 pub struct State {
     metrics: Mutex<Metrics>,
     pool: Mutex<Option<crate::db::Db>>,
+    /// Unix milliseconds of the last tick of the main loop and of the scheduler (0: not
+    /// started yet).
+    loop_beat: AtomicI64,
+    scheduler_beat: AtomicI64,
+    liveness: Duration,
+}
+
+fn now_millis() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// How long ago `beat` was, when that is longer than `limit` (a beat of 0 has not started).
+fn stale(beat: i64, now: i64, limit: Duration) -> Option<Duration> {
+    let age = now - beat;
+    (beat > 0 && age > limit.as_millis() as i64).then(|| Duration::from_millis(age as u64))
 }
 
 impl State {
-    fn with_job<T>(&self, job: &str, f: impl FnOnce(&mut JobMetrics) -> T) -> T {
-        let mut m = self.metrics.lock().expect("metrics lock");
-        f(m.jobs.entry(job.to_string()).or_default())
+    fn new(liveness: Duration) -> Self {
+        State {
+            metrics: Mutex::default(),
+            pool: Mutex::default(),
+            loop_beat: AtomicI64::new(0),
+            scheduler_beat: AtomicI64::new(0),
+            liveness,
+        }
+    }
+
+    fn metrics(&self) -> std::sync::MutexGuard<'_, Metrics> {
+        self.metrics.lock().expect("metrics lock")
+    }
+
+    /// Alive unless the main loop or the scheduler stopped ticking.
+    fn liveness(&self) -> (bool, String) {
+        let now = now_millis();
+        let mut problems = Vec::new();
+        for (what, beat) in [
+            ("main loop", &self.loop_beat),
+            ("scheduler", &self.scheduler_beat),
+        ] {
+            if let Some(age) = stale(beat.load(Ordering::Relaxed), now, self.liveness) {
+                problems.push(format!(
+                    "the daemon's {what} has not ticked for {} s (LETHE_LIVENESS_SECONDS={})",
+                    age.as_secs(),
+                    self.liveness.as_secs()
+                ));
+            }
+        }
+        if problems.is_empty() {
+            (true, "ok\n".into())
+        } else {
+            (false, problems.join("\n") + "\n")
+        }
     }
 
     async fn database_up(&self) -> bool {
@@ -56,20 +111,19 @@ impl State {
             .unwrap_or(false),
             None => false,
         };
-        self.metrics.lock().expect("metrics lock").database_up = up;
+        self.metrics().database_up = up;
         up
     }
 
-    async fn metrics_text(&self) -> String {
+    async fn metrics_text(&self, openmetrics: bool) -> String {
         self.database_up().await;
-        let m = self.metrics.lock().expect("metrics lock");
-        metrics::render(&m, Utc::now())
+        self.metrics().render(openmetrics)
     }
 
     /// Ready when the database answers, the jobs are loaded and we are not shutting down.
     async fn readiness(&self) -> (bool, String) {
         let db = self.database_up().await;
-        let m = self.metrics.lock().expect("metrics lock");
+        let m = self.metrics();
         let mut problems = Vec::new();
         if !db {
             problems.push("the platform database does not answer".to_string());
@@ -101,8 +155,8 @@ pub async fn run(mut settings: Settings) -> Result<u8> {
     if !crate::config::actor_given() {
         settings.actor = format!("lethe-daemon@{}", crate::db::runs::host());
     }
-    let state = Arc::new(State::default());
-    state.metrics.lock().expect("metrics lock").started = Some(Utc::now());
+    let state = Arc::new(State::new(settings.liveness));
+    state.metrics().started(Utc::now());
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
@@ -139,19 +193,24 @@ pub async fn run(mut settings: Settings) -> Result<u8> {
     for r in ctx.rejected() {
         tracing::error!(file = %r.file.display(), error = %r.error, "job spec left out (--keep-going); its job does not run");
         state
-            .metrics
-            .lock()
-            .expect("metrics lock")
+            .metrics()
             .invalid_specs
             .push(r.file.display().to_string());
     }
+    // Jobs run side by side, each with its batches: the pool must hold them all at once.
+    let ctx = ctx
+        .fit_pool(jobs.len())
+        .await
+        .map_err(crate::config::config_error)?;
+    *state.pool.lock().expect("pool lock") = Some(ctx.db.clone());
     if let Some(t) = &ctx.settings.audit_anchor {
         crate::anchor::Target::parse(t)
             .map_err(|e| crate::config::config_error(e.context("LETHE_AUDIT_ANCHOR")))?;
     }
     for job in jobs.iter() {
-        state.with_job(&job.name, |_| ());
+        state.metrics().add_job(&job.name, period(job, Utc::now()));
     }
+    tokio::spawn(watch(ctx.clone(), jobs.clone(), state.clone()));
 
     let (fire_tx, mut fire_rx) = mpsc::channel::<usize>(64);
     let mut scheduler = tokio_cron_scheduler::JobScheduler::new()
@@ -173,7 +232,21 @@ pub async fn run(mut settings: Settings) -> Result<u8> {
             .await
             .with_context(|| format!("scheduling job `{}`", job.name))?;
     }
+    // The scheduler's own tick, for `/healthz`: a scheduler that stopped firing stops it.
+    let beat_state = state.clone();
+    let beat = tokio_cron_scheduler::Job::new_async("*/5 * * * * *", move |_, _| {
+        beat_state
+            .scheduler_beat
+            .store(now_millis(), Ordering::Relaxed);
+        Box::pin(async {})
+    })
+    .map_err(|e| anyhow::anyhow!("the scheduler's heartbeat: {e}"))?;
+    scheduler
+        .add(beat)
+        .await
+        .context("scheduling the heartbeat")?;
     scheduler.start().await.context("starting the scheduler")?;
+    state.scheduler_beat.store(now_millis(), Ordering::Relaxed);
     for (i, job) in jobs.iter().enumerate() {
         let due = catch_up_due(&ctx, job).await.unwrap_or_else(|e| {
             tracing::warn!(job = %job.name, error = %format!("{e:#}"), "cannot read the last run; running now");
@@ -193,13 +266,15 @@ pub async fn run(mut settings: Settings) -> Result<u8> {
     let mut task_job: HashMap<tokio::task::Id, usize> = HashMap::new();
     let mut busy = vec![false; jobs.len()];
     let mut failures = vec![0u32; jobs.len()];
+    let mut tick = tokio::time::interval(BEAT);
     loop {
         tokio::select! {
+            _ = tick.tick() => state.loop_beat.store(now_millis(), Ordering::Relaxed),
             Some(i) = fire_rx.recv() => {
                 let job = &jobs[i];
                 if busy[i] {
                     tracing::info!(job = %job.name, "previous run still going; this fire is skipped");
-                    state.with_job(&job.name, |m| m.fires_skipped += 1);
+                    state.metrics().fire_skipped(&job.name);
                     continue;
                 }
                 busy[i] = true;
@@ -242,7 +317,7 @@ pub async fn run(mut settings: Settings) -> Result<u8> {
         "shutting down: no new claims"
     );
     stop.store(true, Ordering::Relaxed);
-    state.metrics.lock().expect("metrics lock").shutting_down = true;
+    state.metrics().shutting_down = true;
     let _ = scheduler.shutdown().await;
     let grace = ctx.settings.shutdown_grace;
     let drained = tokio::time::timeout(grace, async {
@@ -271,7 +346,7 @@ async fn run_once(
     state: &State,
 ) -> bool {
     let job = &jobs[i];
-    state.with_job(&job.name, |m| m.running = true);
+    state.metrics().set_running(&job.name, true);
     let started = Instant::now();
     let opts = RunOptions {
         dry_run: false,
@@ -288,32 +363,24 @@ async fn run_once(
     .await;
     let elapsed = started.elapsed().as_secs_f64();
     let ok = result.is_ok();
-    state.with_job(&job.name, |m| {
-        m.running = false;
-        m.last_duration_seconds = elapsed;
-        let status = match &result {
-            Err(e) => {
-                m.last_error = Some(format!("{e:#}"));
-                "failed"
-            }
-            Ok(s) if !s.locked_out.is_empty() => "locked",
-            Ok(s) => {
-                m.last_error = None;
-                let mut status = "ok";
-                for r in &s.reports {
-                    m.record(r);
-                    if r.incomplete() || !r.errors.is_empty() {
-                        status = "partial";
-                    }
-                }
-                if status == "ok" {
-                    m.last_success = Some(Utc::now());
-                }
-                status
-            }
-        };
-        *m.runs.entry(status).or_default() += 1;
-    });
+    let (outcome, reports, error) = match &result {
+        Err(e) if e.downcast_ref::<crate::db::clock::ClockJump>().is_some() => {
+            (Outcome::clock_refused, &[][..], Some(format!("{e:#}")))
+        }
+        Err(e) => (Outcome::failed, &[][..], Some(format!("{e:#}"))),
+        Ok(s) if !s.locked_out.is_empty() => (Outcome::locked, &[][..], None),
+        Ok(s) => {
+            let left = s
+                .reports
+                .iter()
+                .any(|r| r.incomplete() || !r.errors.is_empty());
+            let outcome = if left { Outcome::partial } else { Outcome::ok };
+            (outcome, &s.reports[..], None)
+        }
+    };
+    state
+        .metrics()
+        .run_finished(&job.name, outcome, elapsed, reports, error);
     match &result {
         Err(e) => {
             tracing::error!(job = %job.name, error = %format!("{e:#}"), "run failed")
@@ -353,16 +420,62 @@ async fn anchor(ctx: &Context, target: &str) -> Result<()> {
     Ok(())
 }
 
-/// Updates the job's eligible / held / overdue gauges.
+/// Updates the job's gauges from the database: eligible, held and overdue subjects, the next
+/// deadline, and the last successful run by any process (a replica's runs count too).
 async fn refresh_plan(ctx: &Context, jobs: &[Job], i: usize, state: &State) {
-    match plan::counts(ctx, &jobs[i], jobs).await {
-        Ok(p) => state.with_job(&jobs[i].name, |m| {
-            m.plan = Some(p);
-            m.plan_at = Some(Utc::now());
-        }),
+    let job = &jobs[i];
+    let read = async {
+        let p = plan::counts(ctx, job, jobs).await?;
+        let last = crate::db::runs::last_success(&ctx.db, &job.name).await?;
+        anyhow::Ok((p, last))
+    };
+    match read.await {
+        Ok((p, last)) => state.metrics().plan(&job.name, &p, last, Utc::now()),
         Err(e) => {
-            tracing::warn!(job = %jobs[i].name, error = %format!("{e:#}"), "cannot count the job's subjects")
+            tracing::warn!(job = %job.name, error = %format!("{e:#}"), "cannot count the job's subjects")
         }
+    }
+}
+
+/// Every `STORE_CHECK_EVERY`: whether the object store answers for the jobs' buckets; every
+/// `PLAN_REFRESH_EVERY`: every job's gauges, so a replica whose fires find the job locked still
+/// reports what the replica that ran it left (a stale overdue count would keep an alert firing).
+async fn watch(ctx: Context, jobs: Arc<Vec<Job>>, state: Arc<State>) {
+    let mut was_up = true;
+    let mut last_plans = Instant::now();
+    loop {
+        let up = match tokio::time::timeout(
+            STORE_CHECK_TIMEOUT,
+            pipeline::store_answers(&ctx, &jobs),
+        )
+        .await
+        {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                if was_up {
+                    tracing::warn!(error = %format!("{e:#}"), "the object store does not answer");
+                }
+                false
+            }
+            Err(_) => {
+                if was_up {
+                    tracing::warn!(
+                        timeout_s = STORE_CHECK_TIMEOUT.as_secs(),
+                        "the object store does not answer in time"
+                    );
+                }
+                false
+            }
+        };
+        was_up = up;
+        state.metrics().object_store_up = up;
+        if last_plans.elapsed() >= PLAN_REFRESH_EVERY {
+            for i in 0..jobs.len() {
+                refresh_plan(&ctx, &jobs, i, &state).await;
+            }
+            last_plans = Instant::now();
+        }
+        tokio::time::sleep(STORE_CHECK_EVERY).await;
     }
 }
 
@@ -423,6 +536,27 @@ mod tests {
     fn five_field_schedules_fire_at_second_zero() {
         assert_eq!(with_seconds("15 3 * * *"), "0 15 3 * * *");
         assert_eq!(with_seconds(" */5 * * * * * "), "*/5 * * * * *");
+    }
+
+    #[test]
+    fn liveness_fails_only_for_a_started_beat_older_than_the_limit() {
+        let limit = Duration::from_secs(60);
+        assert_eq!(stale(0, 1_000_000, limit), None, "not started yet");
+        assert_eq!(stale(1_000_000 - 59_000, 1_000_000, limit), None);
+        assert_eq!(
+            stale(1_000_000 - 61_000, 1_000_000, limit),
+            Some(Duration::from_secs(61))
+        );
+        let state = State::new(limit);
+        state
+            .loop_beat
+            .store(now_millis() - 120_000, Ordering::Relaxed);
+        state.scheduler_beat.store(now_millis(), Ordering::Relaxed);
+        let (alive, why) = state.liveness();
+        assert!(!alive);
+        assert!(why.contains("main loop has not ticked for 120 s"), "{why}");
+        state.loop_beat.store(now_millis(), Ordering::Relaxed);
+        assert_eq!(state.liveness(), (true, "ok\n".to_string()));
     }
 
     #[test]

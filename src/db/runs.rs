@@ -51,14 +51,16 @@ pub async fn finish(db: &Db, id: i64, status: &str, summary: &serde_json::Value)
 /// The run lock of one job, so two runs of one job never overlap, whichever process starts
 /// them.
 ///
-/// PostgreSQL: a session-level advisory lock held on its own connection for the run's length.
-/// Dropped without `unlock_job` (a panic, a cancelled task), the connection is closed rather
-/// than returned to the pool, so the lock cannot outlive the run on a pooled session.
+/// PostgreSQL: a session-level advisory lock held on a connection of its own, opened for the
+/// run and never part of the work pool: the pool's connections stay free for the run's work,
+/// and the lock ends with its session. Dropped without `unlock_job` (a panic, a cancelled
+/// task), the connection is closed, so the lock cannot outlive the run. (Behind PgBouncer in
+/// transaction pooling, a session lock does not hold: docs/operations.md says what to do.)
 ///
 /// SQLite: a row in `lethe_locks` with an expiry, renewed while the run lasts and deleted at
 /// its end; a crashed holder's lock expires after `SQLITE_LOCK_SECONDS`.
 pub enum JobLock {
-    Pg(Option<sqlx::pool::PoolConnection<sqlx::Postgres>>),
+    Pg(Option<sqlx::PgConnection>),
     Lite {
         pool: SqlitePool,
         name: String,
@@ -74,11 +76,8 @@ impl Drop for JobLock {
     fn drop(&mut self) {
         match self {
             JobLock::Pg(conn) => {
-                if let Some(conn) = conn.take() {
-                    // Detached, the connection is closed when dropped: the session and its lock
-                    // end.
-                    drop(conn.detach());
-                }
+                // Dropped, the connection's socket closes: the session and its lock end.
+                drop(conn.take());
             }
             JobLock::Lite { renew, .. } => renew.abort(),
         }
@@ -97,10 +96,19 @@ pub async fn try_lock_job(db: &Db, job: &str) -> Result<Option<JobLock>> {
 }
 
 async fn try_lock_pg(pool: &PgPool, job: &str) -> Result<Option<JobLock>> {
-    let mut conn = pool.acquire().await?;
+    use sqlx::Connection;
+    // Named, so an operator sees in pg_stat_activity which session holds which job (unless
+    // DATABASE_URL names the application itself).
+    let mut options = (*pool.connect_options()).clone();
+    if options.get_application_name().is_none() {
+        options = options.application_name(&format!("lethe run lock: {job}"));
+    }
+    let mut conn = sqlx::PgConnection::connect_with(&options)
+        .await
+        .with_context(|| format!("opening the run lock's connection for job `{job}`"))?;
     let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
         .bind(lock_key(job))
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut conn)
         .await
         .with_context(|| format!("taking the run lock of job `{job}`"))?;
     Ok(got.then(|| JobLock::Pg(Some(conn))))
@@ -177,14 +185,14 @@ pub async fn unlock_job(mut lock: JobLock, job: &str) {
             let Some(mut conn) = conn.take() else {
                 return;
             };
-            let res = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+            use sqlx::Connection;
+            let _ = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
                 .bind(lock_key(job))
-                .execute(&mut *conn)
+                .execute(&mut conn)
                 .await;
-            if res.is_err() {
-                // Closing the connection releases a session lock for certain.
-                let _ = conn.close().await;
-            }
+            // The connection is the lock's own: closing it ends the session, which releases a
+            // session lock whether or not the unlock above answered.
+            let _ = conn.close().await;
         }
         JobLock::Lite {
             pool,
@@ -200,6 +208,18 @@ pub async fn unlock_job(mut lock: JobLock, job: &str) {
                 .await;
         }
     }
+}
+
+/// When the job last finished a run with nothing left undone (`ok`, not a dry run), by any
+/// process.
+pub async fn last_success(db: &Db, job: &str) -> Result<Option<DateTime<Utc>>> {
+    let sql = db.t("SELECT max(finished_at) FROM lethe.job_runs
+         WHERE job = $1 AND NOT dry_run AND status = 'ok'");
+    crate::on_db!(db, p => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(job)
+        .fetch_one(p)
+        .await)
+    .with_context(|| format!("reading the last successful run of job `{job}`"))
 }
 
 /// When the job last finished a run that was not a dry run, by the database's clock.

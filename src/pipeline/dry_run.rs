@@ -37,6 +37,7 @@ pub(super) async fn batch(
             Ok(None) => {}
             Ok(Some(_)) => {
                 report.held += 1;
+                report.storage_held += 1;
                 continue;
             }
             Err(e) => {

@@ -74,6 +74,9 @@ pub struct JobReport {
     pub dry_run: bool,
     pub purged: u64,
     pub held: u64,
+    /// Of `held`, those the object store holds (S3 Object Lock) rather than a lethe hold.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub storage_held: u64,
     pub failed: u64,
     /// Subjects another process holds a live lease on.
     pub busy: u64,
@@ -122,6 +125,7 @@ impl JobReport {
     fn absorb(&mut self, part: JobReport) {
         self.purged += part.purged;
         self.held += part.held;
+        self.storage_held += part.storage_held;
         self.failed += part.failed;
         self.busy += part.busy;
         self.rows_deleted += part.rows_deleted;
@@ -219,36 +223,57 @@ pub async fn preflight(ctx: &Context, jobs: &[Job], dry_run: bool) -> Result<()>
     }
     let mut probed = std::collections::HashSet::new();
     for job in jobs {
-        for src in &job.objects {
-            // The buckets a spec names: a prefix's, and the one a URI column must point into.
-            let named = match src {
-                crate::spec::ObjectSource::Prefix { bucket, line, .. } => Some((bucket, line)),
-                crate::spec::ObjectSource::Uri {
-                    within: Some((bucket, _)),
-                    line,
-                    ..
-                } => Some((bucket, line)),
-                crate::spec::ObjectSource::Uri { within: None, .. } => None,
+        for (bucket, line) in named_buckets(job) {
+            let at = || {
+                format!(
+                    "{}:{line}: job `{}`: bucket `{bucket}`",
+                    job.file.display(),
+                    job.name
+                )
             };
-            if let Some((bucket, line)) = named {
-                let at = || {
-                    format!(
-                        "{}:{line}: job `{}`: bucket `{bucket}`",
-                        job.file.display(),
-                        job.name
-                    )
-                };
-                let v = ctx
-                    .store
-                    .versioning(bucket)
+            let v = ctx
+                .store
+                .versioning(bucket)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
+            if !dry_run && probed.insert(bucket.clone()) {
+                probe_delete(&*ctx.store, bucket, v)
                     .await
                     .map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
-                if !dry_run && probed.insert(bucket.clone()) {
-                    probe_delete(&*ctx.store, bucket, v)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
-                }
             }
+        }
+    }
+    Ok(())
+}
+
+/// The buckets a job's spec names, with their lines: a prefix's, and the one a URI column must
+/// point into.
+fn named_buckets(job: &Job) -> impl Iterator<Item = (&String, &usize)> {
+    job.objects.iter().filter_map(|src| match src {
+        crate::spec::ObjectSource::Prefix { bucket, line, .. } => Some((bucket, line)),
+        crate::spec::ObjectSource::Uri {
+            within: Some((bucket, _)),
+            line,
+            ..
+        } => Some((bucket, line)),
+        crate::spec::ObjectSource::Uri { within: None, .. } => None,
+    })
+}
+
+/// Whether the object store answers for every bucket the jobs name (a read of each bucket's
+/// versioning; nothing is written). For the daemon's `lethe_object_store_up`.
+pub async fn store_answers(ctx: &Context, jobs: &[Job]) -> Result<()> {
+    if jobs.iter().all(|j| j.objects.is_empty()) {
+        return Ok(());
+    }
+    ctx.store.ready().await.map_err(anyhow::Error::msg)?;
+    let mut seen = std::collections::HashSet::new();
+    for (bucket, _) in jobs.iter().flat_map(named_buckets) {
+        if seen.insert(bucket) {
+            ctx.store
+                .versioning(bucket)
+                .await
+                .map_err(|e| anyhow::anyhow!("bucket `{bucket}`: {e}"))?;
         }
     }
     Ok(())

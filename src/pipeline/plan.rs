@@ -21,11 +21,20 @@ pub struct PlanCounts {
     pub overdue: i64,
     /// When the longest-waiting eligible, unheld subject became eligible.
     pub oldest_eligible_at: Option<DateTime<Utc>>,
+    /// The earliest promised deadline among unheld subjects not yet purged (past: overdue).
+    pub next_deadline_at: Option<DateTime<Utc>>,
 }
 
 pub async fn counts(ctx: &Context, job: &Job, all: &[Job]) -> Result<PlanCounts> {
-    type Counts = (i64, i64, i64, i64, Option<DateTime<Utc>>);
-    let (eligible, held, waiting, overdue, oldest_eligible_at): Counts =
+    type Counts = (
+        i64,
+        i64,
+        i64,
+        i64,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+    );
+    let (eligible, held, waiting, overdue, oldest_eligible_at, next_deadline_at): Counts =
         platform::plan_counts(job, all)
             .fetch_one(&ctx.db)
             .await
@@ -37,6 +46,7 @@ pub async fn counts(ctx: &Context, job: &Job, all: &[Job]) -> Result<PlanCounts>
         waiting,
         overdue,
         oldest_eligible_at,
+        next_deadline_at,
     })
 }
 

@@ -230,6 +230,7 @@ impl<'a> Batch<'a> {
                 Ok(Some(evidence)) => {
                     self.held_by_storage(&r, evidence).await?;
                     report.held += 1;
+                    report.storage_held += 1;
                 }
                 Err(e) => self.fail(&r, "objects", &e, report).await?,
             }
@@ -294,6 +295,7 @@ impl<'a> Batch<'a> {
             } else if let Some(evidence) = r.tally.denied.clone() {
                 self.held_by_storage(&r, evidence).await?;
                 report.held += 1;
+                report.storage_held += 1;
             } else if let Some(e) = r.tally.failed.clone() {
                 self.fail(&r, "objects", &e, report).await?;
             } else {

@@ -793,6 +793,10 @@ async fn object_lock_holds_keep_the_whole_subject_and_are_recorded_as_evidence()
         )
         .await;
     assert_eq!(dry.reports[0].held, 2, "the dry run sees the storage holds");
+    assert_eq!(
+        dry.reports[0].storage_held, 2,
+        "held by the store, not by lethe"
+    );
     assert_eq!(dry.reports[0].would_purge, 1);
 
     let s = w.run(&["deleted-runs"], RunOptions::default()).await;
@@ -803,6 +807,10 @@ async fn object_lock_holds_keep_the_whole_subject_and_are_recorded_as_evidence()
         s.reports
     );
     assert_eq!((s.reports[0].purged, s.reports[0].held), (1, 2));
+    assert_eq!(
+        s.reports[0].storage_held, 2,
+        "counted apart (lethe_subjects_storage_held_total)"
+    );
     assert_eq!(w.rows_of_run(3).await, 0);
     assert!(w.versions("runs/3/").await.is_empty());
     for run in [1, 2] {

@@ -303,8 +303,9 @@ pub fn plan_counts(job: &Job, all: &[Job]) -> Sql {
     sql.push(&format!(
         "SELECT count(*) FILTER (WHERE e <= {now} AND h IS NULL), count(*) FILTER (WHERE e <= {now} AND h IS NOT NULL), \
          count(*) FILTER (WHERE e > {now}), count(*) FILTER (WHERE d < {now} AND h IS NULL), \
-         {} FROM ({inner}) s",
-        time_out(job, &format!("min(e) FILTER (WHERE e <= {now} AND h IS NULL)"))
+         {}, {} FROM ({inner}) s",
+        time_out(job, &format!("min(e) FILTER (WHERE e <= {now} AND h IS NULL)")),
+        time_out(job, "min(d) FILTER (WHERE h IS NULL)")
     ));
     sql
 }
