@@ -173,6 +173,8 @@ pub async fn run(mut settings: Settings) -> Result<u8> {
     let ctx = loop {
         match Context::build(&settings).await {
             Ok(ctx) => break ctx,
+            // A certificate or a password the server refuses: waiting will not mend it.
+            Err(e) if e.downcast_ref::<crate::config::ConfigError>().is_some() => return Err(e),
             Err(e) => {
                 let wait = backoff(attempt);
                 attempt += 1;

@@ -240,19 +240,35 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Db> {
         Err(_) => Some("no answer within 10 s".to_string()),
     };
     if let Some(cause) = cause {
-        let fix = if cause.contains("certificate") {
-            "check sslrootcert in DATABASE_URL (the CA that signed the server's certificate) and \
-             sslmode (verify-full checks the host name too)"
+        // A certificate, a TLS requirement or credentials the server refuses will not mend
+        // themselves: configuration errors (the daemon exits 2 rather than retrying forever).
+        // A server that does not answer may come back.
+        let (fix, settled) = if cause.contains("certificate") {
+            (
+                "check sslrootcert in DATABASE_URL (the CA that signed the server's certificate) \
+                 and sslmode (verify-full checks the host name too)",
+                true,
+            )
         } else if cause.contains("no encryption") {
-            "the server accepts only TLS: set sslmode=require, or verify-full with sslrootcert, \
-             in DATABASE_URL"
+            (
+                "the server accepts only TLS: set sslmode=require, or verify-full with \
+                 sslrootcert, in DATABASE_URL",
+                true,
+            )
+        } else if cause.contains("password authentication failed") {
+            ("check the user and password in DATABASE_URL", true)
         } else {
-            "check DATABASE_URL and that the server is running"
+            ("check DATABASE_URL and that the server is running", false)
         };
-        anyhow::bail!(
+        let e = anyhow::anyhow!(
             "connecting to the platform database at {}: {cause}: {fix}",
             redact_url(url)
         );
+        return Err(if settled {
+            crate::config::config_error(e)
+        } else {
+            e
+        });
     }
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)

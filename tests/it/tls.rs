@@ -158,4 +158,35 @@ fn verify_full_connects_and_a_wrong_ca_or_plain_text_is_refused() {
     ] {
         assert!(!err.contains("s3cret"), "{what}: the password shows: {err}");
     }
+    // The daemon too: a certificate it cannot trust will not mend itself, so it exits 2 (and
+    // systemd's RestartPreventExitStatus=2 leaves it down) instead of retrying forever.
+    let dir = c.dir.join("jobs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .arg("daemon")
+        .env("DATABASE_URL", &wrong)
+        .env("LETHE_JOBS_DIR", &dir)
+        .env("LETHE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = daemon.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = daemon.kill();
+            panic!("the daemon kept retrying a certificate it cannot trust");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut daemon.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("sslrootcert") && !err.contains("s3cret"),
+        "{err}"
+    );
 }
