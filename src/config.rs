@@ -217,6 +217,14 @@ impl Settings {
             ),
             ("LETHE_KEEP_GOING", self.keep_going.to_string()),
             ("LETHE_ACTOR", self.actor.clone()),
+            (
+                "LETHE_LOG",
+                var("LETHE_LOG").unwrap_or_else(|| DEFAULT_LOG.into()),
+            ),
+            (
+                "LETHE_LOG_FORMAT",
+                var("LETHE_LOG_FORMAT").unwrap_or_else(|| "json for the daemon, else text".into()),
+            ),
         ]);
         rows.into_iter()
             .map(|(name, value)| {
@@ -234,6 +242,9 @@ impl Settings {
 pub fn actor_given() -> bool {
     var("LETHE_ACTOR").is_some()
 }
+
+/// The log filter when `LETHE_LOG` is unset.
+pub const DEFAULT_LOG: &str = "lethe=info,warn,aws_config=error";
 
 /// Whether `LETHE_DB_CONNECTIONS` was set (rather than left at its default).
 pub fn db_connections_given() -> bool {

@@ -77,7 +77,7 @@ fn closed_pipe(e: &anyhow::Error) -> bool {
 /// Logs go to stderr: JSON lines for the daemon (or with LETHE_LOG_FORMAT=json), text otherwise.
 fn init_logging(daemon: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LETHE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("lethe=info,warn,aws_config=error"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(crate::config::DEFAULT_LOG));
     let json = match std::env::var("LETHE_LOG_FORMAT").as_deref() {
         Ok("json") => true,
         Ok("text") => false,

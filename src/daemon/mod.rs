@@ -130,6 +130,9 @@ impl State {
         }
         if m.jobs.is_empty() {
             problems.push("no jobs loaded yet".to_string());
+        } else if !m.object_store_up {
+            // Said, but not a reason to be unready: runs retry, and the metrics carry it.
+            problems.push("the object store does not answer for every bucket".to_string());
         }
         if m.shutting_down {
             problems.push("shutting down".to_string());

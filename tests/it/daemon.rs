@@ -957,6 +957,9 @@ async fn a_clock_refusal_and_an_unreachable_store_each_show_in_the_metrics() {
     .await;
     assert_eq!(d.metric("lethe_object_store_up"), Some(0.0));
     assert_eq!(d.metric("lethe_database_up"), Some(1.0));
+    let (code, body) = d.get("/readyz").unwrap();
+    assert_eq!(code, 200, "the database answers: {body}");
+    assert!(body.contains("object store does not answer"), "{body}");
     assert_eq!(
         w.count("SELECT count(*) FROM runs").await,
         2,
