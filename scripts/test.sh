@@ -41,6 +41,10 @@ if [[ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ]]; then
     stage "installing Debian's libfaketime (for the clock tests)"
     debian_install libfaketime
 fi
+if [[ ! -x /usr/sbin/pgbouncer ]]; then
+    stage "installing Debian's pgbouncer (lethe behind a connection pooler)"
+    debian_install pgbouncer
+fi
 
 stage "cargo fmt --all -- --check"
 cargo fmt --all -- --check

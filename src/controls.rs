@@ -17,6 +17,8 @@
 //! - `no-hold-fence`: the checks before each delete request confirm the lease but never look
 //!   for holds placed since the batch's hold check, so a hold placed mid-purge does not stop
 //!   the deletes already under way.
+//! - `wedged-loop`: the daemon's main loop blocks its thread after its first tick (a blocking
+//!   call in async code), so it runs nothing more while its HTTP listener still answers.
 
 /// Whether the negative control `name` is switched on.
 #[cfg(debug_assertions)]

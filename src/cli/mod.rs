@@ -53,6 +53,9 @@ pub fn main() -> ExitCode {
         Err(e) if closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if let Some(hint) = db::pooler_hint(&format!("{e:#}")) {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::from(if e.downcast_ref::<ConfigError>().is_some() {
                 2
             } else if e.downcast_ref::<db::clock::ClockJump>().is_some() {

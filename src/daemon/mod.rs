@@ -274,7 +274,13 @@ pub async fn run(mut settings: Settings) -> Result<u8> {
     let mut tick = tokio::time::interval(BEAT);
     loop {
         tokio::select! {
-            _ = tick.tick() => state.loop_beat.store(now_millis(), Ordering::Relaxed),
+            _ = tick.tick() => {
+                state.loop_beat.store(now_millis(), Ordering::Relaxed);
+                if crate::controls::on("wedged-loop") {
+                    // A blocking call in the loop: it never ticks again, nor fires a run.
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            }
             Some(i) = fire_rx.recv() => {
                 let job = &jobs[i];
                 if busy[i] {

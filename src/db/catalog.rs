@@ -238,10 +238,19 @@ async fn literals_pg(pool: &PgPool, job: &crate::spec::Job) -> Result<Vec<String
                     .execute(pool)
                     .await
                 {
-                    let why = e
+                    // Only a data exception (SQLSTATE class 22: invalid text, out of range, an
+                    // unknown enum label) says the literal is wrong; anything else is the
+                    // database's own problem, not the spec's.
+                    let Some(d) = e
                         .as_database_error()
-                        .map(|d| d.message().to_string())
-                        .unwrap_or_else(|| e.to_string());
+                        .filter(|d| d.code().is_some_and(|c| c.starts_with("22")))
+                    else {
+                        return Err(anyhow::Error::new(e).context(format!(
+                            "checking the filter literals of job `{}`",
+                            job.name
+                        )));
+                    };
+                    let why = d.message().to_string();
                     errors.push(format!(
                         "{}:{}: filter: {:?} is not a valid value for `{}.{column}` ({ty}): {why}",
                         job.file.display(),

@@ -224,20 +224,27 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Db> {
             .with_context(|| format!("opening the SQLite platform database {url}"))?;
         return Ok(Db::Lite(pool));
     }
+    let options = sqlx::postgres::PgConnectOptions::from_str(url)
+        .map_err(|e| {
+            crate::config::config_error(anyhow::anyhow!(
+                "DATABASE_URL `{}` is not a valid postgres:// URL: {e}",
+                redact_url(url)
+            ))
+        })?
+        // Not sent: PgBouncer refuses startup parameters it does not know, and PostgreSQL 12
+        // and later print floats exactly without it.
+        .extra_float_digits(None);
     // One connection first, on its own: a pool that cannot connect reports only that it timed
     // out, where this names the cause (refused, unknown host, bad password).
     let probe = tokio::time::timeout(
         Duration::from_secs(10),
-        <sqlx::PgConnection as sqlx::Connection>::connect(url),
+        <sqlx::PgConnection as sqlx::Connection>::connect_with(&options),
     )
     .await;
-    let cause = match probe {
-        Ok(Ok(conn)) => {
-            let _ = sqlx::Connection::close(conn).await;
-            None
-        }
-        Ok(Err(e)) => Some(e.to_string()),
-        Err(_) => Some("no answer within 10 s".to_string()),
+    let (cause, first) = match probe {
+        Ok(Ok(conn)) => (None, Some(conn)),
+        Ok(Err(e)) => (Some(e.to_string()), None),
+        Err(_) => (Some("no answer within 10 s".to_string()), None),
     };
     if let Some(cause) = cause {
         // A certificate, a TLS requirement or credentials the server refuses will not mend
@@ -270,10 +277,15 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Db> {
             e
         });
     }
+    if let Some(first) = first {
+        owns_its_session(first, &options)
+            .await
+            .map_err(|e| e.context(format!("connecting to {}", redact_url(url))))?;
+    }
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
+        .connect_with(options)
         .await
         .with_context(|| {
             format!(
@@ -282,6 +294,65 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Db> {
             )
         })?;
     Ok(Db::Pg(pool))
+}
+
+/// Refuses a connection pooler in transaction or statement mode (PgBouncer's `pool_mode =
+/// transaction`): it hands each transaction whichever server session is free, so the run lock,
+/// a session lock, would neither stay with its run nor keep another run out (measured with
+/// PgBouncer: the unlock lands on another session and the lock leaks; a later run on the
+/// holder's session takes it again). Two connections tell, in simple queries (no prepared
+/// statement, which such a pooler may break first): a connection that owns its server session
+/// keeps one backend across statements and never lends it to another connection's transaction.
+/// Direct connections and session pooling always pass; transaction pooling fails as soon as
+/// one of three rounds reuses a backend, which an idle pooler does at once.
+async fn owns_its_session(
+    mut a: sqlx::PgConnection,
+    options: &sqlx::postgres::PgConnectOptions,
+) -> Result<()> {
+    use sqlx::Connection;
+    let mut b = sqlx::PgConnection::connect_with(options).await?;
+    let mut pooled = false;
+    for _ in 0..3 {
+        let a1 = backend_pid(&mut a).await?;
+        sqlx::raw_sql("BEGIN").execute(&mut b).await?;
+        let in_b = backend_pid(&mut b).await?;
+        let a2 = backend_pid(&mut a).await?;
+        sqlx::raw_sql("COMMIT").execute(&mut b).await?;
+        if in_b == a1 || a2 != a1 {
+            pooled = true;
+            break;
+        }
+    }
+    let _ = a.close().await;
+    let _ = b.close().await;
+    if pooled {
+        return Err(crate::config::config_error(anyhow::anyhow!(
+            "the connection does not keep its database session: a pooler in transaction or \
+             statement mode (PgBouncer's pool_mode = transaction) is in between, where lethe's \
+             run lock would neither hold nor keep other runs out: connect lethe directly to \
+             PostgreSQL, or through a pool in session mode (docs/operations.md#pgbouncer)"
+        )));
+    }
+    Ok(())
+}
+
+async fn backend_pid(c: &mut sqlx::PgConnection) -> Result<i32> {
+    use sqlx::Row;
+    let row = sqlx::raw_sql("SELECT pg_backend_pid()")
+        .fetch_one(c)
+        .await?;
+    Ok(row.try_get(0)?)
+}
+
+/// A hint for errors a connection pooler between lethe and PostgreSQL causes.
+pub fn pooler_hint(error: &str) -> Option<&'static str> {
+    (error.contains("prepared statement \"sqlx_s_")
+        || error.contains("unsupported startup parameter"))
+    .then_some(
+        "a connection pooler (PgBouncer) between lethe and PostgreSQL: lethe needs session \
+             pooling with server_reset_query = DISCARD ALL, or a direct connection \
+             (docs/operations.md#pgbouncer)",
+    )
 }
 
 /// The URL without its password, for messages and `lethe check`: the password of the user

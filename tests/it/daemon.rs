@@ -1056,3 +1056,45 @@ async fn the_run_lock_has_a_session_of_its_own_and_a_pool_too_small_is_refused()
     );
     w.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wedged_daemon_fails_its_liveness_probe_while_still_answering() {
+    let w = World::new(Versioning::Unversioned).await;
+    // Negative control: the main loop blocks its thread after its first tick; the listener
+    // keeps answering on the runtime's workers.
+    let d = Daemon::start(
+        &w,
+        &[
+            ("LETHE_NEGATIVE_CONTROL", "wedged-loop"),
+            ("LETHE_LIVENESS_SECONDS", "10"),
+        ],
+    );
+    wait_for("the daemon to start", &d, async || {
+        d.logs().contains("daemon started")
+    })
+    .await;
+    assert_eq!(d.get("/healthz").unwrap(), (200, "ok\n".to_string()));
+    let t = Instant::now();
+    let (code, body) = loop {
+        let (code, body) = d.get("/healthz").unwrap();
+        if code != 200 {
+            break (code, body);
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "still alive after 30 s: {}",
+            d.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("main loop has not ticked") && !body.contains("scheduler"),
+        "{body}"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_secs(4),
+        "failed before LETHE_LIVENESS_SECONDS passed: {body}"
+    );
+    w.cleanup().await;
+}

@@ -18,6 +18,7 @@ mod local;
 mod mlflow;
 mod packs;
 mod permissions;
+mod pgbouncer;
 mod pipeline;
 mod report;
 mod specs;
