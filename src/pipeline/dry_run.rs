@@ -32,6 +32,11 @@ pub(super) async fn batch(
             report.error(format!("{}: {e}", c.key));
             continue;
         }
+        for loc in &m.locations {
+            buckets
+                .object_lock_or_unchecked(&*ctx.store, &loc.bucket)
+                .await;
+        }
         let lock = locks::storage_holds(ctx, buckets, std::slice::from_ref(&m.locations)).await;
         match lock.into_iter().next().expect("one answer per subject") {
             Ok(None) => {}

@@ -72,6 +72,24 @@ impl Buckets {
     ) -> Result<bool, StoreError> {
         cached(&self.object_lock, bucket, store.object_lock_enabled(bucket)).await
     }
+
+    /// For a dry run: credentials that may list a bucket but not read its Object Lock
+    /// configuration (a read-only role) leave its storage holds unchecked, said once, instead
+    /// of failing every subject. A dry run deletes nothing; at worst its count includes
+    /// subjects a real run would find held. A real run never takes this path.
+    pub async fn object_lock_or_unchecked(&self, store: &dyn ObjectStore, bucket: &str) {
+        if let Err(StoreError::Auth(e)) = self.object_lock(store, bucket).await {
+            tracing::warn!(
+                bucket,
+                error = %e,
+                "this dry run's credentials may not read the bucket's Object Lock configuration, so its storage holds are not checked (grant s3:GetBucketObjectLockConfiguration to see them)"
+            );
+            self.object_lock
+                .lock()
+                .expect("bucket cache")
+                .insert(bucket.to_string(), false);
+        }
+    }
 }
 
 /// `bucket`'s entry in `cache`, asked of the store (`fetch`) the first time.

@@ -30,6 +30,22 @@ async fn refused_on(versioning: Versioning, action: &str) {
     let env = reader();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
 
+    // A dry run only reads: read-only credentials are enough for it.
+    let (code, out, err) = w.cli_env(&["run", "--job", "deleted-runs", "--dry-run"], &env);
+    assert_eq!(code, 0, "a dry run with read-only credentials: {out}{err}");
+    let counts: Vec<&str> = out
+        .lines()
+        .find(|l| l.starts_with("deleted-runs"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(counts.get(1), Some(&"3"), "would purge all three: {out}");
+    assert_eq!(
+        err.matches("storage holds are not checked").count(),
+        1,
+        "said once: {err}"
+    );
+
     let (code, out, err) = w.cli_env(&["run", "--job", "deleted-runs"], &env);
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.contains(&w.bucket) && err.contains(action), "{err}");
