@@ -277,11 +277,6 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Db> {
             e
         });
     }
-    if let Some(first) = first {
-        owns_its_session(first, &options)
-            .await
-            .map_err(|e| e.context(format!("connecting to {}", redact_url(url))))?;
-    }
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
@@ -293,6 +288,11 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Db> {
                 redact_url(url)
             )
         })?;
+    if let Some(first) = first {
+        owns_its_session(first, &pool)
+            .await
+            .map_err(|e| e.context(format!("connecting to {}", redact_url(url))))?;
+    }
     Ok(Db::Pg(pool))
 }
 
@@ -305,26 +305,24 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Db> {
 /// keeps one backend across statements and never lends it to another connection's transaction.
 /// Direct connections and session pooling always pass; transaction pooling fails as soon as
 /// one of three rounds reuses a backend, which an idle pooler does at once.
-async fn owns_its_session(
-    mut a: sqlx::PgConnection,
-    options: &sqlx::postgres::PgConnectOptions,
-) -> Result<()> {
+async fn owns_its_session(mut a: sqlx::PgConnection, pool: &PgPool) -> Result<()> {
     use sqlx::Connection;
-    let mut b = sqlx::PgConnection::connect_with(options).await?;
+    // The other connection is the pool's first, which the command goes on to use.
+    let mut b = pool.acquire().await?;
     let mut pooled = false;
     for _ in 0..3 {
         let a1 = backend_pid(&mut a).await?;
-        sqlx::raw_sql("BEGIN").execute(&mut b).await?;
+        sqlx::raw_sql("BEGIN").execute(&mut *b).await?;
         let in_b = backend_pid(&mut b).await?;
         let a2 = backend_pid(&mut a).await?;
-        sqlx::raw_sql("COMMIT").execute(&mut b).await?;
+        sqlx::raw_sql("COMMIT").execute(&mut *b).await?;
         if in_b == a1 || a2 != a1 {
             pooled = true;
             break;
         }
     }
     let _ = a.close().await;
-    let _ = b.close().await;
+    drop(b);
     if pooled {
         return Err(crate::config::config_error(anyhow::anyhow!(
             "the connection does not keep its database session: a pooler in transaction or \
