@@ -60,6 +60,9 @@ struct SubjectLine<'a> {
     deadline_at: DateTime<Utc>,
     status: &'static str,
     hold_id: Option<i64>,
+    /// Held by the object store (S3 Object Lock), as the last run found.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    held_by_storage: bool,
 }
 
 /// One subject with a clock, as the plan sees it now.
@@ -71,6 +74,8 @@ pub struct PlanSubject {
     pub deadline_at: DateTime<Utc>,
     /// The lowest active hold covering it.
     pub hold_id: Option<i64>,
+    /// The last run found it held by the object store (S3 Object Lock).
+    pub storage_held: bool,
     /// Past its grace.
     pub eligible: bool,
     /// Past its deadline.
@@ -86,6 +91,7 @@ type PlanRow = (
     Option<i64>,
     bool,
     bool,
+    bool,
 );
 
 /// Calls `each` with every subject of `job` that has a clock, streaming from the database.
@@ -98,7 +104,17 @@ pub async fn each_subject(
     let sql = platform::plan_rows(job, all);
     sql.for_each::<PlanRow>(
         &ctx.db,
-        |(key, owner, clock_at, eligible_at, deadline_at, hold_id, eligible, overdue)| {
+        |(
+            key,
+            owner,
+            clock_at,
+            eligible_at,
+            deadline_at,
+            hold_id,
+            storage_held,
+            eligible,
+            overdue,
+        )| {
             each(PlanSubject {
                 key,
                 owner,
@@ -106,6 +122,7 @@ pub async fn each_subject(
                 eligible_at,
                 deadline_at,
                 hold_id,
+                storage_held,
                 eligible,
                 overdue,
             })
@@ -119,11 +136,12 @@ pub async fn each_subject(
 /// Streams one JSON line per subject with a clock, in constant memory.
 pub async fn subjects(ctx: &Context, job: &Job, all: &[Job], out: &mut dyn Write) -> Result<()> {
     each_subject(ctx, job, all, |p| {
-        let status = match (p.hold_id, p.eligible, p.overdue) {
-            (Some(_), true, _) => "held",
+        let held = p.hold_id.is_some() || p.storage_held;
+        let status = match (held, p.eligible, p.overdue) {
+            (true, true, _) => "held",
             (_, false, _) => "waiting",
-            (None, true, true) => "overdue",
-            (None, true, false) => "eligible",
+            (false, true, true) => "overdue",
+            (false, true, false) => "eligible",
         };
         let line = SubjectLine {
             job: &job.name,
@@ -134,6 +152,7 @@ pub async fn subjects(ctx: &Context, job: &Job, all: &[Job], out: &mut dyn Write
             deadline_at: p.deadline_at,
             status,
             hold_id: p.hold_id,
+            held_by_storage: p.storage_held,
         };
         serde_json::to_writer(&mut *out, &line)?;
         out.write_all(b"\n")?;

@@ -125,7 +125,7 @@ pub async fn build(ctx: &Context, all: &[Job], filter: &Filter) -> Result<Summar
                 deadline_at: p.deadline_at,
                 hold_id: p.hold_id,
             };
-            let (count, list) = if p.hold_id.is_some() {
+            let (count, list) = if p.hold_id.is_some() || p.storage_held {
                 (
                     &mut s.held_past_deadline_now,
                     &mut s.held_past_deadline_subjects,

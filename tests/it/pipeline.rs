@@ -845,6 +845,38 @@ async fn object_lock_holds_keep_the_whole_subject_and_are_recorded_as_evidence()
         "{evidence:?}"
     );
 
+    // Past their deadline, subjects the store holds are held, not a breach: the plan (and the
+    // daemon's lethe_overdue_subjects, which alerts page on) counts them apart.
+    w.sql(
+        "UPDATE runs SET deleted_time = (extract(epoch from now() - interval '40 days') * 1000)::bigint
+          WHERE id IN (1, 2)",
+    )
+    .await;
+    let all = w.ctx.load_jobs().await.unwrap();
+    let job = all.iter().find(|j| j.name == "deleted-runs").unwrap();
+    let p = lethe::pipeline::plan::counts(&w.ctx, job, &all)
+        .await
+        .unwrap();
+    assert_eq!((p.held, p.overdue, p.eligible), (2, 0, 0), "{p:?}");
+    assert_eq!(
+        p.next_deadline_at, None,
+        "no unheld subject is waiting: {p:?}"
+    );
+    let (code, out, err) = w.cli(&["plan", "--job", "deleted-runs", "--format", "jsonl"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    for l in &lines {
+        assert_eq!(
+            (&l["status"], &l["held_by_storage"], &l["hold_id"]),
+            (&"held".into(), &true.into(), &serde_json::Value::Null),
+            "{out}"
+        );
+    }
+
     // The legal hold is lifted: the next run purges run 1 whole; run 2 stays retained.
     w.store()
         .set_legal_hold(

@@ -300,12 +300,14 @@ pub fn plan_counts(job: &Job, all: &[Job]) -> Sql {
     let mut sql = new_sql(job);
     let inner = plan_rows_inner(job, all, &mut sql);
     let now = now(job);
+    // Held: by a lethe hold (h) or, at the last run, by the object store (st: S3 Object Lock).
+    let unheld = "h IS NULL AND NOT st";
     sql.push(&format!(
-        "SELECT count(*) FILTER (WHERE e <= {now} AND h IS NULL), count(*) FILTER (WHERE e <= {now} AND h IS NOT NULL), \
-         count(*) FILTER (WHERE e > {now}), count(*) FILTER (WHERE d < {now} AND h IS NULL), \
+        "SELECT count(*) FILTER (WHERE e <= {now} AND {unheld}), count(*) FILTER (WHERE e <= {now} AND NOT ({unheld})), \
+         count(*) FILTER (WHERE e > {now}), count(*) FILTER (WHERE d < {now} AND {unheld}), \
          {}, {} FROM ({inner}) s",
-        time_out(job, &format!("min(e) FILTER (WHERE e <= {now} AND h IS NULL)")),
-        time_out(job, "min(d) FILTER (WHERE h IS NULL)")
+        time_out(job, &format!("min(e) FILTER (WHERE e <= {now} AND {unheld})")),
+        time_out(job, &format!("min(d) FILTER (WHERE {unheld})"))
     ));
     sql
 }
@@ -316,7 +318,7 @@ pub fn plan_rows(job: &Job, all: &[Job]) -> Sql {
     let inner = plan_rows_inner(job, all, &mut sql);
     let now = now(job);
     sql.push(&format!(
-        "SELECT key, owner, {}, {}, {}, h, e <= {now}, d < {now} FROM ({inner}) s ORDER BY c, key",
+        "SELECT key, owner, {}, {}, {}, h, st, e <= {now}, d < {now} FROM ({inner}) s ORDER BY c, key",
         time_out(job, "c"),
         time_out(job, "e"),
         time_out(job, "d")
@@ -329,9 +331,16 @@ fn plan_rows_inner(job: &Job, all: &[Job], sql: &mut Sql) -> String {
     let e = clock_plus(job, Which::Grace, sql);
     let d = clock_plus(job, Which::Deadline, sql);
     let h = hold_expr(job, all, sql);
+    let key = as_text(job, &format!("n0.{}", job.key.quoted()));
+    // Held by the object store: the last run found S3 Object Lock on one of its versions and
+    // recorded it held with no hold of lethe's (the next run asks the store again).
+    let job_name = sql.bind(Bind::Text(job.name.clone()));
+    let st = job.dialect.t(&format!(
+        "EXISTS (SELECT 1 FROM lethe.work_items w WHERE w.job = {job_name} AND w.subject_key = {key} \
+         AND w.state = 'held' AND w.hold_id IS NULL)"
+    ));
     format!(
-        "SELECT {} AS key, {} AS owner, {} AS c, {e} AS e, {d} AS d, {h} AS h FROM {} n0 WHERE {base}",
-        as_text(job, &format!("n0.{}", job.key.quoted())),
+        "SELECT {key} AS key, {} AS owner, {} AS c, {e} AS e, {d} AS d, {h} AS h, {st} AS st FROM {} n0 WHERE {base}",
         owner_text(job),
         clock_ts(job),
         job.subject_table().quoted_in(job.dialect)
