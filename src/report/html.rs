@@ -152,11 +152,11 @@ fn summary_html(s: &Summary) -> String {
         .chain(s.jobs.iter().flat_map(|(job, j)| {
             j.held_past_deadline_subjects.iter().map(move |o| {
                 format!(
-                    "<li>held: {}:{}, deadline {}, hold {}</li>",
+                    "<li>held: {}:{}, deadline {}, {}</li>",
                     esc(job),
                     esc(&o.key),
                     t(o.deadline_at),
-                    o.hold_id.unwrap_or_default()
+                    esc(&super::summary::held_by(o.hold_id))
                 )
             })
         }))

@@ -262,10 +262,10 @@ pub fn write_text(s: &Summary, out: &mut dyn Write) -> std::io::Result<()> {
         for o in &j.held_past_deadline_subjects {
             writeln!(
                 out,
-                "held past deadline {job}:{} deadline {} hold {}",
+                "held past deadline {job}:{} deadline {} {}",
                 o.key,
                 t(o.deadline_at),
-                o.hold_id.unwrap_or_default()
+                held_by(o.hold_id)
             )?;
         }
     }
@@ -297,4 +297,12 @@ pub fn write_text(s: &Summary, out: &mut dyn Write) -> std::io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// What keeps a subject past its deadline: a hold of lethe's, or else the object store.
+pub(super) fn held_by(hold_id: Option<i64>) -> String {
+    match hold_id {
+        Some(id) => format!("hold {id}"),
+        None => "by the object store (S3 Object Lock)".into(),
+    }
 }

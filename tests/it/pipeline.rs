@@ -877,6 +877,15 @@ async fn object_lock_holds_keep_the_whole_subject_and_are_recorded_as_evidence()
         );
     }
 
+    let (code, out, err) = w.cli(&["report", "--summary", "--job", "deleted-runs"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("held past deadline deleted-runs:1 ")
+            && out.contains("by the object store (S3 Object Lock)")
+            && !out.contains("hold 0"),
+        "{out}"
+    );
+
     // The legal hold is lifted: the next run purges run 1 whole; run 2 stays retained.
     w.store()
         .set_legal_hold(
