@@ -96,6 +96,14 @@ pub async fn try_lock_job(db: &Db, job: &str) -> Result<Option<JobLock>> {
 }
 
 async fn try_lock_pg(pool: &PgPool, job: &str) -> Result<Option<JobLock>> {
+    let mut conn = lock_connection(pool, job).await?;
+    Ok(try_on(&mut conn, job)
+        .await?
+        .then(|| JobLock::Pg(Some(conn))))
+}
+
+/// The run lock's own connection (see `JobLock`).
+async fn lock_connection(pool: &PgPool, job: &str) -> Result<sqlx::PgConnection> {
     use sqlx::Connection;
     // Named, so an operator sees in pg_stat_activity which session holds which job (unless
     // DATABASE_URL names the application itself).
@@ -103,15 +111,18 @@ async fn try_lock_pg(pool: &PgPool, job: &str) -> Result<Option<JobLock>> {
     if options.get_application_name().is_none() {
         options = options.application_name(&format!("lethe run lock: {job}"));
     }
-    let mut conn = sqlx::PgConnection::connect_with(&options)
+    sqlx::PgConnection::connect_with(&options)
         .await
-        .with_context(|| format!("opening the run lock's connection for job `{job}`"))?;
-    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+        .with_context(|| format!("opening the run lock's connection for job `{job}`"))
+}
+
+/// Takes the job's run lock on `conn` if it is free.
+async fn try_on(conn: &mut sqlx::PgConnection, job: &str) -> Result<bool> {
+    sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
         .bind(lock_key(job))
-        .fetch_one(&mut conn)
+        .fetch_one(conn)
         .await
-        .with_context(|| format!("taking the run lock of job `{job}`"))?;
-    Ok(got.then(|| JobLock::Pg(Some(conn))))
+        .with_context(|| format!("taking the run lock of job `{job}`"))
 }
 
 async fn try_lock_lite(pool: &SqlitePool, job: &str) -> Result<Option<JobLock>> {
@@ -171,6 +182,14 @@ pub(crate) fn rand_token() -> String {
 
 /// Waits until the job's run lock is free and takes it, checking every `every`.
 pub async fn lock_job_waiting(db: &Db, job: &str, every: std::time::Duration) -> Result<JobLock> {
+    if let Db::Pg(pool) = db {
+        // One connection for the whole wait, which becomes the lock's.
+        let mut conn = lock_connection(pool, job).await?;
+        while !try_on(&mut conn, job).await? {
+            tokio::time::sleep(every).await;
+        }
+        return Ok(JobLock::Pg(Some(conn)));
+    }
     loop {
         if let Some(lock) = try_lock_job(db, job).await? {
             return Ok(lock);

@@ -336,3 +336,62 @@ async fn the_run_lock_has_a_session_of_its_own_and_a_pool_too_small_is_refused()
     );
     w.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_told_to_wait_waits_on_one_session_then_purges() {
+    let w = World::new(Versioning::Unversioned).await;
+    w.account(1, "free", None).await;
+    w.run_row(1, 1, Some(GRACE + 60)).await;
+    // Another process holds the job's run lock.
+    let mut holder = w.pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended('lethe:job:deleted-runs', 0))")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .args(["run", "--job", "deleted-runs", "--wait"])
+        .env("DATABASE_URL", &w.url)
+        .env("LETHE_JOBS_DIR", &w.jobs_dir)
+        .env("LETHE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While it waits: nothing deleted, and one session of its own asking, the same throughout.
+    let waiter = async || -> Vec<i32> {
+        sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity
+              WHERE application_name = 'lethe run lock: deleted-runs' AND datname = current_database()",
+        )
+        .fetch_all(&w.pool)
+        .await
+        .unwrap()
+    };
+    let t = Instant::now();
+    let first = loop {
+        let pids = waiter().await;
+        if !pids.is_empty() {
+            break pids;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "no waiting session");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(waiter().await, first, "one session for the whole wait");
+    assert!(run.try_wait().unwrap().is_none(), "it did not wait");
+    assert_eq!(w.rows_of_run(1).await, 7, "nothing deleted while waiting");
+
+    // The other process finishes: the waiting run takes the lock and purges.
+    sqlx::query("SELECT pg_advisory_unlock(hashtextextended('lethe:job:deleted-runs', 0))")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let status = run.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert_eq!(w.rows_of_run(1).await, 0);
+    assert!(w.keys("runs/1/").await.is_empty());
+    drop(holder);
+    w.cleanup().await;
+}
