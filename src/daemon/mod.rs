@@ -41,7 +41,7 @@ const BEAT: Duration = Duration::from_secs(5);
 const STORE_CHECK_EVERY: Duration = Duration::from_secs(30);
 const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often every job's gauges are read again from the database, runs or not.
-const PLAN_REFRESH_EVERY: Duration = Duration::from_secs(60);
+const PLAN_REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
 
 /// Runs until SIGTERM or SIGINT. Returns the exit code: 0 after a clean shutdown, 1 when runs
 /// were still in flight at the end of the grace period.
