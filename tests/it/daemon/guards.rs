@@ -26,17 +26,7 @@ async fn a_process_cut_off_past_its_lease_deletes_nothing_after_the_take_over() 
         .spawn()
         .unwrap();
     let pid = old.id().to_string();
-    let t = Instant::now();
-    while !std::fs::read_to_string(&log)
-        .unwrap()
-        .contains("purging objects")
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "old process never reached its objects"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_line(&log, "purging objects");
     assert!(
         Command::new("kill")
             .args(["-STOP", &pid])
@@ -255,14 +245,7 @@ async fn the_run_lock_has_a_session_of_its_own_and_a_pool_too_small_is_refused()
     // Too small a pool, said before anything is claimed: three jobs side by side in the daemon,
     // one batch's worth in a one-shot run.
     let mut d = Daemon::start(&w, &[("LETHE_DB_CONNECTIONS", "5")]);
-    let t = Instant::now();
-    let code = loop {
-        if let Some(s) = d.child.as_mut().unwrap().try_wait().unwrap() {
-            break s.code();
-        }
-        assert!(t.elapsed() < Duration::from_secs(60), "{}", d.logs());
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let code = d.exit_code();
     assert_eq!(code, Some(2), "{}", d.logs());
     assert!(
         d.logs().contains("LETHE_DB_CONNECTIONS=5 is too small")
@@ -296,17 +279,7 @@ async fn the_run_lock_has_a_session_of_its_own_and_a_pool_too_small_is_refused()
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let t = Instant::now();
-    while !std::fs::read_to_string(&log)
-        .unwrap()
-        .contains("purging objects")
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "never reached objects"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_line(&log, "purging objects");
     let holders: Vec<String> = sqlx::query_scalar(
         "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
           WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database()",

@@ -92,6 +92,18 @@ impl Daemon {
         }
     }
 
+    /// Waits for a daemon that should stop on its own (a configuration error): its exit code.
+    fn exit_code(&mut self) -> Option<i32> {
+        let t = Instant::now();
+        loop {
+            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                return s.code();
+            }
+            assert!(t.elapsed() < Duration::from_secs(60), "{}", self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -174,4 +186,16 @@ async fn deletable_runs_more(w: &World, from: i64, to: i64) {
          FROM generate_series({from}, {to}) g"
     ))
     .await;
+}
+
+/// Waits until the log file at `log` says `what` (a process reaching a stage).
+fn wait_for_line(log: &std::path::Path, what: &str) {
+    let t = Instant::now();
+    while !std::fs::read_to_string(log).unwrap().contains(what) {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the process never said {what:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
