@@ -288,10 +288,10 @@ impl Default for Exported {
     }
 }
 
-/// What the daemon keeps per job for `/readyz` and its own decisions.
+/// What the daemon keeps per job for `/readyz` (whether a run is going is the
+/// `lethe_job_running` gauge).
 #[derive(Debug, Default, Clone)]
 pub struct JobState {
-    pub running: bool,
     pub last_error: Option<String>,
 }
 
@@ -357,7 +357,6 @@ impl Metrics {
     }
 
     pub fn set_running(&mut self, job: &str, running: bool) {
-        self.jobs.entry(job.to_string()).or_default().running = running;
         self.exported
             .running
             .get_or_create(&label(job))
@@ -404,7 +403,6 @@ impl Metrics {
             count(&e.uploads, r.uploads_aborted);
         }
         let state = self.jobs.entry(job.to_string()).or_default();
-        state.running = false;
         // A locked run says nothing about the job's health; the others replace the last error.
         if outcome != Outcome::locked {
             state.last_error = error;
