@@ -26,7 +26,15 @@ impl Location {
     /// A directory location; refuses a prefix that would cover a whole bucket.
     pub fn dir(bucket: &str, prefix: &str) -> Result<Self, String> {
         check_bucket(bucket)?;
-        let trimmed = prefix.trim_start_matches('/');
+        // No normalisation, ever: a leading `/` is a key of its own on S3 and nothing on a
+        // file system, so the text and the store would disagree on what it names.
+        if prefix.starts_with('/') {
+            return Err(format!(
+                "prefix `{prefix}` starts with `/`, which one store keeps and another drops; \
+                 refused"
+            ));
+        }
+        let trimmed = prefix;
         if trimmed.trim_matches('/').is_empty() {
             return Err(format!(
                 "prefix `{prefix}` in bucket `{bucket}` would cover the whole bucket"
@@ -36,6 +44,7 @@ impl Location {
             return Err(format!("prefix `{prefix}` contains `.` or `..` segments"));
         }
         check_store_safe(prefix)?;
+        check_not_encoded(prefix)?;
         let inner = trimmed.strip_suffix('/').unwrap_or(trimmed);
         if inner.split('/').any(str::is_empty) {
             return Err(format!(
@@ -59,6 +68,7 @@ impl Location {
 
     /// Parses `s3://bucket/path` from a URI column: the directory `path/` and the object `path`.
     pub fn from_uri(uri: &str) -> Result<Self, String> {
+        check_plain_uri(uri)?;
         let rest = uri
             .strip_prefix("s3://")
             .ok_or_else(|| format!("`{uri}` is not an s3:// URI"))?;
@@ -84,6 +94,7 @@ impl Location {
                 root.display()
             )),
             (Some(path), Some(root)) => {
+                check_plain_uri(uri)?;
                 let root = root.to_string_lossy();
                 let rest = path
                     .strip_prefix(root.trim_end_matches('/'))
@@ -162,6 +173,38 @@ pub fn check_store_safe(path: &str) -> Result<(), String> {
             } else {
                 format!("the control character {:?}", c)
             }
+        )),
+    }
+}
+
+/// Refuses percent-encoding (`%2F`, `%20`): S3 keeps `%2F` as three characters where a URL
+/// reader (and a platform that wrote the URI with one) means `/`, so the text and the store
+/// would disagree on which objects it names.
+fn check_not_encoded(path: &str) -> Result<(), String> {
+    let b = path.as_bytes();
+    let encoded = b
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit());
+    if encoded {
+        return Err(format!(
+            "`{}` holds percent-encoding, which the object store keeps as text where a URL \
+             reader decodes it; refused",
+            path.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a URI with a query or a fragment (`?`, `#`): a URL reader drops them, the object
+/// store keeps them as part of the key.
+fn check_plain_uri(uri: &str) -> Result<(), String> {
+    match uri.find(['?', '#']) {
+        None => Ok(()),
+        Some(i) => Err(format!(
+            "`{}` holds `{}`, which a URL reader takes as a query or fragment and the object \
+             store as part of the key; refused",
+            uri.escape_debug(),
+            &uri[i..i + 1]
         )),
     }
 }
@@ -264,6 +307,10 @@ mod tests {
             "gs://bkt/x",
             "s3://bkt/a/../b",
             "s3://B_ad/x",
+            "s3://bkt//x/",
+            "s3://bkt/a%2Fb/",
+            "s3://bkt/a/b?versionId=1",
+            "s3://bkt/a/b#c",
         ] {
             assert!(Location::from_uri(bad).is_err(), "{bad} accepted");
         }
@@ -306,6 +353,9 @@ mod tests {
             "file:///srv/objs/artifacts/",
             "file:///srv/objs/artifacts/../../etc/x",
             "file:///srv/objs/../etc/x/y",
+            "file:///srv/objs/artifacts//custom/105/",
+            "file:///srv/objs/artifacts/custom/./105/",
+            "file:///srv/objs/artifacts/my%20run/",
             "s3://bkt/runs/7",
         ] {
             assert!(

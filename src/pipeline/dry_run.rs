@@ -4,7 +4,7 @@
 
 use super::locks;
 use super::objects::{self, Buckets};
-use super::{JobReport, hold_map, manifest};
+use super::{JobReport, hold_map, manifest, ownership};
 use crate::context::Context;
 use crate::db::platform;
 use crate::spec::Job;
@@ -21,13 +21,21 @@ pub(super) async fn batch(
     let keys: Vec<String> = batch.iter().map(|c| c.key.clone()).collect();
     let held = hold_map(ctx, job, all, &keys).await?;
     let manifests = manifest::build(ctx, job, &keys, true).await?;
+    // The ownership proof as a real run asks it: of the subjects it would purge.
+    let asked: Vec<(String, Vec<crate::domain::Location>)> = batch
+        .iter()
+        .map(|c| (c.key.clone(), &manifests[&c.key]))
+        .filter(|(k, m)| !held.contains_key(k) && m.error.is_none() && !m.locations.is_empty())
+        .map(|(k, m)| (k, m.locations.clone()))
+        .collect();
+    let claimed = ownership::claimed(ctx, job, all, &asked).await;
     for c in batch {
         if held.contains_key(&c.key) {
             report.held += 1;
             continue;
         }
         let m = &manifests[&c.key];
-        if let Some(e) = &m.error {
+        if let Some(e) = m.error.as_ref().or(claimed.get(&c.key)) {
             report.failed += 1;
             report.error(format!("{}: {e}", c.key));
             continue;

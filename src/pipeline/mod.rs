@@ -13,6 +13,7 @@ pub mod listing;
 mod locks;
 pub mod manifest;
 pub mod objects;
+mod ownership;
 pub mod plan;
 mod purge;
 pub mod ranges;

@@ -5,7 +5,7 @@
 use super::manifest::{self, Manifest};
 use super::objects::{self, Buckets, Tally};
 use super::rows::{self, RowOutcome};
-use super::{JobReport, Ready, hold_map, verify};
+use super::{JobReport, Ready, hold_map, ownership, verify};
 use super::{lease, locks};
 use crate::context::Context;
 use crate::db::{items, platform};
@@ -40,6 +40,7 @@ pub(super) async fn purge_batch(
         Batch::claim(ctx, job, all, run_id, buckets, batch, &manifests, report).await?;
     stages.mark("claim");
     let go = b.check_holds(claimed, report).await?;
+    let go = b.check_ownership(go, report).await?;
     let go = b.check_storage_holds(go, report).await?;
     stages.mark("holds");
     if crate::controls::on("rows-before-objects") {
@@ -212,6 +213,26 @@ impl<'a> Batch<'a> {
         )
         .await?;
         Ok(go)
+    }
+
+    /// Step 2b, ownership: a subject one of whose locations another row of the database
+    /// points at or into (live, in grace, held, another job's or table's) fails with the rows
+    /// named; the rows of the subjects going on are no claim.
+    async fn check_ownership(&self, go: Vec<Ready>, report: &mut JobReport) -> Result<Vec<Ready>> {
+        let asked: Vec<(String, Vec<crate::domain::Location>)> = go
+            .iter()
+            .filter(|r| self.has_objects(r))
+            .map(|r| (r.key.clone(), self.locations(r)))
+            .collect();
+        let claimed = ownership::claimed(self.ctx, self.job, self.all, &asked).await;
+        let mut owned = Vec::with_capacity(go.len());
+        for r in go {
+            match claimed.get(&r.key) {
+                Some(why) => self.fail(&r, "ownership", why, report).await?,
+                None => owned.push(r),
+            }
+        }
+        Ok(owned)
     }
 
     /// Step 3, storage holds: S3 Object Lock on any version keeps the whole subject, asked before

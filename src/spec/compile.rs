@@ -45,6 +45,8 @@ pub struct Job {
     pub clock_kind: ClockKind,
     pub windows: Windows,
     pub objects: Vec<ObjectSource>,
+    /// URI columns of other tables whose rows claim what they point at or into.
+    pub protects: Vec<Protect>,
     /// Line of the subject table, for validation errors.
     pub subject_line: usize,
     /// Types of the columns values are cast to, keyed by (node, column); filled by `validate`.
@@ -117,6 +119,14 @@ pub struct Windows {
     pub from_row: Option<super::FromRowSpec>,
     /// The related row `vary_by` is read from, if not the subject row.
     pub vary_on: Option<super::RelatedRow>,
+}
+
+/// A `[[protects]]` entry: every row's URI in `table.column` claims its objects.
+#[derive(Debug, Clone)]
+pub struct Protect {
+    pub table: TableName,
+    pub column: Ident,
+    pub line: usize,
 }
 
 /// Where objects are found, per subject.
@@ -331,6 +341,15 @@ pub fn parse_job(text: &str, path: &Path) -> Result<Job> {
                 .map_err(|msg| at(o.span(), "objects", msg))?,
         );
     }
+    let protects = spec
+        .protects
+        .iter()
+        .map(|p| Protect {
+            table: p.get_ref().table.clone(),
+            column: p.get_ref().uri_column.clone(),
+            line: line_of(text, p.span().start),
+        })
+        .collect();
     Ok(Job {
         name,
         file: path.to_path_buf(),
@@ -343,6 +362,7 @@ pub fn parse_job(text: &str, path: &Path) -> Result<Job> {
         clock_kind: *subject.clock_kind.get_ref(),
         windows,
         objects,
+        protects,
         subject_line: nodes[0].line,
         types: Default::default(),
         dialect: Default::default(),

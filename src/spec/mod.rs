@@ -15,13 +15,13 @@ pub mod validate;
 mod props;
 
 pub use compile::{
-    ClockKind, Job, Link, Node, ObjectSource, Rejected, Windows, load_dir, load_dir_each,
+    ClockKind, Job, Link, Node, ObjectSource, Protect, Rejected, Windows, load_dir, load_dir_each,
     load_file, parse_job,
 };
 pub use duration::Window;
 pub use filter::Filter;
 pub use ident::{Columns, Ident, TableName};
-pub use template::Template;
+pub use template::{Part as TemplatePart, Template};
 pub use validate::{Catalog, validate};
 
 use serde::{Deserialize, Deserializer};
@@ -50,6 +50,21 @@ pub struct JobSpec {
     /// Where a subject's objects live.
     #[serde(default)]
     pub objects: Vec<Spanned<ObjectsSpec>>,
+    /// Columns of other tables whose URIs point into objects nobody may purge while the row
+    /// lives (MLflow's `model_versions.storage_location`): a location they point at or into
+    /// fails its subject, in every loaded job.
+    #[serde(default)]
+    pub protects: Vec<Spanned<ProtectsSpec>>,
+}
+
+/// A column holding URIs that claim the objects they point at or into.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectsSpec {
+    /// The table (`model_versions`, `schema.table`).
+    pub table: TableName,
+    /// Its column holding `s3://bucket/path` (or `file://` with a local store) URIs.
+    pub uri_column: Ident,
 }
 
 /// The subject table and its clock.

@@ -39,6 +39,11 @@ impl Template {
                 "`{text}` has no placeholder, so every subject would share one prefix: use e.g. `runs/{{key}}/`"
             ));
         }
+        if text.starts_with('/') {
+            return Err(format!(
+                "`{text}` starts with `/`: object keys have no root (`runs/{{key}}/`)"
+            ));
+        }
         if !text.ends_with('/') {
             return Err(format!(
                 "`{text}` must end with `/`: a prefix is a directory (`runs/{{key}}/`)"

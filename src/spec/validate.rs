@@ -337,6 +337,22 @@ fn check_job(job: &Job, cat: &Catalog, errors: &mut Vec<String>) {
             );
         }
     }
+    for p in &job.protects {
+        if !cat.columns.contains_key(&p.table) {
+            err(
+                p.line,
+                format!(
+                    "protects: table `{}` does not exist in the database",
+                    p.table
+                ),
+            );
+        } else if cat.column_type(&p.table, p.column.as_str()).is_none() {
+            err(
+                p.line,
+                format!("protects: table `{}` has no column `{}`", p.table, p.column),
+            );
+        }
+    }
     check_foreign_keys(job, cat, &mut err);
     check_links_follow_the_graph(job, cat, &mut err);
 }

@@ -16,6 +16,7 @@ mod helpers;
 mod hostile;
 mod local;
 mod mlflow;
+mod ownership;
 mod packs;
 mod permissions;
 mod pgbouncer;

@@ -7,7 +7,10 @@
 
 use super::sql::{Bind, Sql};
 
+mod claims;
 mod exprs;
+
+pub use claims::{Claim, Places, claims};
 
 use crate::spec::{Ident, Job};
 use chrono::{DateTime, Utc};

@@ -1,0 +1,180 @@
+//! The ownership proof's one query: which rows of the platform, other than those a batch is about
+//! to purge, name a place inside (or equal to) a location the batch would delete. A claim is a
+//! URI column's value or a prefix template rendered in SQL; a location is matched by its text
+//! (`s3://bucket/dir/` or, for templates, `dir/`), so the query answers per pattern how many rows
+//! claim it and one of them as an example.
+//!
+//! It must not decide anything: the pipeline says which locations to ask about and what a claim
+//! means for the subject.
+
+use super::exprs::{as_text, chain, lite, new_sql, realias, scope};
+use crate::db::sql::{Bind, Sql};
+use crate::spec::TemplatePart as Part;
+use crate::spec::{Ident, Job, TableName, Template};
+
+/// What makes a row claim a place.
+pub enum Claim<'a> {
+    /// Every row of `table` whose `column` holds a URI. `name` (a key column) names the row in
+    /// errors.
+    Uri {
+        table: TableName,
+        column: Ident,
+        name: Option<Ident>,
+    },
+    /// Every row of `job`'s node `from` that the job would render `template` for.
+    Template {
+        job: &'a Job,
+        from: usize,
+        template: &'a Template,
+    },
+}
+
+impl Claim<'_> {
+    /// The table whose rows claim.
+    pub fn table(&self) -> &TableName {
+        match self {
+            Claim::Uri { table, .. } => table,
+            Claim::Template { job, from, .. } => &job.nodes[*from].table,
+        }
+    }
+}
+
+/// The places asked about, as text, each ending in `/` (a directory: every claim starting with
+/// it) or not (one object: a claim equal to it).
+pub struct Places<'a>(pub &'a [String]);
+
+/// `(place index, rows, one claiming value, that row's name)` for each place in `places` that
+/// a row of `claim` points at or inside, leaving out the rows `current` purges for `keys`.
+///
+/// PostgreSQL compares in the `C` collation (a prefix is a byte range whatever the database's
+/// collation) and joins each directory place on the claim's first segments, so one pass over
+/// the table serves a whole batch; SQLite compares text bytewise by default.
+pub fn claims(current: &Job, keys: &[String], claim: &Claim, places: &Places) -> Sql {
+    let mut sql = new_sql(current);
+    let (tables, mut conds, row, value, name) = match claim {
+        Claim::Uri {
+            table,
+            column,
+            name,
+        } => (
+            vec![format!("{} cl", table.quoted_in(current.dialect))],
+            vec![format!("cl.{} IS NOT NULL", column.quoted())],
+            "cl".to_string(),
+            as_text(current, &format!("cl.{}", column.quoted())),
+            name.as_ref()
+                .map(|k| as_text(current, &format!("cl.{}", k.quoted()))),
+        ),
+        Claim::Template {
+            job,
+            from,
+            template,
+        } => {
+            let (tables, conds) = chain(job, *from, &mut sql);
+            let tables = tables.iter().map(|t| t.replace(" n", " c")).collect();
+            let conds = conds.iter().map(|c| realias(c)).collect();
+            let value = rendered(job, *from, template, &mut sql);
+            let name = as_text(job, &format!("c0.{}", job.key.quoted()));
+            (tables, conds, format!("c{from}"), value, Some(name))
+        }
+    };
+    for (i, node) in current.nodes.iter().enumerate() {
+        if node.table != *claim.table() {
+            continue;
+        }
+        let (t, c, _) = scope(current, i, keys, &mut sql);
+        let same = if lite(current) {
+            format!("n{i}.rowid = {row}.rowid")
+        } else {
+            format!("n{i}.tableoid = {row}.tableoid AND n{i}.ctid = {row}.ctid")
+        };
+        conds.push(format!(
+            "NOT EXISTS (SELECT 1 FROM {} WHERE {} AND {same})",
+            t.join(", "),
+            c.join(" AND ")
+        ));
+    }
+    if conds.is_empty() {
+        conds.push("1 = 1".into());
+    }
+    let name = name.unwrap_or_else(|| {
+        if lite(current) {
+            "NULL".into()
+        } else {
+            "NULL::text".into()
+        }
+    });
+    let inner = format!(
+        "SELECT {value} AS val, {name} AS name FROM {} WHERE {}",
+        tables.join(", "),
+        conds.join(" AND ")
+    );
+    if lite(current) {
+        lite_match(&mut sql, &inner, places);
+    } else {
+        pg_match(&mut sql, &inner, places);
+    }
+    sql
+}
+
+/// A template rendered in SQL from the aliases of a realiased chain (`c0` the subject).
+fn rendered(job: &Job, from: usize, template: &Template, sql: &mut Sql) -> String {
+    let parts: Vec<String> = template
+        .0
+        .iter()
+        .map(|p| match p {
+            Part::Text(t) => sql.bind(Bind::Text(t.clone())),
+            Part::Column(c) => match c.as_str() {
+                "key" => as_text(job, &format!("c0.{}", job.key.quoted())),
+                "owner" => match &job.owner {
+                    Some(o) => as_text(job, &format!("c0.{}", o.quoted())),
+                    None => "NULL".into(),
+                },
+                _ => as_text(job, &format!("c{from}.{}", c.quoted())),
+            },
+        })
+        .collect();
+    format!("({})", parts.join(" || "))
+}
+
+/// SQLite: a directory place `p` matches a claim in `[p, p with its last `/` turned into `0`)`,
+/// the bytewise range of text starting with `p` (`0` follows `/`); an object place matches an
+/// equal claim.
+fn lite_match(sql: &mut Sql, inner: &str, places: &Places) {
+    let p = sql.bind(Bind::Texts(places.0.to_vec()));
+    sql.push(&format!(
+        "SELECT CAST(p.key AS TEXT), CAST(count(*) AS TEXT), min(v.val), min(v.name) FROM ({inner}) v, json_each({p}) p \
+         WHERE CASE WHEN substr(p.value, -1) = '/' \
+         THEN v.val >= p.value AND v.val < substr(p.value, 1, length(p.value) - 1) || '0' \
+         ELSE v.val = p.value END GROUP BY p.key"
+    ));
+}
+
+/// PostgreSQL: one arm per depth of directory place (a claim's first `d` segments, cut by a
+/// regular expression, hash-joined with the places of that depth) and one for object places.
+fn pg_match(sql: &mut Sql, inner: &str, places: &Places) {
+    let mut depths: Vec<usize> = places
+        .0
+        .iter()
+        .filter(|p| p.ends_with('/'))
+        .map(|p| p.matches('/').count())
+        .collect();
+    depths.sort_unstable();
+    depths.dedup();
+    let all = sql.bind(Bind::Texts(places.0.to_vec()));
+    let mut arms = vec![format!(
+        "SELECT p.i, v.val, v.name FROM v JOIN unnest(CAST({all} AS text[])) WITH ORDINALITY \
+         p(place, i) ON v.val COLLATE \"C\" = p.place COLLATE \"C\" WHERE right(p.place, 1) <> '/'"
+    )];
+    for d in depths {
+        arms.push(format!(
+            "SELECT p.i, v.val, v.name FROM v JOIN unnest(CAST({all} AS text[])) WITH ORDINALITY \
+             p(place, i) ON substring(v.val from '^((?:[^/]*/){{{d}}})') COLLATE \"C\" = p.place \
+             COLLATE \"C\" WHERE right(p.place, 1) = '/'"
+        ));
+    }
+    sql.push(&format!(
+        "WITH v AS MATERIALIZED ({inner}) SELECT (m.i - 1)::text, count(*)::text, min(m.val), \
+         min(m.name) FROM ({}) m GROUP BY m.i",
+        arms.join(" UNION ALL ")
+    ));
+}
