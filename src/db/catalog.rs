@@ -160,7 +160,8 @@ async fn load_pg(pool: &PgPool) -> Result<Catalog> {
                       JOIN pg_attribute ON attrelid = i.indrelid AND attnum = k.n ORDER BY k.o)
          FROM pg_index i
          JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE i.indisunique AND i.indpred IS NULL AND NOT (0 = ANY (i.indkey::int2[]))
+         WHERE i.indisunique AND i.indisvalid AND i.indisready AND i.indislive
+           AND i.indpred IS NULL AND NOT (0 = ANY (i.indkey::int2[]))
            AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'lethe')",
     )
     .fetch_all(pool)

@@ -128,6 +128,10 @@ pub fn problems(jobs: &mut [Job], catalog: &Catalog) -> Vec<Vec<String>> {
     for (i, a) in jobs.iter().enumerate() {
         let mut errors = Vec::new();
         check_overlaps_of(a, &jobs[..i], &mut errors);
+        let file = a.file.display().to_string();
+        links::check_cascaded_objects(a, jobs, &mut |line, msg| {
+            errors.push(format!("{file}:{line}: {msg}"))
+        });
         out[i].extend(errors);
     }
     out

@@ -14,10 +14,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// What a behaviour test needs of a world, whichever database and store it runs on.
-trait Platform {
+pub(crate) trait Platform {
     fn ctx(&self) -> &Context;
     fn bucket(&self) -> &str;
-    fn cli(&self, args: &[&str]) -> (i32, String, String);
+    fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        self.cli_env(args, &[])
+    }
+    /// As `cli`, with extra environment variables.
+    fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String);
     /// Where the world's specs are (the shipped ones, rewritten for its bucket).
     fn jobs_dir(&self) -> &std::path::Path;
     /// Runs portable SQL; `lethe.` tables are renamed for the dialect.
@@ -119,8 +123,8 @@ impl Platform for World {
     fn jobs_dir(&self) -> &std::path::Path {
         &self.jobs_dir
     }
-    fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        World::cli(self, args)
+    fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+        World::cli_env(self, args, env)
     }
     async fn sql(&self, sql: &str) {
         World::sql(self, sql).await
@@ -163,7 +167,7 @@ impl Platform for World {
 
 /// The embedded default: a SQLite file with the reference schema and lethe's tables, objects in
 /// a local directory, the shipped specs unchanged.
-struct LiteWorld {
+pub(crate) struct LiteWorld {
     dir: PathBuf,
     url: String,
     jobs_dir: PathBuf,
@@ -174,7 +178,7 @@ struct LiteWorld {
 const BUCKET: &str = "lethe-artifacts";
 
 impl LiteWorld {
-    async fn new() -> LiteWorld {
+    pub(crate) async fn new() -> LiteWorld {
         let dir = std::env::temp_dir().join(helpers::unique("lethe-lite-"));
         let (jobs_dir, objects) = (dir.join("jobs"), dir.join("objects"));
         std::fs::create_dir_all(&jobs_dir).unwrap();
@@ -231,7 +235,7 @@ impl Platform for LiteWorld {
     fn jobs_dir(&self) -> &std::path::Path {
         &self.jobs_dir
     }
-    fn cli(&self, args: &[&str]) -> (i32, String, String) {
+    fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
             .args(args)
             .env("DATABASE_URL", &self.url)
@@ -241,6 +245,7 @@ impl Platform for LiteWorld {
                 format!("file://{}", self.objects.display()),
             )
             .env("LETHE_LOG", "warn")
+            .envs(env.iter().copied())
             .output()
             .unwrap();
         crate::helpers::outcome(out)

@@ -6,7 +6,9 @@
 //! alone in its batch and among the others; the negative control (the proof switched off) loses
 //! the neighbours' objects in the same world.
 
+use crate::behaviour::{LiteWorld, Platform};
 use crate::helpers::{DAY, World};
+use lethe::storage::Versioning;
 
 /// The bad runs: (id, artifact_uri path, what its error must say: one of `|`). In one batch
 /// with the good runs, the first four are refused already as overlapping another subject of
@@ -28,12 +30,7 @@ const BAD: &[(i64, &str, &str)] = &[
 /// Live runs 101-105 and run 106 (deleted a day ago, in its 7-day grace) keep their artifacts
 /// under `custom/ID/` (and `runs/ID/` by template); snapshot 30 of run 101 under `snaps/30/`.
 /// Runs 1-3 are deleted past their grace with their own `custom/gID/`; the bad runs beside them.
-async fn world(local: bool) -> World {
-    let w = if local {
-        World::local().await
-    } else {
-        World::new(lethe::storage::Versioning::Enabled).await
-    };
+async fn seed(w: &impl Platform) {
     w.account(1, "free", None).await;
     let uri = |id: i64, path: &str| {
         format!(
@@ -59,7 +56,6 @@ async fn world(local: bool) -> World {
         w.run_row(*id, 1, Some(10 * DAY)).await;
         w.sql(&uri(*id, path)).await;
     }
-    w
 }
 
 /// Every object of the live runs, the run in grace and the snapshot.
@@ -78,85 +74,93 @@ fn neighbours() -> Vec<String> {
     keys
 }
 
-async fn last_error(w: &World, id: i64) -> String {
-    sqlx::query_scalar::<_, Option<String>>(
-        "SELECT last_error FROM lethe.work_items WHERE job = 'deleted-runs' AND subject_key = $1",
-    )
-    .bind(id.to_string())
-    .fetch_optional(&w.pool)
-    .await
-    .unwrap()
-    .flatten()
-    .unwrap_or_default()
-}
-
-async fn left_of(w: &World, wanted: &[String]) -> Vec<String> {
+async fn left_of(w: &impl Platform, wanted: &[String]) -> Vec<String> {
     let all = w.keys("").await;
     wanted.iter().filter(|k| all.contains(k)).cloned().collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_uri_where_other_rows_keep_their_objects_fails_alone_and_nothing_of_theirs_goes() {
-    for local in [false, true] {
-        for batch in ["2000", "1"] {
-            let w = world(local).await;
-            let (code, out, err) = w.cli_env(
-                &["run", "--job", "deleted-runs"],
-                &[("LETHE_BATCH_SUBJECTS", batch)],
-            );
-            let at = format!("local {local}, batch {batch}");
-            assert_eq!(code, 1, "{at}: failures are exit 1\n{out}\n{err}");
-            assert_eq!(
-                left_of(&w, &neighbours()).await,
-                neighbours(),
-                "{at}: every neighbour keeps every object"
-            );
-            for id in 101..=106 {
-                assert_eq!(w.rows_of_run(id).await, 7, "{at}: run {id} keeps its rows");
-            }
-            for id in 1..=3 {
-                assert_eq!(
-                    w.rows_of_run(id).await,
-                    0,
-                    "{at}: good run {id} purged: {}",
-                    last_error(&w, id).await
-                );
-                assert!(w.keys(&format!("custom/g{id}/")).await.is_empty(), "{at}");
-                assert!(w.keys(&format!("runs/{id}/")).await.is_empty(), "{at}");
-            }
-            for (id, path, why) in BAD {
-                assert_eq!(w.rows_of_run(*id).await, 7, "{at}: {path} keeps its rows");
-                assert!(
-                    !w.keys(&format!("runs/{id}/")).await.is_empty(),
-                    "{at}: nothing of {path} is deleted"
-                );
-                let error = last_error(&w, *id).await;
-                // Alone in its batch, only the rows of the database can refuse it.
-                let whys: Vec<&str> = why
-                    .split('|')
-                    .take(if batch == "1" { 1 } else { 2 })
-                    .collect();
-                assert!(
-                    whys.iter().any(|w| error.contains(w)),
-                    "{at}: {path}: {error}"
-                );
-            }
-            let failed = w.audit_events("failed");
-            assert_eq!(
-                failed.await.len(),
-                BAD.len(),
-                "{at}: one failure per bad run"
-            );
-            w.cleanup().await;
+/// Runs `deleted-runs` over the seeded world in batches of `batch` and checks every promise.
+async fn bad_runs_fail_alone(w: impl Platform, batch: &str) {
+    seed(&w).await;
+    let (code, out, err) = w.cli_env(
+        &["run", "--job", "deleted-runs"],
+        &[("LETHE_BATCH_SUBJECTS", batch)],
+    );
+    let at = format!("{:?}, batch {batch}", w.dialect());
+    assert_eq!(code, 1, "{at}: failures are exit 1\n{out}\n{err}");
+    assert_eq!(
+        left_of(&w, &neighbours()).await,
+        neighbours(),
+        "{at}: every neighbour keeps every object"
+    );
+    for id in 101..=106 {
+        assert_eq!(w.rows_of_run(id).await, 7, "{at}: run {id} keeps its rows");
+    }
+    for id in 1..=3 {
+        assert_eq!(
+            w.rows_of_run(id).await,
+            0,
+            "{at}: good run {id} purged\n{err}"
+        );
+        assert!(w.keys(&format!("custom/g{id}/")).await.is_empty(), "{at}");
+        assert!(w.keys(&format!("runs/{id}/")).await.is_empty(), "{at}");
+    }
+    for (id, path, why) in BAD {
+        assert_eq!(w.rows_of_run(*id).await, 7, "{at}: {path} keeps its rows");
+        assert!(
+            !w.keys(&format!("runs/{id}/")).await.is_empty(),
+            "{at}: nothing of {path} is deleted"
+        );
+        // Alone in its batch, only the rows of the database can refuse it.
+        let whys: Vec<&str> = why
+            .split('|')
+            .take(if batch == "1" { 1 } else { 2 })
+            .collect();
+        let mut said = 0;
+        for w_ in &whys {
+            said += w
+                .count(&format!(
+                    "SELECT count(*) FROM lethe.work_items WHERE job = 'deleted-runs' AND \
+                     subject_key = '{id}' AND state = 'failed' AND last_error LIKE '%{w_}%'"
+                ))
+                .await;
         }
+        assert_eq!(said, 1, "{at}: {path} fails saying one of {whys:?}\n{err}");
+    }
+    let failed = w
+        .count(
+            "SELECT count(*) FROM lethe.audit_log WHERE event = 'failed' AND job = 'deleted-runs'",
+        )
+        .await;
+    assert_eq!(failed, BAD.len() as i64, "{at}: one failure per bad run");
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_runs_fail_alone_on_postgres_and_s3() {
+    for batch in ["2000", "1"] {
+        bad_runs_fail_alone(World::new(Versioning::Enabled).await, batch).await;
     }
 }
 
-/// The same world with the proof switched off loses the neighbours' objects: the test above
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_runs_fail_alone_on_postgres_and_a_local_directory() {
+    bad_runs_fail_alone(World::local().await, "1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_runs_fail_alone_on_sqlite_and_a_local_directory() {
+    for batch in ["2000", "1"] {
+        bad_runs_fail_alone(LiteWorld::new().await, batch).await;
+    }
+}
+
+/// The same world with the proof switched off loses the neighbours' objects: the tests above
 /// can fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negative_control_without_the_proof_the_neighbours_lose_their_objects() {
-    let w = world(false).await;
+    let w = World::new(Versioning::Enabled).await;
+    seed(&w).await;
     let (_, out, err) = w.cli_env(
         &["run", "--job", "deleted-runs"],
         &[("LETHE_NEGATIVE_CONTROL", "no-ownership-proof")],
@@ -174,5 +178,263 @@ async fn negative_control_without_the_proof_the_neighbours_lose_their_objects() 
             "the control deletes {lost}: {left:?}\n{out}\n{err}"
         );
     }
+    w.finish().await;
+}
+
+/// MLflow's shape: an experiment's `artifact_location` holds its runs' directories, and two
+/// experiments may share one. The deleted experiment sharing a live one's location fails (the
+/// live one's row and its runs' URIs claim it); a deleted experiment alone in its directory is
+/// purged with its runs (a row pointing above a location is no claim on it); one whose run's
+/// artifacts a registered model version points into (`[[protects]]`) fails.
+const EXPERIMENTS: &str = r#"schedule = "0 0 3 * * *"
+
+[subject]
+table = "experiments"
+key = "experiment_id"
+clock = "last_update_time"
+clock_kind = "epoch_milliseconds"
+filter = "lifecycle_stage = 'deleted'"
+
+[window]
+grace = "1d"
+deadline = "30d"
+
+[[rows]]
+table = "runs"
+column = "experiment_id"
+
+[[objects]]
+uri_column = "artifact_location"
+uri_kind = "directory"
+
+[[objects]]
+uri_column = "artifact_uri"
+from = "runs"
+uri_kind = "directory"
+
+[[protects]]
+table = "model_versions"
+uri_column = "storage_location"
+"#;
+
+async fn experiments_world() -> World {
+    let w = World::bare(Versioning::Enabled).await;
+    w.sql(
+        "CREATE TABLE experiments (experiment_id bigint PRIMARY KEY, artifact_location text,
+             lifecycle_stage text NOT NULL, last_update_time bigint);
+         CREATE TABLE runs (run_uuid text PRIMARY KEY,
+             experiment_id bigint NOT NULL REFERENCES experiments, artifact_uri text);
+         CREATE TABLE model_versions (name text, version int, storage_location text,
+             PRIMARY KEY (name, version));",
+    )
+    .await;
+    lethe::db::migrator().run(&w.pool).await.unwrap();
+    w.write_spec("deleted-experiments.toml", EXPERIMENTS);
+    let old = format!(
+        "(extract(epoch from now() - interval '{} seconds') * 1000)::bigint",
+        10 * DAY
+    );
+    for (id, location, deleted) in [
+        (1, "shared/", true),
+        (2, "shared/", false),
+        (3, "solo3/", true),
+        (4, "four/", true),
+    ] {
+        let stage = if deleted { "deleted" } else { "active" };
+        w.sql(&format!(
+            "INSERT INTO experiments VALUES ({id}, '{}', '{stage}', {old})",
+            w.uri(location)
+        ))
+        .await;
+    }
+    for (run, exp, dir) in [
+        ("r1a", 1, "shared"),
+        ("r2a", 2, "shared"),
+        ("r2b", 2, "shared"),
+        ("r3a", 3, "solo3"),
+        ("r4a", 4, "four"),
+    ] {
+        w.sql(&format!(
+            "INSERT INTO runs VALUES ('{run}', {exp}, '{}')",
+            w.uri(&format!("{dir}/{run}/artifacts"))
+        ))
+        .await;
+        w.put(&format!("{dir}/{run}/artifacts/model.pkl")).await;
+    }
+    w.put("solo3/meta.yaml").await;
+    w.sql(&format!(
+        "INSERT INTO model_versions VALUES ('m', 1, '{}')",
+        w.uri("four/r4a/artifacts/model.pkl")
+    ))
+    .await;
+    w
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_experiment_sharing_a_live_ones_location_or_a_registered_models_fails_alone() {
+    let w = experiments_world().await;
+    let (code, out, err) = w.cli(&["run", "--all"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let kept: Vec<String> = [
+        "four/r4a/artifacts/model.pkl",
+        "shared/r1a/artifacts/model.pkl",
+        "shared/r2a/artifacts/model.pkl",
+        "shared/r2b/artifacts/model.pkl",
+    ]
+    .map(String::from)
+    .to_vec();
+    assert_eq!(w.keys("").await, kept, "experiment 3 alone is purged");
+    assert_eq!(w.count("SELECT count(*) FROM experiments").await, 3);
+    assert_eq!(w.count("SELECT count(*) FROM runs").await, 4);
+    for (id, why) in [
+        (1, "experiments.artifact_location not purged with it"),
+        (1, "(row experiments.experiment_id = 2)"),
+        (4, "model_versions.storage_location"),
+    ] {
+        let error: String = sqlx::query_scalar(
+            "SELECT last_error FROM lethe.work_items WHERE subject_key = $1 AND state = 'failed'",
+        )
+        .bind(id.to_string())
+        .fetch_one(&w.pool)
+        .await
+        .unwrap();
+        assert!(error.contains(why), "experiment {id}: {error}");
+    }
+    w.cleanup().await;
+
+    // Negative control: without the proof, the live experiment's runs lose their artifacts.
+    let w = experiments_world().await;
+    w.cli_env(
+        &["run", "--all"],
+        &[("LETHE_NEGATIVE_CONTROL", "no-ownership-proof")],
+    );
+    assert!(
+        w.keys("shared/r2a/").await.is_empty(),
+        "the control deletes the live experiment's objects"
+    );
+    w.cleanup().await;
+}
+
+/// A bare platform with `items(id, deleted_at)` and a job over it, with `schema` run first.
+async fn items_world(schema: &str, spec_tail: &str) -> World {
+    let w = World::bare(Versioning::Unversioned).await;
+    w.sql(schema).await;
+    lethe::db::migrator().run(&w.pool).await.unwrap();
+    w.write_spec(
+        "items.toml",
+        &format!(
+            "schedule = \"0 0 3 * * *\"\n\n[subject]\ntable = \"items\"\nclock = \"deleted_at\"\n\
+             clock_kind = \"timestamptz\"\n\n[window]\ngrace = \"1d\"\ndeadline = \"30d\"\n{spec_tail}"
+        ),
+    );
+    w
+}
+
+/// A failed `CREATE UNIQUE INDEX CONCURRENTLY` (it fails precisely because the key is
+/// duplicated) leaves an invalid index behind: it proves nothing, and `check` and `run` refuse
+/// the job with nothing deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_unique_index_is_no_proof_that_a_key_is_unique() {
+    let w = items_world(
+        "CREATE TABLE items (id text, deleted_at timestamptz);
+         INSERT INTO items VALUES ('a', now() - interval '10 days'), ('a', NULL);",
+        "",
+    )
+    .await;
+    let made = sqlx::query("CREATE UNIQUE INDEX CONCURRENTLY items_id ON items (id)")
+        .execute(&w.pool)
+        .await;
+    assert!(made.is_err(), "the duplicate fails the index");
+    let invalid = w
+        .count(
+            "SELECT count(*) FROM pg_index WHERE indrelid = 'items'::regclass AND NOT indisvalid",
+        )
+        .await;
+    assert_eq!(invalid, 1, "an invalid index is left behind");
+    for args in [&["check"][..], &["run", "--all"][..]] {
+        let (code, out, err) = w.cli(args);
+        assert_eq!(code, 2, "{args:?}: {out}\n{err}");
+        assert!(err.contains("under a unique index"), "{args:?}: {err}");
+    }
+    assert_eq!(
+        w.count("SELECT count(*) FROM items").await,
+        2,
+        "both rows stay"
+    );
+    w.cleanup().await;
+}
+
+/// A foreign key from a table to itself `ON DELETE CASCADE` would make the database delete a
+/// purged row's live children: `check` refuses it, naming the key and the way out, and nothing
+/// is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_referencing_cascade_is_refused_naming_the_key() {
+    let w = items_world(
+        "CREATE TABLE items (id bigint PRIMARY KEY,
+             parent_id bigint REFERENCES items (id) ON DELETE CASCADE, deleted_at timestamptz);
+         INSERT INTO items VALUES (1, NULL, now() - interval '10 days'), (2, 1, NULL), (3, 2, NULL);",
+        "",
+    )
+    .await;
+    for args in [&["check"][..], &["run", "--all"][..]] {
+        let (code, out, err) = w.cli(args);
+        assert_eq!(code, 2, "{args:?}: {out}\n{err}");
+        assert!(
+            err.contains("items_parent_id_fkey") && err.contains("ON DELETE SET NULL"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(
+        w.count("SELECT count(*) FROM items").await,
+        3,
+        "the children stay"
+    );
+    w.cleanup().await;
+}
+
+/// A child table the database deletes by cascade whose rows locate objects (another job maps
+/// its URI column) is refused unless the job lists it with its objects; listed, both the rows
+/// and the objects go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cascade_child_that_owns_objects_must_be_listed_with_them() {
+    let schema = "CREATE TABLE items (id bigint PRIMARY KEY, deleted_at timestamptz);
+         CREATE TABLE parts (id bigint PRIMARY KEY,
+             item_id bigint NOT NULL REFERENCES items ON DELETE CASCADE,
+             deleted_at timestamptz, uri text);";
+    let w = items_world(schema, "").await;
+    w.write_spec(
+        "parts.toml",
+        "schedule = \"0 0 3 * * *\"\n\n[subject]\ntable = \"parts\"\nclock = \"deleted_at\"\n\
+         clock_kind = \"timestamptz\"\n\n[window]\ngrace = \"1d\"\ndeadline = \"30d\"\n\n\
+         [[objects]]\nuri_column = \"uri\"\n",
+    );
+    w.sql(&format!(
+        "INSERT INTO items VALUES (1, now() - interval '10 days');
+         INSERT INTO parts VALUES (10, 1, NULL, '{}');",
+        w.uri("parts/10/")
+    ))
+    .await;
+    w.put("parts/10/blob").await;
+    let (code, out, err) = w.cli(&["check"]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains("`parts.uri` (job `parts`)") && err.contains("[[rows]] entry"),
+        "{err}"
+    );
+    let (code, _, _) = w.cli(&["run", "--all"]);
+    assert_eq!(code, 2);
+    assert_eq!(w.keys("parts/").await.len(), 1, "nothing deleted");
+
+    let listed = "\n[[rows]]\ntable = \"parts\"\ncolumn = \"item_id\"\n\n\
+                  [[objects]]\nuri_column = \"uri\"\nfrom = \"parts\"\n";
+    let spec = std::fs::read_to_string(w.jobs_dir.join("items.toml")).unwrap();
+    std::fs::write(w.jobs_dir.join("items.toml"), spec + listed).unwrap();
+    let (code, out, err) = w.cli(&["run", "--all"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(w.count("SELECT count(*) FROM parts").await, 0);
+    assert!(
+        w.keys("parts/").await.is_empty(),
+        "the part's objects go with it"
+    );
     w.cleanup().await;
 }

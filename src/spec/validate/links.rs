@@ -215,6 +215,26 @@ pub(super) fn check_foreign_keys(job: &Job, cat: &Catalog, err: &mut dyn FnMut(u
             .iter()
             .filter(|fk| fk.references == node.table)
         {
+            // A key back into the node's own chain (a table referencing itself, or a cycle)
+            // that cascades would make the database delete rows under the subject to any
+            // depth, live, held or in grace, uncounted: refused, whatever entry covers it.
+            if fk.on_delete == OnDelete::Cascade && chain_tables(job, i).contains(&&fk.table) {
+                err(
+                    node.line,
+                    format!(
+                        "table `{}` references `{}` through foreign key `{}` ({}) ON DELETE \
+                         CASCADE, back into its own chain: purging one row would make the \
+                         database delete the rows under it to any depth (live, held or in \
+                         grace), uncounted; make the key ON DELETE SET NULL or NO ACTION, or \
+                         give the job a filter that leaves out rows other rows hang from",
+                        fk.table,
+                        node.table,
+                        fk.name,
+                        fk.describe()
+                    ),
+                );
+                continue;
+            }
             // The database deletes cascaded rows (counted where `add_cascades` could) and
             // keeps cleared ones.
             let handled = fk.on_delete != OnDelete::Refuse
@@ -465,6 +485,55 @@ mod tests {
                 // counted once, under the spec's own `spans` entry.
                 ("spans".to_string(), "traces".to_string(), true),
             ]
+        );
+    }
+}
+
+/// A table the database deletes by cascade under a job's rows, whose rows locate objects (a URI
+/// column or a prefix template of any loaded job on that table, or a `[[protects]]` column),
+/// (`all` holds `job`) must be an entry of the job with those objects: otherwise its rows go
+/// with their parent and
+/// their objects stay, named by nothing.
+pub(super) fn check_cascaded_objects(job: &Job, all: &[Job], err: &mut dyn FnMut(usize, String)) {
+    for node in job.nodes.iter().filter(|n| n.by_database) {
+        let mut located: Vec<String> = Vec::new();
+        for other in all {
+            for src in &other.objects {
+                let (from, what) = match src {
+                    crate::spec::ObjectSource::Uri { column, from, .. } => {
+                        (*from, format!("`{}.{column}`", other.nodes[*from].table))
+                    }
+                    crate::spec::ObjectSource::Prefix { from, .. } => (
+                        *from,
+                        format!("a prefix template of `{}`", other.nodes[*from].table),
+                    ),
+                };
+                if other.nodes[from].table == node.table {
+                    located.push(format!("{what} (job `{}`)", other.name));
+                }
+            }
+            for p in other.protects.iter().filter(|p| p.table == node.table) {
+                located.push(format!("`{}.{}` (job `{}`)", p.table, p.column, other.name));
+            }
+        }
+        located.sort();
+        located.dedup();
+        if located.is_empty() {
+            continue;
+        }
+        let parent = &job.nodes[node.link.as_ref().expect("added under a parent").parent];
+        err(
+            parent.line,
+            format!(
+                "the database deletes `{}` rows with their `{}` row (ON DELETE CASCADE), and \
+                 those rows locate objects: {}; list `{}` as a [[rows]] entry with its \
+                 [[objects]] (`from` that entry), or its objects would stay with nothing \
+                 naming them",
+                node.table,
+                parent.table,
+                located.join(", "),
+                node.table
+            ),
         );
     }
 }
