@@ -5,7 +5,9 @@
 #
 # Seeds a fresh bucket and a database `lethe_prof` of SUBJECTS deleted runs, runs
 # `lethe run --job deleted-runs` with info logs, and prints the wall time and each batch's
-# `stages_ms` line (manifest, claim, holds, objects, verify, rows). Extra environment (for
+# `stages_ms` line (manifest, claim, holds, ownership, locks, objects, verify, rows).
+# LIVE_RUNS (default 0) adds that many live runs beside them, each with an `artifact_uri` of
+# its own, so the ownership proof has a platform-sized table to ask. Extra environment (for
 # example LETHE_DELETE_CONCURRENCY=32) is passed through to lethe. PROFILE_WRAP runs lethe under
 # a profiler: PROFILE_WRAP="heaptrack -o target/bench/heap", then heaptrack_print.
 # PROFILE_BIN=DIR takes `lethe` and `lethe-bench` from DIR instead of building them (an older
@@ -44,8 +46,12 @@ psql -X -q -v ON_ERROR_STOP=1 postgres://postgres@127.0.0.1:5432/postgres \
 psql -X -q -v ON_ERROR_STOP=1 "$DB" -f jobs/reference/training-platform.sql
 psql -X -q -v ON_ERROR_STOP=1 "$DB" <<SQL
 INSERT INTO accounts VALUES (1, 'prof@example.com', 'free', 'active', NULL);
-INSERT INTO runs SELECT i, 1, 'r', 'deleted', (extract(epoch FROM now() - interval '10 days') * 1000)::bigint, NULL
+INSERT INTO runs SELECT i, 1, 'r', 'deleted', (extract(epoch FROM now() - interval '10 days') * 1000)::bigint,
+    's3://$bucket/runs/' || i || '/artifacts/'
 FROM generate_series(1, $SUBJECTS) i;
+INSERT INTO runs SELECT i, 1, 'r', 'active', NULL, 's3://$bucket/live/' || i || '/artifacts/'
+FROM generate_series($SUBJECTS + 1, $SUBJECTS + ${LIVE_RUNS:-0}) i;
+ANALYZE runs;
 SQL
 DATABASE_URL="$DB" "$LETHE" migrate >&2
 jobs="$OUT/jobs-prof"

@@ -268,6 +268,31 @@ async fn literals_pg(pool: &PgPool, job: &crate::spec::Job) -> Result<Vec<String
 
 /// SQLite converts rather than refuses (`CAST('abc' AS INTEGER)` is 0), so literals of numeric
 /// columns are checked here: a filter `id = 'abc'` would otherwise match rows it never meant.
+/// Whether a filter literal, bound as text and cast to a SQLite column's declared type, keeps its
+/// value: by the type's affinity (<https://www.sqlite.org/datatype3.html>, 3.1), `INTEGER` takes
+/// a whole number written plainly, `REAL` any number, `NUMERIC` (`BOOLEAN`, `DATE`,
+/// `DATETIME`, `DECIMAL`, ...) a plain whole number or a number, and `TEXT` or `BLOB` anything.
+/// `CAST('true' AS BOOLEAN)` is 0 and `CAST('2024-01-01' AS DATE)` is 2024: refused.
+fn lite_literal_round_trips(ty: &str, text: &str) -> bool {
+    let t = ty.to_ascii_uppercase();
+    let whole = text.parse::<i64>().is_ok_and(|n| n.to_string() == text);
+    let number = text.trim() == text && text.parse::<f64>().is_ok_and(f64::is_finite);
+    if t.contains("INT") {
+        whole
+    } else if t.contains("CHAR")
+        || t.contains("CLOB")
+        || t.contains("TEXT")
+        || t.contains("BLOB")
+        || t.is_empty()
+    {
+        true
+    } else if t.contains("REAL") || t.contains("FLOA") || t.contains("DOUB") {
+        number
+    } else {
+        whole || number
+    }
+}
+
 fn literals_lite(job: &crate::spec::Job) -> Vec<String> {
     let mut errors = Vec::new();
     {
@@ -277,22 +302,14 @@ fn literals_lite(job: &crate::spec::Job) -> Vec<String> {
                 let Some(ty) = job.types.get(&(i, column.to_string())) else {
                     continue;
                 };
-                let ty_l = ty.to_ascii_lowercase();
                 let text = literal.as_bind();
-                let ok = if ty_l.contains("int") {
-                    text.trim().parse::<i64>().is_ok()
-                } else if ty_l.contains("real")
-                    || ty_l.contains("floa")
-                    || ty_l.contains("doub")
-                    || ty_l.contains("num")
-                {
-                    text.trim().parse::<f64>().is_ok()
-                } else {
-                    true
-                };
+                let ok = lite_literal_round_trips(ty, &text);
                 if !ok {
                     errors.push(format!(
-                        "{}:{}: filter: {text:?} is not a valid value for `{}.{column}` ({ty})",
+                        "{}:{}: filter: {text:?} is not a valid value for `{}.{column}` ({ty}): \
+                         SQLite casts it by the type's affinity to another value than written, \
+                         so the filter would select other rows (write a number, e.g. 1 or 0 \
+                         for a BOOLEAN, or declare a date column TEXT)",
                         job.file.display(),
                         node.line,
                         node.table
@@ -302,4 +319,33 @@ fn literals_lite(job: &crate::spec::Job) -> Vec<String> {
         }
     }
     errors
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sqlite_literals_must_keep_their_value_under_the_columns_affinity() {
+        use super::lite_literal_round_trips as ok;
+        for (ty, text) in [
+            ("BOOLEAN", "1"),
+            ("bigint", "-42"),
+            ("REAL", "0.5"),
+            ("DECIMAL(10,2)", "12.5"),
+            ("TEXT", "true"),
+            ("varchar(20)", "2024-01-01"),
+        ] {
+            assert!(ok(ty, text), "{ty} {text}");
+        }
+        for (ty, text) in [
+            ("BOOLEAN", "true"),
+            ("DATE", "2024-01-01"),
+            ("DATETIME", "2024-01-01 00:00:00"),
+            ("integer", "01"),
+            ("integer", "1.0"),
+            ("NUMERIC", " 7"),
+            ("REAL", "abc"),
+        ] {
+            assert!(!ok(ty, text), "{ty} {text}");
+        }
+    }
 }

@@ -40,9 +40,11 @@ pub(super) async fn purge_batch(
         Batch::claim(ctx, job, all, run_id, buckets, batch, &manifests, report).await?;
     stages.mark("claim");
     let go = b.check_holds(claimed, report).await?;
-    let go = b.check_ownership(go, report).await?;
-    let go = b.check_storage_holds(go, report).await?;
     stages.mark("holds");
+    let go = b.check_ownership(go, report).await?;
+    stages.mark("ownership");
+    let go = b.check_storage_holds(go, report).await?;
+    stages.mark("locks");
     if crate::controls::on("rows-before-objects") {
         return b.rows_before_objects(go, report).await;
     }

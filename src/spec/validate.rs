@@ -2,6 +2,7 @@
 //! declared kind, and every foreign key into a table a job deletes from is covered by the job's
 //! rows, so a new child table can never be orphaned (or block the purge) silently.
 
+mod cascaded;
 mod links;
 
 use super::{ClockKind, Filter, Job, ObjectSource, TableName};
@@ -129,7 +130,7 @@ pub fn problems(jobs: &mut [Job], catalog: &Catalog) -> Vec<Vec<String>> {
         let mut errors = Vec::new();
         check_overlaps_of(a, &jobs[..i], &mut errors);
         let file = a.file.display().to_string();
-        links::check_cascaded_objects(a, jobs, &mut |line, msg| {
+        cascaded::check_cascaded_objects(a, jobs, &mut |line, msg| {
             errors.push(format!("{file}:{line}: {msg}"))
         });
         out[i].extend(errors);

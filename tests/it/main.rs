@@ -8,6 +8,7 @@ mod checker;
 mod clocks;
 mod crash;
 mod daemon;
+mod database_links;
 mod deploy;
 mod edges;
 mod faults;
