@@ -94,7 +94,16 @@ pub async fn build(
                     .cloned()
                     .collect(),
             ),
-            ObjectSource::Uri { column, from, .. } => (*from, vec![column.clone()]),
+            ObjectSource::Uri {
+                column,
+                from,
+                segment,
+                ..
+            } => {
+                let mut columns = vec![column.clone()];
+                columns.extend(segment.iter().filter(|c| c.as_str() != "key").cloned());
+                (*from, columns)
+            }
         };
         let sql = platform::object_values(job, from, &columns, keys);
         let rows = sql.fetch_texts(&ctx.db).await?;
@@ -125,12 +134,21 @@ pub async fn build(
                     column,
                     within,
                     kind,
+                    segment,
                     ..
                 } => match values.get(column.as_str()).cloned().flatten() {
                     None => Ok(None),
                     Some(uri) if uri.trim().is_empty() => Ok(None),
                     Some(uri) => Location::from_uri_for(&uri, file_root)
                         .and_then(|l| scoped(l, &uri, within.as_ref(), *kind))
+                        .and_then(|l| {
+                            let Some(c) = segment else { return Ok(l) };
+                            let value = match c.as_str() {
+                                "key" => Some(key.clone()),
+                                other => values.get(other).cloned().flatten(),
+                            };
+                            shaped(l, &uri, c, value.as_deref())
+                        })
                         .map(Some),
                 },
             };
@@ -188,6 +206,35 @@ fn scoped(
         }
     }
     Ok(loc)
+}
+
+/// A URI holds `uri_segment`'s value as one whole path segment, or its subject fails: a row
+/// whose URI does not name its own key points somewhere the spec did not promise.
+fn shaped(
+    loc: Location,
+    uri: &str,
+    column: &Ident,
+    value: Option<&str>,
+) -> Result<Location, String> {
+    let Some(value) = value.filter(|v| !v.is_empty()) else {
+        return Err(format!(
+            "uri_segment `{column}` is NULL or empty, so `{uri}` cannot be shown to be this row's"
+        ));
+    };
+    if loc
+        .prefix
+        .trim_end_matches('/')
+        .split('/')
+        .any(|s| s == value)
+    {
+        Ok(loc)
+    } else {
+        Err(format!(
+            "`{uri}` does not hold uri_segment `{column}` ({}) as a whole path segment: it points \
+             somewhere that is not shown to be this row's",
+            value.escape_debug()
+        ))
+    }
 }
 
 /// Fails every subject of the batch one of whose locations holds (or is) another subject's:

@@ -145,6 +145,9 @@ pub enum ObjectSource {
         /// `uri_within`: the bucket and prefix (`""` for the whole bucket) URIs must lie under.
         within: Option<(String, String)>,
         kind: Option<super::UriKind>,
+        /// `uri_segment`: the column (of `from`'s table, or `key`) each URI must hold as a
+        /// whole path segment.
+        segment: Option<Ident>,
     },
 }
 
@@ -543,8 +546,18 @@ fn compile_objects(o: &ObjectsSpec, nodes: &[Node], line: usize) -> Result<Objec
             format!("from `{f}` is neither the subject table nor a rows entry name")
         })?,
     };
-    if o.uri_column.is_none() && (o.uri_within.is_some() || o.uri_kind.is_some()) {
-        return Err("`uri_within` and `uri_kind` go with `uri_column`".into());
+    if o.uri_column.is_none()
+        && (o.uri_within.is_some() || o.uri_kind.is_some() || o.uri_segment.is_some())
+    {
+        return Err("`uri_within`, `uri_kind` and `uri_segment` go with `uri_column`".into());
+    }
+    if o.uri_column.is_some() && o.uri_within.is_none() {
+        return Err(
+            "`uri_column` needs `uri_within`: say where its URIs may point (`uri_within = \
+             \"s3://BUCKET/\"`, or a prefix in it), so that no row can send a purge into a \
+             bucket the spec never named"
+                .into(),
+        );
     }
     match (&o.bucket, &o.prefix, &o.uri_column) {
         (Some(bucket), Some(prefix), None) => {
@@ -562,6 +575,7 @@ fn compile_objects(o: &ObjectsSpec, nodes: &[Node], line: usize) -> Result<Objec
             line,
             within: o.uri_within.as_deref().map(parse_scope).transpose()?,
             kind: o.uri_kind,
+            segment: o.uri_segment.clone(),
         }),
         _ => Err("give either `bucket` and `prefix`, or `uri_column`".into()),
     }

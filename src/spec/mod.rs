@@ -202,9 +202,14 @@ pub struct ObjectsSpec {
     /// A column holding `s3://bucket/path` (a directory, or a single object), instead of
     /// bucket and prefix.
     pub uri_column: Option<Ident>,
-    /// Where the URIs may point: `s3://bucket/` or `s3://bucket/prefix/`. A URI outside it, or
-    /// naming it whole, fails its subject.
+    /// Where the URIs may point: `s3://bucket/` or `s3://bucket/prefix/`. Required with
+    /// `uri_column` (docs/decisions/0006). A URI outside it, or naming it whole, fails its
+    /// subject.
     pub uri_within: Option<String>,
+    /// A column of the `from` table (or `key`, the subject's key) whose value each URI must hold
+    /// as one whole path segment, as MLflow's `<location>/<run_uuid>/artifacts` holds the run's
+    /// id: a URI without it fails its subject. Default: unset (no shape required).
+    pub uri_segment: Option<Ident>,
     /// What a URI names: `directory` (everything under `path/`) or `object` (the one key
     /// `path`). Unset, a URI without a trailing `/` is taken as both.
     pub uri_kind: Option<UriKind>,

@@ -5,7 +5,7 @@
 mod cascaded;
 mod links;
 
-use super::{ClockKind, Filter, Job, ObjectSource, TableName};
+use super::{ClockKind, Filter, Ident, Job, ObjectSource, TableName};
 use anyhow::{Result, bail};
 use links::{add_cascades, check_foreign_keys, check_links_follow_the_graph, cleared_links};
 use std::collections::HashMap;
@@ -320,8 +320,16 @@ fn check_job(job: &Job, cat: &Catalog, errors: &mut Vec<String>) {
                 *line,
             ),
             ObjectSource::Uri {
-                column, from, line, ..
-            } => (*from, vec![column.as_str()], *line),
+                column,
+                from,
+                line,
+                segment,
+                ..
+            } => {
+                let mut cols = vec![column.as_str()];
+                cols.extend(segment.iter().map(Ident::as_str).filter(|c| *c != "key"));
+                (*from, cols, *line)
+            }
         };
         let table = &job.nodes[from].table;
         for c in cols {

@@ -82,6 +82,9 @@ case('overlapping-jobs-without-filters', open('jobs/deleted-snapshots.toml').rea
 # Rows outside the subject's part of the foreign-key graph.
 case('rows-table-above-subject', base + '\n[[rows]]\ntable = "accounts"\ncolumn = "id"\n', 'above the subject')
 case('rows-link-is-a-foreign-key-elsewhere', base + '\n[[rows]]\ntable = "api_keys"\ncolumn = "account_id"\n', 'does not link it to its parent')
+# A URI column must say where its URIs may point.
+case('uri-column-without-uri-within', sub('uri_column = "artifact_uri"\nuri_within = "s3://lethe-artifacts/"\n', 'uri_column = "artifact_uri"\n'), 'uri_within')
+case('uri-segment-unknown-column', sub('uri_column = "artifact_uri"\n', 'uri_column = "artifact_uri"\nuri_segment = "run_uuid"\n'), 'run_uuid')
 
 os.makedirs(out, exist_ok=True)
 for f in os.listdir(out):

@@ -100,7 +100,7 @@ async fn a_cascade_child_that_owns_objects_must_be_listed_with_them() {
         "parts.toml",
         "schedule = \"0 0 3 * * *\"\n\n[subject]\ntable = \"parts\"\nclock = \"deleted_at\"\n\
          clock_kind = \"timestamptz\"\n\n[window]\ngrace = \"1d\"\ndeadline = \"30d\"\n\n\
-         [[objects]]\nuri_column = \"uri\"\n",
+         [[objects]]\nuri_column = \"uri\"\nuri_within = \"s3://lethe-artifacts/\"\n",
     );
     w.sql(&format!(
         "INSERT INTO items VALUES (1, now() - interval '10 days');
@@ -119,10 +119,13 @@ async fn a_cascade_child_that_owns_objects_must_be_listed_with_them() {
     assert_eq!(code, 2);
     assert_eq!(w.keys("parts/").await.len(), 1, "nothing deleted");
 
-    let listed = "\n[[rows]]\ntable = \"parts\"\ncolumn = \"item_id\"\n\n\
-                  [[objects]]\nuri_column = \"uri\"\nfrom = \"parts\"\n";
+    let listed = format!(
+        "\n[[rows]]\ntable = \"parts\"\ncolumn = \"item_id\"\n\n[[objects]]\nuri_column = \"uri\"\n\
+         from = \"parts\"\nuri_within = \"s3://{}/\"\n",
+        w.bucket
+    );
     let spec = std::fs::read_to_string(w.jobs_dir.join("items.toml")).unwrap();
-    std::fs::write(w.jobs_dir.join("items.toml"), spec + listed).unwrap();
+    std::fs::write(w.jobs_dir.join("items.toml"), spec + &listed).unwrap();
     let (code, out, err) = w.cli(&["run", "--all"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(w.count("SELECT count(*) FROM parts").await, 0);

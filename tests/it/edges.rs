@@ -39,6 +39,9 @@ deadline = "30d"
 
 const TEMPLATE: &str = "[[objects]]\nbucket = \"lethe-artifacts\"\nprefix = \"runs/{key}/\"\n";
 const URIS: &str = "[[objects]]\nuri_column = \"uri\"\n";
+/// `URIS` anywhere in the bucket.
+const URIS_IN_BUCKET: &str =
+    "[[objects]]\nuri_column = \"uri\"\nuri_within = \"s3://lethe-artifacts/\"\n";
 
 /// Eligible (deleted 10 days ago) or kept (not deleted) items.
 async fn items(w: &World, ids: &[&str], eligible: bool, uri: impl Fn(&str) -> Option<String>) {
@@ -155,7 +158,7 @@ async fn many_subjects_beside_a_neighbour_with_thousands_of_versions_lose_nothin
 /// the same way and passed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exact_object_beside_a_sibling_with_thousands_of_versions_is_found() {
-    let w = world(Versioning::Enabled, URIS).await;
+    let w = world(Versioning::Enabled, URIS_IN_BUCKET).await;
     let bucket = w.bucket.clone();
     items(&w, &["a"], true, |_| {
         Some(format!("s3://{bucket}/custom/1"))
@@ -307,7 +310,7 @@ async fn uri_values_wider_than_their_scope_fail_their_own_subject() {
 async fn a_uri_of_kind_object_purges_that_object_only() {
     let w = world(
         Versioning::Enabled,
-        &format!("{URIS}uri_kind = \"object\"\n"),
+        &format!("{URIS_IN_BUCKET}uri_kind = \"object\"\n"),
     )
     .await;
     items(&w, &["one"], true, |_| Some(w.uri("files/one.bin"))).await;
@@ -360,6 +363,49 @@ async fn a_subject_past_the_object_cap_fails_and_keeps_its_row() {
     assert!(
         left >= 250,
         "at most the cap is deleted: {left} of 300 left"
+    );
+    w.cleanup().await;
+}
+
+/// `uri_segment = "key"`: a URI must hold its row's key as one whole path segment (MLflow's
+/// `<location>/<run_uuid>/artifacts`). One whose key is only part of a segment (`bb` for `b`),
+/// or absent, fails its own subject with nothing deleted; the others are purged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_uri_without_its_key_as_a_whole_segment_fails_its_subject() {
+    let w = world(
+        Versioning::Unversioned,
+        &format!("{URIS_IN_BUCKET}uri_segment = \"key\"\nuri_kind = \"directory\"\n"),
+    )
+    .await;
+    let uri_of = |id: &str| match id {
+        "a" => "exp/a/artifacts/",
+        "b" => "exp/bb/artifacts/",
+        "c" => "exp/a/c-artifacts/",
+        _ => unreachable!(),
+    };
+    items(&w, &["a", "b", "c"], true, |id| Some(w.uri(uri_of(id)))).await;
+    for k in [
+        "exp/a/artifacts/1",
+        "exp/bb/artifacts/1",
+        "exp/a/c-artifacts/1",
+    ] {
+        w.put(k).await;
+    }
+    let summary = w.run(&["edges"], RunOptions::default()).await;
+    assert_eq!(summary.exit_code(), 1, "{:?}", summary.reports);
+    assert!(!row_exists(&w, "a").await, "a is purged");
+    for id in ["b", "c"] {
+        assert!(row_exists(&w, id).await, "{id} keeps its row");
+        let error = error_of(&w, id).await;
+        assert!(
+            error.contains("does not hold uri_segment `key`"),
+            "{id}: {error}"
+        );
+    }
+    assert_eq!(
+        w.keys("").await,
+        vec!["exp/a/c-artifacts/1", "exp/bb/artifacts/1"],
+        "only a's directory is purged"
     );
     w.cleanup().await;
 }

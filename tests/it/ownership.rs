@@ -205,11 +205,13 @@ column = "experiment_id"
 
 [[objects]]
 uri_column = "artifact_location"
+uri_within = "s3://lethe-artifacts/"
 uri_kind = "directory"
 
 [[objects]]
 uri_column = "artifact_uri"
 from = "runs"
+uri_within = "s3://lethe-artifacts/"
 uri_kind = "directory"
 
 [[protects]]

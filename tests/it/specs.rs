@@ -233,7 +233,10 @@ async fn missing_schema_unknown_job_and_missing_bucket_are_configuration_errors(
     std::fs::write(
         w.jobs_dir.join("deleted-runs.toml"),
         original.replace(
-            "uri_column = \"artifact_uri\"\n",
+            &format!(
+                "uri_column = \"artifact_uri\"\nuri_within = \"s3://{}/\"\n",
+                w.bucket
+            ),
             "uri_column = \"artifact_uri\"\nuri_within = \"s3://no-such-bucket-yy/\"\n",
         ),
     )
