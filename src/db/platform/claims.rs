@@ -77,17 +77,20 @@ pub fn claims(current: &Job, keys: &[String], claim: &Claim, places: &Places) ->
             (tables, conds, format!("c{from}"), value, Some(name))
         }
     };
+    // The rows this batch purges are no claim. They are left out after the match, so the
+    // check runs for the few rows that match, not for every row of the table.
+    let mut excused = Vec::new();
     for (i, node) in current.nodes.iter().enumerate() {
         if node.table != *claim.table() {
             continue;
         }
         let (t, c, _) = scope(current, i, keys, &mut sql);
         let same = if lite(current) {
-            format!("n{i}.rowid = {row}.rowid")
+            format!("n{i}.rowid = m.rid")
         } else {
-            format!("n{i}.tableoid = {row}.tableoid AND n{i}.ctid = {row}.ctid")
+            format!("n{i}.tableoid = m.toid AND n{i}.ctid = m.tid")
         };
-        conds.push(format!(
+        excused.push(format!(
             "NOT EXISTS (SELECT 1 FROM {} WHERE {} AND {same})",
             t.join(", "),
             c.join(" AND ")
@@ -96,6 +99,9 @@ pub fn claims(current: &Job, keys: &[String], claim: &Claim, places: &Places) ->
     if conds.is_empty() {
         conds.push("1 = 1".into());
     }
+    if excused.is_empty() {
+        excused.push("1 = 1".into());
+    }
     let name = name.unwrap_or_else(|| {
         if lite(current) {
             "NULL".into()
@@ -103,15 +109,21 @@ pub fn claims(current: &Job, keys: &[String], claim: &Claim, places: &Places) ->
             "NULL::text".into()
         }
     });
+    let ids = if lite(current) {
+        format!("{row}.rowid AS rid")
+    } else {
+        format!("{row}.tableoid AS toid, {row}.ctid AS tid")
+    };
     let inner = format!(
-        "SELECT {value} AS val, {name} AS name FROM {} WHERE {}",
+        "SELECT {value} AS val, {name} AS name, {ids} FROM {} WHERE {}",
         tables.join(", "),
         conds.join(" AND ")
     );
+    let excused = excused.join(" AND ");
     if lite(current) {
-        lite_match(&mut sql, &inner, places);
+        lite_match(&mut sql, &inner, places, &excused);
     } else {
-        pg_match(&mut sql, &inner, places);
+        pg_match(&mut sql, &inner, places, &excused);
     }
     sql
 }
@@ -139,19 +151,20 @@ fn rendered(job: &Job, from: usize, template: &Template, sql: &mut Sql) -> Strin
 /// SQLite: a directory place `p` matches a claim in `[p, p with its last `/` turned into `0`)`,
 /// the bytewise range of text starting with `p` (`0` follows `/`); an object place matches an
 /// equal claim.
-fn lite_match(sql: &mut Sql, inner: &str, places: &Places) {
+fn lite_match(sql: &mut Sql, inner: &str, places: &Places, excused: &str) {
     let p = sql.bind(Bind::Texts(places.0.to_vec()));
     sql.push(&format!(
-        "SELECT CAST(p.key AS TEXT), CAST(count(*) AS TEXT), min(v.val), min(v.name) FROM ({inner}) v, json_each({p}) p \
+        "SELECT CAST(p.key AS TEXT), CAST(count(*) AS TEXT), min(m.val), min(m.name) \
+         FROM ({inner}) m, json_each({p}) p \
          WHERE CASE WHEN substr(p.value, -1) = '/' \
-         THEN v.val >= p.value AND v.val < substr(p.value, 1, length(p.value) - 1) || '0' \
-         ELSE v.val = p.value END GROUP BY p.key"
+         THEN m.val >= p.value AND m.val < substr(p.value, 1, length(p.value) - 1) || '0' \
+         ELSE m.val = p.value END AND {excused} GROUP BY p.key"
     ));
 }
 
 /// PostgreSQL: one arm per depth of directory place (a claim's first `d` segments, cut by a
 /// regular expression, hash-joined with the places of that depth) and one for object places.
-fn pg_match(sql: &mut Sql, inner: &str, places: &Places) {
+fn pg_match(sql: &mut Sql, inner: &str, places: &Places, excused: &str) {
     let mut depths: Vec<usize> = places
         .0
         .iter()
@@ -161,20 +174,23 @@ fn pg_match(sql: &mut Sql, inner: &str, places: &Places) {
     depths.sort_unstable();
     depths.dedup();
     let all = sql.bind(Bind::Texts(places.0.to_vec()));
-    let mut arms = vec![format!(
-        "SELECT p.i, v.val, v.name FROM v JOIN unnest(CAST({all} AS text[])) WITH ORDINALITY \
-         p(place, i) ON v.val COLLATE \"C\" = p.place COLLATE \"C\" WHERE right(p.place, 1) <> '/'"
-    )];
+    let arm = |on: &str, which: &str| {
+        format!(
+            "SELECT p.i, v.val, v.name, v.toid, v.tid FROM v JOIN unnest(CAST({all} AS text[])) \
+             WITH ORDINALITY p(place, i) ON {on} COLLATE \"C\" = p.place COLLATE \"C\" \
+             WHERE right(p.place, 1) {which} '/'"
+        )
+    };
+    let mut arms = vec![arm("v.val", "<>")];
     for d in depths {
-        arms.push(format!(
-            "SELECT p.i, v.val, v.name FROM v JOIN unnest(CAST({all} AS text[])) WITH ORDINALITY \
-             p(place, i) ON substring(v.val from '^((?:[^/]*/){{{d}}})') COLLATE \"C\" = p.place \
-             COLLATE \"C\" WHERE right(p.place, 1) = '/'"
+        arms.push(arm(
+            &format!("substring(v.val from '^((?:[^/]*/){{{d}}})')"),
+            "=",
         ));
     }
     sql.push(&format!(
         "WITH v AS MATERIALIZED ({inner}) SELECT (m.i - 1)::text, count(*)::text, min(m.val), \
-         min(m.name) FROM ({}) m GROUP BY m.i",
+         min(m.name) FROM ({}) m WHERE {excused} GROUP BY m.i",
         arms.join(" UNION ALL ")
     ));
 }
