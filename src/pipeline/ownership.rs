@@ -56,7 +56,9 @@ pub(super) async fn claimed(
         }
         let sql = platform::claims(job, &keys, &ask.claim, &Places(&places));
         queries.push(async move {
-            let rows = sql.fetch_texts(&ctx.db).await;
+            let started = std::time::Instant::now();
+            let rows = platform::fetch_claims(&ctx.db, &sql).await;
+            tracing::debug!(claim = %ask.what, places = owners.len(), ms = started.elapsed().as_millis() as u64, "ownership asked");
             (ask, owners, rows)
         });
     }
@@ -75,25 +77,31 @@ pub(super) async fn claimed(
                 continue;
             }
         };
-        for row in rows {
-            let place: usize = row[0].as_deref().and_then(|i| i.parse().ok()).unwrap_or(0);
-            let Some((key, location)) = owners.get(place) else {
-                continue;
+        for (place, n, example, name) in rows {
+            // An index that names no place asked about claims them all: unproven is unowned.
+            let asked = match place.parse::<usize>().ok().and_then(|i| owners.get(i)) {
+                Some(one) => vec![*one],
+                None => owners.clone(),
             };
-            let n = row[1].as_deref().unwrap_or("?");
-            let example = row[2].as_deref().unwrap_or_default().escape_debug();
-            let name = row[3]
+            let example = example
+                .as_deref()
+                .unwrap_or_default()
+                .escape_debug()
+                .to_string();
+            let name = name
                 .as_deref()
                 .map(|v| format!(" (row {} = {})", ask.name, v.escape_debug()))
                 .unwrap_or_default();
-            why.entry(key.to_string()).or_insert_with(|| {
-                format!(
-                    "its location {location} holds what {n} row(s) of {} not purged with it point \
-                     at, e.g. `{example}`{name}: the objects there are not this subject's alone; \
-                     refused, nothing was deleted",
-                    ask.what
-                )
-            });
+            for (key, location) in asked {
+                why.entry(key.to_string()).or_insert_with(|| {
+                    format!(
+                        "its location {location} holds what {n} row(s) of {} not purged with it \
+                         point at, e.g. `{example}`{name}: the objects there are not this \
+                         subject's alone; refused, nothing was deleted",
+                        ask.what
+                    )
+                });
+            }
         }
     }
     why

@@ -9,6 +9,7 @@
 
 use super::exprs::{as_text, chain, lite, new_sql, realias, scope};
 use crate::db::sql::{Bind, Sql};
+use crate::db::{Db, Tx};
 use crate::spec::TemplatePart as Part;
 use crate::spec::{Ident, Job, TableName, Template};
 
@@ -47,7 +48,7 @@ pub struct Places<'a>(pub &'a [String]);
 /// a row of `claim` points at or inside, leaving out the rows `current` purges for `keys`.
 ///
 /// PostgreSQL compares in the `C` collation (a prefix is a byte range whatever the database's
-/// collation) and joins each directory place on the claim's first segments, so one pass over
+/// collation) and joins each directory place on the claim's first characters, so one pass over
 /// the table serves a whole batch; SQLite compares text bytewise by default.
 pub fn claims(current: &Job, keys: &[String], claim: &Claim, places: &Places) -> Sql {
     let mut sql = new_sql(current);
@@ -162,35 +163,61 @@ fn lite_match(sql: &mut Sql, inner: &str, places: &Places, excused: &str) {
     ));
 }
 
-/// PostgreSQL: one arm per depth of directory place (a claim's first `d` segments, cut by a
-/// regular expression, hash-joined with the places of that depth) and one for object places.
+/// PostgreSQL: one arm per length of place, each a hash join of the claims' first `n` characters
+/// with the places of that length: a claim starts with a directory place exactly when they are
+/// equal, and equals an object place when it is moreover `n` long.
 fn pg_match(sql: &mut Sql, inner: &str, places: &Places, excused: &str) {
-    let mut depths: Vec<usize> = places
-        .0
-        .iter()
-        .filter(|p| p.ends_with('/'))
-        .map(|p| p.matches('/').count())
-        .collect();
-    depths.sort_unstable();
-    depths.dedup();
+    let mut lengths: Vec<usize> = places.0.iter().map(|p| p.chars().count()).collect();
+    lengths.sort_unstable();
+    lengths.dedup();
     let all = sql.bind(Bind::Texts(places.0.to_vec()));
-    let arm = |on: &str, which: &str| {
-        format!(
-            "SELECT p.i, v.val, v.name, v.toid, v.tid FROM v JOIN unnest(CAST({all} AS text[])) \
-             WITH ORDINALITY p(place, i) ON {on} COLLATE \"C\" = p.place COLLATE \"C\" \
-             WHERE right(p.place, 1) {which} '/'"
-        )
-    };
-    let mut arms = vec![arm("v.val", "<>")];
-    for d in depths {
-        arms.push(arm(
-            &format!("substring(v.val from '^((?:[^/]*/){{{d}}})')"),
-            "=",
-        ));
-    }
+    let arms: Vec<String> = lengths
+        .iter()
+        .map(|n| {
+            format!(
+                "SELECT p.i, v.val, v.name, v.toid, v.tid FROM v JOIN unnest(CAST({all} AS \
+                 text[])) WITH ORDINALITY p(place, i) ON left(v.val, {n}) COLLATE \"C\" = \
+                 p.place COLLATE \"C\" WHERE right(p.place, 1) = '/' OR length(v.val) = {n}"
+            )
+        })
+        .collect();
     sql.push(&format!(
         "WITH v AS MATERIALIZED ({inner}) SELECT (m.i - 1)::text, count(*)::text, min(m.val), \
          min(m.name) FROM ({}) m WHERE {excused} GROUP BY m.i",
         arms.join(" UNION ALL ")
     ));
+}
+
+/// One answer of `claims`: the place's index, how many rows claim it, one claiming value and
+/// that row's name.
+pub type ClaimRow = (String, String, Option<String>, Option<String>);
+
+/// Runs a `claims` statement. On PostgreSQL, in a transaction of its own that turns off for it
+/// JIT (the estimate of a join with a bound array crosses `jit_above_cost`, and compiling costs
+/// more than the query), merge joins and nested loops: measured on 100,000 runs and 2,000 places,
+/// the planner otherwise sorts the whole table once per arm and probes the batch's rows once per
+/// match (370-430 ms) where hash joins take a tenth of that.
+pub async fn fetch_claims(db: &Db, sql: &Sql) -> sqlx::Result<Vec<ClaimRow>> {
+    match db {
+        Db::Pg(_) => {
+            let mut tx = db
+                .begin()
+                .await
+                .map_err(|e| sqlx::Error::Protocol(format!("{e:#}")))?;
+            if let Tx::Pg(t) = &mut tx {
+                sqlx::raw_sql(
+                    "SET LOCAL jit = off; SET LOCAL enable_mergejoin = off; \
+                     SET LOCAL enable_nestloop = off",
+                )
+                .execute(&mut **t)
+                .await?;
+            }
+            let rows = sql.fetch_all_tx(&mut tx).await?;
+            tx.commit()
+                .await
+                .map_err(|e| sqlx::Error::Protocol(format!("{e:#}")))?;
+            Ok(rows)
+        }
+        Db::Lite(_) => sql.fetch_all(db).await,
+    }
 }

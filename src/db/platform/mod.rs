@@ -10,7 +10,7 @@ use super::sql::{Bind, Sql};
 mod claims;
 mod exprs;
 
-pub use claims::{Claim, Places, claims};
+pub use claims::{Claim, ClaimRow, Places, claims, fetch_claims};
 
 use crate::spec::{Ident, Job};
 use chrono::{DateTime, Utc};
