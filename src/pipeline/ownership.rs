@@ -38,7 +38,8 @@ pub(super) async fn claimed(
         None => format!("s3://{bucket}/"),
     };
     let asks = questions(all);
-    let mut queries = Vec::new();
+    let mut asked = Vec::new();
+    let mut statements = Vec::new();
     for ask in &asks {
         // The places of this question, and which subject and location each stands for.
         let mut places: Vec<String> = Vec::new();
@@ -51,32 +52,29 @@ pub(super) async fn claimed(
                 }
             }
         }
-        if places.is_empty() {
-            continue;
+        if !places.is_empty() {
+            statements.push(platform::claims(job, &keys, &ask.claim, &Places(&places)));
+            asked.push((ask, owners));
         }
-        let sql = platform::claims(job, &keys, &ask.claim, &Places(&places));
-        queries.push(async move {
-            let started = std::time::Instant::now();
-            let rows = platform::fetch_claims(&ctx.db, &sql).await;
-            tracing::debug!(claim = %ask.what, places = owners.len(), ms = started.elapsed().as_millis() as u64, "ownership asked");
-            (ask, owners, rows)
-        });
     }
-    for (ask, owners, rows) in futures::future::join_all(queries).await {
-        let rows = match rows {
-            Ok(rows) => rows,
-            Err(e) => {
-                // Unproven is unowned: every subject asked about fails, nothing is deleted.
-                let msg = format!(
-                    "the ownership proof could not ask {}: {e}; nothing was deleted",
-                    ask.what
-                );
-                for (key, _) in owners {
-                    why.entry(key.to_string()).or_insert_with(|| msg.clone());
-                }
-                continue;
+    let started = std::time::Instant::now();
+    let answers = match platform::fetch_claims(&ctx.db, &statements).await {
+        Ok(answers) => answers,
+        Err(e) => {
+            // Unproven is unowned: every subject asked about fails, nothing is deleted.
+            let msg = format!("the ownership proof could not be made: {e:#}; nothing was deleted");
+            for (key, _) in subjects {
+                why.insert(key.clone(), msg.clone());
             }
-        };
+            return why;
+        }
+    };
+    tracing::debug!(
+        questions = statements.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "ownership asked"
+    );
+    for ((ask, owners), rows) in asked.into_iter().zip(answers) {
         for (place, n, example, name) in rows {
             // An index that names no place asked about claims them all: unproven is unowned.
             let asked = match place.parse::<usize>().ok().and_then(|i| owners.get(i)) {
