@@ -303,10 +303,10 @@ async fn run_once(
         }
     }
     refresh_plan(ctx, jobs, i, state).await;
-    if let Some(target) = &ctx.settings.audit_anchor {
-        if let Err(e) = anchor(ctx, target).await {
-            tracing::error!(error = %format!("{e:#}"), "anchoring the audit chain failed");
-        }
+    if let Some(target) = &ctx.settings.audit_anchor
+        && let Err(e) = anchor(ctx, target).await
+    {
+        tracing::error!(error = %format!("{e:#}"), "anchoring the audit chain failed");
     }
     ok
 }

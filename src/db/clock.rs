@@ -67,14 +67,14 @@ pub async fn check(db: &Db, max_gap: Option<Duration>) -> Result<()> {
         ))
         .into());
     }
-    if let Some(gap) = max_gap {
-        if ahead > gap.as_secs() as i64 {
-            return Err(ClockJump(format!(
-                "the database clock ({now}) is {ahead}s past the newest time lethe recorded ({last}), more than LETHE_CLOCK_MAX_GAP_SECONDS={}",
-                gap.as_secs()
-            ))
-            .into());
-        }
+    if let Some(gap) = max_gap
+        && ahead > gap.as_secs() as i64
+    {
+        return Err(ClockJump(format!(
+            "the database clock ({now}) is {ahead}s past the newest time lethe recorded ({last}), more than LETHE_CLOCK_MAX_GAP_SECONDS={}",
+            gap.as_secs()
+        ))
+        .into());
     }
     Ok(())
 }

@@ -201,10 +201,10 @@ impl Checker {
                         "run {id} was purged without a committed intent (work item with its manifest)"
                     ));
                 }
-                if let Some(at) = purged_entries.get(id).and_then(|a| a.first()) {
-                    if *at > e.deleted_ms + DEADLINE_MS {
-                        v.push(format!("run {id} was purged after its deadline"));
-                    }
+                if let Some(at) = purged_entries.get(id).and_then(|a| a.first())
+                    && *at > e.deleted_ms + DEADLINE_MS
+                {
+                    v.push(format!("run {id} was purged after its deadline"));
                 }
             } else if r != e.rows {
                 v.push(format!(
@@ -251,11 +251,11 @@ impl Checker {
         }
         let held = held_entries(w).await;
         for (id, e) in &self.subjects {
-            if let Fate::Held(h) = e.fate {
-                if !held.get(&id.to_string()).is_some_and(|hs| hs.contains(&h)) {
-                    f.violations
-                        .push(format!("run {id} has no exception naming hold {h}"));
-                }
+            if let Fate::Held(h) = e.fate
+                && !held.get(&id.to_string()).is_some_and(|hs| hs.contains(&h))
+            {
+                f.violations
+                    .push(format!("run {id} has no exception naming hold {h}"));
             }
         }
         f
