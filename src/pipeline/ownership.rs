@@ -16,7 +16,7 @@ use crate::spec::{Ident, Job, ObjectSource, TableName};
 use std::collections::{BTreeSet, HashMap};
 
 /// For each subject of `subjects` (key and locations) whose objects another row claims, why.
-/// The rows of `keys` (the subjects about to be purged) are no claim.
+/// The rows these subjects purge (their own and their `[[rows]]` tree) are no claim.
 pub(super) async fn claimed(
     ctx: &Context,
     job: &Job,

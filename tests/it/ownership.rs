@@ -133,6 +133,27 @@ async fn bad_runs_fail_alone(w: impl Platform, batch: &str) {
         )
         .await;
     assert_eq!(failed, BAD.len() as i64, "{at}: one failure per bad run");
+    // The compliance report says why, for the subject asked about.
+    let (code, report, err) = w.cli(&[
+        "report",
+        "--format",
+        "jsonl",
+        "--subject",
+        "deleted-runs:209",
+    ]);
+    assert_eq!(code, 0, "{at}: {err}");
+    let row: serde_json::Value = report
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["outcome"] == "failed")
+        .unwrap_or_else(|| panic!("{at}: no failed row for run 209 in\n{report}"));
+    assert_eq!(row["error_class"], "ownership", "{at}: {row}");
+    assert!(
+        row["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("runs.id = 106")),
+        "{at}: {row}"
+    );
     w.finish().await;
 }
 
