@@ -17,6 +17,10 @@
 //! - `no-hold-fence`: the checks before each delete request confirm the lease but never look
 //!   for holds placed since the batch's hold check, so a hold placed mid-purge does not stop
 //!   the deletes already under way.
+//! - `no-ownership-proof`: no location is asked about before it is deleted, so a subject whose
+//!   URI points at a live neighbour's directory (or a shared parent) deletes its objects.
+//! - `no-late-row-check`: the row transaction does not look for rows naming objects written
+//!   under a subject since its manifest, so they go with their subject and their objects stay.
 //! - `wedged-loop`: the daemon's main loop blocks its thread after its first tick (a blocking
 //!   call in async code), so it runs nothing more while its HTTP listener still answers.
 

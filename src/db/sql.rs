@@ -169,6 +169,33 @@ impl Sql {
         }
     }
 
+    /// As `fetch_texts`, inside a transaction.
+    pub async fn fetch_texts_tx(&self, tx: &mut Tx) -> sqlx::Result<Vec<Vec<Option<String>>>> {
+        fn texts<R: Row>(row: &R) -> sqlx::Result<Vec<Option<String>>>
+        where
+            for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            usize: sqlx::ColumnIndex<R>,
+        {
+            (0..row.len())
+                .map(|i| row.try_get::<Option<String>, _>(i))
+                .collect()
+        }
+        match tx {
+            Tx::Pg(t) => sqlx::query_with(AssertSqlSafe(self.text.clone()), self.pg_args())
+                .fetch_all(&mut **t)
+                .await?
+                .iter()
+                .map(texts)
+                .collect(),
+            Tx::Lite(t) => sqlx::query_with(AssertSqlSafe(self.text.clone()), self.lite_args())
+                .fetch_all(&mut **t)
+                .await?
+                .iter()
+                .map(texts)
+                .collect(),
+        }
+    }
+
     /// Streams rows to `each`, one at a time, from a cursor.
     pub async fn for_each<T: AnyRow>(
         &self,

@@ -6,7 +6,7 @@
 use crate::context::Context;
 use crate::db::platform;
 use crate::domain::Location;
-use crate::spec::{Ident, Job, ObjectSource, UriKind};
+use crate::spec::{Job, ObjectSource};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -84,74 +84,9 @@ pub async fn build(
         }
     }
     let mut locations: HashMap<String, BTreeSet<Location>> = HashMap::new();
-    for src in &job.objects {
-        let (from, columns): (usize, Vec<Ident>) = match src {
-            ObjectSource::Prefix { template, from, .. } => (
-                *from,
-                template
-                    .columns()
-                    .filter(|c| !matches!(c.as_str(), "key" | "owner"))
-                    .cloned()
-                    .collect(),
-            ),
-            ObjectSource::Uri {
-                column,
-                from,
-                segment,
-                ..
-            } => {
-                let mut columns = vec![column.clone()];
-                columns.extend(segment.iter().filter(|c| c.as_str() != "key").cloned());
-                (*from, columns)
-            }
-        };
-        let sql = platform::object_values(job, from, &columns, keys);
-        let rows = sql.fetch_texts(&ctx.db).await?;
-        for mut row in rows {
-            let key: String = row[0].take().unwrap_or_default();
-            let owner: Option<String> = row[1].take();
-            let mut values: HashMap<&str, Option<String>> = HashMap::new();
-            for (j, c) in columns.iter().enumerate() {
-                values.insert(c.as_str(), row[j + 2].take());
-            }
-            let resolved = match src {
-                ObjectSource::Prefix {
-                    bucket, template, ..
-                } => template
-                    .render(|c| match c.as_str() {
-                        "key" => Some(key.clone()),
-                        "owner" => owner.clone(),
-                        other => values.get(other).cloned().flatten(),
-                    })
-                    .and_then(|p| Location::dir(bucket, &p))
-                    .map(|mut l| {
-                        if file_root.is_some() {
-                            l.store = "file".into();
-                        }
-                        Some(l)
-                    }),
-                ObjectSource::Uri {
-                    column,
-                    within,
-                    kind,
-                    segment,
-                    ..
-                } => match values.get(column.as_str()).cloned().flatten() {
-                    None => Ok(None),
-                    Some(uri) if uri.trim().is_empty() => Ok(None),
-                    Some(uri) => Location::from_uri_for(&uri, file_root)
-                        .and_then(|l| scoped(l, &uri, within.as_ref(), *kind))
-                        .and_then(|l| {
-                            let Some(c) = segment else { return Ok(l) };
-                            let value = match c.as_str() {
-                                "key" => Some(key.clone()),
-                                other => values.get(other).cloned().flatten(),
-                            };
-                            shaped(l, &uri, c, value.as_deref())
-                        })
-                        .map(Some),
-                },
-            };
+    for q in super::locate::queries(job, keys) {
+        let rows = q.sql.fetch_texts(&ctx.db).await?;
+        for (key, resolved) in q.resolve(rows, file_root) {
             match resolved {
                 Ok(Some(loc)) => {
                     locations.entry(key).or_default().insert(loc);
@@ -173,68 +108,6 @@ pub async fn build(
     refuse_nested(ctx, job, &mut out).await?;
     refuse_overlaps(&mut out);
     Ok(out)
-}
-
-/// A URI column's location as the spec scopes it: `uri_kind` says whether it names a directory
-/// or one object, and `uri_within` where it may point.
-fn scoped(
-    mut loc: Location,
-    uri: &str,
-    within: Option<&(String, String)>,
-    kind: Option<UriKind>,
-) -> Result<Location, String> {
-    match kind {
-        None => {}
-        Some(UriKind::Directory) => loc.exact = false,
-        Some(UriKind::Object) if uri.ends_with('/') => {
-            return Err(format!(
-                "`{uri}` ends in `/`, but uri_kind = \"object\" says the column names single objects"
-            ));
-        }
-        Some(UriKind::Object) => {
-            loc.exact = true;
-            loc.object_only = true;
-        }
-    }
-    if let Some((bucket, prefix)) = within {
-        let scope = format!("s3://{bucket}/{prefix}");
-        if loc.bucket != *bucket || !loc.prefix.starts_with(prefix.as_str()) {
-            return Err(format!("`{uri}` is outside uri_within {scope}"));
-        }
-        if loc.prefix == *prefix {
-            return Err(format!("`{uri}` names the whole of uri_within {scope}"));
-        }
-    }
-    Ok(loc)
-}
-
-/// A URI holds `uri_segment`'s value as one whole path segment, or its subject fails: a row
-/// whose URI does not name its own key points somewhere the spec did not promise.
-fn shaped(
-    loc: Location,
-    uri: &str,
-    column: &Ident,
-    value: Option<&str>,
-) -> Result<Location, String> {
-    let Some(value) = value.filter(|v| !v.is_empty()) else {
-        return Err(format!(
-            "uri_segment `{column}` is NULL or empty, so `{uri}` cannot be shown to be this row's"
-        ));
-    };
-    if loc
-        .prefix
-        .trim_end_matches('/')
-        .split('/')
-        .any(|s| s == value)
-    {
-        Ok(loc)
-    } else {
-        Err(format!(
-            "`{uri}` does not hold uri_segment `{column}` ({}) as a whole path segment: it points \
-             somewhere that is not shown to be this row's",
-            value.escape_debug()
-        ))
-    }
 }
 
 /// Fails every subject of the batch one of whose locations holds (or is) another subject's:

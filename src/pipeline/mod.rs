@@ -10,6 +10,7 @@ mod batches;
 mod dry_run;
 pub mod lease;
 pub mod listing;
+mod locate;
 mod locks;
 pub mod manifest;
 pub mod objects;

@@ -156,6 +156,14 @@ impl<'a> Batch<'a> {
         self.manifests[&r.id].locations.clone()
     }
 
+    /// The manifest's locations of each of `subjects`, by subject key.
+    fn manifest_of(&self, subjects: &[Ready]) -> HashMap<String, Vec<crate::domain::Location>> {
+        subjects
+            .iter()
+            .map(|r| (r.key.clone(), self.locations(r)))
+            .collect()
+    }
+
     /// Step 2, holds and eligibility, immediately before the first destructive step: a subject
     /// restored since it was discovered fails with nothing deleted; a held one is recorded held.
     /// A subject with no objects (and a complete manifest) has no step before its row
@@ -283,7 +291,15 @@ impl<'a> Batch<'a> {
     async fn rows_before_objects(&self, go: Vec<Ready>, report: &mut JobReport) -> Result<()> {
         let fenced: Vec<(i64, i64)> = go.iter().map(|r| (r.id, r.epoch)).collect();
         advance(self.ctx, self.run_id, &fenced, ItemState::Verified).await?;
-        let outcomes = rows::purge(self.ctx, self.job, self.all, self.run_id, &go).await;
+        let outcomes = rows::purge(
+            self.ctx,
+            self.job,
+            self.all,
+            self.run_id,
+            &go,
+            &self.manifest_of(&go),
+        )
+        .await;
         report.purged += outcomes
             .iter()
             .filter(|o| matches!(o, RowOutcome::Purged { .. }))
@@ -413,7 +429,8 @@ impl<'a> Batch<'a> {
     /// done and appends the `purged` entries.
     async fn purge_rows(&self, verified: Vec<Ready>, report: &mut JobReport) -> Result<()> {
         let (ctx, job, run_id) = (self.ctx, self.job, self.run_id);
-        let outcomes = rows::purge(ctx, job, self.all, run_id, &verified).await;
+        let manifest = self.manifest_of(&verified);
+        let outcomes = rows::purge(ctx, job, self.all, run_id, &verified, &manifest).await;
         for (r, o) in verified.iter().zip(outcomes) {
             match o {
                 RowOutcome::Purged { rows } => {

@@ -7,7 +7,7 @@ use super::Ready;
 use crate::audit::event;
 use crate::context::Context;
 use crate::db::{audit, holds, items, platform};
-use crate::domain::ItemState;
+use crate::domain::{ItemState, Location};
 use crate::spec::Job;
 use anyhow::{Context as _, Result, bail};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -27,17 +27,19 @@ pub enum RowOutcome {
     Failed(String),
 }
 
+/// Purges the rows of `ready`, whose objects were purged and verified at `manifest[key]`.
 pub async fn purge(
     ctx: &Context,
     job: &Job,
     all: &[Job],
     run_id: i64,
     ready: &[Ready],
+    manifest: &HashMap<String, Vec<Location>>,
 ) -> Vec<RowOutcome> {
     if ready.is_empty() {
         return Vec::new();
     }
-    match purge_batch(ctx, job, all, run_id, ready).await {
+    match purge_batch(ctx, job, all, run_id, ready, manifest).await {
         Ok(out) => out,
         Err(e) if ready.len() == 1 => vec![RowOutcome::Failed(format!("{e:#}"))],
         Err(e) => {
@@ -45,7 +47,9 @@ pub async fn purge(
             let mut out = Vec::with_capacity(ready.len());
             for r in ready {
                 out.push(
-                    match purge_batch(ctx, job, all, run_id, std::slice::from_ref(r)).await {
+                    match purge_batch(ctx, job, all, run_id, std::slice::from_ref(r), manifest)
+                        .await
+                    {
                         Ok(mut o) => o.remove(0),
                         Err(e) => RowOutcome::Failed(format!("{e:#}")),
                     },
@@ -103,6 +107,7 @@ async fn purge_batch(
     all: &[Job],
     run_id: i64,
     ready: &[Ready],
+    manifest: &HashMap<String, Vec<Location>>,
 ) -> Result<Vec<RowOutcome>> {
     let started = std::time::Instant::now();
     let keys: Vec<String> = ready.iter().map(|r| r.key.clone()).collect();
@@ -152,6 +157,10 @@ async fn purge_batch(
         .filter(|k| still.contains(*k) && !held.contains_key(*k))
         .cloned()
         .collect();
+    if !go.is_empty() && !crate::controls::on("no-late-row-check") {
+        unlisted_objects(&mut tx, ctx, job, &go, manifest).await?;
+        lap("objects named since the manifest");
+    }
     let mut rows: HashMap<String, BTreeMap<String, i64>> = HashMap::new();
     if !go.is_empty() {
         for i in job.delete_order() {
@@ -236,4 +245,43 @@ async fn purge_batch(
             }
         })
         .collect())
+}
+
+/// Refuses the row transaction when a row of `go`'s subjects now names objects outside the
+/// locations purged and verified for it (a snapshot written under the run after its manifest
+/// was built): deleting the row would leave those objects named by nothing. The batch is then
+/// retried one subject at a time, so only the subject concerned fails, with its rows, and the
+/// next run builds its manifest again. Rows inserted under a subject after this check and
+/// before the deletes are kept out only where a foreign key to the subject row (locked above)
+/// makes their writer wait.
+async fn unlisted_objects(
+    tx: &mut crate::db::Tx,
+    ctx: &Context,
+    job: &Job,
+    go: &[String],
+    manifest: &HashMap<String, Vec<Location>>,
+) -> Result<()> {
+    let file_root = ctx.settings.object_root.as_deref();
+    for q in super::locate::queries(job, go) {
+        let answered = q
+            .sql
+            .fetch_texts_tx(tx)
+            .await
+            .context("reading the subjects' object locations again")?;
+        for (key, resolved) in q.resolve(answered, file_root) {
+            let listed = manifest.get(&key).map(Vec::as_slice).unwrap_or_default();
+            let unlisted = match resolved {
+                Ok(None) => continue,
+                Ok(Some(loc)) if listed.iter().any(|m| *m == loc || m.contains(&loc)) => continue,
+                Ok(Some(loc)) => loc.to_string(),
+                Err(e) => e,
+            };
+            bail!(
+                "subject `{key}` has rows naming objects that are not in its manifest ({unlisted}), \
+                 written since the manifest was built: its rows are kept so those objects stay \
+                 named, and the next run takes it again with them; nothing was committed"
+            );
+        }
+    }
+    Ok(())
 }

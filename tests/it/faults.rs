@@ -821,3 +821,101 @@ async fn negative_control_without_the_hold_fence_is_caught() {
     );
     w.cleanup().await;
 }
+
+/// A snapshot written under a run while the run's objects are being purged (after its manifest
+/// was built) names objects the purge never listed. Its row would go with the run's rows and
+/// its objects stay, named by nothing. The row transaction finds it: that run keeps its rows and
+/// fails, the other runs are purged, and the next run takes the run with the snapshot's objects.
+/// Answers the world after the first run, and that run's exit code.
+async fn snapshot_written_mid_purge(control: &str) -> (World, i32) {
+    let w = World::new(Versioning::Enabled).await;
+    w.account(1, "free", None).await;
+    for id in 1..=20 {
+        w.run_row(id, 1, Some(10 * DAY)).await;
+    }
+    w.put_many(
+        (1..=20)
+            .flat_map(|id| (0..28).map(move |i| format!("runs/{id}/f/{i:03}")))
+            .collect(),
+    )
+    .await;
+    let faults = Faults {
+        delete_delay: std::time::Duration::from_millis(150),
+        ..Default::default()
+    };
+    let p = proxy(upstream(), faults, 2).await;
+    let mut run = w.spawn_run(
+        "lethe-mid-snapshot",
+        &[
+            ("AWS_ENDPOINT_URL", &p.url),
+            ("AWS_ENDPOINT_URL_S3", &p.url),
+            ("LETHE_DELETE_BATCH", "20"),
+            ("LETHE_DELETE_CONCURRENCY", "1"),
+            ("LETHE_NEGATIVE_CONTROL", control),
+        ],
+    );
+    // Once the purge has deleted objects (the bucket probe before it deletes nothing).
+    let t = std::time::Instant::now();
+    while p.counts.destructive.load(Relaxed) == 0 || w.versions("runs/").await.len() == 600 {
+        assert!(t.elapsed().as_secs() < 60, "the run never started deleting");
+    }
+    w.snapshot(900, 20, 1, None).await;
+    assert!(
+        !w.versions("runs/20/").await.is_empty(),
+        "run 20's objects were still being purged when the snapshot was written"
+    );
+    let status = run.wait().unwrap();
+    assert!(
+        w.count("SELECT count(*) FROM lethe.work_items WHERE state = 'claimed'")
+            .await
+            == 0,
+        "the run finished its batch"
+    );
+    (w, status.code().unwrap_or(-1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_naming_objects_written_after_the_manifest_keeps_its_subject() {
+    let (w, code) = snapshot_written_mid_purge("").await;
+    assert_eq!(code, 1, "the run with the new snapshot failed");
+    assert_eq!(
+        w.count("SELECT count(*) FROM snapshots WHERE id = 900")
+            .await,
+        1,
+        "the snapshot's row stays while its objects do"
+    );
+    assert_eq!(w.keys("snaps/900/").await, vec!["snaps/900/weights.pt"]);
+    assert_eq!(w.rows_of_run(20).await, 7, "run 20 keeps its rows");
+    let error: String = sqlx::query_scalar(
+        "SELECT last_error FROM lethe.work_items WHERE subject_key = '20' AND state = 'failed'",
+    )
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    assert!(error.contains("not in its manifest"), "{error}");
+    for id in 1..=19 {
+        assert_eq!(w.rows_of_run(id).await, 0, "run {id} is purged");
+    }
+    // The next run builds run 20's manifest again, the snapshot's objects in it.
+    let (code, out, err) = w.cli(&["run", "--all"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(w.rows_of_run(20).await, 0);
+    assert_eq!(w.count("SELECT count(*) FROM snapshots").await, 0);
+    assert!(w.keys("").await.is_empty(), "{:?}", w.keys("").await);
+    w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_without_the_late_row_check_orphans_objects() {
+    let (w, _) = snapshot_written_mid_purge("no-late-row-check").await;
+    assert_eq!(
+        (
+            w.count("SELECT count(*) FROM snapshots WHERE id = 900")
+                .await,
+            w.keys("snaps/900/").await.len()
+        ),
+        (0, 1),
+        "without the check the snapshot's row goes and its object stays"
+    );
+    w.cleanup().await;
+}
