@@ -409,3 +409,60 @@ async fn a_uri_without_its_key_as_a_whole_segment_fails_its_subject() {
     );
     w.cleanup().await;
 }
+
+/// The same shapes through a prefix template's value: `data/{dir}/` filled from a column. A
+/// deleted item whose `dir` is a live item's lands in the live one's directory (the live row
+/// claims it: refused); one whose value is percent-encoded, `..`, or holds a `/` is refused as
+/// the store would read it otherwise; one alone in its directory is purged. Nothing of the live
+/// item goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_values_that_land_in_another_rows_directory_fail_alone() {
+    let w = World::bare(Versioning::Unversioned).await;
+    w.sql("CREATE TABLE items (id text PRIMARY KEY, deleted_at timestamptz, dir text);")
+        .await;
+    lethe::db::migrator().run(&w.pool).await.unwrap();
+    w.write_spec(
+        "edges.toml",
+        "schedule = \"0 0 3 * * *\"\n\n[subject]\ntable = \"items\"\nclock = \"deleted_at\"\n\
+         clock_kind = \"timestamptz\"\n\n[window]\ngrace = \"1d\"\ndeadline = \"30d\"\n\n\
+         [[objects]]\nbucket = \"lethe-artifacts\"\nprefix = \"data/{dir}/\"\n",
+    );
+    for (id, deleted, dir) in [
+        ("live", false, "p"),
+        ("shares", true, "p"),
+        ("encoded", true, "%70"),
+        ("dots", true, ".."),
+        ("nested", true, "p/q"),
+        ("alone", true, "z"),
+    ] {
+        let at = if deleted {
+            format!("now() - interval '{} seconds'", 10 * DAY)
+        } else {
+            "NULL".into()
+        };
+        w.sql(&format!("INSERT INTO items VALUES ('{id}', {at}, '{dir}')"))
+            .await;
+    }
+    for k in ["data/p/1", "data/p/q/1", "data/%70/1", "data/z/1"] {
+        w.put(k).await;
+    }
+    let summary = w.run(&["edges"], RunOptions::default()).await;
+    assert_eq!(summary.exit_code(), 1, "{:?}", summary.reports);
+    assert!(!row_exists(&w, "alone").await, "alone is purged");
+    for (id, why) in [
+        ("shares", "(row items.id = live)"),
+        ("encoded", "percent-encoding"),
+        ("dots", "not a single path segment"),
+        ("nested", "not a single path segment"),
+    ] {
+        assert!(row_exists(&w, id).await, "{id} keeps its row");
+        let error = error_of(&w, id).await;
+        assert!(error.contains(why), "{id}: {error}");
+    }
+    assert_eq!(
+        w.keys("").await,
+        vec!["data/%70/1", "data/p/1", "data/p/q/1"],
+        "only the lone item's directory is purged"
+    );
+    w.cleanup().await;
+}
