@@ -30,6 +30,11 @@ pub(super) async fn batch(
         .collect();
     let claimed = ownership::claimed(ctx, job, all, &asked).await;
     for c in batch {
+        if let Some(why) = super::implausible_clock(c.clock_at) {
+            report.failed += 1;
+            report.error(format!("{}: clock: {why}", c.key));
+            continue;
+        }
         if held.contains_key(&c.key) {
             report.held += 1;
             continue;

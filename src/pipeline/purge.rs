@@ -193,7 +193,9 @@ impl<'a> Batch<'a> {
             .collect();
         let (mut go, mut held_now) = (Vec::new(), Vec::new());
         for r in claimed {
-            if rows_only(&r) {
+            if let Some(why) = super::implausible_clock(r.clock_at) {
+                self.fail(&r, "clock", &why, report).await?;
+            } else if rows_only(&r) {
                 go.push(r);
             } else if !still.contains(&r.key) {
                 let msg = "no longer eligible when its objects were to be purged (restored, or its \

@@ -625,39 +625,77 @@ async fn a_hold_says_what_it_covers_and_one_covering_nothing_is_refused(w: impl 
     w.finish().await;
 }
 
-/// Clocks no platform wrote stop the job before anything is claimed: seconds in an
-/// epoch-milliseconds column read as January 1970 (every such subject eligible at once), and a
-/// clock in 2100 is no deletion time either. `check` and `run` say which subjects and values.
-async fn implausible_clocks_stop_the_job_naming_the_values(w: impl Platform) {
+/// Clocks no platform wrote (issue 30): seconds in an epoch-milliseconds column read as January
+/// 1970, which would make the subject eligible at once. One such row among plausible ones fails
+/// alone, naming its value, and the others are purged; clocks in the future (two days ahead, the
+/// year 2100) wait, and `check` passes; only when most of a job's clocks are implausible (the
+/// unit itself is wrong) do `check` and `run` refuse the job, naming subjects and values, with
+/// nothing deleted.
+async fn implausible_clocks_fail_alone_and_stop_the_job_only_when_most_are(w: impl Platform) {
     w.account(1, "free", None).await;
-    w.run_row(1, 1, Some(10 * DAY)).await;
-    w.run_row(2, 1, None).await;
-    for (clock, year) in [(1_700_000_000_i64, "1970"), (4_102_444_800_000, "2100")] {
-        w.sql(&format!(
-            "UPDATE runs SET lifecycle_stage = 'deleted', deleted_time = {clock} WHERE id = 2"
-        ))
-        .await;
-        for args in [
-            &["check"][..],
-            &["run", "--all"][..],
-            &["run", "--all", "--dry-run"][..],
-        ] {
-            let (code, out, err) = w.cli(args);
-            assert_eq!(code, 2, "{args:?}: {out}{err}");
-            assert!(
-                err.contains("deleted-runs.toml") && err.contains("2: ") && err.contains(year),
-                "{args:?}: {err}"
-            );
-        }
-        assert_eq!(w.rows_of_run(1).await, 7, "nothing deleted while refused");
-        assert_eq!(w.keys("runs/1/").await.len(), 2);
+    for id in 1..=3 {
+        w.run_row(id, 1, Some(10 * DAY)).await;
     }
+    w.run_row(4, 1, None).await;
+    w.run_row(5, 1, None).await;
+    w.sql("UPDATE runs SET deleted_time = 1700000000 WHERE id = 2")
+        .await;
+    let (code, out, err) = w.cli(&["check"]);
+    assert_eq!(
+        code, 0,
+        "one bad clock among three is that row's problem: {out}{err}"
+    );
+    let (code, out, err) = w.cli(&["run", "--all"]);
+    assert_eq!(code, 1, "a failed subject is exit 1: {out}{err}");
+    for id in [1, 3] {
+        assert_eq!(w.rows_of_run(id).await, 0, "run {id} is purged");
+    }
+    assert_eq!(w.rows_of_run(2).await, 7, "run 2 keeps its rows");
+    assert_eq!(w.keys("runs/2/").await.len(), 2, "and its objects");
+    assert_eq!(
+        w.count(
+            "SELECT count(*) FROM lethe.work_items WHERE subject_key = '2' AND state = 'failed' \
+             AND error_class = 'clock' AND last_error LIKE '%1970%before 2000%'"
+        )
+        .await,
+        1,
+        "run 2 fails with its value"
+    );
+
+    // Future clocks wait, whatever their distance: not eligible, not a problem.
     w.sql("UPDATE runs SET lifecycle_stage = 'active', deleted_time = NULL WHERE id = 2")
         .await;
-    let (code, out, err) = w.cli(&["run", "--all"]);
-    assert_eq!(code, 0, "{out}{err}");
-    assert_eq!(w.rows_of_run(1).await, 0);
-    assert_eq!(w.rows_of_run(2).await, 7);
+    w.sql("UPDATE runs SET lifecycle_stage = 'deleted', deleted_time = 4102444800000 WHERE id = 4")
+        .await;
+    w.delete_runs_at(&[(5, -2 * DAY)]).await;
+    for args in [&["check"][..], &["run", "--all"][..]] {
+        let (code, out, err) = w.cli(args);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+    }
+    for id in [4, 5] {
+        assert_eq!(w.rows_of_run(id).await, 7, "run {id} waits");
+    }
+
+    // Most clocks implausible: the unit is wrong, and the job stops.
+    w.sql(
+        "UPDATE runs SET lifecycle_stage = 'deleted', deleted_time = 1700000000 WHERE id IN (2, 5)",
+    )
+    .await;
+    for args in [
+        &["check"][..],
+        &["run", "--all"][..],
+        &["run", "--all", "--dry-run"][..],
+    ] {
+        let (code, out, err) = w.cli(args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(
+            err.contains("deleted-runs.toml") && err.contains("2: ") && err.contains("1970"),
+            "{args:?}: {err}"
+        );
+    }
+    for id in [2, 4, 5] {
+        assert_eq!(w.rows_of_run(id).await, 7, "nothing deleted while refused");
+    }
     w.finish().await;
 }
 
@@ -970,7 +1008,7 @@ on_both!(
     uncovered_foreign_key_stops_everything_naming_the_constraint,
     audit_chain_verifies_refuses_edits_and_names_a_forged_entry,
     a_subject_key_two_rows_could_share_is_refused,
-    implausible_clocks_stop_the_job_naming_the_values,
+    implausible_clocks_fail_alone_and_stop_the_job_only_when_most_are,
     a_hold_says_what_it_covers_and_one_covering_nothing_is_refused,
     each_failure_is_said_once,
     foreign_keys_as_the_schema_declares_them,

@@ -406,21 +406,20 @@ fn keep_going_leaves_a_bad_spec_out_and_runs_the_others() {
     std::fs::remove_dir_all(d.parent().unwrap()).unwrap();
 }
 
-/// A clock that does not look like time (a deleted run whose `deleted_time` reads as 1970)
-/// stops every job by default; with --keep-going only that job is left out.
+/// A clock column that does not look like time (every deleted run's `deleted_time` reads as
+/// 1970: the unit is wrong) stops every job by default; with --keep-going only that job is left
+/// out.
 #[test]
 fn keep_going_leaves_out_a_job_whose_clock_is_not_time() {
     let (d, env) = demo();
     let changed = on_demo_db(&d, async |pool| {
-        sqlx::query(
-            "UPDATE runs SET deleted_time = 5 WHERE id = (SELECT min(id) FROM runs WHERE lifecycle_stage = 'deleted')",
-        )
-        .execute(pool)
-        .await
-        .unwrap()
-        .rows_affected()
+        sqlx::query("UPDATE runs SET deleted_time = 5 WHERE lifecycle_stage = 'deleted'")
+            .execute(pool)
+            .await
+            .unwrap()
+            .rows_affected()
     });
-    assert_eq!(changed, 1);
+    assert!(changed > 1, "{changed}");
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (code, out, err) = lethe(&env, &["run", "--all"]);
     assert_eq!(code, 2, "{out}{err}");

@@ -115,20 +115,20 @@ pub fn subject_rows(job: &Job) -> Sql {
     sql
 }
 
-/// Up to five of the job's subjects (past its filter, with a clock) whose clock no platform
-/// wrote: before 2000, or more than a day ahead of the database's clock. `(key, clock as text)`.
-/// An `epoch_milliseconds` column that holds seconds reads as January 1970, which would make
-/// every subject eligible at once.
-pub fn implausible_clocks(job: &Job) -> Sql {
+/// The job's subjects (past its filter, with a clock) whose clock no platform wrote: before 2000,
+/// or after 2200. `(subjects, implausible, up to five of those as "key: clock")`. An
+/// `epoch_milliseconds` column that holds seconds reads as January 1970 (every subject eligible
+/// at once), an `epoch_seconds` one holding milliseconds as the year 50,000 (none ever).
+pub fn clock_census(job: &Job) -> Sql {
     let mut sql = new_sql(job);
     let base = subject_base(job, &mut sql);
     let clock = clock_ts(job);
-    let (floor, ahead) = if lite(job) {
-        ("946684800".to_string(), format!("{} + 86400", now(job)))
+    let (floor, ceiling) = if lite(job) {
+        ("946684800".to_string(), "7258118400".to_string())
     } else {
         (
             "timestamptz '2000-01-01T00:00:00Z'".to_string(),
-            format!("{} + interval '1 day'", now(job)),
+            "timestamptz '2200-01-01T00:00:00Z'".to_string(),
         )
     };
     let shown = if lite(job) {
@@ -136,10 +136,23 @@ pub fn implausible_clocks(job: &Job) -> Sql {
     } else {
         as_text(job, &clock)
     };
+    let key = as_text(job, &format!("n0.{}", job.key.quoted()));
+    let table = job.subject_table().quoted_in(job.dialect);
+    let bad = format!("({clock} < {floor} OR {clock} > {ceiling})");
+    let sample = if lite(job) {
+        format!(
+            "(SELECT group_concat(v, ', ') FROM (SELECT {key} || ': ' || coalesce({shown}, '?') AS v \
+             FROM {table} n0 WHERE {base} AND {bad} LIMIT 5))"
+        )
+    } else {
+        format!(
+            "(SELECT string_agg(v, ', ') FROM (SELECT {key} || ': ' || coalesce({shown}, '?') AS v \
+             FROM {table} n0 WHERE {base} AND {bad} LIMIT 5) s)"
+        )
+    };
+    // The filter's placeholders appear twice (the count and the sample), bound once.
     sql.push(&format!(
-        "SELECT {}, {shown} FROM {} n0 WHERE {base} AND ({clock} < {floor} OR {clock} > {ahead}) LIMIT 5",
-        as_text(job, &format!("n0.{}", job.key.quoted())),
-        job.subject_table().quoted_in(job.dialect)
+        "SELECT count(*), count(*) FILTER (WHERE {bad}), {sample} FROM {table} n0 WHERE {base}"
     ));
     sql
 }
