@@ -68,7 +68,8 @@ pub struct Settings {
     pub liveness: Duration,
     /// `LETHE_CLOCK_MAX_GAP_SECONDS` (default 1,209,600: 14 days; 0 disables): a destructive
     /// run refuses (exit 4) when the database clock is this far past the newest time lethe
-    /// recorded, or behind it, until `lethe clock confirm`.
+    /// recorded, or behind it, until `lethe clock confirm`. Left unset, a run uses the shortest
+    /// grace of its loaded jobs when that is shorter (`pipeline::max_gap`).
     pub clock_max_gap: Option<Duration>,
     /// `LETHE_AUDIT_ANCHOR` (default none): where `lethe audit anchor` writes and `lethe audit
     /// verify` reads anchors (a file or s3://BUCKET/PREFIX); the daemon anchors after each run.
@@ -245,6 +246,11 @@ pub fn actor_given() -> bool {
 
 /// The log filter when `LETHE_LOG` is unset.
 pub const DEFAULT_LOG: &str = "lethe=info,warn,aws_config=error";
+
+/// Whether `LETHE_CLOCK_MAX_GAP_SECONDS` was set (rather than left at its default).
+pub fn clock_max_gap_given() -> bool {
+    var("LETHE_CLOCK_MAX_GAP_SECONDS").is_some()
+}
 
 /// Whether `LETHE_DB_CONNECTIONS` was set (rather than left at its default).
 pub fn db_connections_given() -> bool {

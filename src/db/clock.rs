@@ -4,7 +4,9 @@
 //! recorded (runs and audit entries) and refuses when it moved backwards, or forwards by more
 //! than `LETHE_CLOCK_MAX_GAP_SECONDS`, until an operator confirms the clock with
 //! `lethe clock confirm`. A long gap between runs (downtime) trips it the same way: that is
-//! the price of catching a jump across restarts.
+//! the price of catching a jump across restarts. Before that, the database clock is held
+//! against clocks it does not control (the host's, the object store's `Date`): a disagreement
+//! of more than a few minutes refuses the run, whatever the gap.
 
 use super::Db;
 use super::audit::{NewEntry, append};
@@ -54,10 +56,33 @@ async fn readings(db: &Db) -> Result<(DateTime<Utc>, Option<DateTime<Utc>>)> {
     .context("reading the database clock")
 }
 
-/// Errs with `ClockJump` when the database clock moved backwards, or forwards by more than
-/// `max_gap` (None: no forward limit), since lethe last recorded a time.
-pub async fn check(db: &Db, max_gap: Option<Duration>) -> Result<()> {
+/// How far the database clock may be from another clock before a run is refused: ordinary
+/// drift between NTP-synchronised machines is milliseconds; a jump is minutes or days.
+pub const WITNESS_TOLERANCE_SECS: i64 = 300;
+
+/// Errs with `ClockJump` when the database clock disagrees with any of `witnesses` (other
+/// clocks, by name and reading: the host's, the object store's) by more than
+/// `WITNESS_TOLERANCE_SECS`, moved backwards, or moved forwards by more than `max_gap` (None:
+/// no forward limit) since lethe last recorded a time.
+pub async fn check(
+    db: &Db,
+    max_gap: Option<Duration>,
+    witnesses: &[(&str, DateTime<Utc>)],
+) -> Result<()> {
     let (now, last) = readings(db).await?;
+    for (name, reading) in witnesses {
+        let apart = (now - *reading).num_seconds();
+        if apart.abs() > WITNESS_TOLERANCE_SECS {
+            return Err(ClockJump(format!(
+                "the database clock ({now}) is {}s {} {name} ({reading}), more than the {}s \
+                 two synchronised clocks may differ: one of them jumped",
+                apart.abs(),
+                if apart > 0 { "ahead of" } else { "behind" },
+                WITNESS_TOLERANCE_SECS
+            ))
+            .into());
+        }
+    }
     let Some(last) = last else { return Ok(()) };
     let ahead = (now - last).num_seconds();
     if ahead < -BACKWARD_TOLERANCE_SECS {

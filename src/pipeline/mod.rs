@@ -393,6 +393,29 @@ async fn probe_delete(
 /// Attempts of the delete-permission probe against a store that answers with transient errors.
 const PROBE_ATTEMPTS: u32 = 5;
 
+/// The clock guard's forward limit: `LETHE_CLOCK_MAX_GAP_SECONDS` when set; by default 14 days,
+/// or the shortest grace of the loaded jobs when that is shorter, so that no default lets a jump
+/// of the database clock make a subject eligible a whole grace early.
+fn max_gap(ctx: &Context, all: &[Job]) -> Option<std::time::Duration> {
+    let set = ctx.settings.clock_max_gap;
+    if crate::config::clock_max_gap_given() {
+        return set;
+    }
+    let shortest = all
+        .iter()
+        .flat_map(|j| {
+            std::iter::once(&j.windows.default.grace)
+                .chain(j.windows.overrides.iter().map(|(_, p)| &p.grace))
+        })
+        .map(|g| g.seconds())
+        .filter(|s| *s > 0)
+        .min();
+    match (set, shortest) {
+        (Some(gap), Some(s)) => Some(gap.min(std::time::Duration::from_secs(s as u64))),
+        (gap, _) => gap,
+    }
+}
+
 /// Runs the selected jobs one after another, each under its run lock.
 pub async fn run_all(
     ctx: &Context,
@@ -401,7 +424,10 @@ pub async fn run_all(
     opts: &RunOptions,
 ) -> Result<RunSummary> {
     if !opts.dry_run {
-        crate::db::clock::check(&ctx.db, ctx.settings.clock_max_gap).await?;
+        let store = ctx.store.clock().map(|c| c.now());
+        let mut witnesses = vec![("the host clock", Utc::now())];
+        witnesses.extend(store.map(|t| ("the object store's clock (its HTTP Date)", t)));
+        crate::db::clock::check(&ctx.db, max_gap(ctx, all), &witnesses).await?;
     }
     let mut budget = opts.limit;
     let mut summary = RunSummary::default();

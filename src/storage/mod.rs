@@ -91,6 +91,21 @@ pub enum StoreError {
     Other(String),
 }
 
+/// A store's own clock as one of its answers told it (HTTP `Date`), with the host's clock when
+/// that answer arrived: `store + (host now - host)` estimates the store's clock now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreClock {
+    pub store: chrono::DateTime<chrono::Utc>,
+    pub host: chrono::DateTime<chrono::Utc>,
+}
+
+impl StoreClock {
+    /// The store's clock now, by the host's clock since the reading.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.store + (chrono::Utc::now() - self.host)
+    }
+}
+
 /// The most versions one `delete_batch` call may take (the S3 DeleteObjects limit).
 pub const MAX_BATCH: usize = 1000;
 
@@ -100,6 +115,12 @@ pub trait ObjectStore: Send + Sync {
     /// The error is one line naming the settings to set.
     async fn ready(&self) -> Result<(), String> {
         Ok(())
+    }
+
+    /// The store's clock as its latest answer told it; `None` for a store without a clock of
+    /// its own (a local directory is the host's), or before it has answered anything.
+    fn clock(&self) -> Option<StoreClock> {
+        None
     }
 
     /// The bucket's versioning state. `NotFound` when the bucket does not exist.

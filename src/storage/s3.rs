@@ -27,6 +27,7 @@ use aws_sdk_s3::types::{
 use std::collections::HashMap;
 use std::time::Duration;
 
+mod clock;
 mod errors;
 mod exact;
 
@@ -82,6 +83,8 @@ pub struct S3Store {
     lister: Client,
     /// Where credentials come from (the AWS chain), asked once by `ready`.
     credentials: Option<aws_sdk_s3::config::SharedCredentialsProvider>,
+    /// The store's clock, from the `Date` of its latest answer.
+    clock: clock::DateWatch,
 }
 
 impl S3Store {
@@ -93,7 +96,9 @@ impl S3Store {
         }
         let shared = loader.load().await;
         let credentials = shared.credentials_provider();
+        let clock = clock::DateWatch::default();
         let conf = aws_sdk_s3::config::Builder::from(&shared)
+            .interceptor(clock.clone())
             .force_path_style(s.path_style)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
@@ -112,12 +117,17 @@ impl S3Store {
             client: Client::from_conf(conf.clone()),
             lister: Client::from_conf(conf),
             credentials,
+            clock,
         }
     }
 }
 
 #[async_trait]
 impl ObjectStore for S3Store {
+    fn clock(&self) -> Option<super::StoreClock> {
+        self.clock.latest()
+    }
+
     async fn ready(&self) -> Result<(), String> {
         use aws_sdk_s3::config::ProvideCredentials;
         let found = match &self.credentials {

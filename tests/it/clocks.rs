@@ -1,6 +1,7 @@
-//! Clocks: eligibility is judged by the database's clock only, so lethe's own process clock
-//! skewed by hours or weeks (libfaketime, from Debian) changes nothing that is purged, nor do
-//! the time zones of the process and of the database session (zones with DST changes).
+//! Clocks: eligibility is judged by the database's clock only; the time zones of the process and
+//! of the database session (zones with DST changes) change nothing that is purged. lethe's own
+//! process clock skewed by hours or weeks (libfaketime, from Debian) is a witness that one of
+//! the two clocks jumped: a destructive run refuses with exit 4 and deletes nothing.
 //! Objects are in a local directory here: S3 request signing rightly fails with a skewed clock.
 
 use crate::helpers::{DAY, World};
@@ -14,7 +15,7 @@ async fn a_skewed_process_clock_or_odd_time_zones_change_nothing_that_is_purged(
         std::path::Path::new(FAKETIME).exists(),
         "libfaketime is not installed (scripts/test.sh installs Debian's libfaketime)"
     );
-    let cases: [(&str, &[(&str, &str)]); 5] = [
+    let cases: [(&str, &[(&str, &str)]); 6] = [
         ("+3 hours", &[("FAKETIME", "+3h")]),
         ("+14 days", &[("FAKETIME", "+14d")]),
         ("-14 days", &[("FAKETIME", "-14d")]),
@@ -23,11 +24,16 @@ async fn a_skewed_process_clock_or_odd_time_zones_change_nothing_that_is_purged(
             &[("FAKETIME", "-6h"), ("TZ", "America/New_York")],
         ),
         (
-            "+8 days, Lord Howe",
-            &[("FAKETIME", "+8d"), ("TZ", "Australia/Lord_Howe")],
+            "New York",
+            &[("FAKETIME", "+0"), ("TZ", "America/New_York")],
+        ),
+        (
+            "Lord Howe",
+            &[("FAKETIME", "+0"), ("TZ", "Australia/Lord_Howe")],
         ),
     ];
     for (what, env) in cases {
+        let skewed = env.iter().any(|(k, v)| *k == "FAKETIME" && *v != "+0");
         let w = World::local().await;
         w.account(1, "free", None).await;
         // One minute either side of the end of the grace window, by the database's clock.
@@ -43,6 +49,16 @@ async fn a_skewed_process_clock_or_odd_time_zones_change_nothing_that_is_purged(
             ("DATABASE_URL", url.as_str()),
         ]);
         let (code, out, err) = w.cli_env(&["run", "--job", "deleted-runs"], &env);
+        if skewed {
+            assert_eq!(code, 4, "{what}: the clocks disagree: {out}\n{err}");
+            assert!(err.contains("the host clock"), "{what}: {err}");
+            for id in 1..=3 {
+                assert_eq!(w.rows_of_run(id).await, 7, "{what}: nothing deleted");
+            }
+            assert_eq!(w.keys("runs/1/").await.len(), 2, "{what}: nothing deleted");
+            w.cleanup().await;
+            continue;
+        }
         assert_eq!(code, 0, "{what}: {out}\n{err}");
         assert_eq!(
             w.rows_of_run(1).await,
@@ -71,4 +87,42 @@ async fn a_skewed_process_clock_or_odd_time_zones_change_nothing_that_is_purged(
         );
         w.cleanup().await;
     }
+}
+
+/// Left unset, the clock guard's forward limit is the shortest grace of the loaded jobs when
+/// that is shorter than 14 days: a database clock two days past lethe's last record, with a job
+/// whose grace is one day, could make subjects eligible a whole grace early, so the run
+/// refuses (exit 4) and deletes nothing. Set explicitly, the operator's limit is used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_no_clock_jump_longer_than_the_shortest_grace_passes() {
+    let w = World::bare(lethe::storage::Versioning::Unversioned).await;
+    w.sql("CREATE TABLE items (id bigint PRIMARY KEY, deleted_at timestamptz);")
+        .await;
+    lethe::db::migrator().run(&w.pool).await.unwrap();
+    w.write_spec(
+        "items.toml",
+        "schedule = \"0 0 3 * * *\"\n\n[subject]\ntable = \"items\"\nclock = \"deleted_at\"\n\
+         clock_kind = \"timestamptz\"\n\n[window]\ngrace = \"1d\"\ndeadline = \"30d\"\n",
+    );
+    w.sql(
+        "INSERT INTO items VALUES (1, now() - interval '3 days');
+         INSERT INTO lethe.job_runs (job, started_at, finished_at, status, host)
+         VALUES ('items', now() - interval '2 days', now() - interval '2 days', 'ok', 'test')",
+    )
+    .await;
+    let (code, out, err) = w.cli(&["run", "--all"]);
+    assert_eq!(code, 4, "{out}\n{err}");
+    assert!(err.contains("LETHE_CLOCK_MAX_GAP_SECONDS=86400"), "{err}");
+    assert_eq!(
+        w.count("SELECT count(*) FROM items").await,
+        1,
+        "nothing deleted"
+    );
+    let (code, out, err) = w.cli_env(
+        &["run", "--all"],
+        &[("LETHE_CLOCK_MAX_GAP_SECONDS", "1209600")],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(w.count("SELECT count(*) FROM items").await, 0);
+    w.cleanup().await;
 }

@@ -45,6 +45,8 @@ struct Faults {
     list_delay: std::time::Duration,
     /// Every DeleteObjects answer held this long after the server did the work: a slow store.
     delete_delay: std::time::Duration,
+    /// Seconds added to the `Date` of every answer: a store whose clock is off.
+    date_skew_secs: i64,
 }
 
 struct Proxy {
@@ -294,6 +296,9 @@ async fn serve(
         let mut resp = read_message(&mut sr, line.starts_with("HEAD"))
             .await?
             .ok_or_else(|| std::io::Error::other("upstream closed"))?;
+        if faults.date_skew_secs != 0 {
+            skew_date(&mut resp, faults.date_skew_secs);
+        }
         if line.starts_with("POST") && resp.head[0].contains(" 200") && faults.key_error > 0.0 {
             fail_keys(&req, &mut resp, faults.key_error, rng, counts);
         }
@@ -309,6 +314,21 @@ async fn serve(
         }
     }
     Ok(())
+}
+
+/// Moves the `Date` of an answer by `secs`.
+fn skew_date(resp: &mut Message, secs: i64) {
+    for h in resp.head.iter_mut().skip(1) {
+        let Some((k, v)) = h.split_once(':') else {
+            continue;
+        };
+        if k.trim().eq_ignore_ascii_case("date")
+            && let Ok(d) = chrono::DateTime::parse_from_rfc2822(v.trim())
+        {
+            let moved = d + chrono::Duration::seconds(secs);
+            *h = format!("Date: {}", moved.format("%a, %d %b %Y %H:%M:%S GMT"));
+        }
+    }
 }
 
 fn seed() -> u64 {
@@ -917,5 +937,44 @@ async fn negative_control_without_the_late_row_check_orphans_objects() {
         (0, 1),
         "without the check the snapshot's row goes and its object stays"
     );
+    w.cleanup().await;
+}
+
+/// The database clock is held against the object store's (the `Date` of its answers): a store
+/// an hour ahead of the database means one of the two clocks jumped, and the run refuses with
+/// exit 4, naming both, before anything is deleted. Two minutes apart is ordinary and runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_clock_an_hour_off_the_database_clock_refuses_the_run() {
+    let w = World::new(Versioning::Unversioned).await;
+    w.account(1, "free", None).await;
+    w.run_row(1, 1, Some(10 * DAY)).await;
+    for (skew, code) in [(3_600, 4), (-3_600, 4), (120, 0)] {
+        let p = proxy(
+            upstream(),
+            Faults {
+                date_skew_secs: skew,
+                ..Default::default()
+            },
+            3,
+        )
+        .await;
+        let (got, out, err) = w.cli_env(
+            &["run", "--all"],
+            &[
+                ("AWS_ENDPOINT_URL", &p.url),
+                ("AWS_ENDPOINT_URL_S3", &p.url),
+            ],
+        );
+        assert_eq!(got, code, "store clock {skew}s off: {out}\n{err}");
+        if code == 4 {
+            assert!(
+                err.contains("the object store's clock") && err.contains("jumped"),
+                "{err}"
+            );
+            assert_eq!(w.rows_of_run(1).await, 7, "nothing deleted");
+            assert_eq!(w.keys("runs/1/").await.len(), 2, "nothing deleted");
+        }
+    }
+    assert_eq!(w.rows_of_run(1).await, 0, "purged once the clocks agree");
     w.cleanup().await;
 }
