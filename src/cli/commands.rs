@@ -287,15 +287,15 @@ pub(super) async fn plan_cmd(
     }
     writeln!(
         out,
-        "{:<28} {:>10} {:>10} {:>10} {:>10}",
-        "job", "eligible", "held", "waiting", "overdue"
+        "{:<28} {:>10} {:>10} {:>10} {:>10} {:>12}",
+        "job", "eligible", "held", "waiting", "overdue", "future clock"
     )?;
     for job in selected {
         let c = plan::counts(ctx, job, all).await?;
         writeln!(
             out,
-            "{:<28} {:>10} {:>10} {:>10} {:>10}",
-            c.job, c.eligible, c.held, c.waiting, c.overdue
+            "{:<28} {:>10} {:>10} {:>10} {:>10} {:>12}",
+            c.job, c.eligible, c.held, c.waiting, c.overdue, c.future_clock
         )?;
     }
     Ok(0)

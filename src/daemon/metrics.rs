@@ -100,6 +100,7 @@ struct Exported {
     eligible: PerJob<Gauge>,
     held_now: PerJob<Gauge>,
     overdue: PerJob<Gauge>,
+    future_clock: PerJob<Gauge>,
     oldest_eligible_age: PerJob<FloatGauge>,
     oldest_overdue_age: PerJob<FloatGauge>,
     next_deadline: PerJob<FloatGauge>,
@@ -132,6 +133,7 @@ impl Default for Exported {
             eligible: Family::default(),
             held_now: Family::default(),
             overdue: Family::default(),
+            future_clock: Family::default(),
             oldest_eligible_age: Family::default(),
             oldest_overdue_age: Family::default(),
             next_deadline: Family::default(),
@@ -262,6 +264,11 @@ impl Default for Exported {
                 "lethe_overdue_subjects",
                 "Unheld subjects past their promised deadline and not purged, at the last check",
                 &e.overdue,
+            ),
+            (
+                "lethe_future_clock_subjects",
+                "Subjects whose clock is in the future (they wait; a skewed application server?), at the last check",
+                &e.future_clock,
             ),
         ] {
             r.register(name, help, family.clone());
@@ -423,6 +430,7 @@ impl Metrics {
         e.eligible.get_or_create(&l).set(p.eligible);
         e.held_now.get_or_create(&l).set(p.held);
         e.overdue.get_or_create(&l).set(p.overdue);
+        e.future_clock.get_or_create(&l).set(p.future_clock);
         let age = |since: Option<DateTime<Utc>>| {
             since.map_or(0.0, |t| (at - t).num_milliseconds().max(0) as f64 / 1000.0)
         };

@@ -23,6 +23,9 @@ pub struct PlanCounts {
     pub oldest_eligible_at: Option<DateTime<Utc>>,
     /// The earliest promised deadline among unheld subjects not yet purged (past: overdue).
     pub next_deadline_at: Option<DateTime<Utc>>,
+    /// Of `waiting`, those whose clock is in the future (an application server's skew, or a
+    /// platform that stores "delete after"): they wait, and never stop the job.
+    pub future_clock: i64,
 }
 
 pub async fn counts(ctx: &Context, job: &Job, all: &[Job]) -> Result<PlanCounts> {
@@ -33,8 +36,9 @@ pub async fn counts(ctx: &Context, job: &Job, all: &[Job]) -> Result<PlanCounts>
         i64,
         Option<DateTime<Utc>>,
         Option<DateTime<Utc>>,
+        i64,
     );
-    let (eligible, held, waiting, overdue, oldest_eligible_at, next_deadline_at): Counts =
+    let (eligible, held, waiting, overdue, oldest_eligible_at, next_deadline_at, future_clock): Counts =
         platform::plan_counts(job, all)
             .fetch_one(&ctx.db)
             .await
@@ -47,6 +51,7 @@ pub async fn counts(ctx: &Context, job: &Job, all: &[Job]) -> Result<PlanCounts>
         overdue,
         oldest_eligible_at,
         next_deadline_at,
+        future_clock,
     })
 }
 
@@ -80,6 +85,8 @@ pub struct PlanSubject {
     pub eligible: bool,
     /// Past its deadline.
     pub overdue: bool,
+    /// Its clock is in the future, by the database's clock.
+    pub future_clock: bool,
 }
 
 type PlanRow = (
@@ -89,6 +96,7 @@ type PlanRow = (
     DateTime<Utc>,
     DateTime<Utc>,
     Option<i64>,
+    bool,
     bool,
     bool,
     bool,
@@ -114,6 +122,7 @@ pub async fn each_subject(
             storage_held,
             eligible,
             overdue,
+            future_clock,
         )| {
             each(PlanSubject {
                 key,
@@ -125,6 +134,7 @@ pub async fn each_subject(
                 storage_held,
                 eligible,
                 overdue,
+                future_clock,
             })
         },
     )
@@ -139,6 +149,7 @@ pub async fn subjects(ctx: &Context, job: &Job, all: &[Job], out: &mut dyn Write
         let held = p.hold_id.is_some() || p.storage_held;
         let status = match (held, p.eligible, p.overdue) {
             (true, true, _) => "held",
+            (_, false, _) if p.future_clock => "future_clock",
             (_, false, _) => "waiting",
             (false, true, true) => "overdue",
             (false, true, false) => "eligible",

@@ -266,11 +266,12 @@ async fn plan_counts_eligible_held_waiting_and_overdue() {
     w.run_row(2, 1, Some(40 * DAY)).await; // overdue
     w.run_row(3, 1, Some(DAY)).await; // waiting
     w.run_row(4, 1, Some(10 * DAY)).await; // held
+    w.run_row(5, 1, Some(-2 * DAY)).await; // a clock two days ahead: waits, counted apart
     w.hold(&["--subject", "deleted-runs:4"]).await;
     let (code, out, err) = w.cli(&["plan", "--job", "deleted-runs"]);
     assert_eq!(code, 0, "{err}");
     let cols: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
-    assert_eq!(cols, ["deleted-runs", "2", "1", "1", "1"], "{out}");
+    assert_eq!(cols, ["deleted-runs", "2", "1", "2", "1", "1"], "{out}");
     let (code, out, _) = w.cli(&["plan", "--job", "deleted-runs", "--format", "jsonl"]);
     assert_eq!(code, 0);
     let statuses: Vec<String> = out
@@ -284,7 +285,16 @@ async fn plan_counts_eligible_held_waiting_and_overdue() {
             )
         })
         .collect();
-    assert_eq!(statuses, ["2:overdue", "1:eligible", "4:held", "3:waiting"]);
+    assert_eq!(
+        statuses,
+        [
+            "2:overdue",
+            "1:eligible",
+            "4:held",
+            "3:waiting",
+            "5:future_clock"
+        ]
+    );
     assert_eq!(w.rows_of_run(1).await, 7, "plan deletes nothing");
     w.cleanup().await;
 }

@@ -72,6 +72,7 @@ fn overdue_age_and_deadline_follow_the_plan() {
         overdue: 1,
         oldest_eligible_at: Some(at - chrono::Duration::days(30)),
         next_deadline_at: Some(at - chrono::Duration::hours(2)),
+        future_clock: 0,
     };
     m.plan("j", &p, None, at);
     let text = m.render(true);

@@ -311,7 +311,7 @@ pub fn delete_rows(job: &Job, i: usize, keys: &[String]) -> RowDelete {
 }
 
 /// Plan counts for one job: eligible, held, waiting for grace, overdue (past deadline, unheld),
-/// and the oldest eligible time.
+/// the oldest eligible time, the next deadline, and how many clocks are in the future.
 pub fn plan_counts(job: &Job, all: &[Job]) -> Sql {
     let mut sql = new_sql(job);
     let inner = plan_rows_inner(job, all, &mut sql);
@@ -321,7 +321,7 @@ pub fn plan_counts(job: &Job, all: &[Job]) -> Sql {
     sql.push(&format!(
         "SELECT count(*) FILTER (WHERE e <= {now} AND {unheld}), count(*) FILTER (WHERE e <= {now} AND NOT ({unheld})), \
          count(*) FILTER (WHERE e > {now}), count(*) FILTER (WHERE d < {now} AND {unheld}), \
-         {}, {} FROM ({inner}) s",
+         {}, {}, count(*) FILTER (WHERE c > {now}) FROM ({inner}) s",
         time_out(job, &format!("min(e) FILTER (WHERE e <= {now} AND {unheld})")),
         time_out(job, &format!("min(d) FILTER (WHERE {unheld})"))
     ));
@@ -334,7 +334,7 @@ pub fn plan_rows(job: &Job, all: &[Job]) -> Sql {
     let inner = plan_rows_inner(job, all, &mut sql);
     let now = now(job);
     sql.push(&format!(
-        "SELECT key, owner, {}, {}, {}, h, st, e <= {now}, d < {now} FROM ({inner}) s ORDER BY c, key",
+        "SELECT key, owner, {}, {}, {}, h, st, e <= {now}, d < {now}, c > {now} FROM ({inner}) s ORDER BY c, key",
         time_out(job, "c"),
         time_out(job, "e"),
         time_out(job, "d")
