@@ -27,7 +27,7 @@ GRANT SELECT, DELETE ON accounts, api_keys, runs, metrics, params, snapshots, sn
 GRANT UPDATE (id) ON accounts, runs, snapshots TO :"role";
 
 GRANT USAGE ON SCHEMA lethe TO :"role";
-GRANT SELECT ON lethe._sqlx_migrations, lethe.holds TO :"role";
+GRANT SELECT ON lethe._sqlx_migrations, lethe.holds, lethe.hold_changes TO :"role";
 GRANT SELECT, INSERT, UPDATE ON lethe.work_items, lethe.job_runs TO :"role";
 GRANT USAGE ON SEQUENCE lethe.work_items_id_seq, lethe.job_runs_id_seq TO :"role";
 GRANT SELECT, INSERT ON lethe.audit_log TO :"role";

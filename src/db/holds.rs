@@ -172,15 +172,17 @@ pub async fn release(db: &Db, id: i64, reason: &str, by: &str) -> Result<()> {
     Ok(())
 }
 
-/// The newest hold's id (0 when there is none). Placements take the holds lock exclusively
-/// before they insert, so ids are handed out, and committed, in order: a hold id above one seen
-/// earlier means a hold placed since.
-pub async fn latest(db: &Db) -> Result<i64> {
-    let sql = db.t("SELECT coalesce(max(id), 0) FROM lethe.holds");
+/// The holds' change counter: every insert, update or delete of a hold bumps it in the same
+/// transaction (a trigger, so writes by other tools with plain SQL count too), and its row is
+/// locked by each writer until commit, so it grows in commit order. A value other than one read
+/// earlier means the holds changed since. (The newest id did not: a hold committed out of id
+/// order, or one released and made active again, left it where it was.)
+pub async fn changes(db: &Db) -> Result<i64> {
+    let sql = db.t("SELECT counter FROM lethe.hold_changes");
     crate::on_db!(db, p => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .fetch_one(p)
         .await)
-    .context("reading the newest hold")
+    .context("reading the holds' change counter")
 }
 
 /// Active holds that name a job (job and subject holds): (id, job).

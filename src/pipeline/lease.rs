@@ -13,9 +13,10 @@
 //! out while this process was paused, is lost, and nothing more is deleted for it.
 //!
 //! Holds: a hold committed after the batch's hold check must stop its remaining deletes. Every
-//! check reads the newest hold id (placements are serialized by the holds lock, so ids grow in
-//! commit order); when it moved, the batch's subjects are checked against the holds again, with
-//! the same query as the hold check, and the newly held ones are refused. What can still reach
+//! check reads the holds' change counter (bumped by a trigger in the transaction of any insert,
+//! update or delete of a hold, lethe's or another tool's); when it moved, the batch's subjects
+//! are checked against the holds again, with the same query as the hold check, and the newly
+//! held ones are refused. What can still reach
 //! the store after a hold commits is only a request that passed its check before the commit.
 
 use crate::db::sql::Sql;
@@ -43,7 +44,7 @@ pub struct HoldWatch {
 struct Checked {
     /// When the last check started; a request queued after it waits for the next one.
     started: Option<Instant>,
-    /// The newest hold id the last hold check saw.
+    /// The holds' change counter as the last hold check saw it.
     holds_seen: i64,
     lost: HashSet<usize>,
     held: HashMap<usize, i64>,
@@ -65,8 +66,9 @@ const CHECK_TRIES: u32 = 3;
 pub const LOST: &str = "the lease on this subject was lost (taken over by another process, or it expired); nothing more was deleted";
 
 impl Lease {
-    /// Leases just claimed (or advanced) by this process. `holds_seen` is the newest hold id read
-    /// before the batch's hold check: any hold placed since is checked at the first request.
+    /// Leases just claimed (or advanced) by this process. `holds_seen` is the holds' change
+    /// counter read before the batch's hold check: any change since is checked at the first
+    /// request.
     pub fn new(
         db: Db,
         run_id: i64,
@@ -146,7 +148,7 @@ impl Lease {
     async fn check(&self, s: &mut Checked) -> anyhow::Result<()> {
         let (renewed, latest) = tokio::join!(
             items::renew(&self.db, self.run_id, self.lease_secs, &self.items),
-            holds::latest(&self.db),
+            holds::changes(&self.db),
         );
         let ours: HashSet<i64> = renewed?.into_iter().collect();
         for (i, (id, _)) in self.items.iter().enumerate() {
@@ -155,7 +157,7 @@ impl Lease {
             }
         }
         let latest = latest?;
-        if latest > s.holds_seen {
+        if latest != s.holds_seen {
             if let Some(w) = self
                 .watch
                 .as_ref()

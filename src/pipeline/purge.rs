@@ -68,8 +68,8 @@ struct Batch<'a> {
     buckets: &'a Buckets,
     manifests: HashMap<i64, Manifest>,
     prev_hold: HashMap<i64, Option<i64>>,
-    /// The newest hold id before the hold check: holds placed after it are checked again
-    /// before every delete request.
+    /// The holds' change counter before the hold check: any change after it has the subjects
+    /// checked again before the next delete request.
     holds_seen: i64,
 }
 
@@ -176,7 +176,7 @@ impl<'a> Batch<'a> {
         let (ctx, job) = (self.ctx, self.job);
         // Read before the hold check: a hold placed after this is checked again before each
         // delete.
-        self.holds_seen = crate::db::holds::latest(&ctx.db).await?;
+        self.holds_seen = crate::db::holds::changes(&ctx.db).await?;
         let rows_only = |r: &Ready| !self.has_objects(r) && self.manifests[&r.id].error.is_none();
         let keys: Vec<String> = claimed
             .iter()

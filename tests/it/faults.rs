@@ -713,6 +713,21 @@ async fn negative_control_without_fencing_is_caught() {
 async fn hold_placed_mid_purge(
     control: &str,
 ) -> (World, i64, Vec<lethe::storage::ObjectVersion>, usize) {
+    hold_mid_purge(
+        control,
+        async |_| (),
+        async |w| w.hold(&["--account", "2"]).await,
+    )
+    .await
+}
+
+/// As `hold_placed_mid_purge`, with `before` run on the world before the purge starts and
+/// `place` (answering the hold's id) while it deletes the account's objects.
+async fn hold_mid_purge(
+    control: &str,
+    before: impl AsyncFnOnce(&World),
+    place: impl AsyncFnOnce(&World) -> i64,
+) -> (World, i64, Vec<lethe::storage::ObjectVersion>, usize) {
     let w = World::new(Versioning::Enabled).await;
     w.account(1, "free", None).await;
     w.account(2, "free", None).await;
@@ -732,6 +747,7 @@ async fn hold_placed_mid_purge(
         }
         v
     };
+    before(&w).await;
     let before = account2().await.len();
     assert_eq!(before, 600);
     let faults = Faults {
@@ -757,7 +773,7 @@ async fn hold_placed_mid_purge(
             "the run never deleted the account's objects"
         );
     }
-    let hold = w.hold(&["--account", "2"]).await;
+    let hold = place(&w).await;
     let at_hold = account2().await;
     let status = run.wait().unwrap();
     eprintln!(
@@ -783,9 +799,12 @@ async fn deleted_after_hold(w: &World, at_hold: &[lethe::storage::ObjectVersion]
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hold_placed_while_objects_are_deleted_stops_the_deletes_it_covers() {
-    let (w, hold, at_hold, before) = hold_placed_mid_purge("").await;
+/// What a hold that takes effect mid-purge must leave: every version the account had when it
+/// committed (but the one request that may have passed its check before), the held runs' rows,
+/// an exception naming the hold for each, and the other account's runs purged.
+async fn assert_the_hold_stopped_the_deletes(
+    (w, hold, at_hold, before): (World, i64, Vec<lethe::storage::ObjectVersion>, usize),
+) {
     assert!(
         !at_hold.is_empty() && at_hold.len() < before,
         "the hold did not land mid-purge ({} of {before} versions left); nothing was tested",
@@ -829,6 +848,79 @@ async fn a_hold_placed_while_objects_are_deleted_stops_the_deletes_it_covers() {
         assert!(w.versions(&format!("runs/{id}/")).await.is_empty());
     }
     w.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_placed_while_objects_are_deleted_stops_the_deletes_it_covers() {
+    assert_the_hold_stopped_the_deletes(hold_placed_mid_purge("").await).await;
+}
+
+/// A released hold made active again with plain SQL (`released_at = NULL`) moves no hold id:
+/// the fence reads the holds' change counter, which the trigger bumps for any update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_reactivated_by_sql_mid_purge_stops_the_deletes_it_covers() {
+    let released = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let (r1, r2) = (released.clone(), released.clone());
+    let world = hold_mid_purge(
+        "",
+        async move |w| {
+            let id = w.hold(&["--account", "2"]).await;
+            let (code, _, err) = w.cli(&[
+                "hold",
+                "release",
+                &id.to_string(),
+                "--by",
+                "legal",
+                "--reason",
+                "settled",
+            ]);
+            assert_eq!(code, 0, "{err}");
+            r1.store(id, Relaxed);
+        },
+        async move |w| {
+            let id = r2.load(Relaxed);
+            w.sql(&format!(
+                "UPDATE lethe.holds SET released_at = NULL, released_by = NULL WHERE id = {id}"
+            ))
+            .await;
+            id
+        },
+    )
+    .await;
+    assert_the_hold_stopped_the_deletes(world).await;
+}
+
+/// Two sessions insert holds with plain SQL at once: the one on account 2 takes its id first
+/// and commits last, after another hold with a higher id committed. The newest id had already
+/// moved past it, so a fence watching ids never saw it; the change counter makes the second
+/// writer wait for the first, and the fence sees the first's commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_committed_out_of_id_order_by_sql_stops_the_deletes_it_covers() {
+    let world = hold_mid_purge("", async |_| (), async |w| {
+        let mut first = w.pool.begin().await.unwrap();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO lethe.holds (account, reason, placed_by) VALUES ('2', 'litigation', 'sql') \
+             RETURNING id",
+        )
+        .fetch_one(&mut *first)
+        .await
+        .unwrap();
+        let pool = w.pool.clone();
+        let second = tokio::spawn(async move {
+            sqlx::query(
+                "INSERT INTO lethe.holds (job, reason, placed_by) VALUES ('deleted-snapshots', 'audit', 'sql')",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        first.commit().await.unwrap();
+        second.await.unwrap();
+        id
+    })
+    .await;
+    assert_the_hold_stopped_the_deletes(world).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
