@@ -360,10 +360,17 @@ async fn probe_delete(
         )
     };
     for attempt in 1..=PROBE_ATTEMPTS {
-        match store
+        let answer = match store
             .delete_batch(bucket, std::slice::from_ref(&probe))
             .await
         {
+            // A store without batch deletes: the purge deletes one key a request, so ask so.
+            Err(StoreError::BatchUnsupported(_)) => {
+                store.delete_one(bucket, &probe).await.map(|o| vec![o])
+            }
+            other => other,
+        };
+        match answer {
             Ok(outcomes) => match outcomes.into_iter().next() {
                 Some(KeyOutcome::Deleted) => return Ok(()),
                 Some(KeyOutcome::Denied(why)) => return Err(refused(why)),

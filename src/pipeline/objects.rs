@@ -170,6 +170,7 @@ pub async fn purge(
             let mut pending: HashMap<String, Vec<(usize, ObjectVersion)>> = HashMap::new();
             let mut inflight = tokio::task::JoinSet::new();
             let retries = ctx.settings.key_retries;
+            let s3_attempts = ctx.settings.s3.max_attempts;
             // Entries listed per subject: past the cap, a subject's location is wider than anyone
             // meant, and nothing more of it is deleted.
             let cap = ctx.settings.max_objects_per_subject;
@@ -204,6 +205,7 @@ pub async fn purge(
                         buckets: &buckets,
                         bucket: &bucket,
                         lease: lease.as_deref(),
+                        s3_attempts,
                     };
                     delete_with_retries(to, batch, retries, &tallies).await;
                 });
@@ -270,13 +272,15 @@ pub async fn purge(
                 if uploads.is_empty() {
                     continue;
                 }
-                if !fence(lease.as_deref(), &HashSet::from([i]), &tallies)
-                    .await
-                    .is_empty()
-                {
-                    continue;
-                }
                 for (bucket, u) in uploads {
+                    // Each abort waits for a check of its own: a hold placed between two
+                    // aborts stops the rest.
+                    if !fence(lease.as_deref(), &HashSet::from([i]), &tallies)
+                        .await
+                        .is_empty()
+                    {
+                        break;
+                    }
                     match store.abort_upload(&bucket, &u).await {
                         Ok(()) => tallies.lock().expect("tallies")[i].uploads_aborted += 1,
                         Err(e) => fail(&tallies, i, format!("s3://{bucket}/{}: {e}", u.key)),
@@ -349,6 +353,8 @@ struct Target<'a> {
     buckets: &'a Buckets,
     bucket: &'a str,
     lease: Option<&'a Lease>,
+    /// `LETHE_S3_ATTEMPTS`: attempts per request, sent here one by one, each fenced.
+    s3_attempts: u32,
 }
 
 /// A key the store refused is a storage hold only when the bucket has Object Lock enabled and
@@ -391,7 +397,13 @@ async fn delete_with_retries(
     if batch.iter().any(|(_, v)| v.version_id.is_some()) {
         batch.reverse();
     }
-    for attempt in 1..=retries {
+    // Requests the store failed as a whole (throttling, timeouts), retried before a key's
+    // attempts run out: as many as the SDK's own retries gave each attempt before they were
+    // turned off for deletes (`LETHE_S3_ATTEMPTS`), each fenced like the first.
+    let mut transient = 0;
+    let transient_budget = retries.saturating_mul(to.s3_attempts.max(1));
+    let mut attempt = 1;
+    loop {
         // Fenced before every attempt: a retry after a slow answer may come after a take-over
         // or a hold.
         let subjects = batch.iter().map(|(i, _)| *i).collect();
@@ -406,7 +418,11 @@ async fn delete_with_retries(
             // only add delete markers).
             items.iter_mut().for_each(|i| i.version_id = None);
         }
-        let outcomes = match store.delete_batch(bucket, &items).await {
+        let answered = match store.delete_batch(bucket, &items).await {
+            Err(StoreError::BatchUnsupported(_)) => one_by_one(to, &mut batch, tallies).await,
+            other => other,
+        };
+        let outcomes = match answered {
             Ok(o) => {
                 let mut confirmed = Vec::with_capacity(o.len());
                 for (outcome, (_, v)) in o.into_iter().zip(&batch) {
@@ -417,8 +433,9 @@ async fn delete_with_retries(
                 }
                 confirmed
             }
-            Err(e) if attempt < retries && matches!(e, StoreError::Transient(_)) => {
-                tokio::time::sleep(backoff(attempt)).await;
+            Err(StoreError::Transient(_)) if transient < transient_budget => {
+                transient += 1;
+                tokio::time::sleep(backoff(transient)).await;
                 continue;
             }
             Err(e) => {
@@ -446,7 +463,7 @@ async fn delete_with_retries(
                             v.key
                         ));
                     }
-                    KeyOutcome::Failed(why) if attempt == retries => {
+                    KeyOutcome::Failed(why) if attempt >= retries => {
                         t[i].failed.get_or_insert(format!(
                             "s3://{bucket}/{}: {why} (after {retries} attempts)",
                             v.key
@@ -461,7 +478,46 @@ async fn delete_with_retries(
         }
         batch = again;
         tokio::time::sleep(backoff(attempt)).await;
+        attempt += 1;
     }
+}
+
+/// For a store without batch deletes: each entry of `batch` in a request of its own, each after
+/// its own fence check. Entries of subjects the fence refuses are dropped from `batch` (their
+/// tallies say why); the answer has one outcome per entry left. A request that fails as a whole
+/// ends the batch with that error (its entries are retried or failed by the caller).
+async fn one_by_one(
+    to: Target<'_>,
+    batch: &mut Vec<(usize, ObjectVersion)>,
+    tallies: &Mutex<Vec<Tally>>,
+) -> Result<Vec<KeyOutcome>, StoreError> {
+    let mut kept = Vec::with_capacity(batch.len());
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let mut entries = std::mem::take(batch).into_iter();
+    while let Some((i, v)) = entries.next() {
+        if !fence(to.lease, &HashSet::from([i]), tallies)
+            .await
+            .is_empty()
+        {
+            continue;
+        }
+        match to.store.delete_one(to.bucket, &v).await {
+            Ok(o) => {
+                outcomes.push(o);
+                kept.push((i, v));
+            }
+            Err(e) => {
+                // This entry and those not sent yet go back to the batch, for the caller to
+                // retry (the ones already deleted are "already gone" then).
+                kept.push((i, v));
+                kept.extend(entries);
+                *batch = kept;
+                return Err(e);
+            }
+        }
+    }
+    *batch = kept;
+    Ok(outcomes)
 }
 
 fn backoff(attempt: u32) -> Duration {

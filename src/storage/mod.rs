@@ -87,6 +87,10 @@ pub enum StoreError {
     /// Throttling, timeouts, connection trouble: worth retrying later.
     #[error("transient object store error: {0}")]
     Transient(String),
+    /// The store does not take batch deletes (S3 `NotImplemented` to DeleteObjects): delete one
+    /// key a request with `delete_one`.
+    #[error("the object store does not take batch deletes: {0}")]
+    BatchUnsupported(String),
     #[error("object store error: {0}")]
     Other(String),
 }
@@ -165,12 +169,29 @@ pub trait ObjectStore: Send + Sync {
 
     /// Deletes up to `MAX_BATCH` entries exactly as listed (by version id when one is given).
     /// Answers one outcome per entry, in order. A missing key or version is `Deleted`. A
-    /// request-level failure is an `Err` and means nothing is known about any entry.
+    /// request-level failure is an `Err` and means nothing is known about any entry;
+    /// `BatchUnsupported` means the store takes one key a request (`delete_one`). One request,
+    /// never retried inside: the caller fences and retries each attempt.
     async fn delete_batch(
         &self,
         bucket: &str,
         items: &[ObjectVersion],
     ) -> Result<Vec<KeyOutcome>, StoreError>;
+
+    /// Deletes one entry exactly as listed, in one request, never retried inside: for stores
+    /// without batch deletes. A missing key or version is `Deleted`.
+    async fn delete_one(
+        &self,
+        bucket: &str,
+        item: &ObjectVersion,
+    ) -> Result<KeyOutcome, StoreError> {
+        let mut out = self
+            .delete_batch(bucket, std::slice::from_ref(item))
+            .await?;
+        Ok(out
+            .pop()
+            .unwrap_or(KeyOutcome::Failed("no answer for the key".into())))
+    }
 
     /// Unfinished multipart uploads under `prefix`.
     async fn list_uploads(&self, bucket: &str, prefix: &str) -> Result<Vec<Upload>, StoreError>;

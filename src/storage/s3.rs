@@ -8,8 +8,10 @@
 //!   buckets are listed with ListObjectVersions and deleted version by version
 //!   (<https://docs.aws.amazon.com/AmazonS3/latest/userguide/DeletingObjectVersions.html>).
 //! - The Rust SDK has no paginator for ListObjectVersions: we loop on key and version markers.
-//! - Some S3-compatible stores answer NotImplemented to DeleteObjects; we fall back to one
-//!   DeleteObject per key.
+//! - Some S3-compatible stores answer NotImplemented to DeleteObjects; the pipeline then sends
+//!   one DeleteObject per key (`delete_one`), each after its own fence check.
+//! - Destructive requests are sent once, without the SDK's retries: the pipeline retries them,
+//!   each attempt fenced.
 
 use super::{
     KeyOutcome, ObjectStore, ObjectVersion, Page, PageToken, StoreError, Upload, Versioning,
@@ -120,6 +122,13 @@ impl S3Store {
             clock,
         }
     }
+}
+
+/// One attempt, no retry inside the SDK: a destructive request is re-sent only by the pipeline,
+/// after a fresh check of its lease and holds (a retry of up to four more attempts and their
+/// backoff, minutes in all, would otherwise reach the store after a hold placed meanwhile).
+fn once() -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::default().retry_config(aws_config::retry::RetryConfig::disabled())
 }
 
 #[async_trait]
@@ -288,12 +297,16 @@ impl ObjectStore for S3Store {
             .delete_objects()
             .bucket(bucket)
             .delete(delete)
+            .customize()
+            .config_override(once())
             .send()
             .await;
         let out = match res {
             Ok(out) => out,
             Err(e) if e.code() == Some("NotImplemented") => {
-                return self.delete_one_by_one(bucket, items).await;
+                return Err(StoreError::BatchUnsupported(format!(
+                    "bucket `{bucket}` answered NotImplemented to DeleteObjects"
+                )));
             }
             Err(e) => {
                 return Err(classify(
@@ -376,6 +389,28 @@ impl ObjectStore for S3Store {
         )))
     }
 
+    async fn delete_one(&self, bucket: &str, o: &ObjectVersion) -> Result<KeyOutcome, StoreError> {
+        let r = self
+            .client
+            .delete_object()
+            .bucket(bucket)
+            .key(&o.key)
+            .set_version_id(o.version_id.clone())
+            .customize()
+            .config_override(once())
+            .send()
+            .await;
+        Ok(match r {
+            Ok(_) => KeyOutcome::Deleted,
+            Err(e) => match e.code() {
+                Some(code) => per_key(code, e.message().unwrap_or("")),
+                None => {
+                    return Err(classify(&format!("deleting s3://{bucket}/{}", o.key), e));
+                }
+            },
+        })
+    }
+
     async fn abort_upload(&self, bucket: &str, upload: &Upload) -> Result<(), StoreError> {
         match self
             .client
@@ -383,6 +418,8 @@ impl ObjectStore for S3Store {
             .bucket(bucket)
             .key(&upload.key)
             .upload_id(&upload.upload_id)
+            .customize()
+            .config_override(once())
             .send()
             .await
         {
@@ -587,32 +624,4 @@ impl ObjectStore for S3Store {
     }
 }
 
-impl S3Store {
-    async fn delete_one_by_one(
-        &self,
-        bucket: &str,
-        items: &[ObjectVersion],
-    ) -> Result<Vec<KeyOutcome>, StoreError> {
-        let mut out = Vec::with_capacity(items.len());
-        for o in items {
-            let r = self
-                .client
-                .delete_object()
-                .bucket(bucket)
-                .key(&o.key)
-                .set_version_id(o.version_id.clone())
-                .send()
-                .await;
-            out.push(match r {
-                Ok(_) => KeyOutcome::Deleted,
-                Err(e) => match e.code() {
-                    Some(code) => per_key(code, e.message().unwrap_or("")),
-                    None => KeyOutcome::Failed(
-                        classify(&format!("deleting s3://{bucket}/{}", o.key), e).to_string(),
-                    ),
-                },
-            });
-        }
-        Ok(out)
-    }
-}
+impl S3Store {}

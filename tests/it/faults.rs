@@ -28,6 +28,11 @@ struct Counts {
     keys_failed: AtomicU64,
     swallowed: AtomicU64,
     lists: AtomicU64,
+    /// While set, every DeleteObjects request of the purge (keys under `runs/`) is held
+    /// unanswered (and counted here); once cleared, the held ones are answered `503 SlowDown`
+    /// without having been forwarded.
+    refuse_deletes: std::sync::atomic::AtomicBool,
+    deletes_refused: AtomicU64,
 }
 
 /// What the proxy injects, as shares of the requests (or keys) it may fault.
@@ -47,6 +52,8 @@ struct Faults {
     delete_delay: std::time::Duration,
     /// Seconds added to the `Date` of every answer: a store whose clock is off.
     date_skew_secs: i64,
+    /// DeleteObjects answered `501 NotImplemented`: a store without batch deletes.
+    no_batch_delete: bool,
 }
 
 struct Proxy {
@@ -151,6 +158,18 @@ fn slow_down() -> Message {
     Message {
         head: vec![
             "HTTP/1.1 503 Slow Down".into(),
+            "Content-Type: application/xml".into(),
+            format!("Content-Length: {}", body.len()),
+        ],
+        body,
+    }
+}
+
+fn not_implemented() -> Message {
+    let body = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NotImplemented</Code><Message>DeleteObjects is not implemented.</Message></Error>".to_vec();
+    Message {
+        head: vec![
+            "HTTP/1.1 501 Not Implemented".into(),
             "Content-Type: application/xml".into(),
             format!("Content-Length: {}", body.len()),
         ],
@@ -271,6 +290,22 @@ async fn serve(
             // Past the client's timeout (the tests set 1 s): it gives up on this connection.
             tokio::time::sleep(std::time::Duration::from_secs(3)).await;
             return Ok(());
+        }
+        let batch_delete = line.starts_with("POST") && line.contains("?delete");
+        if batch_delete && faults.no_batch_delete {
+            write_message(&mut cw, &not_implemented()).await?;
+            continue;
+        }
+        // The purge's deletes, not the bucket probe before it (a key under `.lethe-probe/`).
+        let purge_delete =
+            batch_delete && String::from_utf8_lossy(&req.body).contains("<Key>runs/");
+        if purge_delete && counts.refuse_deletes.load(Relaxed) {
+            counts.deletes_refused.fetch_add(1, Relaxed);
+            while counts.refuse_deletes.load(Relaxed) {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            write_message(&mut cw, &slow_down()).await?;
+            continue;
         }
         if faults.swallow > 0.0
             && line.starts_with("POST")
@@ -1068,5 +1103,136 @@ async fn a_store_clock_an_hour_off_the_database_clock_refuses_the_run() {
         }
     }
     assert_eq!(w.rows_of_run(1).await, 0, "purged once the clocks agree");
+    w.cleanup().await;
+}
+
+/// Account 2's runs: the store holds the first DeleteObjects unanswered while a hold is placed
+/// on the account, then answers it `503 SlowDown` (nothing deleted) and takes deletes again.
+/// Before, the SDK re-sent the same request itself (up to four more times, with its own
+/// backoff), with no new check: the re-sent request deleted the held account's objects. Now
+/// each attempt is lethe's, fenced, and nothing of the account goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_delete_is_not_resent_after_a_hold_without_a_new_check() {
+    let w = World::new(Versioning::Enabled).await;
+    w.account(2, "free", None).await;
+    for id in 1..=4 {
+        w.run_row(id, 2, Some(10 * DAY)).await;
+    }
+    let before = w.versions("runs/").await.len();
+    let p = proxy(upstream(), Faults::default(), 4).await;
+    p.counts.refuse_deletes.store(true, Relaxed);
+    let mut run = w.spawn_run(
+        "lethe-throttled",
+        &[
+            ("AWS_ENDPOINT_URL", &p.url),
+            ("AWS_ENDPOINT_URL_S3", &p.url),
+            ("LETHE_DELETE_CONCURRENCY", "1"),
+        ],
+    );
+    let t = std::time::Instant::now();
+    while p.counts.deletes_refused.load(Relaxed) == 0 {
+        assert!(t.elapsed().as_secs() < 60, "the run never tried to delete");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let hold = w.hold(&["--account", "2"]).await;
+    p.counts.refuse_deletes.store(false, Relaxed);
+    let status = run.wait().unwrap();
+    assert_eq!(
+        w.versions("runs/").await.len(),
+        before,
+        "a delete re-sent after the hold took the held account's objects (run exited {status})"
+    );
+    for id in 1..=4 {
+        assert_eq!(w.rows_of_run(id).await, 7, "run {id} keeps its rows");
+    }
+    assert_eq!(
+        w.count(&format!(
+            "SELECT count(*) FROM lethe.work_items WHERE state = 'held' AND hold_id = {hold}"
+        ))
+        .await,
+        4,
+        "every run is recorded held by the hold"
+    );
+    w.cleanup().await;
+}
+
+/// On a store without batch deletes (NotImplemented), each key goes in a request of its own,
+/// and each waits for its own check: a hold placed while they go stops the rest at once. Before,
+/// one check let a whole batch of single deletes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_batch_deletes_each_single_delete_is_fenced() {
+    let w = World::new(Versioning::Enabled).await;
+    w.account(1, "free", None).await;
+    w.account(2, "free", None).await;
+    for id in 1..=6 {
+        w.run_row(id, 2 - id % 2, Some(10 * DAY)).await;
+    }
+    w.put_many(
+        (1..=6)
+            .flat_map(|id| (0..38).map(move |i| format!("runs/{id}/f/{i:03}")))
+            .collect(),
+    )
+    .await;
+    let account2 = async || {
+        let mut v = Vec::new();
+        for id in [2, 4, 6] {
+            v.extend(w.versions(&format!("runs/{id}/")).await);
+        }
+        v
+    };
+    let before = account2().await.len();
+    assert_eq!(before, 120);
+    let faults = Faults {
+        no_batch_delete: true,
+        delete_delay: std::time::Duration::from_millis(30),
+        ..Default::default()
+    };
+    let p = proxy(upstream(), faults, 5).await;
+    let mut run = w.spawn_run(
+        "lethe-single-deletes",
+        &[
+            ("AWS_ENDPOINT_URL", &p.url),
+            ("AWS_ENDPOINT_URL_S3", &p.url),
+            ("LETHE_DELETE_CONCURRENCY", "1"),
+        ],
+    );
+    let t = std::time::Instant::now();
+    while account2().await.len() == before {
+        assert!(
+            t.elapsed().as_secs() < 60,
+            "the run never deleted the account's objects"
+        );
+    }
+    w.hold(&["--account", "2"]).await;
+    let at_hold: std::collections::HashSet<_> = account2()
+        .await
+        .into_iter()
+        .map(|v| (v.key, v.version_id))
+        .collect();
+    run.wait().unwrap();
+    let now: std::collections::HashSet<_> = account2()
+        .await
+        .into_iter()
+        .map(|v| (v.key, v.version_id))
+        .collect();
+    assert!(
+        !at_hold.is_empty(),
+        "the hold came after the account's objects were gone; nothing was tested"
+    );
+    let gone = at_hold.difference(&now).count();
+    assert!(
+        gone <= 2,
+        "{gone} single deletes of the held account went after the hold committed"
+    );
+    for id in [2, 4, 6] {
+        assert_eq!(w.rows_of_run(id).await, 7, "held run {id} keeps its rows");
+    }
+    for id in [1, 3, 5] {
+        assert_eq!(
+            w.rows_of_run(id).await,
+            0,
+            "run {id} of the other account is purged"
+        );
+    }
     w.cleanup().await;
 }
