@@ -352,6 +352,14 @@ pub(super) fn print_summary(reports: &[JobReport], dry_run: bool) -> Result<()> 
                 r.job
             )?;
         }
+        if r.backing_off > 0 {
+            writeln!(
+                out,
+                "  {}: {} failed subjects wait out their retry backoff (work left undone; \
+                 `lethe report` says why each failed)",
+                r.job, r.backing_off
+            )?;
+        }
     }
     for r in reports {
         for e in r.errors.iter().take(20) {

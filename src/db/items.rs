@@ -252,30 +252,30 @@ pub async fn renew(
     .context("renewing work item leases")
 }
 
-/// Of `keys`, the subjects of `job` that wait: recorded held by a hold still active (they come
-/// back when it is released), or failed and waiting out their `retry_at`. Discovery leaves them
-/// out. (Asked per page by key, through the open-items index: a plan that does not depend on
+/// Of `keys`, the subjects of `job` that wait, each answered `true` when it is failed and waiting
+/// out its `retry_at` (work left undone), `false` when recorded held by a hold still active (it
+/// comes back when the hold is released). Discovery leaves them out. (Asked per page by key, through the open-items index: a plan that does not depend on
 /// the statistics of a table that grows by thousands of rows within one run.)
 pub async fn waiting(
     db: &Db,
     job: &str,
     keys: &[String],
-) -> Result<std::collections::HashSet<String>> {
+) -> Result<std::collections::HashMap<String, bool>> {
     let cond = db.t(&format!(
         "w.state <> 'done' AND ((w.state = 'held' AND EXISTS (SELECT 1 FROM lethe.holds h \
          WHERE h.id = w.hold_id AND h.released_at IS NULL)) OR (w.state = 'failed' AND w.retry_at > {}))",
         db.dialect().now()
     ));
-    let rows: Vec<String> = match db {
-        Db::Pg(p) => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT w.subject_key FROM lethe.work_items w WHERE w.job = $1 AND w.subject_key = ANY($2) AND {cond}"
+    let rows: Vec<(String, bool)> = match db {
+        Db::Pg(p) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT w.subject_key, w.state = 'failed' FROM lethe.work_items w WHERE w.job = $1 AND w.subject_key = ANY($2) AND {cond}"
         )))
         .bind(job)
         .bind(keys)
         .fetch_all(p)
         .await,
-        Db::Lite(p) => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT w.subject_key FROM lethe_work_items w WHERE w.job = $1 \
+        Db::Lite(p) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT w.subject_key, w.state = 'failed' FROM lethe_work_items w WHERE w.job = $1 \
              AND w.subject_key IN (SELECT value FROM json_each($2)) AND {cond}"
         )))
         .bind(job)

@@ -33,6 +33,8 @@ pub(super) async fn run_batches(
     let mut halted = None;
     let halted_at = &mut halted;
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<platform::Candidate>>(1);
+    let mut backing_off = 0;
+    let backed = &mut backing_off;
     let discovery = async move {
         let mut cursor: platform::Cursor = None;
         let mut offset = 0;
@@ -41,7 +43,7 @@ pub(super) async fn run_batches(
                 *halted_at = Some(why);
                 break;
             }
-            match next_page(ctx, job, all, budget, &mut cursor, &mut offset).await? {
+            match next_page(ctx, job, all, budget, &mut cursor, &mut offset, backed).await? {
                 Next::Page(mut page) => {
                     while !page.is_empty() {
                         let rest = page.split_off(page.len().min(ctx.settings.batch_subjects));
@@ -97,6 +99,7 @@ pub(super) async fn run_batches(
         return Err(e);
     }
     report.left_by_limit |= discovered?;
+    report.backing_off += backing_off;
     if let Some(why) = halted {
         report.halted.get_or_insert(why.to_string());
     }
@@ -122,17 +125,20 @@ enum Next {
 }
 
 /// `page` without the subjects that wait (held under a hold already recorded, or failing and
-/// waiting out their `retry_at`): they are neither claimed nor counted.
+/// waiting out their `retry_at`): they are not claimed. Those waiting out a retry are counted
+/// in `backing_off`: work left undone.
 async fn without_waiting(
     ctx: &Context,
     job: &Job,
     page: Vec<platform::Candidate>,
+    backing_off: &mut u64,
 ) -> Result<Vec<platform::Candidate>> {
     let keys: Vec<String> = page.iter().map(|c| c.key.clone()).collect();
     let waiting = crate::db::items::waiting(&ctx.db, &job.name, &keys).await?;
+    *backing_off += waiting.values().filter(|retrying| **retrying).count() as u64;
     Ok(page
         .into_iter()
-        .filter(|c| !waiting.contains(&c.key))
+        .filter(|c| !waiting.contains_key(&c.key))
         .collect())
 }
 
@@ -145,6 +151,7 @@ async fn next_page(
     budget: &mut Option<u64>,
     cursor: &mut platform::Cursor,
     offset: &mut u64,
+    backing_off: &mut u64,
 ) -> Result<Next> {
     let want = match budget {
         Some(0) => {
@@ -160,7 +167,7 @@ async fn next_page(
                     });
                 };
                 *cursor = Some((last.clock_at, last.key.clone()));
-                let more = without_waiting(ctx, job, more).await?;
+                let more = without_waiting(ctx, job, more, backing_off).await?;
                 if more.iter().any(|c| c.held.is_none()) {
                     return Ok(Next::End {
                         left_by_limit: true,
@@ -191,7 +198,7 @@ async fn next_page(
         });
     };
     *cursor = Some((last.clock_at, last.key.clone()));
-    let mut batch = without_waiting(ctx, job, batch).await?;
+    let mut batch = without_waiting(ctx, job, batch, backing_off).await?;
     if let Some(b) = budget {
         // Held subjects are recorded, not purged: they never use up the budget. The page ends
         // with the unheld subject that spends it.

@@ -82,6 +82,9 @@ pub struct JobReport {
     pub failed: u64,
     /// Subjects another process holds a live lease on.
     pub busy: u64,
+    /// Subjects that failed before and wait out their retry backoff: work left undone.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub backing_off: u64,
     pub rows_deleted: i64,
     pub object_versions_deleted: u64,
     pub delete_markers_deleted: u64,
@@ -130,6 +133,7 @@ impl JobReport {
         self.storage_held += part.storage_held;
         self.failed += part.failed;
         self.busy += part.busy;
+        self.backing_off += part.backing_off;
         self.rows_deleted += part.rows_deleted;
         self.object_versions_deleted += part.object_versions_deleted;
         self.delete_markers_deleted += part.delete_markers_deleted;
@@ -147,7 +151,11 @@ impl JobReport {
 
     /// Whether the run left work undone: failures, busy subjects, or a limit that stopped it.
     pub fn incomplete(&self) -> bool {
-        self.failed > 0 || self.busy > 0 || self.left_by_limit || self.halted.is_some()
+        self.failed > 0
+            || self.busy > 0
+            || self.backing_off > 0
+            || self.left_by_limit
+            || self.halted.is_some()
     }
 }
 

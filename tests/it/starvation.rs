@@ -63,7 +63,8 @@ async fn fifty_thousand_held_subjects_ahead_do_not_starve_ten_eligible_ones() {
 }
 
 /// A subject that fails every run (its URI cannot be purged) is taken by the next run at once
-/// twice, then waits: the run after its third failure leaves it alone.
+/// twice, then waits: the run after its third failure leaves it alone, and says so with exit 1
+/// (a subject waiting out its backoff is work left undone, not success).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subject_that_keeps_failing_waits_before_it_is_tried_again() {
     let w = World::new(Versioning::Unversioned).await;
@@ -88,7 +89,11 @@ async fn a_subject_that_keeps_failing_waits_before_it_is_tried_again() {
         "after a third failure it waits a minute"
     );
     let (code, out, err) = w.cli(&["run", "--job", "deleted-runs"]);
-    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(code, 1, "work left undone: {out}{err}");
+    assert!(
+        out.contains("1 failed subjects wait out their retry backoff"),
+        "{out}"
+    );
     assert_eq!(
         w.count(attempts).await,
         3,
