@@ -126,9 +126,11 @@ impl Context {
 
     /// A hold that names a job whose spec was left out cannot be mapped to the rows it
     /// protects in the other jobs (an experiment job must not take a run a `deleted-runs` hold
-    /// keeps), so it stops the load. When a spec did not even parse, its job's name is
-    /// unknown: then any active hold naming a job that did not load stops it.
-    async fn holds_on_rejected(&self, jobs: &[Job], rejected: &[spec::Rejected]) -> Result<()> {
+    /// keeps), so it stops the load, and every run after it (`pipeline::run_all` asks again: a
+    /// daemon loads its specs once, and the hold may come later). When a spec did not even
+    /// parse, its job's name is unknown: then any active hold naming a job that did not load
+    /// stops it.
+    pub async fn holds_on_rejected(&self, jobs: &[Job], rejected: &[spec::Rejected]) -> Result<()> {
         if rejected.is_empty() {
             return Ok(());
         }

@@ -438,6 +438,9 @@ pub async fn run_all(
     selected: &[Job],
     opts: &RunOptions,
 ) -> Result<RunSummary> {
+    // Holds are read on every run, not only when the specs were loaded (a daemon loads them
+    // once): a hold placed since on a job that was left out stops this run too.
+    ctx.holds_on_rejected(all, &ctx.rejected()).await?;
     if !opts.dry_run {
         let store = ctx.store.clock().map(|c| c.now());
         let mut witnesses = vec![("the host clock", Utc::now())];

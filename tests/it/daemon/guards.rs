@@ -368,3 +368,41 @@ async fn a_run_told_to_wait_waits_on_one_session_then_purges() {
     drop(holder);
     w.cleanup().await;
 }
+
+/// A daemon loads its specs once. A hold placed later (here with plain SQL) on a job whose spec
+/// it left out cannot be mapped to the rows that job protects in the others, so every run after
+/// it refuses, deleting nothing, as a fresh load would: before, only the load looked, and the
+/// daemon went on purging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_placed_later_on_a_left_out_job_stops_the_daemons_runs() {
+    let w = World::new(Versioning::Unversioned).await;
+    w.account(1, "free", None).await;
+    w.run_row(1, 1, Some(10 * DAY)).await;
+    std::fs::write(
+        w.jobs_dir.join("draft-experiments.toml"),
+        "schedule = \"0 3 * * *\"\n[subject]\ntable = \"experiments\"\nclock = \"deleted_at\"\n\
+         clock_kind = \"timestamptz\"\n[window]\ngrace = \"1d\"\ndeadline = \"2d\"\n",
+    )
+    .unwrap();
+    set_schedule(&w, "deleted-runs.toml", "*/2 * * * * *");
+    let d = Daemon::start(&w, &[("LETHE_KEEP_GOING", "true")]);
+    wait_for("the first run", &d, async || w.rows_of_run(1).await == 0).await;
+    w.sql(
+        "INSERT INTO lethe.holds (job, reason, placed_by) VALUES ('draft-experiments', 'litigation', 'sql')",
+    )
+    .await;
+    w.run_row(2, 1, Some(10 * DAY)).await;
+    let failed = "lethe_runs_total{lethe_job=\"deleted-runs\",status=\"failed\"}";
+    wait_for("a refused run", &d, async || {
+        d.metric(failed).is_some_and(|n| n >= 2.0)
+    })
+    .await;
+    assert_eq!(w.rows_of_run(2).await, 7, "nothing deleted: {}", d.logs());
+    assert_eq!(w.keys("runs/2/").await.len(), 2, "nothing deleted");
+    assert!(
+        d.logs().contains("names job `draft-experiments`"),
+        "{}",
+        d.logs()
+    );
+    w.cleanup().await;
+}
