@@ -14,6 +14,7 @@ mod edges;
 mod faults;
 mod front_door;
 mod helpers;
+mod holds;
 mod hostile;
 mod local;
 mod mlflow;

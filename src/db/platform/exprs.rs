@@ -314,8 +314,10 @@ pub(super) fn chain(job: &Job, i: usize, sql: &mut Sql) -> (Vec<String>, Vec<Str
 }
 
 /// An expression giving the lowest active hold id covering subject row `n0`, or NULL: an account
-/// hold on its owner, a job or subject hold of this job, or a subject hold of another job on a
-/// row this job would delete (an account purge must not take a held run with it).
+/// hold on its owner, a job or subject hold of this job, or, on a row this job would delete that
+/// is another job's subject, that job's job or subject hold or an account hold on that row's
+/// owner (an account purge must not take a held run with it; an experiment job without an owner
+/// must not take a held user's runs).
 pub(super) fn hold_expr(job: &Job, all: &[Job], sql: &mut Sql) -> String {
     let job_name = sql.bind(Bind::Text(job.name.clone()));
     let owner = match &job.owner {
@@ -342,8 +344,15 @@ pub(super) fn hold_expr(job: &Job, all: &[Job], sql: &mut Sql) -> String {
             let conds: Vec<String> = conds.iter().map(|c| realias(c)).collect();
             let mut where_ = conds;
             where_.push(format!("c0.{k} = n0.{k}", k = job.key.quoted()));
+            let account = match &other.owner {
+                Some(o) => format!(
+                    " OR (h.account IS NOT NULL AND h.account = {})",
+                    as_text(job, &format!("c{i}.{}", o.quoted()))
+                ),
+                None => String::new(),
+            };
             where_.push(format!(
-                "h.released_at IS NULL AND h.job = {other_name} AND (h.subject_key IS NULL OR h.subject_key = {})",
+                "h.released_at IS NULL AND ((h.job = {other_name} AND (h.subject_key IS NULL OR h.subject_key = {})){account})",
                 as_text(job, &format!("c{i}.{}", other.key.quoted()))
             ));
             parts.push(format!(
