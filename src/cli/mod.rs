@@ -162,6 +162,7 @@ async fn command(ctx: &Context, command: Command) -> Result<u8> {
                         .map(|b| std::time::Instant::now() + b),
                     stop: None,
                     wait: args.wait,
+                    run_lock: None,
                 },
             )
             .await

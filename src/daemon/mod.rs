@@ -257,6 +257,7 @@ async fn run_once(
         deadline: ctx.settings.run_budget.map(|b| started + b),
         stop: Some(stop),
         wait: false,
+        run_lock: None,
     };
     let one = std::slice::from_ref(job);
     let result = async {

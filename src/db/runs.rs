@@ -5,6 +5,8 @@ use super::{Db, lite_time};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, SqlitePool};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// This machine's name: `HOSTNAME`, else `/etc/hostname`.
 pub fn host() -> String {
@@ -59,14 +61,65 @@ pub async fn finish(db: &Db, id: i64, status: &str, summary: &serde_json::Value)
 ///
 /// SQLite: a row in `lethe_locks` with an expiry, renewed while the run lasts and deleted at
 /// its end; a crashed holder's lock expires after `SQLITE_LOCK_SECONDS`.
+///
+/// Either can be lost while the run goes on (the session ended by `idle_session_timeout`, a
+/// failover or `pg_terminate_backend`; a renewal that failed): `checker` answers whether it is
+/// still held, and the run asks before every row transaction and lease renewal.
 pub enum JobLock {
-    Pg(Option<sqlx::PgConnection>),
+    Pg(Arc<tokio::sync::Mutex<Option<sqlx::PgConnection>>>),
     Lite {
         pool: SqlitePool,
         name: String,
         holder: String,
         renew: tokio::task::JoinHandle<()>,
+        lost: Arc<AtomicBool>,
     },
+}
+
+/// Asks whether a run lock is still held; cloned into every part of the run that deletes.
+#[derive(Clone)]
+pub enum LockCheck {
+    Pg(Arc<tokio::sync::Mutex<Option<sqlx::PgConnection>>>),
+    Lite(Arc<AtomicBool>),
+}
+
+impl std::fmt::Debug for LockCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LockCheck::Pg(_) => "LockCheck::Pg",
+            LockCheck::Lite(_) => "LockCheck::Lite",
+        })
+    }
+}
+
+impl LockCheck {
+    /// Whether the lock is still ours: on PostgreSQL, its session still answers and still holds
+    /// an advisory lock; on SQLite, every renewal so far succeeded.
+    pub async fn held(&self) -> bool {
+        match self {
+            LockCheck::Pg(conn) => {
+                let mut conn = conn.lock().await;
+                let Some(c) = conn.as_mut() else { return false };
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' \
+                     AND pid = pg_backend_pid() AND granted",
+                )
+                .fetch_one(c)
+                .await
+                .is_ok_and(|n| n > 0)
+            }
+            LockCheck::Lite(lost) => !lost.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl JobLock {
+    pub fn checker(&self) -> LockCheck {
+        match self {
+            JobLock::Pg(conn) => LockCheck::Pg(conn.clone()),
+            JobLock::Lite { lost, .. } => LockCheck::Lite(lost.clone()),
+        }
+    }
 }
 
 /// How long a SQLite run lock outlives a holder that stopped renewing it.
@@ -77,7 +130,9 @@ impl Drop for JobLock {
         match self {
             JobLock::Pg(conn) => {
                 // Dropped, the connection's socket closes: the session and its lock end.
-                drop(conn.take());
+                if let Ok(mut c) = conn.try_lock() {
+                    drop(c.take());
+                }
             }
             JobLock::Lite { renew, .. } => renew.abort(),
         }
@@ -99,7 +154,7 @@ async fn try_lock_pg(pool: &PgPool, job: &str) -> Result<Option<JobLock>> {
     let mut conn = lock_connection(pool, job).await?;
     Ok(try_on(&mut conn, job)
         .await?
-        .then(|| JobLock::Pg(Some(conn))))
+        .then(|| JobLock::Pg(Arc::new(tokio::sync::Mutex::new(Some(conn))))))
 }
 
 /// The run lock's own connection (see `JobLock`).
@@ -145,15 +200,16 @@ async fn try_lock_lite(pool: &SqlitePool, job: &str) -> Result<Option<JobLock>> 
     if !got {
         return Ok(None);
     }
+    let lost = Arc::new(AtomicBool::new(false));
     let renew = {
-        let (pool, name, holder) = (pool.clone(), name.clone(), holder.clone());
+        let (pool, name, holder, lost) = (pool.clone(), name.clone(), holder.clone(), lost.clone());
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(
                     SQLITE_LOCK_SECONDS as u64 / 4,
                 ))
                 .await;
-                let _ = sqlx::query(
+                let renewed = sqlx::query(
                     "UPDATE lethe_locks SET until = $3 WHERE name = $1 AND holder = $2",
                 )
                 .bind(&name)
@@ -161,6 +217,13 @@ async fn try_lock_lite(pool: &SqlitePool, job: &str) -> Result<Option<JobLock>> 
                 .bind(until(SQLITE_LOCK_SECONDS))
                 .execute(&pool)
                 .await;
+                // A renewal that failed, or found the lock another holder's, may have let the
+                // lock expire: the run stops deleting.
+                if !renewed.is_ok_and(|r| r.rows_affected() == 1) {
+                    tracing::error!(lock = %name, "the run lock could not be renewed; it may be lost");
+                    lost.store(true, Ordering::Relaxed);
+                    return;
+                }
             }
         })
     };
@@ -169,6 +232,7 @@ async fn try_lock_lite(pool: &SqlitePool, job: &str) -> Result<Option<JobLock>> 
         name,
         holder,
         renew,
+        lost,
     }))
 }
 
@@ -188,7 +252,7 @@ pub async fn lock_job_waiting(db: &Db, job: &str, every: std::time::Duration) ->
         while !try_on(&mut conn, job).await? {
             tokio::time::sleep(every).await;
         }
-        return Ok(JobLock::Pg(Some(conn)));
+        return Ok(JobLock::Pg(Arc::new(tokio::sync::Mutex::new(Some(conn)))));
     }
     loop {
         if let Some(lock) = try_lock_job(db, job).await? {
@@ -201,7 +265,7 @@ pub async fn lock_job_waiting(db: &Db, job: &str, every: std::time::Duration) ->
 pub async fn unlock_job(mut lock: JobLock, job: &str) {
     match &mut lock {
         JobLock::Pg(conn) => {
-            let Some(mut conn) = conn.take() else {
+            let Some(mut conn) = conn.lock().await.take() else {
                 return;
             };
             use sqlx::Connection;
@@ -218,6 +282,7 @@ pub async fn unlock_job(mut lock: JobLock, job: &str) {
             name,
             holder,
             renew,
+            ..
         } => {
             renew.abort();
             let _ = sqlx::query("DELETE FROM lethe_locks WHERE name = $1 AND holder = $2")

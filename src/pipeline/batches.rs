@@ -75,7 +75,9 @@ pub(super) async fn run_batches(
                     match run_id {
                         None => dry_run::batch(ctx, job, all, buckets, &batch, &mut part).await?,
                         Some(run_id) => {
-                            purge_batch(ctx, job, all, run_id, buckets, &batch, &mut part).await?
+                            let lock = opts.run_lock.as_ref();
+                            purge_batch(ctx, job, all, run_id, buckets, &batch, lock, &mut part)
+                                .await?
                         }
                     }
                     Ok::<JobReport, anyhow::Error>(part)

@@ -31,6 +31,8 @@ pub struct Lease {
     /// `(work item id, epoch)` per subject index of the purge.
     items: Vec<(i64, i64)>,
     watch: Option<HoldWatch>,
+    /// The job's run lock: lost, every check fails and nothing more is deleted.
+    run_lock: Option<crate::db::runs::LockCheck>,
     state: tokio::sync::Mutex<Checked>,
 }
 
@@ -76,6 +78,7 @@ impl Lease {
         items: Vec<(i64, i64)>,
         watch: Option<HoldWatch>,
         holds_seen: i64,
+        run_lock: Option<crate::db::runs::LockCheck>,
     ) -> Self {
         Lease {
             db,
@@ -83,6 +86,7 @@ impl Lease {
             lease_secs,
             items,
             watch,
+            run_lock,
             state: tokio::sync::Mutex::new(Checked {
                 started: None,
                 holds_seen,
@@ -146,6 +150,11 @@ impl Lease {
     }
 
     async fn check(&self, s: &mut Checked) -> anyhow::Result<()> {
+        if let Some(lock) = &self.run_lock
+            && !lock.held().await
+        {
+            anyhow::bail!("the run lock was lost (its database session ended)");
+        }
         let (renewed, latest) = tokio::join!(
             items::renew(&self.db, self.run_id, self.lease_secs, &self.items),
             holds::changes(&self.db),

@@ -46,6 +46,9 @@ pub struct RunOptions {
     /// When another process is running a job: wait for it to finish, then run (instead of
     /// skipping the job).
     pub wait: bool,
+    /// The job's run lock, asked before every row transaction and lease renewal: lost, the run
+    /// stops deleting (set by `run_all` per job).
+    pub run_lock: Option<runs::LockCheck>,
 }
 
 impl RunOptions {
@@ -462,7 +465,9 @@ pub async fn run_all(
             summary.locked_out.push(job.name.clone());
             continue;
         };
-        let report = run_job(ctx, job, all, opts, &mut budget).await;
+        let mut job_opts = opts.clone();
+        job_opts.run_lock = Some(lock.checker());
+        let report = run_job(ctx, job, all, &job_opts, &mut budget).await;
         runs::unlock_job(lock, &job.name).await;
         summary.reports.push(report?);
     }

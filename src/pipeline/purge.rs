@@ -18,6 +18,7 @@ use std::sync::Arc;
 /// Takes one batch of discovered subjects through every step; each subject's outcome (purged,
 /// held, failed, busy) is counted in `report` and recorded in the work items and the audit log.
 /// Each step takes the subjects the previous one passed on, and answers those it passes on.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn purge_batch(
     ctx: &Context,
     job: &Job,
@@ -25,6 +26,7 @@ pub(super) async fn purge_batch(
     run_id: i64,
     buckets: &Buckets,
     batch: &[platform::Candidate],
+    run_lock: Option<&crate::db::runs::LockCheck>,
     report: &mut JobReport,
 ) -> Result<()> {
     let mut stages = Stages::start();
@@ -38,6 +40,7 @@ pub(super) async fn purge_batch(
     stages.mark("manifest");
     let (mut b, claimed) =
         Batch::claim(ctx, job, all, run_id, buckets, batch, &manifests, report).await?;
+    b.run_lock = run_lock.cloned();
     stages.mark("claim");
     let go = b.check_holds(claimed, report).await?;
     stages.mark("holds");
@@ -52,6 +55,15 @@ pub(super) async fn purge_batch(
     stages.mark("objects");
     let verified = b.verify(purged, report).await?;
     stages.mark("verify");
+    if let Some(lock) = &b.run_lock
+        && !lock.held().await
+    {
+        anyhow::bail!(
+            "the run lock of job `{}` was lost (its database session ended): this run stops \
+             deleting, and its subjects are left for the next run to take over",
+            job.name
+        );
+    }
     b.purge_rows(verified, report).await?;
     stages.mark("rows");
     tracing::info!(subjects = batch.len(), stages_ms = %stages, "batch done");
@@ -71,6 +83,8 @@ struct Batch<'a> {
     /// The holds' change counter before the hold check: any change after it has the subjects
     /// checked again before the next delete request.
     holds_seen: i64,
+    /// The job's run lock, asked before the row transaction and every lease renewal.
+    run_lock: Option<crate::db::runs::LockCheck>,
 }
 
 impl<'a> Batch<'a> {
@@ -144,6 +158,7 @@ impl<'a> Batch<'a> {
                 })
                 .collect(),
             holds_seen: 0,
+            run_lock: None,
         };
         Ok((b, ready))
     }
@@ -285,6 +300,7 @@ impl<'a> Batch<'a> {
             subjects.iter().map(|r| (r.id, r.epoch)).collect(),
             watch,
             self.holds_seen,
+            self.run_lock.clone(),
         )))
     }
 

@@ -1236,3 +1236,47 @@ async fn without_batch_deletes_each_single_delete_is_fenced() {
     }
     w.cleanup().await;
 }
+
+/// The run lock lives in a database session of its own. Ended mid-purge (an
+/// `idle_session_timeout`, a failover, `pg_terminate_backend`), the lock is gone and a second
+/// process may take every open item at once: the run stops deleting at its next request (each
+/// waits for a check of the lock with the lease), leaves its items, and exits non-zero; the
+/// next run takes them over and finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_lock_session_ends_stops_deleting() {
+    let (w, _, at_kill, _) = hold_mid_purge(
+        "",
+        async |_| (),
+        async |w| {
+            let ended = w
+                .count(
+                    "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_locks \
+                 WHERE locktype = 'advisory' AND granted AND database = \
+                 (SELECT oid FROM pg_database WHERE datname = current_database())) t",
+                )
+                .await;
+            assert_eq!(ended, 1, "the run lock's session was found and ended");
+            0
+        },
+    )
+    .await;
+    assert!(
+        !at_kill.is_empty(),
+        "the lock ended after the purge; nothing was tested"
+    );
+    let gone = deleted_after_hold(&w, &at_kill).await;
+    assert!(
+        gone.len() <= 20,
+        "{} versions were deleted after the run lock's session ended",
+        gone.len()
+    );
+    for id in (2..=20).step_by(2) {
+        assert!(w.rows_of_run(id).await > 0 || w.versions(&format!("runs/{id}/")).await.is_empty());
+    }
+    let (code, out, err) = w.cli(&["run", "--job", "deleted-runs"]);
+    assert_eq!(code, 0, "the next run takes the items over: {out}\n{err}");
+    for id in 1..=20 {
+        assert_eq!(w.rows_of_run(id).await, 0, "run {id}");
+    }
+    w.cleanup().await;
+}
