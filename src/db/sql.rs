@@ -8,6 +8,17 @@ use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Arguments, AssertSqlSafe, Row};
 
+/// Every column of a row as text (NULL as `None`).
+fn texts<R: Row>(row: &R) -> sqlx::Result<Vec<Option<String>>>
+where
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    (0..row.len())
+        .map(|i| row.try_get::<Option<String>, _>(i))
+        .collect()
+}
+
 #[derive(Clone, Debug)]
 pub enum Bind {
     Text(String),
@@ -144,15 +155,6 @@ impl Sql {
     /// Every row as its columns' text (NULL as `None`), for queries whose width depends on the
     /// spec.
     pub async fn fetch_texts(&self, db: &Db) -> sqlx::Result<Vec<Vec<Option<String>>>> {
-        fn texts<R: Row>(row: &R) -> sqlx::Result<Vec<Option<String>>>
-        where
-            for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-            usize: sqlx::ColumnIndex<R>,
-        {
-            (0..row.len())
-                .map(|i| row.try_get::<Option<String>, _>(i))
-                .collect()
-        }
         match db {
             Db::Pg(p) => sqlx::query_with(AssertSqlSafe(self.text.clone()), self.pg_args())
                 .fetch_all(p)
@@ -171,15 +173,6 @@ impl Sql {
 
     /// As `fetch_texts`, inside a transaction.
     pub async fn fetch_texts_tx(&self, tx: &mut Tx) -> sqlx::Result<Vec<Vec<Option<String>>>> {
-        fn texts<R: Row>(row: &R) -> sqlx::Result<Vec<Option<String>>>
-        where
-            for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-            usize: sqlx::ColumnIndex<R>,
-        {
-            (0..row.len())
-                .map(|i| row.try_get::<Option<String>, _>(i))
-                .collect()
-        }
         match tx {
             Tx::Pg(t) => sqlx::query_with(AssertSqlSafe(self.text.clone()), self.pg_args())
                 .fetch_all(&mut **t)
