@@ -23,17 +23,19 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    BucketVersioningStatus, Delete, ObjectIdentifier, ObjectLockEnabled, ObjectLockLegalHold,
-    ObjectLockLegalHoldStatus, ObjectLockMode, VersioningConfiguration,
+    BucketVersioningStatus, ObjectLockEnabled, ObjectLockLegalHold, ObjectLockLegalHoldStatus,
+    ObjectLockMode, VersioningConfiguration,
 };
-use std::collections::HashMap;
 use std::time::Duration;
 
 mod clock;
+mod deletes;
 mod errors;
 mod exact;
 
-use errors::{classify, per_key};
+use deletes::once;
+
+use errors::classify;
 
 /// How to reach the S3 endpoint. Credentials come from the standard AWS chain (environment,
 /// profile, instance role), never from here.
@@ -122,13 +124,6 @@ impl S3Store {
             clock,
         }
     }
-}
-
-/// One attempt, no retry inside the SDK: a destructive request is re-sent only by the pipeline,
-/// after a fresh check of its lease and holds (a retry of up to four more attempts and their
-/// backoff, minutes in all, would otherwise reach the store after a hold placed meanwhile).
-fn once() -> aws_sdk_s3::config::Builder {
-    aws_sdk_s3::config::Builder::default().retry_config(aws_config::retry::RetryConfig::disabled())
 }
 
 #[async_trait]
@@ -274,69 +269,7 @@ impl ObjectStore for S3Store {
         bucket: &str,
         items: &[ObjectVersion],
     ) -> Result<Vec<KeyOutcome>, StoreError> {
-        if items.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids = items
-            .iter()
-            .map(|o| {
-                ObjectIdentifier::builder()
-                    .key(&o.key)
-                    .set_version_id(o.version_id.clone())
-                    .build()
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| StoreError::Other(format!("building a delete request: {e}")))?;
-        let delete = Delete::builder()
-            .set_objects(Some(ids))
-            .quiet(true)
-            .build()
-            .map_err(|e| StoreError::Other(format!("building a delete request: {e}")))?;
-        let res = self
-            .client
-            .delete_objects()
-            .bucket(bucket)
-            .delete(delete)
-            .customize()
-            .config_override(once())
-            .send()
-            .await;
-        let out = match res {
-            Ok(out) => out,
-            Err(e) if e.code() == Some("NotImplemented") => {
-                return Err(StoreError::BatchUnsupported(format!(
-                    "bucket `{bucket}` answered NotImplemented to DeleteObjects"
-                )));
-            }
-            Err(e) => {
-                return Err(classify(
-                    &format!("deleting {} objects from bucket `{bucket}`", items.len()),
-                    e,
-                ));
-            }
-        };
-        let errors: HashMap<(String, Option<String>), KeyOutcome> = out
-            .errors()
-            .iter()
-            .map(|e| {
-                let key = e.key().unwrap_or_default().to_string();
-                let version = e.version_id().map(String::from);
-                (
-                    (key, version),
-                    per_key(e.code().unwrap_or("Unknown"), e.message().unwrap_or("")),
-                )
-            })
-            .collect();
-        Ok(items
-            .iter()
-            .map(|o| {
-                errors
-                    .get(&(o.key.clone(), o.version_id.clone()))
-                    .or_else(|| errors.get(&(o.key.clone(), None)))
-                    .cloned()
-                    .unwrap_or(KeyOutcome::Deleted)
-            })
-            .collect())
+        self.delete_versions(bucket, items).await
     }
 
     async fn list_uploads(&self, bucket: &str, prefix: &str) -> Result<Vec<Upload>, StoreError> {
@@ -390,25 +323,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn delete_one(&self, bucket: &str, o: &ObjectVersion) -> Result<KeyOutcome, StoreError> {
-        let r = self
-            .client
-            .delete_object()
-            .bucket(bucket)
-            .key(&o.key)
-            .set_version_id(o.version_id.clone())
-            .customize()
-            .config_override(once())
-            .send()
-            .await;
-        Ok(match r {
-            Ok(_) => KeyOutcome::Deleted,
-            Err(e) => match e.code() {
-                Some(code) => per_key(code, e.message().unwrap_or("")),
-                None => {
-                    return Err(classify(&format!("deleting s3://{bucket}/{}", o.key), e));
-                }
-            },
-        })
+        self.delete_version(bucket, o).await
     }
 
     async fn abort_upload(&self, bucket: &str, upload: &Upload) -> Result<(), StoreError> {
