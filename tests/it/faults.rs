@@ -739,6 +739,33 @@ async fn negative_control_without_fencing_is_caught() {
     );
 }
 
+/// `lethe run --job deleted-runs` (as `app`, with the negative control `control`) through a
+/// slow store: each DeleteObjects answer held 150 ms after the work is done, 20 keys a request,
+/// one request at a time, so that something can happen while it deletes.
+async fn slow_purge(
+    w: &World,
+    app: &str,
+    control: &str,
+    seed: u64,
+) -> (Proxy, std::process::Child) {
+    let faults = Faults {
+        delete_delay: std::time::Duration::from_millis(150),
+        ..Default::default()
+    };
+    let p = proxy(upstream(), faults, seed).await;
+    let run = w.spawn_run(
+        app,
+        &[
+            ("AWS_ENDPOINT_URL", &p.url),
+            ("AWS_ENDPOINT_URL_S3", &p.url),
+            ("LETHE_DELETE_BATCH", "20"),
+            ("LETHE_DELETE_CONCURRENCY", "1"),
+            ("LETHE_NEGATIVE_CONTROL", control),
+        ],
+    );
+    (p, run)
+}
+
 /// Runs 1..=20, eligible, 60 objects each on a versioned bucket; odd runs belong to account 1,
 /// even ones to account 2, so their keys interleave in every listing. A slow store (each
 /// DeleteObjects answer held 150 ms after the work is done, 20 keys a request, one at a time)
@@ -785,21 +812,7 @@ async fn hold_mid_purge(
     before(&w).await;
     let before = account2().await.len();
     assert_eq!(before, 600);
-    let faults = Faults {
-        delete_delay: std::time::Duration::from_millis(150),
-        ..Default::default()
-    };
-    let p = proxy(upstream(), faults, 1).await;
-    let mut run = w.spawn_run(
-        "lethe-mid-hold",
-        &[
-            ("AWS_ENDPOINT_URL", &p.url),
-            ("AWS_ENDPOINT_URL_S3", &p.url),
-            ("LETHE_DELETE_BATCH", "20"),
-            ("LETHE_DELETE_CONCURRENCY", "1"),
-            ("LETHE_NEGATIVE_CONTROL", control),
-        ],
-    );
+    let (p, mut run) = slow_purge(&w, "lethe-mid-hold", control, 1).await;
     // Once the purge has reached the account's objects.
     let t = std::time::Instant::now();
     while p.counts.destructive.load(Relaxed) == 0 || account2().await.len() == before {
@@ -986,21 +999,7 @@ async fn snapshot_written_mid_purge(control: &str) -> (World, i32) {
             .collect(),
     )
     .await;
-    let faults = Faults {
-        delete_delay: std::time::Duration::from_millis(150),
-        ..Default::default()
-    };
-    let p = proxy(upstream(), faults, 2).await;
-    let mut run = w.spawn_run(
-        "lethe-mid-snapshot",
-        &[
-            ("AWS_ENDPOINT_URL", &p.url),
-            ("AWS_ENDPOINT_URL_S3", &p.url),
-            ("LETHE_DELETE_BATCH", "20"),
-            ("LETHE_DELETE_CONCURRENCY", "1"),
-            ("LETHE_NEGATIVE_CONTROL", control),
-        ],
-    );
+    let (p, mut run) = slow_purge(&w, "lethe-mid-snapshot", control, 2).await;
     // Once the purge has deleted objects (the bucket probe before it deletes nothing).
     let t = std::time::Instant::now();
     while p.counts.destructive.load(Relaxed) == 0 || w.versions("runs/").await.len() == 600 {
