@@ -163,9 +163,7 @@ fn questions(all: &[Job]) -> Vec<Ask<'_>> {
                     bucket: Some(bucket),
                     what: format!(
                         "{} (prefix {} of job {})",
-                        job.nodes[*from].table,
-                        template_text(template),
-                        job.name
+                        job.nodes[*from].table, template, job.name
                     ),
                     name: format!("{}.{}", job.subject_table(), job.key),
                 }),
@@ -177,15 +175,6 @@ fn questions(all: &[Job]) -> Vec<Ask<'_>> {
     }
     asks.extend(templates);
     asks
-}
-
-fn template_text(t: &crate::spec::Template) -> String {
-    t.0.iter()
-        .map(|p| match p {
-            crate::spec::TemplatePart::Text(s) => s.clone(),
-            crate::spec::TemplatePart::Column(c) => format!("{{{c}}}"),
-        })
-        .collect()
 }
 
 /// The places a location is asked about, as `ask` spells them: a directory `dir/` (every claim

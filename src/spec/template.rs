@@ -14,6 +14,19 @@ pub enum Part {
     Column(Ident),
 }
 
+/// The template as written: `runs/{key}/`.
+impl std::fmt::Display for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for p in &self.0 {
+            match p {
+                Part::Text(t) => f.write_str(t)?,
+                Part::Column(c) => write!(f, "{{{c}}}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Template {
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut parts = Vec::new();

@@ -4,7 +4,7 @@
 //! the two clocks jumped: a destructive run refuses with exit 4 and deletes nothing.
 //! Objects are in a local directory here: S3 request signing rightly fails with a skewed clock.
 
-use crate::helpers::{DAY, World};
+use crate::helpers::{DAY, World, items_world};
 
 const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 const GRACE: i64 = 7 * DAY;
@@ -95,15 +95,11 @@ async fn a_skewed_process_clock_or_odd_time_zones_change_nothing_that_is_purged(
 /// refuses (exit 4) and deletes nothing. Set explicitly, the operator's limit is used.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn by_default_no_clock_jump_longer_than_the_shortest_grace_passes() {
-    let w = World::bare(lethe::storage::Versioning::Unversioned).await;
-    w.sql("CREATE TABLE items (id bigint PRIMARY KEY, deleted_at timestamptz);")
-        .await;
-    lethe::db::migrator().run(&w.pool).await.unwrap();
-    w.write_spec(
-        "items.toml",
-        "schedule = \"0 0 3 * * *\"\n\n[subject]\ntable = \"items\"\nclock = \"deleted_at\"\n\
-         clock_kind = \"timestamptz\"\n\n[window]\ngrace = \"1d\"\ndeadline = \"30d\"\n",
-    );
+    let w = items_world(
+        "CREATE TABLE items (id bigint PRIMARY KEY, deleted_at timestamptz);",
+        "",
+    )
+    .await;
     w.sql(
         "INSERT INTO items VALUES (1, now() - interval '3 days');
          INSERT INTO lethe.job_runs (job, started_at, finished_at, status, host)

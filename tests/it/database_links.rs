@@ -6,23 +6,7 @@
 //! refused.
 
 use crate::behaviour::{LiteWorld, Platform};
-use crate::helpers::World;
-use lethe::storage::Versioning;
-
-/// A bare platform with `items(id, deleted_at)` and a job over it, with `schema` run first.
-async fn items_world(schema: &str, spec_tail: &str) -> World {
-    let w = World::bare(Versioning::Unversioned).await;
-    w.sql(schema).await;
-    lethe::db::migrator().run(&w.pool).await.unwrap();
-    w.write_spec(
-        "items.toml",
-        &format!(
-            "schedule = \"0 0 3 * * *\"\n\n[subject]\ntable = \"items\"\nclock = \"deleted_at\"\n\
-             clock_kind = \"timestamptz\"\n\n[window]\ngrace = \"1d\"\ndeadline = \"30d\"\n{spec_tail}"
-        ),
-    );
-    w
-}
+use crate::helpers::items_world;
 
 /// A failed `CREATE UNIQUE INDEX CONCURRENTLY` (it fails precisely because the key is
 /// duplicated) leaves an invalid index behind: it proves nothing, and `check` and `run` refuse

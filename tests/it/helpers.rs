@@ -581,3 +581,19 @@ impl Drop for ThrowawayCluster {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A bare platform built by `schema` (an `items(id, deleted_at)` table at least) and one job
+/// `items` over it (grace 1 day, deadline 30), `spec_tail` appended to its spec.
+pub async fn items_world(schema: &str, spec_tail: &str) -> World {
+    let w = World::bare(lethe::storage::Versioning::Unversioned).await;
+    w.sql(schema).await;
+    lethe::db::migrator().run(&w.pool).await.unwrap();
+    w.write_spec(
+        "items.toml",
+        &format!(
+            "schedule = \"0 0 3 * * *\"\n\n[subject]\ntable = \"items\"\nclock = \"deleted_at\"\n\
+             clock_kind = \"timestamptz\"\n\n[window]\ngrace = \"1d\"\ndeadline = \"30d\"\n{spec_tail}"
+        ),
+    );
+    w
+}

@@ -7,7 +7,7 @@
 //! It must not decide anything: the pipeline says which locations to ask about and what a claim
 //! means for the subject.
 
-use super::exprs::{as_text, chain, lite, new_sql, realias, scope};
+use super::exprs::{as_text, chain, lite, new_sql, null_text, realias, scope};
 use crate::db::sql::{Bind, Sql};
 use crate::db::{Db, Tx};
 use crate::spec::TemplatePart as Part;
@@ -103,13 +103,7 @@ pub fn claims(current: &Job, keys: &[String], claim: &Claim, places: &Places) ->
     if excused.is_empty() {
         excused.push("1 = 1".into());
     }
-    let name = name.unwrap_or_else(|| {
-        if lite(current) {
-            "NULL".into()
-        } else {
-            "NULL::text".into()
-        }
-    });
+    let name = name.unwrap_or_else(|| null_text(current).into());
     let ids = if lite(current) {
         format!("{row}.rowid AS rid")
     } else {
