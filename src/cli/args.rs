@@ -162,7 +162,8 @@ pub(super) enum HoldCommand {
         #[arg(long)]
         by: Option<String>,
         /// Place it even when it covers no subject now (it will cover subjects that appear
-        /// later); without it, such a hold is refused as a likely typo.
+        /// later), or names a job no spec names (a job about to be deployed); without it, such
+        /// a hold is refused as a likely typo.
         #[arg(long)]
         force: bool,
     },

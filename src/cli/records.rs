@@ -26,14 +26,14 @@ pub(super) async fn hold_cmd(ctx: &Context, cmd: HoldCommand) -> Result<u8> {
                         s.split_once(':')
                             .ok_or_else(|| anyhow!("--subject takes JOB:KEY, got `{s}`")),
                     )?;
-                    config(known_job(ctx, job))?;
+                    config(held_job(ctx, job, force))?;
                     holds::Scope::Subject {
                         job: job.into(),
                         key: key.into(),
                     }
                 }
                 (None, None, Some(j)) => {
-                    config(known_job(ctx, &j))?;
+                    config(held_job(ctx, &j, force))?;
                     holds::Scope::Job(j)
                 }
                 _ => {
@@ -146,7 +146,10 @@ async fn coverage(
             holds::Scope::Account(a)
         }
         holds::Scope::Job(j) => {
-            let job = jobs.iter().find(|x| x.name == j).context("the job")?;
+            let Some(job) = jobs.iter().find(|x| x.name == j) else {
+                lines.push(not_loaded(ctx, &j));
+                return Ok((holds::Scope::Job(j), lines, None));
+            };
             let n = count(platform::subject_rows(job)).await?;
             total += n;
             lines.push(format!(
@@ -156,7 +159,10 @@ async fn coverage(
             holds::Scope::Job(j)
         }
         holds::Scope::Subject { job: j, key } => {
-            let job = jobs.iter().find(|x| x.name == j).context("the job")?;
+            let Some(job) = jobs.iter().find(|x| x.name == j) else {
+                lines.push(not_loaded(ctx, &j));
+                return Ok((holds::Scope::Subject { job: j, key }, lines, None));
+            };
             let found: Vec<(String,)> = platform::canonical_key(job, &key)
                 .fetch_all(&ctx.db)
                 .await
@@ -219,6 +225,54 @@ async fn reported_job(ctx: &Context, name: &str) -> Result<()> {
         "there is no job `{name}`: no spec in {} and no entry in the audit log",
         ctx.settings.jobs_dir.display()
     )
+}
+
+/// A job a hold may name: one a spec names, or one whose spec file (by its name) does not
+/// parse now; any other name is refused as a likely typo unless `force` (a hold for a job about
+/// to be deployed).
+fn held_job(ctx: &Context, name: &str, force: bool) -> Result<()> {
+    let (jobs, rejected) = crate::spec::load_dir_each(&ctx.settings.jobs_dir)?;
+    let stem = |r: &crate::spec::Rejected| r.file.file_stem().is_some_and(|s| s == name);
+    if force || jobs.iter().any(|j| j.name == name) || rejected.iter().any(stem) {
+        return Ok(());
+    }
+    let unparsed: Vec<String> = rejected
+        .iter()
+        .map(|r| r.file.display().to_string())
+        .collect();
+    let also = if unparsed.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (these spec files do not parse, so a name in them is unknown: {})",
+            unparsed.join(", ")
+        )
+    };
+    bail!(
+        "there is no job `{name}` in {}{also}: check the name (a typo in a legal hold must not \
+         pass unnoticed), or pass --force to place it for a job whose spec comes later; no hold \
+         was placed",
+        ctx.settings.jobs_dir.display()
+    )
+}
+
+/// What a hold on a job that did not load covers: unknown, and what that means for runs.
+fn not_loaded(ctx: &Context, job: &str) -> String {
+    let why = ctx
+        .rejected()
+        .into_iter()
+        .find(|r| r.job.as_deref() == Some(job) || r.file.file_stem().is_some_and(|s| s == job))
+        .map(|r| {
+            let first = r.error.lines().next().unwrap_or_default().to_string();
+            format!(
+                "its spec is left out ({first}); while this hold is active every run stops, \
+                 since what it keeps in the other jobs is unknown: fix the spec, or release the hold"
+            )
+        })
+        .unwrap_or_else(|| {
+            "no spec names it now; the hold covers its subjects once one does".to_string()
+        });
+    format!("job {job}: what the hold covers is unknown: {why}")
 }
 
 pub(super) fn known_job(ctx: &Context, name: &str) -> Result<()> {

@@ -395,6 +395,29 @@ fn keep_going_leaves_a_bad_spec_out_and_runs_the_others() {
         .await
         .unwrap();
     });
+    let (code, out, err) = lethe(
+        &env,
+        &["hold", "place", "--job", "deleted-rnus", "--reason", "x"],
+    );
+    assert_eq!(code, 2, "an unknown job name is a likely typo: {out}{err}");
+    assert!(
+        err.contains("no job `deleted-rnus`") && err.contains("--force"),
+        "{err}"
+    );
+    let (code, out, err) = lethe(
+        &env,
+        &[
+            "hold",
+            "place",
+            "--job",
+            "deleted-rnus",
+            "--reason",
+            "x",
+            "--force",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+
     let before = files(&d.join("objects"));
     let (code, out, err) = lethe(&keep, &["run", "--all"]);
     assert_eq!(code, 2, "{out}{err}");
@@ -403,6 +426,71 @@ fn keep_going_leaves_a_bad_spec_out_and_runs_the_others() {
         "{err}"
     );
     assert_eq!(files(&d.join("objects")), before, "nothing deleted");
+    std::fs::remove_dir_all(d.parent().unwrap()).unwrap();
+}
+
+/// A hold placed while a spec does not load (the `deleted-runs` spec is half-edited, the others
+/// run with `--keep-going`): `hold place` still places it (a legal hold never waits for a spec
+/// fix) and says what that means; every run stops while it is active, so `closed-accounts`
+/// does not take the held run with its account. Once the spec is fixed the hold reaches the
+/// held run through the other job. A job name no spec names is refused unless `--force`.
+#[test]
+fn a_hold_on_a_job_whose_spec_does_not_load_stops_every_run() {
+    let (d, env) = demo();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut keep = env.clone();
+    keep.push(("LETHE_KEEP_GOING", "true"));
+    // Account 10 closed long ago: closed-accounts takes it, run 134 included.
+    on_demo_db(&d, async |pool| {
+        sqlx::query("UPDATE accounts SET closed_at = '2026-08-01T00:00:00Z' WHERE id = 10")
+            .execute(pool)
+            .await
+            .unwrap();
+    });
+    let spec = d.join("jobs").join("deleted-runs.toml");
+    let good = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&spec, good.replace("grace = \"7d\"", "grace = \"7 days\"")).unwrap();
+    let held = d.join("objects/lethe-artifacts/runs/134/output.txt");
+    assert!(held.exists());
+
+    let (code, out, err) = lethe(
+        &keep,
+        &[
+            "hold",
+            "place",
+            "--subject",
+            "deleted-runs:134",
+            "--reason",
+            "case 7",
+            "--by",
+            "legal",
+        ],
+    );
+    assert_eq!(code, 0, "placed whatever the specs: {out}{err}");
+    assert!(
+        err.contains("left out") && err.contains("every run stops"),
+        "{err}"
+    );
+    let before = files(&d.join("objects"));
+    let (code, out, err) = lethe(&keep, &["run", "--all"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("deleted-runs") && err.contains("hold"),
+        "{err}"
+    );
+    assert_eq!(files(&d.join("objects")), before, "nothing deleted");
+
+    std::fs::write(&spec, good).unwrap();
+    let (code, out, err) = lethe(&env, &["run", "--all"]);
+    assert!(code == 0 || code == 1, "{out}{err}");
+    assert!(held.exists(), "the held run's objects stay: {out}{err}");
+    let run = on_demo_db(&d, async |pool| {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM runs WHERE id = 134")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    });
+    assert_eq!(run, 1, "the held run's row stays");
     std::fs::remove_dir_all(d.parent().unwrap()).unwrap();
 }
 
