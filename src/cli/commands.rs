@@ -287,16 +287,26 @@ pub(super) async fn plan_cmd(
     }
     writeln!(
         out,
-        "{:<28} {:>10} {:>10} {:>10} {:>10} {:>12}",
-        "job", "eligible", "held", "waiting", "overdue", "future clock"
+        "{:<28} {:>10} {:>10} {:>10} {:>10} {:>12} {:>10}",
+        "job", "eligible", "held", "waiting", "overdue", "future clock", "store name"
     )?;
+    let mut unnamed = 0;
     for job in selected {
         let c = plan::counts(ctx, job, all).await?;
+        unnamed += c.store_name;
         writeln!(
             out,
-            "{:<28} {:>10} {:>10} {:>10} {:>10} {:>12}",
-            c.job, c.eligible, c.held, c.waiting, c.overdue, c.future_clock
+            "{:<28} {:>10} {:>10} {:>10} {:>10} {:>12} {:>10}",
+            c.job, c.eligible, c.held, c.waiting, c.overdue, c.future_clock, c.store_name
         )?;
+    }
+    if unnamed > 0 {
+        eprintln!(
+            "{unnamed} eligible subject(s) failed at the last run because the object store keeps \
+             one of their names differently than it was written (`store name`): lethe cannot \
+             purge them as things are; `lethe plan --format jsonl` lists them (status \
+             `store_name`) and `lethe report --summary` says why"
+        );
     }
     Ok(0)
 }

@@ -101,6 +101,7 @@ struct Exported {
     held_now: PerJob<Gauge>,
     overdue: PerJob<Gauge>,
     future_clock: PerJob<Gauge>,
+    store_name: PerJob<Gauge>,
     oldest_eligible_age: PerJob<FloatGauge>,
     oldest_overdue_age: PerJob<FloatGauge>,
     next_deadline: PerJob<FloatGauge>,
@@ -134,6 +135,7 @@ impl Default for Exported {
             held_now: Family::default(),
             overdue: Family::default(),
             future_clock: Family::default(),
+            store_name: Family::default(),
             oldest_eligible_age: Family::default(),
             oldest_overdue_age: Family::default(),
             next_deadline: Family::default(),
@@ -269,6 +271,11 @@ impl Default for Exported {
                 "lethe_future_clock_subjects",
                 "Subjects whose clock is in the future (they wait; a skewed application server?), at the last check",
                 &e.future_clock,
+            ),
+            (
+                "lethe_store_name_subjects",
+                "Eligible subjects the last run failed because the object store keeps one of their names differently than it was written (lethe cannot purge them as things are; `lethe report --summary` lists them)",
+                &e.store_name,
             ),
         ] {
             r.register(name, help, family.clone());
@@ -431,6 +438,7 @@ impl Metrics {
         e.held_now.get_or_create(&l).set(p.held);
         e.overdue.get_or_create(&l).set(p.overdue);
         e.future_clock.get_or_create(&l).set(p.future_clock);
+        e.store_name.get_or_create(&l).set(p.store_name);
         let age = |since: Option<DateTime<Utc>>| {
             since.map_or(0.0, |t| (at - t).num_milliseconds().max(0) as f64 / 1000.0)
         };

@@ -287,6 +287,31 @@ pub async fn waiting(
     Ok(rows.into_iter().collect())
 }
 
+/// The subjects whose open work item failed because the object store keeps one of their names
+/// differently (`domain::STORE_NAME`), per job (`job` alone, when given), with the error, by
+/// job and key.
+pub async fn store_name_failures(
+    db: &Db,
+    job: Option<&str>,
+) -> Result<Vec<(String, String, String)>> {
+    let sql = db.t(&format!(
+        "SELECT job, subject_key, coalesce(last_error, '') FROM lethe.work_items \
+         WHERE state = 'failed' AND error_class = '{}' AND ($1 IS NULL OR job = $1) \
+         ORDER BY job, subject_key",
+        crate::domain::STORE_NAME
+    ));
+    let sql = if db.dialect() == super::Dialect::Postgres {
+        sql.replace("$1 IS NULL", "$1::text IS NULL")
+    } else {
+        sql
+    };
+    crate::on_db!(db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(job)
+        .fetch_all(p)
+        .await)
+    .context("reading the subjects failed for names the store keeps differently")
+}
+
 /// Context for recording one subject's exception or failure in the audit log.
 pub struct Subject<'a> {
     pub job: &'a str,

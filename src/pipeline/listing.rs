@@ -251,15 +251,21 @@ fn apart(a: &str, b: &str) -> bool {
     super::ranges::common_prefix([a, b]).len() <= parent(a).min(parent(b))
 }
 
+/// The uploads one listing found, or why it could not.
+type Listed = Result<Vec<crate::storage::Upload>, StoreError>;
+
 /// Unfinished uploads at each subject's locations, found with one listing per bucket under the
 /// longest prefix the batch's locations share (uploads are rare, so one call usually answers
 /// for a whole batch), then matched to locations here exactly as objects are: under the
-/// directory prefix, or equal to the exact key.
+/// directory prefix, or equal to the exact key. A subject whose uploads could not be listed
+/// gets the error: when the shared listing meets an upload the store cannot name
+/// (`StoreError::Unnameable`), each location is listed on its own, so only the subject holding
+/// it fails.
 pub(super) async fn uploads_by_subject(
     store: &dyn ObjectStore,
     locations: &[Vec<Location>],
-) -> Result<Vec<Vec<(String, crate::storage::Upload)>>, (String, StoreError)> {
-    let mut out = vec![Vec::new(); locations.len()];
+) -> Vec<Result<Vec<(String, crate::storage::Upload)>, String>> {
+    let mut out: Vec<Result<Vec<_>, String>> = vec![Ok(Vec::new()); locations.len()];
     let mut buckets: Vec<&str> = locations
         .iter()
         .flatten()
@@ -277,22 +283,44 @@ pub(super) async fn uploads_by_subject(
                     .map(move |l| (i, l))
             })
             .collect();
+        let at = |l: &Location| l.exact_key().unwrap_or(&l.prefix).to_string();
         let common = super::ranges::common_prefix(
             locs.iter().map(|(_, l)| l.exact_key().unwrap_or(&l.prefix)),
         );
-        let uploads = store
-            .list_uploads(bucket, common)
-            .await
-            .map_err(|e| (bucket.to_string(), e))?;
-        for u in uploads {
-            for (i, l) in &locs {
-                if l.covers(&u.key) {
-                    out[*i].push((bucket.to_string(), u.clone()));
+        let whys = |e: StoreError| format!("listing unfinished uploads in bucket `{bucket}`: {e}");
+        let lists: Vec<(Vec<usize>, Listed)> = match store.list_uploads(bucket, common).await {
+            Err(StoreError::Unnameable(_)) if locs.len() > 1 => {
+                let mut each = Vec::new();
+                for (i, l) in &locs {
+                    each.push((vec![*i], store.list_uploads(bucket, &at(l)).await));
+                }
+                each
+            }
+            r => vec![(locs.iter().map(|(i, _)| *i).collect(), r)],
+        };
+        for (owners, listed) in lists {
+            match listed {
+                Ok(uploads) => {
+                    for u in uploads {
+                        for (i, l) in locs.iter().filter(|(i, _)| owners.contains(i)) {
+                            if let (true, Ok(found)) = (l.covers(&u.key), &mut out[*i]) {
+                                found.push((bucket.to_string(), u.clone()));
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    let why = whys(e);
+                    for i in owners {
+                        if out[i].is_ok() {
+                            out[i] = Err(why.clone());
+                        }
+                    }
                 }
             }
         }
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]

@@ -150,7 +150,17 @@ pub async fn purge(
                     let buckets = buckets.clone();
                     async move {
                         if let Err(e) = list_into(&*store, &buckets, &task, &tx, &tallies).await {
-                            for i in task.owners() {
+                            // A name the store cannot give, met in a walk over several
+                            // subjects' directories: the walk stops there and fails no one.
+                            // Verification asks each directory on its own, and a careful pass
+                            // lists each alone, so only the subject holding the name fails.
+                            let owners = task.owners();
+                            let shared = owners.iter().any(|o| *o != owners[0]);
+                            if shared && matches!(e, StoreError::Unnameable(_)) {
+                                tracing::debug!(range = %task.describe(), error = %e, "range walk stopped");
+                                return;
+                            }
+                            for i in owners {
                                 fail(&tallies, i, format!("{}: {e}", task.describe()));
                             }
                         }
@@ -266,37 +276,30 @@ pub async fn purge(
     tokio::join!(listers, deleter);
 
     // Unfinished multipart uploads: invisible to listings, still stored.
-    match uploads_by_subject(&*store, locations).await {
-        Ok(found) => {
-            for (i, uploads) in found.into_iter().enumerate() {
-                if uploads.is_empty() {
-                    continue;
-                }
-                for (bucket, u) in uploads {
-                    // Each abort waits for a check of its own: a hold placed between two
-                    // aborts stops the rest.
-                    if !fence(lease.as_deref(), &HashSet::from([i]), &tallies)
-                        .await
-                        .is_empty()
-                    {
-                        break;
-                    }
-                    match store.abort_upload(&bucket, &u).await {
-                        Ok(()) => tallies.lock().expect("tallies")[i].uploads_aborted += 1,
-                        Err(e) => fail(&tallies, i, format!("s3://{bucket}/{}: {e}", u.key)),
-                    }
-                }
+    for (i, found) in uploads_by_subject(&*store, locations)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        let uploads = match found {
+            Ok(uploads) => uploads,
+            Err(why) => {
+                fail(&tallies, i, why);
+                continue;
             }
-        }
-        Err((bucket, e)) => {
-            for (i, locs) in locations.iter().enumerate() {
-                if locs.iter().any(|l| l.bucket == bucket) {
-                    fail(
-                        &tallies,
-                        i,
-                        format!("listing unfinished uploads in bucket `{bucket}`: {e}"),
-                    );
-                }
+        };
+        for (bucket, u) in uploads {
+            // Each abort waits for a check of its own: a hold placed between two aborts stops
+            // the rest.
+            if !fence(lease.as_deref(), &HashSet::from([i]), &tallies)
+                .await
+                .is_empty()
+            {
+                break;
+            }
+            match store.abort_upload(&bucket, &u).await {
+                Ok(()) => tallies.lock().expect("tallies")[i].uploads_aborted += 1,
+                Err(e) => fail(&tallies, i, format!("s3://{bucket}/{}: {e}", u.key)),
             }
         }
     }
@@ -560,8 +563,7 @@ pub async fn count(
     }
     let uploads = uploads_by_subject(store, std::slice::from_ref(&locations.to_vec()))
         .await
-        .map_err(|(bucket, e)| format!("listing unfinished uploads in bucket `{bucket}`: {e}"))?
-        .remove(0)
+        .remove(0)?
         .len() as u64;
     Ok((versions, markers, uploads))
 }

@@ -26,6 +26,10 @@ pub struct PlanCounts {
     /// Of `waiting`, those whose clock is in the future (an application server's skew, or a
     /// platform that stores "delete after"): they wait, and never stop the job.
     pub future_clock: i64,
+    /// Of `eligible`, those the last run failed because the object store keeps one of their
+    /// names differently than it was written (a backslash SeaweedFS stores as `/`, a character
+    /// its listing cannot name): lethe cannot purge them as things are.
+    pub store_name: i64,
 }
 
 pub async fn counts(ctx: &Context, job: &Job, all: &[Job]) -> Result<PlanCounts> {
@@ -37,12 +41,21 @@ pub async fn counts(ctx: &Context, job: &Job, all: &[Job]) -> Result<PlanCounts>
         Option<DateTime<Utc>>,
         Option<DateTime<Utc>>,
         i64,
+        i64,
     );
-    let (eligible, held, waiting, overdue, oldest_eligible_at, next_deadline_at, future_clock): Counts =
-        platform::plan_counts(job, all)
-            .fetch_one(&ctx.db)
-            .await
-            .with_context(|| format!("planning job `{}`", job.name))?;
+    let (
+        eligible,
+        held,
+        waiting,
+        overdue,
+        oldest_eligible_at,
+        next_deadline_at,
+        future_clock,
+        store_name,
+    ): Counts = platform::plan_counts(job, all)
+        .fetch_one(&ctx.db)
+        .await
+        .with_context(|| format!("planning job `{}`", job.name))?;
     Ok(PlanCounts {
         job: job.name.clone(),
         eligible,
@@ -52,6 +65,7 @@ pub async fn counts(ctx: &Context, job: &Job, all: &[Job]) -> Result<PlanCounts>
         oldest_eligible_at,
         next_deadline_at,
         future_clock,
+        store_name,
     })
 }
 
@@ -87,6 +101,8 @@ pub struct PlanSubject {
     pub overdue: bool,
     /// Its clock is in the future, by the database's clock.
     pub future_clock: bool,
+    /// The last run failed it: the store keeps one of its names differently.
+    pub store_name: bool,
 }
 
 type PlanRow = (
@@ -96,6 +112,7 @@ type PlanRow = (
     DateTime<Utc>,
     DateTime<Utc>,
     Option<i64>,
+    bool,
     bool,
     bool,
     bool,
@@ -123,6 +140,7 @@ pub async fn each_subject(
             eligible,
             overdue,
             future_clock,
+            store_name,
         )| {
             each(PlanSubject {
                 key,
@@ -135,6 +153,7 @@ pub async fn each_subject(
                 eligible,
                 overdue,
                 future_clock,
+                store_name,
             })
         },
     )
@@ -151,6 +170,7 @@ pub async fn subjects(ctx: &Context, job: &Job, all: &[Job], out: &mut dyn Write
             (true, true, _) => "held",
             (_, false, _) if p.future_clock => "future_clock",
             (_, false, _) => "waiting",
+            (false, true, _) if p.store_name => "store_name",
             (false, true, true) => "overdue",
             (false, true, false) => "eligible",
         };

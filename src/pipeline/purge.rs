@@ -9,7 +9,7 @@ use super::{JobReport, Ready, hold_map, ownership, verify};
 use super::{lease, locks};
 use crate::context::Context;
 use crate::db::{items, platform};
-use crate::domain::ItemState;
+use crate::domain::{ItemState, STORE_NAME};
 use crate::spec::Job;
 use anyhow::{Context as _, Result};
 use std::collections::HashMap;
@@ -507,6 +507,13 @@ impl<'a> Batch<'a> {
     }
 
     async fn fail(&self, r: &Ready, class: &str, msg: &str, report: &mut JobReport) -> Result<()> {
+        // A name the store keeps differently is said apart: `plan`, `report --summary` and the
+        // metrics count these subjects as ones lethe cannot purge as they are.
+        let class = if msg.contains(crate::storage::NAME_KEPT_DIFFERENTLY) {
+            STORE_NAME
+        } else {
+            class
+        };
         // Said once: `lethe run` prints the run's failures in its summary, the daemon logs them
         // after the run.
         tracing::debug!(subject = %r.key, class, error = msg, "subject failed");

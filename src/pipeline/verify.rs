@@ -43,9 +43,13 @@ pub async fn verify(
             r[i] = Err(msg);
         }
     };
-    match uploads_by_subject(store, locations).await {
-        Ok(found) => {
-            for (i, uploads) in found.iter().enumerate() {
+    for (i, found) in uploads_by_subject(store, locations)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        match found {
+            Ok(uploads) => {
                 if let Some((bucket, u)) = uploads.first() {
                     flag(
                         i,
@@ -57,25 +61,42 @@ pub async fn verify(
                     );
                 }
             }
-        }
-        Err((bucket, e)) => {
-            let msg = format!("verifying: listing unfinished uploads in bucket `{bucket}`: {e}");
-            return locations.iter().map(|_| Err(msg.clone())).collect();
+            Err(why) => flag(i, format!("verifying: {why}")),
         }
     }
-    // Collected first: a lazy iterator of closures here makes the future not `Send` for every
-    // lifetime (the daemon spawns runs).
-    let checks: Vec<(usize, &Location)> = locations
+    // A location with a backslash is also asked where a store that reads `\` as `/` keeps it:
+    // anything there may be this subject's objects, which the purge (listing the name as
+    // written) could not see, so its rows must stay.
+    let slashed: Vec<(usize, Location)> = locations
         .iter()
         .enumerate()
-        .flat_map(|(i, locs)| locs.iter().map(move |l| (i, l)))
+        .flat_map(|(i, locs)| locs.iter().filter_map(move |l| Some((i, l.as_slashes()?))))
+        .collect();
+    // Collected first: a lazy iterator of closures here makes the future not `Send` for every
+    // lifetime (the daemon spawns runs).
+    let checks: Vec<(usize, &Location, bool)> = locations
+        .iter()
+        .enumerate()
+        .flat_map(|(i, locs)| locs.iter().map(move |l| (i, l, false)))
+        .chain(slashed.iter().map(|(i, l)| (*i, l, true)))
         .collect();
     futures::stream::iter(checks)
-        .for_each_concurrent(ctx.settings.list_concurrency, |(i, loc)| {
+        .for_each_concurrent(ctx.settings.list_concurrency, |(i, loc, slashed)| {
             let flag = &flag;
             async move {
                 match left_at(store, buckets, loc).await {
                     Ok(None) => {}
+                    Ok(Some(o)) if slashed => flag(
+                        i,
+                        format!(
+                            "{}: the store holds s3://{}/{} where a store that reads a \
+                             backslash as `/` (SeaweedFS) keeps this subject's objects named \
+                             with one; they may be its own, or another's: its rows are kept",
+                            crate::storage::NAME_KEPT_DIFFERENTLY,
+                            loc.bucket,
+                            o.key.escape_debug(),
+                        ),
+                    ),
                     Ok(Some(o)) => flag(
                         i,
                         format!(

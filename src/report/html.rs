@@ -112,7 +112,7 @@ fn summary_html(s: &Summary) -> String {
     let mut h = String::from(
         "<section id=\"summary\"><h2>Summary</h2><table><thead><tr><th>job</th><th>purged</th>\
          <th>held</th><th>failed</th><th>deadline met</th><th>overdue now</th>\
-         <th>held past deadline</th></tr></thead><tbody>",
+         <th>held past deadline</th><th>store name</th></tr></thead><tbody>",
     );
     for (job, j) in &s.jobs {
         let share = j
@@ -125,13 +125,14 @@ fn summary_html(s: &Summary) -> String {
             ""
         };
         h.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{share}</td><td{overdue_class}>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{share}</td><td{overdue_class}>{}</td><td>{}</td><td>{}</td></tr>",
             esc(job),
             j.purged,
             j.held,
             j.failed,
             j.overdue_now,
-            j.held_past_deadline_now
+            j.held_past_deadline_now,
+            j.store_name_now
         ));
     }
     h.push_str("</tbody></table>");
@@ -165,6 +166,27 @@ fn summary_html(s: &Summary) -> String {
         h.push_str(&format!(
             "<h3>Past their deadline now</h3><ul>{}</ul>",
             overdue.concat()
+        ));
+    }
+    let unnamed: Vec<String> = s
+        .jobs
+        .iter()
+        .flat_map(|(job, j)| {
+            j.store_name_subjects.iter().map(move |u| {
+                format!(
+                    "<li class=\"bad\">{}:{}: {}</li>",
+                    esc(job),
+                    esc(&u.key),
+                    esc(&u.error)
+                )
+            })
+        })
+        .collect();
+    if !unnamed.is_empty() {
+        h.push_str(&format!(
+            "<h3>Subjects lethe cannot purge as things are (a name the store keeps \
+             differently)</h3><ul>{}</ul>",
+            unnamed.concat()
         ));
     }
     h.push_str(&format!(

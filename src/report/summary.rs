@@ -29,6 +29,17 @@ pub struct JobSummary {
     /// Held subjects past their deadline, now: exceptions, not breaches.
     pub held_past_deadline_now: i64,
     pub held_past_deadline_subjects: Vec<Overdue>,
+    /// Subjects the last run failed because the object store keeps one of their names
+    /// differently than it was written: lethe cannot purge them as things are.
+    pub store_name_now: i64,
+    pub store_name_subjects: Vec<Unnamed>,
+}
+
+/// A subject lethe cannot purge as things are, and why.
+#[derive(Debug, Serialize)]
+pub struct Unnamed {
+    pub key: String,
+    pub error: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -141,6 +152,17 @@ pub async fn build(ctx: &Context, all: &[Job], filter: &Filter) -> Result<Summar
         })
         .await?;
     }
+    for (job, key, error) in
+        crate::db::items::store_name_failures(db, filter.job.as_deref()).await?
+    {
+        let Some(s) = jobs.get_mut(&job) else {
+            continue;
+        };
+        s.store_name_now += 1;
+        if s.store_name_subjects.len() < LIST_AT_MOST {
+            s.store_name_subjects.push(Unnamed { key, error });
+        }
+    }
     let holds = holds::list(db, true)
         .await?
         .into_iter()
@@ -235,8 +257,15 @@ pub fn write_text(s: &Summary, out: &mut dyn Write) -> std::io::Result<()> {
     )?;
     writeln!(
         out,
-        "\n{:<28} {:>8} {:>8} {:>8} {:>14} {:>12} {:>14}",
-        "job", "purged", "held", "failed", "deadline met", "overdue now", "held overdue"
+        "\n{:<28} {:>8} {:>8} {:>8} {:>14} {:>12} {:>14} {:>11}",
+        "job",
+        "purged",
+        "held",
+        "failed",
+        "deadline met",
+        "overdue now",
+        "held overdue",
+        "store name"
     )?;
     for (job, j) in &s.jobs {
         let share = j
@@ -245,8 +274,8 @@ pub fn write_text(s: &Summary, out: &mut dyn Write) -> std::io::Result<()> {
             .unwrap_or_else(|| "-".into());
         writeln!(
             out,
-            "{job:<28} {:>8} {:>8} {:>8} {share:>14} {:>12} {:>14}",
-            j.purged, j.held, j.failed, j.overdue_now, j.held_past_deadline_now
+            "{job:<28} {:>8} {:>8} {:>8} {share:>14} {:>12} {:>14} {:>11}",
+            j.purged, j.held, j.failed, j.overdue_now, j.held_past_deadline_now, j.store_name_now
         )?;
     }
     for (job, j) in &s.jobs {
@@ -267,6 +296,9 @@ pub fn write_text(s: &Summary, out: &mut dyn Write) -> std::io::Result<()> {
                 t(o.deadline_at),
                 held_by(o.hold_id)
             )?;
+        }
+        for u in &j.store_name_subjects {
+            writeln!(out, "CANNOT PURGE {job}:{}: {}", u.key, u.error)?;
         }
     }
     writeln!(out, "\nholds active in the period: {}", s.holds.len())?;

@@ -91,9 +91,18 @@ pub enum StoreError {
     /// key a request with `delete_one`.
     #[error("the object store does not take batch deletes: {0}")]
     BatchUnsupported(String),
+    /// A key the store lists or keeps under another name than the one it was written with
+    /// (a character XML cannot carry, a backslash stored as `/`): no delete may be sent by it.
+    #[error("{kept}: {0}", kept = NAME_KEPT_DIFFERENTLY)]
+    Unnameable(String),
     #[error("object store error: {0}")]
     Other(String),
 }
+
+/// The words every failure for a name the store keeps differently carries: the pipeline records
+/// such a subject with error class `store_name`, which `plan`, `report --summary` and the
+/// daemon's metrics show apart from other failures.
+pub const NAME_KEPT_DIFFERENTLY: &str = "a name the object store keeps differently";
 
 /// A store's own clock as one of its answers told it (HTTP `Date`), with the host's clock when
 /// that answer arrived: `store + (host now - host)` estimates the store's clock now.

@@ -23,8 +23,8 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    BucketVersioningStatus, ObjectLockEnabled, ObjectLockLegalHold, ObjectLockLegalHoldStatus,
-    ObjectLockMode, VersioningConfiguration,
+    BucketVersioningStatus, EncodingType, ObjectLockEnabled, ObjectLockLegalHold,
+    ObjectLockLegalHoldStatus, ObjectLockMode, VersioningConfiguration,
 };
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ mod clock;
 mod deletes;
 mod errors;
 mod exact;
+mod names;
 
 use deletes::once;
 
@@ -174,15 +175,19 @@ impl ObjectStore for S3Store {
     ) -> Result<Page, StoreError> {
         let what = || format!("listing s3://{bucket}/{prefix}");
         if !versions {
-            let mut out = self
-                .lister
-                .list_objects_v2()
-                .bucket(bucket)
-                .prefix(prefix)
-                .set_start_after(token.map(|t| t.key))
-                .send()
-                .await
-                .map_err(|e| classify(&what(), e))?;
+            let start_after = token.map(|t| t.key);
+            let v2 = |continuation: Option<String>, encoded: bool| {
+                self.lister
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .prefix(prefix)
+                    .set_start_after(start_after.clone())
+                    .set_continuation_token(continuation)
+                    .set_encoding_type(encoded.then_some(EncodingType::Url))
+                    .send()
+            };
+            let mut continuation = None;
+            let mut out = v2(None, false).await.map_err(|e| classify(&what(), e))?;
             // A page may come back empty yet truncated (a server that stops after scanning so
             // many entries): follow its continuation token rather than take it for the end.
             let mut empty_pages = 0;
@@ -197,24 +202,27 @@ impl ObjectStore for S3Store {
                         what()
                     )));
                 };
-                out = self
-                    .lister
-                    .list_objects_v2()
-                    .bucket(bucket)
-                    .prefix(prefix)
-                    .continuation_token(next)
-                    .send()
+                continuation = Some(next.to_string());
+                out = v2(continuation.clone(), false)
                     .await
                     .map_err(|e| classify(&what(), e))?;
             }
+            let raw: Vec<&str> = out.contents().iter().filter_map(|o| o.key()).collect();
+            let keys = if raw.iter().any(|k| names::doubtful(k)) {
+                let enc = v2(continuation, true)
+                    .await
+                    .map_err(|e| classify(&what(), e))?;
+                let enc: Vec<&str> = enc.contents().iter().filter_map(|o| o.key()).collect();
+                names::resolve(&raw, &enc, |k| k, |_, _| true)?
+            } else {
+                raw.iter().map(|k| k.to_string()).collect()
+            };
             // Continue after the last key seen rather than by continuation token: it stays correct
             // while we delete what earlier pages listed.
-            let items: Vec<ObjectVersion> = out
-                .contents()
-                .iter()
-                .filter_map(|o| o.key())
-                .map(|k| ObjectVersion {
-                    key: k.to_string(),
+            let items: Vec<ObjectVersion> = keys
+                .into_iter()
+                .map(|key| ObjectVersion {
+                    key,
                     version_id: None,
                     delete_marker: false,
                 })
@@ -232,20 +240,39 @@ impl ObjectStore for S3Store {
             Some(t) => (Some(t.key), t.version),
             None => (None, None),
         };
-        let out = self
-            .lister
-            .list_object_versions()
-            .bucket(bucket)
-            .prefix(prefix)
-            .set_key_marker(key_marker)
-            .set_version_id_marker(version_marker)
-            .send()
-            .await
-            .map_err(|e| classify(&what(), e))?;
-        let items = entries(&out);
+        let listing = |encoded: bool| {
+            self.lister
+                .list_object_versions()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.clone())
+                .set_version_id_marker(version_marker.clone())
+                .set_encoding_type(encoded.then_some(EncodingType::Url))
+                .send()
+        };
+        let out = listing(false).await.map_err(|e| classify(&what(), e))?;
+        let mut items = entries(&out);
+        let mut next_key = out.next_key_marker().map(String::from);
+        if items.iter().any(|o| names::doubtful(&o.key))
+            || next_key.as_deref().is_some_and(names::doubtful)
+        {
+            let enc = listing(true).await.map_err(|e| classify(&what(), e))?;
+            let keys = names::resolve(
+                &items,
+                &entries(&enc),
+                |o| o.key.as_str(),
+                |a, b| a.version_id == b.version_id && a.delete_marker == b.delete_marker,
+            )?;
+            for (o, k) in items.iter_mut().zip(keys) {
+                o.key = k;
+            }
+            if let (Some(raw), Some(e)) = (&next_key, enc.next_key_marker()) {
+                next_key = Some(names::resolve_one(raw, e)?);
+            }
+        }
         let next = if out.is_truncated() == Some(true) {
-            out.next_key_marker().map(|k| PageToken {
-                key: k.to_string(),
+            next_key.map(|key| PageToken {
+                key,
                 version: out.next_version_id_marker().map(String::from),
             })
         } else {
@@ -277,33 +304,51 @@ impl ObjectStore for S3Store {
         let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
         // Bounded: some servers' pagination of this call is broken (SERVICES.md); never loop forever.
         for _ in 0..10_000 {
-            let page = self
-                .lister
-                .list_multipart_uploads()
-                .bucket(bucket)
-                .prefix(prefix)
-                .set_key_marker(key_marker.clone())
-                .set_upload_id_marker(id_marker.clone())
-                .send()
-                .await
-                .map_err(|e| {
-                    classify(
-                        &format!("listing multipart uploads under s3://{bucket}/{prefix}"),
-                        e,
-                    )
-                })?;
-            for u in page.uploads() {
-                if let (Some(k), Some(id)) = (u.key(), u.upload_id()) {
-                    out.push(Upload {
-                        key: k.to_string(),
-                        upload_id: id.to_string(),
-                    });
+            let listing = |encoded: bool| {
+                self.lister
+                    .list_multipart_uploads()
+                    .bucket(bucket)
+                    .prefix(prefix)
+                    .set_key_marker(key_marker.clone())
+                    .set_upload_id_marker(id_marker.clone())
+                    .set_encoding_type(encoded.then_some(EncodingType::Url))
+                    .send()
+            };
+            let what = || format!("listing multipart uploads under s3://{bucket}/{prefix}");
+            let page = listing(false).await.map_err(|e| classify(&what(), e))?;
+            let uploads =
+                |p: &aws_sdk_s3::operation::list_multipart_uploads::ListMultipartUploadsOutput| {
+                    p.uploads()
+                        .iter()
+                        .filter_map(|u| {
+                            Some(Upload {
+                                key: u.key()?.to_string(),
+                                upload_id: u.upload_id()?.to_string(),
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                };
+            let mut found = uploads(&page);
+            let mut next_key = page.next_key_marker().map(String::from);
+            if found.iter().any(|u| names::doubtful(&u.key))
+                || next_key.as_deref().is_some_and(names::doubtful)
+            {
+                let enc = listing(true).await.map_err(|e| classify(&what(), e))?;
+                let keys = names::resolve(
+                    &found,
+                    &uploads(&enc),
+                    |u| u.key.as_str(),
+                    |a, b| a.upload_id == b.upload_id,
+                )?;
+                for (u, k) in found.iter_mut().zip(keys) {
+                    u.key = k;
+                }
+                if let (Some(raw), Some(e)) = (&next_key, enc.next_key_marker()) {
+                    next_key = Some(names::resolve_one(raw, e)?);
                 }
             }
-            let next = (
-                page.next_key_marker().map(String::from),
-                page.next_upload_id_marker().map(String::from),
-            );
+            out.extend(found);
+            let next = (next_key, page.next_upload_id_marker().map(String::from));
             if page.is_truncated() != Some(true) {
                 return Ok(out);
             }

@@ -9,7 +9,7 @@ use lethe::pipeline::RunOptions;
 use lethe::storage::Versioning;
 
 /// A platform with text keys: `items(id, deleted_at, uri)`, one job over it.
-async fn world(versioning: Versioning, objects: &str) -> World {
+pub(crate) async fn world(versioning: Versioning, objects: &str) -> World {
     let w = World::bare(versioning).await;
     w.sql("CREATE TABLE items (id text PRIMARY KEY, deleted_at timestamptz, uri text);")
         .await;
@@ -37,14 +37,20 @@ deadline = "30d"
     w
 }
 
-const TEMPLATE: &str = "[[objects]]\nbucket = \"lethe-artifacts\"\nprefix = \"runs/{key}/\"\n";
+pub(crate) const TEMPLATE: &str =
+    "[[objects]]\nbucket = \"lethe-artifacts\"\nprefix = \"runs/{key}/\"\n";
 const URIS: &str = "[[objects]]\nuri_column = \"uri\"\n";
 /// `URIS` anywhere in the bucket.
 const URIS_IN_BUCKET: &str =
     "[[objects]]\nuri_column = \"uri\"\nuri_within = \"s3://lethe-artifacts/\"\n";
 
 /// Eligible (deleted 10 days ago) or kept (not deleted) items.
-async fn items(w: &World, ids: &[&str], eligible: bool, uri: impl Fn(&str) -> Option<String>) {
+pub(crate) async fn items(
+    w: &World,
+    ids: &[&str],
+    eligible: bool,
+    uri: impl Fn(&str) -> Option<String>,
+) {
     for id in ids {
         let at = if eligible {
             format!("now() - interval '{} seconds'", 10 * DAY)
@@ -60,7 +66,7 @@ async fn items(w: &World, ids: &[&str], eligible: bool, uri: impl Fn(&str) -> Op
     }
 }
 
-async fn row_exists(w: &World, id: &str) -> bool {
+pub(crate) async fn row_exists(w: &World, id: &str) -> bool {
     w.count(&format!(
         "SELECT count(*) FROM items WHERE id = '{}'",
         id.replace('\'', "''")
@@ -225,6 +231,12 @@ async fn keys_the_store_would_rewrite_are_refused_and_keep_their_neighbours() {
     for id in ["b", "q\\r", "b\\c"] {
         assert!(row_exists(&w, id).await, "{id} keeps its row");
     }
+    assert_eq!(
+        w.count("SELECT count(*) FROM lethe.work_items WHERE subject_key = 'q\\r' AND error_class = 'store_name'")
+            .await,
+        1,
+        "counted apart as a name the store keeps differently"
+    );
     assert_eq!(
         w.keys("runs/").await,
         vec!["runs/b/c/y", "runs/b/x", "runs/q/r/z"],

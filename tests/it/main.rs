@@ -18,6 +18,7 @@ mod holds;
 mod hostile;
 mod local;
 mod mlflow;
+mod names;
 mod ownership;
 mod packs;
 mod permissions;

@@ -73,11 +73,16 @@ fn overdue_age_and_deadline_follow_the_plan() {
         oldest_eligible_at: Some(at - chrono::Duration::days(30)),
         next_deadline_at: Some(at - chrono::Duration::hours(2)),
         future_clock: 0,
+        store_name: 1,
     };
     m.plan("j", &p, None, at);
     let text = m.render(true);
     assert!(
         text.contains("lethe_oldest_overdue_age_seconds{lethe_job=\"j\"} 7200.0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("lethe_store_name_subjects{lethe_job=\"j\"} 1\n"),
         "{text}"
     );
     assert!(

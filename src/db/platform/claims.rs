@@ -109,8 +109,11 @@ pub fn claims(current: &Job, keys: &[String], claim: &Claim, places: &Places) ->
     } else {
         format!("{row}.tableoid AS toid, {row}.ctid AS tid")
     };
+    // A claim is matched as written and as a store that reads `\` as `/` keeps it (SeaweedFS
+    // stores `runs/b\c` under `runs/b/`): a place holding either is claimed.
     let inner = format!(
-        "SELECT {value} AS val, {name} AS name, {ids} FROM {} WHERE {}",
+        "SELECT {value} AS val, replace({value}, '\\', '/') AS alt, {name} AS name, {ids} \
+         FROM {} WHERE {}",
         tables.join(", "),
         conds.join(" AND ")
     );
@@ -152,8 +155,9 @@ fn lite_match(sql: &mut Sql, inner: &str, places: &Places, excused: &str) {
         "SELECT CAST(p.key AS TEXT), CAST(count(*) AS TEXT), min(m.val), min(m.name) \
          FROM ({inner}) m, json_each({p}) p \
          WHERE CASE WHEN substr(p.value, -1) = '/' \
-         THEN m.val >= p.value AND m.val < substr(p.value, 1, length(p.value) - 1) || '0' \
-         ELSE m.val = p.value END AND {excused} GROUP BY p.key"
+         THEN (m.val >= p.value AND m.val < substr(p.value, 1, length(p.value) - 1) || '0') \
+         OR (m.alt >= p.value AND m.alt < substr(p.value, 1, length(p.value) - 1) || '0') \
+         ELSE m.val = p.value OR m.alt = p.value END AND {excused} GROUP BY p.key"
     ));
 }
 
@@ -165,20 +169,25 @@ fn pg_match(sql: &mut Sql, inner: &str, places: &Places, excused: &str) {
     lengths.sort_unstable();
     lengths.dedup();
     let all = sql.bind(Bind::Texts(places.0.to_vec()));
+    // Each length is asked of the claim as written and of its `\`-as-`/` form (rows with a
+    // backslash only); UNION keeps a row matching both ways once.
     let arms: Vec<String> = lengths
         .iter()
-        .map(|n| {
-            format!(
-                "SELECT p.i, v.val, v.name, v.toid, v.tid FROM v JOIN unnest(CAST({all} AS \
-                 text[])) WITH ORDINALITY p(place, i) ON left(v.val, {n}) COLLATE \"C\" = \
-                 p.place COLLATE \"C\" WHERE right(p.place, 1) = '/' OR length(v.val) = {n}"
-            )
+        .flat_map(|n| {
+            [("val", ""), ("alt", " AND v.alt <> v.val")].map(|(col, only)| {
+                format!(
+                    "SELECT p.i, v.val, v.name, v.toid, v.tid FROM v JOIN unnest(CAST({all} AS \
+                     text[])) WITH ORDINALITY p(place, i) ON left(v.{col}, {n}) COLLATE \"C\" = \
+                     p.place COLLATE \"C\" WHERE (right(p.place, 1) = '/' OR length(v.{col}) = \
+                     {n}){only}"
+                )
+            })
         })
         .collect();
     sql.push(&format!(
         "WITH v AS MATERIALIZED ({inner}) SELECT (m.i - 1)::text, count(*)::text, min(m.val), \
          min(m.name) FROM ({}) m WHERE {excused} GROUP BY m.i",
-        arms.join(" UNION ALL ")
+        arms.join(" UNION ")
     ));
 }
 

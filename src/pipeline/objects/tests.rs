@@ -209,7 +209,11 @@ async fn one_upload_listing_per_bucket_still_matches_each_subject_exactly() {
             Location::dir("other", "runs/5/").unwrap(),
         ],
     ];
-    let found = uploads_by_subject(&store, &locations).await.unwrap();
+    let found: Vec<_> = uploads_by_subject(&store, &locations)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     let ids = |i: usize| {
         found[i]
             .iter()

@@ -1,8 +1,8 @@
 //! Deletes on S3: DeleteObjects with every per-key error read, DeleteObject for stores without
 //! batch deletes, each sent once (the pipeline fences and retries every attempt).
 
-use super::S3Store;
 use super::errors::{classify, per_key};
+use super::{S3Store, names};
 use crate::storage::{KeyOutcome, ObjectVersion, StoreError};
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
@@ -23,6 +23,13 @@ impl S3Store {
     ) -> Result<Vec<KeyOutcome>, StoreError> {
         if items.is_empty() {
             return Ok(Vec::new());
+        }
+        if let Some(o) = items.iter().find(|o| !names::xml_safe(&o.key)) {
+            // The pipeline then sends one DeleteObject per key, the key in the URL.
+            return Err(StoreError::BatchUnsupported(format!(
+                "`{}` holds a character a DeleteObjects body cannot carry",
+                o.key.escape_debug()
+            )));
         }
         let ids = items
             .iter()

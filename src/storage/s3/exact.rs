@@ -1,9 +1,10 @@
 //! The lookup of one exact key (`ObjectStore::exact_versions`) on S3.
 
-use super::entries;
 use super::errors::classify;
+use super::{entries, names};
 use crate::storage::{ObjectVersion, StoreError};
 use aws_sdk_s3::Client;
+use aws_sdk_s3::types::EncodingType;
 
 /// Pages of one exact-key lookup before it gives up (a million versions and siblings).
 const MAX_EXACT_PAGES: usize = 1_000;
@@ -23,25 +24,36 @@ pub(super) async fn exact_versions(
     if !versions {
         let mut token: Option<String> = None;
         for _ in 0..MAX_EXACT_PAGES {
-            let page = lister
-                .list_objects_v2()
-                .bucket(bucket)
-                .prefix(key)
-                .delimiter("/")
-                .set_continuation_token(token.take())
-                .send()
-                .await
-                .map_err(|e| classify(&what(), e))?;
-            out.extend(
-                page.contents()
+            let listing = |encoded: bool| {
+                lister
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .prefix(key)
+                    .delimiter("/")
+                    .set_continuation_token(token.clone())
+                    .set_encoding_type(encoded.then_some(EncodingType::Url))
+                    .send()
+            };
+            let page = listing(false).await.map_err(|e| classify(&what(), e))?;
+            let mut raw: Vec<String> = page
+                .contents()
+                .iter()
+                .filter_map(|o| o.key().map(String::from))
+                .collect();
+            if raw.iter().any(|k| names::doubtful(k)) {
+                let enc = listing(true).await.map_err(|e| classify(&what(), e))?;
+                let enc: Vec<String> = enc
+                    .contents()
                     .iter()
-                    .filter(|o| o.key() == Some(key))
-                    .map(|_| ObjectVersion {
-                        key: key.to_string(),
-                        version_id: None,
-                        delete_marker: false,
-                    }),
-            );
+                    .filter_map(|o| o.key().map(String::from))
+                    .collect();
+                raw = names::resolve(&raw, &enc, |k| k.as_str(), |_, _| true)?;
+            }
+            out.extend(raw.iter().filter(|k| *k == key).map(|_| ObjectVersion {
+                key: key.to_string(),
+                version_id: None,
+                delete_marker: false,
+            }));
             match page.next_continuation_token() {
                 Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
                 _ => return Ok(out),
@@ -54,24 +66,42 @@ pub(super) async fn exact_versions(
     }
     let mut markers: (Option<String>, Option<String>) = (None, None);
     for _ in 0..MAX_EXACT_PAGES {
-        let page = lister
-            .list_object_versions()
-            .bucket(bucket)
-            .prefix(key)
-            .delimiter("/")
-            .set_key_marker(markers.0.clone())
-            .set_version_id_marker(markers.1.clone())
-            .send()
-            .await
-            .map_err(|e| classify(&what(), e))?;
-        out.extend(entries(&page).into_iter().filter(|o| o.key == key));
+        let listing = |encoded: bool| {
+            lister
+                .list_object_versions()
+                .bucket(bucket)
+                .prefix(key)
+                .delimiter("/")
+                .set_key_marker(markers.0.clone())
+                .set_version_id_marker(markers.1.clone())
+                .set_encoding_type(encoded.then_some(EncodingType::Url))
+                .send()
+        };
+        let page = listing(false).await.map_err(|e| classify(&what(), e))?;
+        let mut items = entries(&page);
+        let mut next_key = page.next_key_marker().map(String::from);
+        if items.iter().any(|o| names::doubtful(&o.key))
+            || next_key.as_deref().is_some_and(names::doubtful)
+        {
+            let enc = listing(true).await.map_err(|e| classify(&what(), e))?;
+            let keys = names::resolve(
+                &items,
+                &entries(&enc),
+                |o| o.key.as_str(),
+                |a, b| a.version_id == b.version_id && a.delete_marker == b.delete_marker,
+            )?;
+            for (o, k) in items.iter_mut().zip(keys) {
+                o.key = k;
+            }
+            if let (Some(raw), Some(e)) = (&next_key, enc.next_key_marker()) {
+                next_key = Some(names::resolve_one(raw, e)?);
+            }
+        }
+        out.extend(items.into_iter().filter(|o| o.key == key));
         if page.is_truncated() != Some(true) {
             return Ok(out);
         }
-        let next = (
-            page.next_key_marker().map(String::from),
-            page.next_version_id_marker().map(String::from),
-        );
+        let next = (next_key, page.next_version_id_marker().map(String::from));
         if next.0.is_none() || next == markers {
             return Err(StoreError::Other(format!(
                 "{}: the server marked a page truncated without moving its markers",
