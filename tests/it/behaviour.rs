@@ -169,7 +169,7 @@ impl Platform for World {
 /// a local directory, the shipped specs unchanged.
 pub(crate) struct LiteWorld {
     dir: PathBuf,
-    url: String,
+    pub(crate) url: String,
     jobs_dir: PathBuf,
     objects: PathBuf,
     ctx: Context,

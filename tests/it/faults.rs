@@ -1279,3 +1279,142 @@ async fn a_run_whose_lock_session_ends_stops_deleting() {
     }
     w.cleanup().await;
 }
+
+/// On SQLite the run lock is a row renewed every 15 s. When a renewal finds the row another
+/// holder's (a second process took it after it looked expired: a stalled disk, a suspended VM),
+/// the run stops deleting at its next request, leaves its items, and exits non-zero; the next
+/// run finishes. The purge goes through a slow store so that it is still deleting when the
+/// renewal comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_run_whose_lock_renewal_fails_stops_deleting() {
+    use crate::behaviour::{LiteWorld, Platform};
+    let w = LiteWorld::new().await;
+    let bucket = crate::helpers::unique("it-lite-");
+    let s3 = crate::checker::client().await;
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    for e in std::fs::read_dir(w.jobs_dir()).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().is_some_and(|n| n != "deleted-runs.toml") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let spec = w.jobs_dir().join("deleted-runs.toml");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&spec, text.replace("lethe-artifacts", &bucket)).unwrap();
+    w.account(1, "free", None).await;
+    for id in 1..=20 {
+        w.run_row(id, 1, Some(10 * DAY)).await;
+    }
+    let keys: Vec<String> = (1..=20)
+        .flat_map(|id| (0..60).map(move |i| format!("runs/{id}/f/{i:03}")))
+        .collect();
+    futures::future::join_all(keys.chunks(100).map(|chunk| {
+        let s3 = s3.clone();
+        let bucket = bucket.clone();
+        async move {
+            for k in chunk {
+                s3.put_object()
+                    .bucket(&bucket)
+                    .key(k)
+                    .body(b"x".to_vec().into())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }))
+    .await;
+    let left = async || {
+        let mut n = 0;
+        let mut token = None;
+        loop {
+            let page = s3
+                .list_objects_v2()
+                .bucket(&bucket)
+                .prefix("runs/")
+                .set_continuation_token(token)
+                .send()
+                .await
+                .unwrap();
+            n += page.contents().len();
+            match page.next_continuation_token() {
+                Some(t) => token = Some(t.to_string()),
+                None => return n,
+            }
+        }
+    };
+    assert_eq!(left().await, 1200);
+
+    let faults = Faults {
+        delete_delay: std::time::Duration::from_millis(400),
+        ..Default::default()
+    };
+    let p = proxy(upstream(), faults, 1).await;
+    let run = |env: &[(&str, &str)]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
+            .args(["run", "--job", "deleted-runs"])
+            .env("DATABASE_URL", &w.url)
+            .env("LETHE_JOBS_DIR", w.jobs_dir())
+            .env("LETHE_OBJECT_STORE", "s3")
+            .env("LETHE_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let slow = run(&[
+        ("AWS_ENDPOINT_URL", &p.url),
+        ("LETHE_DELETE_BATCH", "20"),
+        ("LETHE_DELETE_CONCURRENCY", "1"),
+    ]);
+    let t = std::time::Instant::now();
+    // Once the run holds its lock and deletes (the first delete is the permission probe).
+    while p.counts.destructive.load(Relaxed) < 2
+        || w.count("SELECT count(*) FROM lethe_locks").await == 0
+    {
+        assert!(t.elapsed().as_secs() < 30, "the purge never started");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Another process takes the lock over, as if it had expired.
+    w.sql("UPDATE lethe_locks SET holder = 'another process'")
+        .await;
+    let out = tokio::task::spawn_blocking(move || slow.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let (code, stdout, stderr) = crate::helpers::outcome(out);
+    let remaining = left().await;
+    assert!(
+        remaining > 0,
+        "the run purged everything though its lock was taken over mid-purge (or it finished before its renewal came, after {:?}): {stdout}{stderr}",
+        t.elapsed()
+    );
+    assert_eq!(code, 1, "a lost run lock is work undone: {stdout}{stderr}");
+    assert!(stderr.contains("run lock"), "{stderr}");
+    for id in 1..=20 {
+        let objects = s3
+            .list_objects_v2()
+            .bucket(&bucket)
+            .prefix(format!("runs/{id}/"))
+            .send()
+            .await
+            .unwrap()
+            .contents()
+            .len();
+        assert!(
+            objects == 0
+                || w.count(&format!("SELECT count(*) FROM runs WHERE id = {id}"))
+                    .await
+                    == 1,
+            "run {id} lost its row with {objects} objects left"
+        );
+    }
+
+    w.sql("DELETE FROM lethe_locks").await;
+    let out = run(&[]).wait_with_output().unwrap();
+    let (code, stdout, stderr) = crate::helpers::outcome(out);
+    assert_eq!(code, 0, "the next run finishes: {stdout}{stderr}");
+    assert_eq!(left().await, 0);
+    assert_eq!(w.count("SELECT count(*) FROM runs").await, 0);
+    w.finish().await;
+}
