@@ -127,18 +127,19 @@ async fn coverage(
     let scope = match scope {
         holds::Scope::Account(a) => {
             for job in &jobs {
-                match platform::owned_by(job, &a) {
+                match platform::owned_by(job, &jobs, &a) {
                     Some(sql) => {
                         let n = count(sql).await?;
                         total += n;
                         lines.push(format!(
-                            "job {}: {n} row(s) of {} owned by account {a}",
+                            "job {}: {n} row(s) of {} owned by account {a}, or holding its rows",
                             job.name,
                             job.subject_table()
                         ));
                     }
                     None => lines.push(format!(
-                        "job {}: not covered (it has no `owner` column, so account holds cannot reach it)",
+                        "job {}: not covered (it has no `owner` column, and none of its rows is \
+                         another job's subject with one, so account holds cannot reach it)",
                         job.name
                     )),
                 }

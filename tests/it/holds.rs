@@ -39,7 +39,22 @@ async fn an_account_hold_reaches_a_job_without_an_owner_through_its_rows() {
         d = 10 * DAY
     ))
     .await;
-    let hold = w.hold(&["--account", "7", "--force"]).await;
+    let (code, out, err) = w.cli(&[
+        "hold",
+        "place",
+        "--account",
+        "7",
+        "--reason",
+        "case 7",
+        "--by",
+        "legal",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("job deleted-experiments: 1 row(s) of experiments owned by account 7, or holding its rows"),
+        "what the hold covers is said, the experiment included: {err}"
+    );
+    let hold: i64 = out.trim().parse().unwrap();
     let (code, out, err) = w.cli(&["run", "--all"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(

@@ -271,7 +271,11 @@ async fn plan_counts_eligible_held_waiting_and_overdue() {
     let (code, out, err) = w.cli(&["plan", "--job", "deleted-runs"]);
     assert_eq!(code, 0, "{err}");
     let cols: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
-    assert_eq!(cols, ["deleted-runs", "2", "1", "2", "1", "1"], "{out}");
+    assert_eq!(
+        cols,
+        ["deleted-runs", "2", "1", "2", "1", "1", "0"],
+        "{out}"
+    );
     let (code, out, _) = w.cli(&["plan", "--job", "deleted-runs", "--format", "jsonl"]);
     assert_eq!(code, 0);
     let statuses: Vec<String> = out

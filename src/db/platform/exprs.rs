@@ -313,6 +313,16 @@ pub(super) fn chain(job: &Job, i: usize, sql: &mut Sql) -> (Vec<String>, Vec<Str
     (tables, conds)
 }
 
+/// The chain from the subject to node `i`, re-aliased (`c0`..) and correlated with an outer
+/// subject row `n0`: `(tables, conditions)` for a subquery about that row's node-`i` rows.
+pub(super) fn correlated_chain(job: &Job, i: usize, sql: &mut Sql) -> (Vec<String>, Vec<String>) {
+    let (tables, conds) = chain(job, i, sql);
+    let tables: Vec<String> = tables.iter().map(|t| t.replace(" n", " c")).collect();
+    let mut conds: Vec<String> = conds.iter().map(|c| realias(c)).collect();
+    conds.push(format!("c0.{k} = n0.{k}", k = job.key.quoted()));
+    (tables, conds)
+}
+
 /// An expression giving the lowest active hold id covering subject row `n0`, or NULL: an account
 /// hold on its owner, a job or subject hold of this job, or, on a row this job would delete that
 /// is another job's subject, that job's job or subject hold or an account hold on that row's
@@ -338,12 +348,7 @@ pub(super) fn hold_expr(job: &Job, all: &[Job], sql: &mut Sql) -> String {
             .filter(|o| o.name != job.name && o.subject_table() == &node.table)
         {
             let other_name = sql.bind(Bind::Text(other.name.clone()));
-            let (tables, conds) = chain(job, i, sql);
-            // Re-alias the chain so it correlates with the outer subject row.
-            let tables: Vec<String> = tables.iter().map(|t| t.replace(" n", " c")).collect();
-            let conds: Vec<String> = conds.iter().map(|c| realias(c)).collect();
-            let mut where_ = conds;
-            where_.push(format!("c0.{k} = n0.{k}", k = job.key.quoted()));
+            let (tables, mut where_) = correlated_chain(job, i, sql);
             let account = match &other.owner {
                 Some(o) => format!(
                     " OR (h.account IS NOT NULL AND h.account = {})",

@@ -15,8 +15,8 @@ pub use claims::{Claim, ClaimRow, Places, claims, fetch_claims};
 use crate::spec::{Ident, Job};
 use chrono::{DateTime, Utc};
 use exprs::{
-    Which, as_text, cast_bind, chain, clock_plus, clock_ts, hold_expr, keys_match, lite, new_sql,
-    now, null_text, scope, subject_base, time_out,
+    Which, as_text, cast_bind, chain, clock_plus, clock_ts, correlated_chain, hold_expr,
+    keys_match, lite, new_sql, now, null_text, scope, subject_base, time_out,
 };
 
 /// One subject found eligible by discovery.
@@ -91,16 +91,43 @@ pub fn canonical_key(job: &Job, key: &str) -> Sql {
     sql
 }
 
-/// How many rows of the job's subject table the owner `account` has (`owner` compared as text,
-/// as holds compare it); `None` without an owner column.
-pub fn owned_by(job: &Job, account: &str) -> Option<Sql> {
-    job.owner.as_ref()?;
+/// How many rows of the job's subject table an account hold on `account` covers (`owner`
+/// compared as text, as holds compare it): those it owns, and those whose rows include a row of
+/// another job's subject that it owns (the experiment of a held user's runs), as `hold_expr`
+/// finds them. `None` when neither can be: no owner column here, and no other job's subject
+/// with one in this job's rows.
+pub fn owned_by(job: &Job, all: &[Job], account: &str) -> Option<Sql> {
     let mut sql = new_sql(job);
     let a = sql.bind(Bind::Text(account.to_string()));
+    let mut covered = Vec::new();
+    if job.owner.is_some() {
+        covered.push(format!("{} = {a}", owner_text(job)));
+    }
+    for (i, node) in job.nodes.iter().enumerate().skip(1) {
+        for other in all
+            .iter()
+            .filter(|o| o.name != job.name && o.subject_table() == &node.table)
+        {
+            let Some(o) = &other.owner else { continue };
+            let (tables, mut where_) = correlated_chain(job, i, &mut sql);
+            where_.push(format!(
+                "{} = {a}",
+                as_text(job, &format!("c{i}.{}", o.quoted()))
+            ));
+            covered.push(format!(
+                "EXISTS (SELECT 1 FROM {} WHERE {})",
+                tables.join(", "),
+                where_.join(" AND ")
+            ));
+        }
+    }
+    if covered.is_empty() {
+        return None;
+    }
     sql.push(&format!(
-        "SELECT count(*) FROM {} n0 WHERE {} = {a}",
+        "SELECT count(*) FROM {} n0 WHERE {}",
         job.subject_table().quoted_in(job.dialect),
-        owner_text(job)
+        covered.join(" OR ")
     ));
     Some(sql)
 }
