@@ -206,8 +206,9 @@ pub(super) struct ReportArgs {
     pub(super) format: String,
     /// The summary instead of the rows: outcomes per job, the share of deadlines met, what is
     /// overdue now (held subjects apart), holds active in the period, runs. Text, or one JSON
-    /// object with --format jsonl.
-    #[arg(long, conflicts_with_all = ["account", "subject"])]
+    /// object with --format jsonl. With --account or --subject, every part is about that
+    /// account or subject alone.
+    #[arg(long)]
     pub(super) summary: bool,
     /// Write here instead of stdout.
     #[arg(long, value_name = "FILE")]

@@ -80,7 +80,14 @@ fn closed_pipe(e: &anyhow::Error) -> bool {
 /// Logs go to stderr: JSON lines for the daemon (or with LETHE_LOG_FORMAT=json), text otherwise.
 fn init_logging(daemon: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LETHE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(crate::config::DEFAULT_LOG));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(crate::config::DEFAULT_LOG))
+        // sqlx logs a URL parameter it does not know with its value, which may be a secret;
+        // `db::check_url` refuses such parameters by name before anything connects.
+        .add_directive(
+            "sqlx_postgres::options=off"
+                .parse()
+                .expect("a valid directive"),
+        );
     let json = match std::env::var("LETHE_LOG_FORMAT").as_deref() {
         Ok("json") => true,
         Ok("text") => false,
@@ -120,6 +127,9 @@ async fn dispatch(cli: Cli) -> Result<u8> {
         if listen.is_some() {
             settings.listen = listen;
         }
+        // As every command: a mistyped SQLite path is not created empty, and a URL parameter
+        // lethe's driver would ignore (logging its value) is refused.
+        config(db::check_url(&settings.database_url, false))?;
         return crate::daemon::run(settings).await;
     }
     let create = matches!(cli.command, Command::Migrate { create: true, .. });

@@ -288,14 +288,14 @@ pub async fn waiting(
 }
 
 /// The subjects whose open work item failed because the object store keeps one of their names
-/// differently (`domain::STORE_NAME`), per job (`job` alone, when given), with the error, by
-/// job and key.
+/// differently (`domain::STORE_NAME`), per job (`job` alone, when given): job, key, owner and
+/// the error, by job and key.
 pub async fn store_name_failures(
     db: &Db,
     job: Option<&str>,
-) -> Result<Vec<(String, String, String)>> {
+) -> Result<Vec<(String, String, Option<String>, String)>> {
     let sql = db.t(&format!(
-        "SELECT job, subject_key, coalesce(last_error, '') FROM lethe.work_items \
+        "SELECT job, subject_key, owner, coalesce(last_error, '') FROM lethe.work_items \
          WHERE state = 'failed' AND error_class = '{}' AND ($1 IS NULL OR job = $1) \
          ORDER BY job, subject_key",
         crate::domain::STORE_NAME

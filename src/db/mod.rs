@@ -14,6 +14,9 @@ pub mod items;
 pub mod platform;
 pub mod runs;
 pub mod sql;
+pub mod url;
+
+pub use url::redact_url;
 
 use anyhow::{Context, Result, bail};
 use sqlx::migrate::Migrator;
@@ -184,10 +187,15 @@ pub async fn unmigrate(db: &Db) -> Result<()> {
 pub fn check_url(url: &str, create: bool) -> Result<()> {
     let scheme = url.split_once(':').map_or("", |(s, _)| s);
     match scheme {
-        "postgres" | "postgresql" => Ok(()),
+        "postgres" | "postgresql" => url::check_params(url, false),
         "sqlite" => {
-            let opts = SqliteConnectOptions::from_str(url)
-                .with_context(|| format!("DATABASE_URL `{url}` is not a valid sqlite:// URL"))?;
+            url::check_params(url, true)?;
+            let opts = SqliteConnectOptions::from_str(url).with_context(|| {
+                format!(
+                    "DATABASE_URL `{}` is not a valid sqlite:// URL",
+                    redact_url(url)
+                )
+            })?;
             let file = opts.get_filename();
             let memory = url.contains(":memory:") || file.as_os_str().is_empty();
             if !memory && !create && !file.exists() {
@@ -211,7 +219,12 @@ pub fn check_url(url: &str, create: bool) -> Result<()> {
 pub async fn connect(url: &str, max_connections: u32) -> Result<Db> {
     if url.starts_with("sqlite:") {
         let opts = SqliteConnectOptions::from_str(url)
-            .with_context(|| format!("DATABASE_URL `{url}` is not a valid sqlite:// URL"))?
+            .with_context(|| {
+                format!(
+                    "DATABASE_URL `{}` is not a valid sqlite:// URL",
+                    redact_url(url)
+                )
+            })?
             .create_if_missing(true)
             .foreign_keys(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -221,7 +234,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Db> {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts)
             .await
-            .with_context(|| format!("opening the SQLite platform database {url}"))?;
+            .with_context(|| format!("opening the SQLite platform database {}", redact_url(url)))?;
         return Ok(Db::Lite(pool));
     }
     let options = sqlx::postgres::PgConnectOptions::from_str(url)
@@ -353,43 +366,6 @@ pub fn pooler_hint(error: &str) -> Option<&'static str> {
     )
 }
 
-/// The URL without its password, for messages and `lethe check`: the password of the user
-/// part (`user:***@host`) and any `password=` query parameter are masked.
-pub fn redact_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let mut out = match base.find("://") {
-        Some(scheme) => {
-            let rest = &base[scheme + 3..];
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            match rest[..authority_end].rfind('@') {
-                Some(at) => match rest[..at].split_once(':') {
-                    Some((user, _)) => {
-                        format!("{}{user}:***{}", &base[..scheme + 3], &rest[at..])
-                    }
-                    None => base.to_string(),
-                },
-                None => base.to_string(),
-            }
-        }
-        None => base.to_string(),
-    };
-    if let Some(query) = query {
-        let params: Vec<String> = query
-            .split('&')
-            .map(|p| match p.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                _ => p.to_string(),
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&params.join("&"));
-    }
-    out
-}
-
 /// Where lethe's schema stands against the migrations this binary carries.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SchemaStatus {
@@ -451,31 +427,5 @@ pub async fn require_current_schema(db: &Db) -> Result<()> {
         SchemaStatus::Ahead { version } => bail!(
             "the database has lethe migration {version}, which this lethe does not know: use the newer lethe"
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact_url;
-
-    #[test]
-    fn a_password_never_shows_in_a_redacted_url() {
-        assert_eq!(
-            redact_url("postgres://lethe:s3cret@db:5432/platform"),
-            "postgres://lethe:***@db:5432/platform"
-        );
-        assert_eq!(
-            redact_url("postgres://db/platform?user=lethe&password=s3cret&sslmode=require"),
-            "postgres://db/platform?user=lethe&password=***&sslmode=require"
-        );
-        assert_eq!(
-            redact_url("postgres://u:p@w@db/x?options=a@b"),
-            "postgres://u:***@db/x?options=a@b"
-        );
-        assert_eq!(
-            redact_url("sqlite:///srv/platform.db"),
-            "sqlite:///srv/platform.db"
-        );
-        assert_eq!(redact_url("postgres://lethe@db/x"), "postgres://lethe@db/x");
     }
 }

@@ -39,10 +39,14 @@ async fn per_day(ctx: &Context, filter: &Filter) -> Result<Vec<(NaiveDate, i64, 
         ),
     );
     let bound = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(crate::db::lite_time);
+    let (subject_job, subject_key) = filter.subject.clone().unzip();
     crate::on_db!(&ctx.db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(bound(filter.from))
         .bind(bound(filter.to))
         .bind(&filter.job)
+        .bind(&filter.account)
+        .bind(&subject_job)
+        .bind(&subject_key)
         .fetch_all(p)
         .await)
     .context("counting purges per day")

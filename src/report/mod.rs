@@ -28,6 +28,24 @@ pub struct Filter {
     pub subject: Option<(String, String)>,
 }
 
+impl Filter {
+    /// Whether the report is about one account or one subject (a data-subject request): then
+    /// every part of it is scoped, not only its rows.
+    pub fn scoped(&self) -> bool {
+        self.account.is_some() || self.subject.is_some()
+    }
+
+    /// Whether subject `key` of `job`, owned by `owner`, is within the report's scope.
+    pub fn covers(&self, job: &str, key: &str, owner: Option<&str>) -> bool {
+        self.job.as_deref().is_none_or(|j| j == job)
+            && self.account.as_deref().is_none_or(|a| owner == Some(a))
+            && self
+                .subject
+                .as_ref()
+                .is_none_or(|(j, k)| j == job && k == key)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Csv,

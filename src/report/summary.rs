@@ -99,11 +99,15 @@ pub async fn build(ctx: &Context, all: &[Job], filter: &Filter) -> Result<Summar
          WHERE event IN ('purged', 'held', 'failed') AND job IS NOT NULL AND IN_PERIOD
          GROUP BY 1, 2",
     );
+    let (subject_job, subject_key) = filter.subject.clone().unzip();
     let counts: Vec<(String, String, i64, i64)> =
         crate::on_db!(db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(bound(filter.from))
             .bind(bound(filter.to))
             .bind(&filter.job)
+            .bind(&filter.account)
+            .bind(&subject_job)
+            .bind(&subject_key)
             .fetch_all(p)
             .await)
         .context("counting outcomes")?;
@@ -127,7 +131,7 @@ pub async fn build(ctx: &Context, all: &[Job], filter: &Filter) -> Result<Summar
             continue;
         };
         crate::pipeline::plan::each_subject(ctx, job, all, |p| {
-            if !p.overdue {
+            if !p.overdue || !filter.covers(&job.name, &p.key, p.owner.as_deref()) {
                 return Ok(());
             }
             let line = Overdue {
@@ -152,9 +156,12 @@ pub async fn build(ctx: &Context, all: &[Job], filter: &Filter) -> Result<Summar
         })
         .await?;
     }
-    for (job, key, error) in
+    for (job, key, owner, error) in
         crate::db::items::store_name_failures(db, filter.job.as_deref()).await?
     {
+        if !filter.covers(&job, &key, owner.as_deref()) {
+            continue;
+        }
         let Some(s) = jobs.get_mut(&job) else {
             continue;
         };
@@ -163,9 +170,25 @@ pub async fn build(ctx: &Context, all: &[Job], filter: &Filter) -> Result<Summar
             s.store_name_subjects.push(Unnamed { key, error });
         }
     }
+    // Scoped to an account or a subject, the report names only the holds that named it, or
+    // held one of its subjects (a job hold that kept it), never another account's.
+    let held_ids = match filter.scoped() {
+        true => Some(scoped_hold_ids(db, filter).await?),
+        false => None,
+    };
     let holds = holds::list(db, true)
         .await?
         .into_iter()
+        .filter(|h| {
+            held_ids.as_ref().is_none_or(|ids| {
+                ids.contains(&h.id)
+                    || (h.account.is_some() && h.account == filter.account)
+                    || filter.subject.as_ref().is_some_and(|(j, k)| {
+                        h.job.as_deref() == Some(j.as_str())
+                            && h.subject_key.as_deref() == Some(k.as_str())
+                    })
+            })
+        })
         .filter(|h| {
             filter.to.is_none_or(|to| h.placed_at < to)
                 && filter
@@ -192,13 +215,23 @@ pub async fn build(ctx: &Context, all: &[Job], filter: &Filter) -> Result<Summar
            AND ($2::text IS NULL OR started_at < $2::text::timestamptz) AND ($3::text IS NULL OR job = $3)
          ORDER BY id"
     };
-    let runs: Vec<RunLine> = crate::on_db!(db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let mut runs: Vec<RunLine> = crate::on_db!(db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(bound(filter.from))
         .bind(bound(filter.to))
         .bind(&filter.job)
         .fetch_all(p)
         .await)
     .context("listing runs")?;
+    if filter.scoped() {
+        // Only the runs that recorded something of the account or subject.
+        let mut ids = std::collections::HashSet::new();
+        super::for_each_row(db, filter, false, |r| {
+            ids.insert(r.run_id);
+            Ok(())
+        })
+        .await?;
+        runs.retain(|r| ids.contains(&Some(r.id)));
+    }
     Ok(Summary {
         generated_at,
         from: filter.from,
@@ -209,21 +242,38 @@ pub async fn build(ctx: &Context, all: &[Job], filter: &Filter) -> Result<Summar
     })
 }
 
+/// The holds that kept one of the account's (or the subject's) subjects, as its entries say.
+async fn scoped_hold_ids(
+    db: &crate::db::Db,
+    filter: &Filter,
+) -> Result<std::collections::HashSet<i64>> {
+    let mut ids = std::collections::HashSet::new();
+    super::for_each_row(db, filter, true, |r| {
+        ids.extend(r.hold_id);
+        Ok(())
+    })
+    .await?;
+    Ok(ids)
+}
+
 /// An audit query over a period, in a dialect: `IN_PERIOD` becomes the period filter on `at`
-/// (bounds `$1` and `$2` bound as text, the job as `$3`), `MET` and `LATE` whether a purge
+/// (bounds `$1` and `$2` bound as text, the job as `$3`, the account as `$4`, a subject's job
+/// and key as `$5` and `$6`), `MET` and `LATE` whether a purge
 /// kept its recorded deadline. SQLite compares times as numbers, since the deadline in an entry's
 /// detail has another precision than `at`.
 pub(super) fn period_sql(lite: bool, sql: &str) -> String {
     let (period, met, late) = if lite {
         (
-            "($1 IS NULL OR at >= $1) AND ($2 IS NULL OR at < $2) AND ($3 IS NULL OR job = $3)",
+            "($1 IS NULL OR at >= $1) AND ($2 IS NULL OR at < $2) AND ($3 IS NULL OR job = $3) \
+             AND ($4 IS NULL OR owner = $4) AND ($5 IS NULL OR (job = $5 AND subject_key = $6))",
             "unixepoch(at, 'subsec') <= unixepoch(detail->>'deadline_at', 'subsec')",
             "unixepoch(at, 'subsec') > unixepoch(detail->>'deadline_at', 'subsec')",
         )
     } else {
         (
             "($1::text IS NULL OR at >= $1::text::timestamptz) AND ($2::text IS NULL OR at < $2::text::timestamptz) \
-             AND ($3::text IS NULL OR job = $3)",
+             AND ($3::text IS NULL OR job = $3) AND ($4::text IS NULL OR owner = $4) \
+             AND ($5::text IS NULL OR (job = $5 AND subject_key = $6))",
             "at <= (detail->>'deadline_at')::timestamptz",
             "at > (detail->>'deadline_at')::timestamptz",
         )
