@@ -46,6 +46,16 @@ pub struct Demo {
 
 /// Creates the demo world in `dir` (replacing an earlier demo there, refusing anything else).
 pub async fn prepare(dir: &Path, base: &Settings) -> Result<Demo> {
+    // The demo's rows name their objects by file:// URI, and lethe refuses a URI whose text a
+    // URL reader would read otherwise (a query, a fragment, percent-encoding).
+    let text = std::path::absolute(dir)?.display().to_string();
+    if let Some(c) = text.chars().find(|c| matches!(c, '?' | '#' | '%')) {
+        bail!(
+            "{} holds `{c}`, which the demo's file:// URIs cannot carry as text (lethe refuses \
+             such URIs rather than guess what they name): choose another directory with --dir",
+            dir.display()
+        );
+    }
     if dir.exists() {
         let empty = std::fs::read_dir(dir)
             .with_context(|| format!("reading {}", dir.display()))?
@@ -74,7 +84,7 @@ pub async fn prepare(dir: &Path, base: &Settings) -> Result<Demo> {
     }
 
     let mut settings = base.clone();
-    settings.database_url = format!("sqlite://{}", database.display());
+    settings.database_url = sqlite_url(&database);
     settings.jobs_dir = jobs.clone();
     settings.object_root = Some(objects.clone());
     settings.clock_max_gap = None;
@@ -83,12 +93,23 @@ pub async fn prepare(dir: &Path, base: &Settings) -> Result<Demo> {
         unreachable!("a sqlite:// URL opens SQLite")
     };
     let uri = format!("file://{}/{BUCKET}", objects.display());
-    for sql in [SCHEMA.to_string(), SEED.replace("{URI}", &uri)] {
+    // The bucket's URI goes in bound, never as SQL text: the directory's name may hold a quote.
+    let mut conn = pool.acquire().await?;
+    sqlx::raw_sql("CREATE TEMP TABLE demo_uri (uri TEXT NOT NULL)")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("INSERT INTO temp.demo_uri VALUES ($1)")
+        .bind(&uri)
+        .execute(&mut *conn)
+        .await?;
+    let seed = SEED.replace("'{URI}", "(SELECT uri FROM temp.demo_uri) || '");
+    for sql in [SCHEMA.to_string(), seed] {
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(pool)
+            .execute(&mut *conn)
             .await
             .context("creating the demo database")?;
     }
+    drop(conn);
     crate::db::migrate(&ctx.db).await?;
 
     let store = LocalStore::open(&objects).map_err(anyhow::Error::msg)?;
@@ -118,6 +139,22 @@ pub async fn prepare(dir: &Path, base: &Settings) -> Result<Demo> {
         jobs,
         ctx,
     })
+}
+
+/// A `sqlite://` URL naming `path` exactly: `%`, `?` and `#` in it are percent-encoded (the
+/// driver decodes them), so a file's name never reads as parameters.
+fn sqlite_url(path: &Path) -> String {
+    let text = path.display().to_string();
+    let mut out = String::from("sqlite://");
+    for c in text.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '?' => out.push_str("%3F"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Rows and objects in the demo world now: (accounts, runs, snapshots, metrics, objects).

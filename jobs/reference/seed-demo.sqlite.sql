@@ -1,6 +1,7 @@
 -- The demo world of seed-demo.sql for SQLite (`lethe demo`): the same accounts, runs, snapshots
--- and their states, every time relative to now. `{URI}` is replaced by the demo with the
--- file:// URI of its bucket directory.
+-- and their states, every time relative to now. `'{URI}` is replaced by the demo with a
+-- reading of the file:// URI of its bucket directory, bound into a temporary table (never
+-- pasted as SQL text).
 
 INSERT INTO accounts (id, email, plan, status, closed_at) VALUES
     (1,  'ada@example.com',     'team',       'active', NULL),

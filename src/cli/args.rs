@@ -210,9 +210,13 @@ pub(super) struct ReportArgs {
     /// account or subject alone.
     #[arg(long)]
     pub(super) summary: bool,
-    /// Write here instead of stdout.
+    /// Write here instead of stdout: a new file readable by its owner alone (0600), never
+    /// through a symbolic link.
     #[arg(long, value_name = "FILE")]
     pub(super) out: Option<std::path::PathBuf>,
+    /// Replace the --out file if it exists.
+    #[arg(long, requires = "out")]
+    pub(super) force: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -333,10 +333,7 @@ pub(super) async fn report_cmd(ctx: &Context, args: ReportArgs) -> Result<u8> {
         let all = ready_jobs(ctx).await?;
         let n = match &args.out {
             Some(path) => {
-                let file = config(
-                    std::fs::File::create(path)
-                        .with_context(|| format!("--out {}", path.display())),
-                )?;
+                let file = config(create_out(path, args.force))?;
                 let mut w = std::io::BufWriter::new(file);
                 crate::report::html::write(ctx, &all, &filter, &mut w).await?
             }
@@ -352,9 +349,7 @@ pub(super) async fn report_cmd(ctx: &Context, args: ReportArgs) -> Result<u8> {
         let all = ready_jobs(ctx).await?;
         let s = crate::report::summary::build(ctx, &all, &filter).await?;
         let mut out: Box<dyn Write> = match &args.out {
-            Some(path) => Box::new(config(
-                std::fs::File::create(path).with_context(|| format!("--out {}", path.display())),
-            )?),
+            Some(path) => Box::new(config(create_out(path, args.force))?),
             None => Box::new(std::io::stdout().lock()),
         };
         if format == Format::Jsonl {
@@ -367,9 +362,7 @@ pub(super) async fn report_cmd(ctx: &Context, args: ReportArgs) -> Result<u8> {
     }
     let n = match &args.out {
         Some(path) => {
-            let file = config(
-                std::fs::File::create(path).with_context(|| format!("--out {}", path.display())),
-            )?;
+            let file = config(create_out(path, args.force))?;
             let mut w = std::io::BufWriter::new(file);
             crate::report::write(&ctx.db, &filter, format, &mut w).await?
         }
@@ -380,6 +373,42 @@ pub(super) async fn report_cmd(ctx: &Context, args: ReportArgs) -> Result<u8> {
     };
     eprintln!("report: {n} rows");
     Ok(0)
+}
+
+/// The file a report goes to: created readable by its owner alone (it holds account ids and
+/// hold reasons), never through a symbolic link, and an existing file replaced only with
+/// `force`.
+fn create_out(path: &std::path::Path, force: bool) -> Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    if force {
+        open.create(true).truncate(true);
+    } else {
+        open.create_new(true);
+    }
+    let file = open.open(path).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                "it exists: pass --force to replace it (never through a symbolic link)".to_string()
+            }
+            _ if path.is_symlink() => {
+                "it is a symbolic link, which lethe does not follow: name the file itself".into()
+            }
+            _ => e.to_string(),
+        };
+        anyhow!("--out {}: {why}; nothing was written", path.display())
+    })?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .with_context(|| {
+            format!(
+                "--out {}: making it readable by its owner alone",
+                path.display()
+            )
+        })?;
+    Ok(file)
 }
 
 pub(super) async fn audit_verify(

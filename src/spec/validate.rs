@@ -4,6 +4,7 @@
 
 mod cascaded;
 mod links;
+mod types;
 
 use super::{ClockKind, Filter, Ident, Job, ObjectSource, TableName};
 use anyhow::{Result, bail};
@@ -120,8 +121,10 @@ pub fn problems(jobs: &mut [Job], catalog: &Catalog) -> Vec<Vec<String>> {
         add_cascades(job, catalog);
         job.notes = cleared_links(job, catalog);
         check_job(job, catalog, &mut errors);
+        let (types, odd) = types::collect_types(job, catalog);
+        errors.extend(odd);
         if errors.is_empty() {
-            job.types = collect_types(job, catalog);
+            job.types = types;
             job.dialect = catalog.dialect;
         }
         out.push(errors);
@@ -454,33 +457,6 @@ fn pinned(f: &Filter) -> HashMap<String, std::collections::HashSet<String>> {
             }
         }
         _ => {}
-    }
-    out
-}
-
-/// The types of every column the job's SQL casts values to: (node index, column) → type.
-fn collect_types(job: &Job, cat: &Catalog) -> HashMap<(usize, String), String> {
-    let mut out = HashMap::new();
-    let mut add = |i: usize, c: &str| {
-        // A SQLite column may declare no type: it is compared as it is stored.
-        if let Some(t) = cat
-            .column_type(&job.nodes[i].table, c)
-            .filter(|t| !t.is_empty())
-        {
-            out.insert((i, c.to_string()), t.to_string());
-        }
-    };
-    add(0, job.key.as_str());
-    for (i, node) in job.nodes.iter().enumerate() {
-        for c in node.filter.iter().flat_map(Filter::columns) {
-            add(i, c.as_str());
-        }
-        if let Some(link) = &node.link {
-            for (column, parent_column) in &link.pairs {
-                add(i, column.as_str());
-                add(link.parent, parent_column.as_str());
-            }
-        }
     }
     out
 }

@@ -114,6 +114,31 @@ async fn report_proves_each_deadline_and_names_each_hold() {
     assert_eq!(code, 0);
     assert!(stdout.is_empty());
     assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 4);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "a report holds account ids and hold reasons: its owner alone reads it"
+    );
+    // An existing file is replaced only with --force; a symbolic link is never followed.
+    let (code, _, err) = w.cli(&["report", "--out", file.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--force"), "{err}");
+    let (code, _, err) = w.cli(&["report", "--out", file.to_str().unwrap(), "--force"]);
+    assert_eq!(code, 0, "{err}");
+    let target = w.jobs_dir.join("elsewhere.txt");
+    std::fs::write(&target, "keep me").unwrap();
+    let link = w.jobs_dir.join("link.csv");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    for force in [false, true] {
+        let mut args = vec!["report", "--out", link.to_str().unwrap()];
+        if force {
+            args.push("--force");
+        }
+        let (code, _, err) = w.cli(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+    }
 
     // The summary: outcomes, the share of deadlines met, and what is overdue now, held
     // subjects apart with their holds.

@@ -215,3 +215,92 @@ async fn a_data_subject_report_shows_only_that_account() {
     }
     w.cleanup().await;
 }
+
+/// A SQLite schema can declare a column type that is SQL text (`"TEXT) OR (1=1"`, stored
+/// dequoted): put into a cast, it would turn "the children of these subjects" into "every row".
+/// Such a type is refused by `check` and `run`, naming the column, and nothing is deleted.
+#[test]
+fn a_sqlite_column_type_that_is_sql_is_refused() {
+    let dir = std::env::temp_dir().join(crate::helpers::unique("lethe-sec-"));
+    let (jobs, objects) = (dir.join("jobs"), dir.join("objects"));
+    std::fs::create_dir_all(&jobs).unwrap();
+    std::fs::create_dir_all(objects.join("lethe-artifacts")).unwrap();
+    let db = dir.join("platform.db");
+    let url = format!("sqlite://{}", db.display());
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let pool = lethe::db::connect(&url, 1).await.unwrap();
+        let lethe::db::Db::Lite(p) = &pool else {
+            unreachable!()
+        };
+        sqlx::raw_sql(
+            "CREATE TABLE items (id \"TEXT) OR (1=1\" PRIMARY KEY, deleted_at TEXT);
+             CREATE TABLE parts (id INTEGER PRIMARY KEY, item_id TEXT NOT NULL REFERENCES items (id));
+             INSERT INTO items VALUES ('gone', '2026-01-01T00:00:00Z'), ('kept', NULL);
+             INSERT INTO parts (item_id) VALUES ('gone'), ('kept'), ('kept');",
+        )
+        .execute(p)
+        .await
+        .unwrap();
+        pool.close().await;
+    });
+    std::fs::write(
+        jobs.join("items.toml"),
+        "schedule = \"0 0 3 * * *\"\n[subject]\ntable = \"items\"\nkey = \"id\"\nclock = \"deleted_at\"\n\
+         clock_kind = \"timestamptz\"\n[window]\ngrace = \"1d\"\ndeadline = \"30d\"\n\
+         [[rows]]\ntable = \"parts\"\ncolumn = \"item_id\"\n",
+    )
+    .unwrap();
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("LETHE_JOBS_DIR", jobs.to_str().unwrap()),
+        (
+            "LETHE_OBJECT_STORE",
+            &format!("file://{}", objects.display()),
+        ),
+    ];
+    let (code, out, err) = lethe(&env, &["migrate"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for args in [&["check"][..], &["run", "--all"][..]] {
+        let (code, out, err) = lethe(&env, args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(
+            err.contains("items.id") && err.contains("not a plain type name"),
+            "{err}"
+        );
+    }
+    let left = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let pool = lethe::db::connect(&url, 1).await.unwrap();
+        let lethe::db::Db::Lite(p) = &pool else {
+            unreachable!()
+        };
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM parts")
+            .fetch_one(p)
+            .await
+            .unwrap();
+        pool.close().await;
+        n
+    });
+    assert_eq!(left, 3, "nothing deleted");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `lethe demo --dir` takes the directory's name as data: a quote or a space in it changes no
+/// SQL and no URL (the tour runs and purges), and a name its file:// URIs could not carry as
+/// text (`?`, `#`, `%`) is refused before anything is created.
+#[test]
+fn the_demo_takes_its_directory_as_data() {
+    let base = std::env::temp_dir().join(crate::helpers::unique("lethe-sec-"));
+    let dir = base.join("it's a demo");
+    let (code, out, err) = lethe(&[], &["demo", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(dir.join("platform.db").exists() && dir.join("report.html").exists());
+    assert!(
+        !out.contains("refused") && !err.contains("refused"),
+        "{out}{err}"
+    );
+    let odd = base.join("a?vfs=unix-none");
+    let (code, out, err) = lethe(&[], &["demo", "--dir", odd.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("`?`") && !odd.exists(), "{err}");
+    std::fs::remove_dir_all(&base).unwrap();
+}
