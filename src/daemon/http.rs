@@ -1,6 +1,8 @@
 //! The daemon's HTTP listener: `GET /metrics`, `/healthz` and `/readyz`, nothing else. Three
 //! fixed read-only answers do not need a web framework: one request per connection, a bounded
-//! request head, a timeout, `Connection: close`.
+//! request head, read and write timeouts, a bounded number of connections at once (more are
+//! closed at once), `Connection: close`. Every answer comes from state the daemon keeps; none
+//! asks the database (ADR 0005).
 
 use super::State;
 use std::sync::Arc;
@@ -10,14 +12,26 @@ use tokio::net::{TcpListener, TcpStream};
 
 const MAX_HEAD: usize = 8 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// For the whole answer: a client that asks and never reads is let go after this.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections answered at once; more are closed as they come (a scraper and two probes need
+/// three).
+pub const MAX_CONNECTIONS: usize = 16;
 
 /// Accepts connections until the process ends. Each is answered on its own task.
 pub async fn serve(listener: TcpListener, state: Arc<State>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tracing::debug!("too many http connections at once; one closed unanswered");
+                    drop(stream);
+                    continue;
+                };
                 let state = state.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     if let Err(e) = answer(stream, &state).await {
                         tracing::debug!(error = %e, "http connection ended with an error");
                     }
@@ -69,7 +83,7 @@ async fn answer(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
                         && value.contains("application/openmetrics-text")
                 })
             });
-            let body = state.metrics_text(openmetrics).await;
+            let body = state.metrics_text(openmetrics);
             let kind = if openmetrics {
                 super::metrics::OPENMETRICS
             } else {
@@ -88,7 +102,7 @@ async fn answer(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
             .await
         }
         "/readyz" => {
-            let (ready, body) = state.readiness().await;
+            let (ready, body) = state.readiness();
             respond(
                 &mut stream,
                 if ready { 200 } else { 503 },
@@ -118,7 +132,16 @@ async fn respond(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
+    tokio::time::timeout(WRITE_TIMEOUT, async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client did not read its answer",
+        ))
+    })
 }

@@ -302,8 +302,8 @@ impl Default for Exported {
     }
 }
 
-/// What the daemon keeps per job for `/readyz` (whether a run is going is the
-/// `lethe_job_running` gauge).
+/// What the daemon keeps per job: its last run's error, logged when it happened and never shown
+/// on the port (whether a run is going is the `lethe_job_running` gauge).
 #[derive(Debug, Default, Clone)]
 pub struct JobState {
     pub last_error: Option<String>,

@@ -37,6 +37,8 @@ const RETRY_FIRST: Duration = Duration::from_secs(15);
 const RETRY_MAX: Duration = Duration::from_secs(30 * 60);
 /// How often the main loop and the scheduler tick for `/healthz`.
 const BEAT: Duration = Duration::from_secs(5);
+/// How often the database is asked whether it answers, for `lethe_database_up` and `/readyz`.
+const WATCH_DATABASE_EVERY: Duration = Duration::from_secs(5);
 /// How often the object store is checked for `lethe_object_store_up`.
 const STORE_CHECK_EVERY: Duration = Duration::from_secs(30);
 const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,6 +63,15 @@ pub async fn run(mut settings: Settings) -> Result<u8> {
         })?;
         tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
         tokio::spawn(http::serve(listener, state.clone()));
+        // The database is asked here, on the daemon's schedule, never by a request.
+        let watched = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(WATCH_DATABASE_EVERY);
+            loop {
+                every.tick().await;
+                watched.check_database().await;
+            }
+        });
     }
 
     // The database may be down when we start (a failover, a restart): wait for it, never exit.
@@ -83,6 +94,7 @@ pub async fn run(mut settings: Settings) -> Result<u8> {
         }
     };
     *state.pool.lock().expect("pool lock") = Some(ctx.db.clone());
+    state.check_database().await;
     crate::db::require_current_schema(&ctx.db)
         .await
         .map_err(crate::config::config_error)?;

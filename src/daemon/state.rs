@@ -1,5 +1,6 @@
-//! What the daemon shares with its HTTP listener: the metrics, the database pool for readiness,
-//! and the heartbeats of the main loop and the scheduler for liveness.
+//! What the daemon shares with its HTTP listener: the metrics, the database pool it checks on its
+//! own schedule for readiness, and the heartbeats of the main loop and the scheduler for
+//! liveness. Nothing here is asked of the database on a request.
 
 use super::metrics::Metrics;
 use chrono::Utc;
@@ -68,7 +69,10 @@ impl State {
         }
     }
 
-    pub(super) async fn database_up(&self) -> bool {
+    /// Asks the database whether it answers, and records it for the metrics and `/readyz`.
+    /// Called by the daemon on its own schedule (`WATCH_DATABASE_EVERY`), never by a request:
+    /// scrapes and probes cost the database nothing, and answer at once when it is down.
+    pub(super) async fn check_database(&self) {
         let pool = self.pool.lock().expect("pool lock").clone();
         let up = match pool {
             Some(db) => tokio::time::timeout(DB_CHECK_TIMEOUT, async {
@@ -79,41 +83,29 @@ impl State {
             None => false,
         };
         self.metrics().database_up = up;
-        up
     }
 
-    pub(super) async fn metrics_text(&self, openmetrics: bool) -> String {
-        self.database_up().await;
+    pub(super) fn metrics_text(&self, openmetrics: bool) -> String {
         self.metrics().render(openmetrics)
     }
 
-    /// Ready when the database answers, the jobs are loaded and we are not shutting down.
-    pub(super) async fn readiness(&self) -> (bool, String) {
-        let db = self.database_up().await;
+    /// Ready when the database answered at the last check, the jobs are loaded and we are not
+    /// shutting down. The answer says which in a word; the details (a job's last error, which
+    /// bucket did not answer) are in the logs and the metrics, never on the port.
+    pub(super) fn readiness(&self) -> (bool, String) {
         let m = self.metrics();
-        let mut problems = Vec::new();
-        if !db {
-            problems.push("the platform database does not answer".to_string());
-        }
-        if m.jobs.is_empty() {
-            problems.push("no jobs loaded yet".to_string());
-        } else if !m.object_store_up {
-            // Said, but not a reason to be unready: runs retry, and the metrics carry it.
-            problems.push("the object store does not answer for every bucket".to_string());
-        }
-        if m.shutting_down {
-            problems.push("shutting down".to_string());
-        }
-        for (job, j) in &m.jobs {
-            if let Some(e) = &j.last_error {
-                problems.push(format!("job {job}: last run failed: {e}"));
-            }
-        }
-        let ready = db && !m.jobs.is_empty() && !m.shutting_down;
-        if problems.is_empty() {
-            (ready, "ready\n".into())
+        let why = if m.shutting_down {
+            Some("shutting-down")
+        } else if !m.database_up {
+            Some("database")
+        } else if m.jobs.is_empty() {
+            Some("starting")
         } else {
-            (ready, problems.join("\n") + "\n")
+            None
+        };
+        match why {
+            None => (true, "ready\n".into()),
+            Some(w) => (false, format!("not ready: {w}\n")),
         }
     }
 }
