@@ -19,6 +19,8 @@ pub mod event {
     pub const FAILED: &str = "failed";
     pub const HOLD_PLACED: &str = "hold_placed";
     pub const HOLD_RELEASED: &str = "hold_released";
+    /// An operator recorded a hold as they found it after it was changed outside lethe.
+    pub const HOLD_CONFIRMED: &str = "hold_confirmed";
     /// An operator vouched for the database clock after the clock guard tripped.
     pub const CLOCK_CONFIRMED: &str = "clock_confirmed";
 }

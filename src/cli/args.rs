@@ -176,6 +176,17 @@ pub(super) enum HoldCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Record a hold changed outside lethe (released, deleted, narrowed by plain SQL) as you
+    /// found it, after finding out who changed it and why: runs refuse until then.
+    Confirm {
+        id: i64,
+        /// Who confirms (recorded in the audit log). Default: LETHE_ACTOR, else the OS user.
+        #[arg(long)]
+        by: Option<String>,
+        /// What you found (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
     /// List active holds (`--all` includes released ones).
     List {
         #[arg(long)]

@@ -60,6 +60,8 @@ pub fn main() -> ExitCode {
                 2
             } else if e.downcast_ref::<db::clock::ClockJump>().is_some() {
                 4
+            } else if e.downcast_ref::<db::hold_ledger::HoldsTampered>().is_some() {
+                5
             } else {
                 1
             })

@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod catalog;
 pub mod clock;
+pub mod hold_ledger;
 pub mod holds;
 pub mod items;
 pub mod platform;

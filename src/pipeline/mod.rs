@@ -444,6 +444,9 @@ pub async fn run_all(
     // Holds are read on every run, not only when the specs were loaded (a daemon loads them
     // once): a hold placed since on a job that was left out stops this run too.
     ctx.holds_on_rejected(all, &ctx.rejected()).await?;
+    // The holds table against the audit chain: a hold lifted, deleted or narrowed outside
+    // lethe stops every run until an operator confirms it; one placed outside is recorded.
+    crate::db::hold_ledger::check_before_run(&ctx.db, opts.dry_run).await?;
     if !opts.dry_run {
         let store = ctx.store.clock().map(|c| c.now());
         let mut witnesses = vec![("the host clock", Utc::now())];

@@ -282,8 +282,10 @@ pub async fn for_each_row(
     };
     let sql = db.t(&format!(
         "SELECT a.seq, a.at, a.run_id, a.job, a.subject_key, a.owner, a.event, a.hold_id, a.detail,
-                h.reason, h.placed_by
-         FROM lethe.audit_log a LEFT JOIN lethe.holds h ON h.id = a.hold_id
+                h.detail->>'reason', h.detail->>'by'
+         FROM lethe.audit_log a LEFT JOIN lethe.audit_log h ON a.hold_id IS NOT NULL
+              AND h.seq = (SELECT min(x.seq) FROM lethe.audit_log x
+                           WHERE x.hold_id = a.hold_id AND x.event = 'hold_placed')
          WHERE a.event IN ('purged', 'held', 'failed') AND NOT ($7 AND a.event = 'purged')
            AND ($1{t} IS NULL OR a.at >= $1{at}) AND ($2{t} IS NULL OR a.at < $2{at})
            AND ($3{t} IS NULL OR a.job = $3) AND ($4{t} IS NULL OR a.owner = $4)

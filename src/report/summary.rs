@@ -176,6 +176,7 @@ pub async fn build(ctx: &Context, all: &[Job], filter: &Filter) -> Result<Summar
         true => Some(scoped_hold_ids(db, filter).await?),
         false => None,
     };
+    let chain = crate::db::hold_ledger::recorded(db).await?;
     let holds = holds::list(db, true)
         .await?
         .into_iter()
@@ -198,8 +199,13 @@ pub async fn build(ctx: &Context, all: &[Job], filter: &Filter) -> Result<Summar
         .map(|h| HoldLine {
             id: h.id,
             scope: h.scope_text(),
-            reason: h.reason.clone(),
-            placed_by: h.placed_by.clone(),
+            // As the audit chain records them: the table is not the record.
+            reason: chain
+                .get(&h.id)
+                .map_or(h.reason.clone(), |r| r.reason.clone()),
+            placed_by: chain
+                .get(&h.id)
+                .map_or(h.placed_by.clone(), |r| r.by.clone()),
             placed_at: h.placed_at,
             released_at: h.released_at,
         })

@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS lethe.audit_log_hold_events;
