@@ -113,6 +113,7 @@ need = {
     "Deployment": ["spec.selector.matchLabels", "spec.replicas", "spec.template.spec.containers"],
     "CronJob": ["spec.schedule", "spec.jobTemplate.spec.template.spec.containers"],
     "PodDisruptionBudget": ["spec.selector.matchLabels", "spec.minAvailable"],
+    "NetworkPolicy": ["spec.podSelector.matchLabels", "spec.ingress"],
     "Secret": ["stringData"],
 }
 docs = {}
@@ -200,6 +201,15 @@ if not sel.items() <= labels.items():
 if not 1 <= pdb["spec"]["minAvailable"] < dep["spec"]["replicas"]:
     fail(f"{p}: minAvailable must be at least 1 and below the Deployment's replicas")
 
+p, netpol = docs["NetworkPolicy"]
+if not netpol["spec"]["podSelector"]["matchLabels"].items() <= labels.items():
+    fail(f"{p}: the NetworkPolicy does not select the Deployment's pods {labels}")
+if "Ingress" not in netpol["spec"].get("policyTypes", []):
+    fail(f"{p}: the NetworkPolicy must restrict Ingress")
+for rule in netpol["spec"]["ingress"]:
+    if not rule.get("from"):
+        fail(f"{p}: an ingress rule without `from` admits everyone to the metrics port")
+
 p, cron = docs["CronJob"]
 job = cron["spec"]["jobTemplate"]["spec"]
 pod = job["template"]["spec"]
@@ -222,7 +232,7 @@ for rule in get(job, "podFailurePolicy.rules", []):
     if rule.get("action") == "FailJob" and codes.get("operator") == "In" \
             and codes.get("containerName", c["name"]) == c["name"]:
         no_retry |= set(codes.get("values", []))
-for code, why in ((2, "a configuration error"), (4, "the clock guard")):
+for code, why in ((2, "a configuration error"), (4, "the clock guard"), (5, "a hold changed outside lethe")):
     if code not in no_retry:
         fail(f"{p}: podFailurePolicy must FailJob on exit {code} ({why}: a retry cannot help)")
 if len(images) != 1:

@@ -4,8 +4,9 @@
 //!
 //! A target is a file (one JSON line appended per anchor) or `s3://bucket/prefix`, where each
 //! anchor is an object named `{prefix}anchor-{seq:020}-{hash}.json`: a listing alone reads
-//! them back. Point it at a bucket with Object Lock (default retention) or versioning so the
-//! anchors themselves cannot be quietly replaced.
+//! them back (every version of them: a delete marker hiding an anchor is itself reported). Point
+//! it at a bucket with Object Lock (default retention) or versioning so the anchors themselves
+//! cannot be quietly replaced.
 
 use crate::storage::ObjectStore;
 use anyhow::{Context as _, Result, bail};
@@ -93,9 +94,23 @@ impl Target {
         Ok(())
     }
 
-    /// Every anchor recorded, in `seq` order.
+    /// Every anchor recorded, in `seq` order (for S3, every version of every anchor object,
+    /// hidden or not).
     pub async fn read(&self, store: &dyn ObjectStore) -> Result<Vec<Anchor>> {
+        Ok(self.read_checked(store).await?.0)
+    }
+
+    /// Every anchor recorded, in `seq` order, and the signs that someone tried to remove one.
+    /// S3 anchors are read from a listing of versions, not of current objects: with Object Lock
+    /// an anchor's version cannot be deleted, but a delete marker can hide it, and a new anchor
+    /// put beside it would then be all a plain listing shows. A hidden anchor is still read (and
+    /// checked against the chain), and its delete marker is reported.
+    pub async fn read_checked(
+        &self,
+        store: &dyn ObjectStore,
+    ) -> Result<(Vec<Anchor>, Vec<String>)> {
         let mut out = Vec::new();
+        let mut hidden = Vec::new();
         match self {
             Target::File(path) => {
                 let text = std::fs::read_to_string(path)
@@ -116,7 +131,7 @@ impl Target {
                 let mut token = None;
                 loop {
                     let page = store
-                        .list_page(bucket, prefix, false, token)
+                        .list_page(bucket, prefix, true, token)
                         .await
                         .map_err(|e| {
                             anyhow::anyhow!("listing anchors in s3://{bucket}/{prefix}: {e}")
@@ -129,16 +144,29 @@ impl Target {
                         else {
                             continue;
                         };
+                        if item.delete_marker {
+                            hidden.push(format!(
+                                "anchor s3://{bucket}/{} is hidden by a delete marker (version \
+                                 {}): someone tried to remove it",
+                                item.key,
+                                item.version_id.as_deref().unwrap_or("null")
+                            ));
+                            continue;
+                        }
                         let (seq, hash) = stem.split_once('-').with_context(|| {
                             format!("s3://{bucket}/{}: not an anchor name", item.key)
                         })?;
-                        out.push(Anchor {
+                        let anchor = Anchor {
                             seq: seq.parse().with_context(|| {
                                 format!("s3://{bucket}/{}: bad sequence number", item.key)
                             })?,
                             hash: hash.to_string(),
                             at: None,
-                        });
+                        };
+                        // Versions of one object name one anchor.
+                        if !out.contains(&anchor) {
+                            out.push(anchor);
+                        }
                     }
                     match page.next {
                         Some(t) => token = Some(t),
@@ -147,8 +175,8 @@ impl Target {
                 }
             }
         }
-        out.sort_by_key(|a| a.seq);
-        Ok(out)
+        out.sort_by(|a, b| (a.seq, &a.hash).cmp(&(b.seq, &b.hash)));
+        Ok((out, hidden))
     }
 }
 

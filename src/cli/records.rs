@@ -420,10 +420,16 @@ pub(super) async fn audit_verify(
     ctx: &Context,
     anchor: Option<crate::anchor::Target>,
 ) -> Result<u8> {
-    let anchors = match &anchor {
-        Some(t) => config(t.read(&*ctx.store).await)?,
-        None => Vec::new(),
+    let (anchors, hidden) = match &anchor {
+        Some(t) => config(t.read_checked(&*ctx.store).await)?,
+        None => Default::default(),
     };
+    if !hidden.is_empty() {
+        for h in &hidden {
+            outln!("audit chain BROKEN: {h}")?;
+        }
+        return Ok(1);
+    }
     let n_anchors = anchors.len();
     let mut check = crate::anchor::AnchorCheck::new(anchors);
     let mut v = crate::audit::Verifier::default();

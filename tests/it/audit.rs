@@ -203,5 +203,41 @@ async fn every_kind_of_tampering_is_caught_and_the_first_bad_entry_named() {
         matches!(outcome[0], lethe::storage::KeyOutcome::Denied(_)),
         "the retained anchor was deletable: {outcome:?}"
     );
+
+    // What Object Lock alone does not stop: the tail is cut, the retained anchor hidden behind a
+    // delete marker (which the lock allows), and a new anchor put for the new head. A listing
+    // of current objects shows only the new anchor; the versions show the hidden one too.
+    w.sql(&format!("DELETE FROM lethe.audit_log WHERE seq = {N}"))
+        .await;
+    let marker = lethe::storage::ObjectVersion {
+        key: versions[0].key.clone(),
+        version_id: None,
+        delete_marker: false,
+    };
+    let hidden = w.store().delete_batch(&locked, &[marker]).await.unwrap();
+    assert!(
+        matches!(hidden[0], lethe::storage::KeyOutcome::Deleted),
+        "a delete marker could not be added: {hidden:?}"
+    );
+    let current = w
+        .store()
+        .list_page(&locked, "anchors/", false, None)
+        .await
+        .unwrap()
+        .items;
+    assert!(current.is_empty(), "the anchor is hidden: {current:?}");
+    let head = lethe::anchor::head(&w.ctx.db).await.unwrap().unwrap();
+    assert_eq!(head.seq, N - 1);
+    Target::parse(&target)
+        .unwrap()
+        .write(w.store(), &head, 1)
+        .await
+        .unwrap();
+    let (code, out) = verify(&w, Some(&target));
+    assert_eq!(code, 1, "the hidden anchor went unnoticed: {out}");
+    assert!(
+        out.contains("BROKEN") && out.contains("delete marker"),
+        "{out}"
+    );
     w.cleanup().await;
 }
