@@ -251,25 +251,10 @@ impl ObjectStore for S3Store {
                 .send()
         };
         let out = listing(false).await.map_err(|e| classify(&what(), e))?;
-        let mut items = entries(&out);
-        let mut next_key = out.next_key_marker().map(String::from);
-        if items.iter().any(|o| names::doubtful(&o.key))
-            || next_key.as_deref().is_some_and(names::doubtful)
-        {
-            let enc = listing(true).await.map_err(|e| classify(&what(), e))?;
-            let keys = names::resolve(
-                &items,
-                &entries(&enc),
-                |o| o.key.as_str(),
-                |a, b| a.version_id == b.version_id && a.delete_marker == b.delete_marker,
-            )?;
-            for (o, k) in items.iter_mut().zip(keys) {
-                o.key = k;
-            }
-            if let (Some(raw), Some(e)) = (&next_key, enc.next_key_marker()) {
-                next_key = Some(names::resolve_one(raw, e)?);
-            }
-        }
+        let (items, next_key) = names::versions_page(&out, async || {
+            listing(true).await.map_err(|e| classify(&what(), e))
+        })
+        .await?;
         let next = if out.is_truncated() == Some(true) {
             next_key.map(|key| PageToken {
                 key,

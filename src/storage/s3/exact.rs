@@ -1,7 +1,7 @@
 //! The lookup of one exact key (`ObjectStore::exact_versions`) on S3.
 
 use super::errors::classify;
-use super::{entries, names};
+use super::names;
 use crate::storage::{ObjectVersion, StoreError};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::types::EncodingType;
@@ -78,25 +78,10 @@ pub(super) async fn exact_versions(
                 .send()
         };
         let page = listing(false).await.map_err(|e| classify(&what(), e))?;
-        let mut items = entries(&page);
-        let mut next_key = page.next_key_marker().map(String::from);
-        if items.iter().any(|o| names::doubtful(&o.key))
-            || next_key.as_deref().is_some_and(names::doubtful)
-        {
-            let enc = listing(true).await.map_err(|e| classify(&what(), e))?;
-            let keys = names::resolve(
-                &items,
-                &entries(&enc),
-                |o| o.key.as_str(),
-                |a, b| a.version_id == b.version_id && a.delete_marker == b.delete_marker,
-            )?;
-            for (o, k) in items.iter_mut().zip(keys) {
-                o.key = k;
-            }
-            if let (Some(raw), Some(e)) = (&next_key, enc.next_key_marker()) {
-                next_key = Some(names::resolve_one(raw, e)?);
-            }
-        }
+        let (items, next_key) = names::versions_page(&page, async || {
+            listing(true).await.map_err(|e| classify(&what(), e))
+        })
+        .await?;
         out.extend(items.into_iter().filter(|o| o.key == key));
         if page.is_truncated() != Some(true) {
             return Ok(out);

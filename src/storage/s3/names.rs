@@ -10,7 +10,9 @@
 //! still holding U+FFFD, cannot be named exactly: its subject fails (`StoreError::Unnameable`),
 //! never a delete sent by a name the store may read as another object's.
 
-use crate::storage::StoreError;
+use super::entries;
+use crate::storage::{ObjectVersion, StoreError};
+use aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput;
 
 /// Whether a raw listing may have carried `key` differently than it is stored.
 pub(super) fn doubtful(key: &str) -> bool {
@@ -100,6 +102,33 @@ pub(super) fn resolve<T>(
         .zip(encoded)
         .map(|(r, e)| resolve_one(key(r), key(e)))
         .collect()
+}
+
+/// A ListObjectVersions page's entries and next key marker with their exact keys: `raw` as
+/// read, and when a key or the marker shows a character XML cannot carry, the same request read
+/// again url-encoded (`encoded`).
+pub(super) async fn versions_page(
+    raw: &ListObjectVersionsOutput,
+    encoded: impl AsyncFnOnce() -> Result<ListObjectVersionsOutput, StoreError>,
+) -> Result<(Vec<ObjectVersion>, Option<String>), StoreError> {
+    let mut items = entries(raw);
+    let mut next_key = raw.next_key_marker().map(String::from);
+    if items.iter().any(|o| doubtful(&o.key)) || next_key.as_deref().is_some_and(doubtful) {
+        let enc = encoded().await?;
+        let keys = resolve(
+            &items,
+            &entries(&enc),
+            |o| o.key.as_str(),
+            |a, b| a.version_id == b.version_id && a.delete_marker == b.delete_marker,
+        )?;
+        for (o, k) in items.iter_mut().zip(keys) {
+            o.key = k;
+        }
+        if let (Some(r), Some(e)) = (&next_key, enc.next_key_marker()) {
+            next_key = Some(resolve_one(r, e)?);
+        }
+    }
+    Ok((items, next_key))
 }
 
 #[cfg(test)]
