@@ -414,19 +414,4 @@ impl Settings {
 /// The AWS SDK's standard retry strategy waits at most this long between attempts.
 const SDK_MAX_BACKOFF_SECS: u64 = 20;
 
-/// An error in what the user asked for or configured: exit 2, nothing deleted.
-#[derive(Debug)]
-pub struct ConfigError(anyhow::Error);
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:#}", self.0)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// Marks an error as the user's configuration's: the process exits 2.
-pub fn config_error(e: anyhow::Error) -> anyhow::Error {
-    anyhow!(ConfigError(e))
-}
+pub use crate::domain::{ConfigError, config_error};

@@ -104,7 +104,7 @@ impl Context {
         let mut jobs = keep_valid(jobs, problems, &mut rejected);
         let problems = crate::db::catalog::literal_problems(&self.db, &jobs).await?;
         jobs = keep_valid(jobs, problems, &mut rejected);
-        let problems = crate::pipeline::clock_problems(self, &jobs).await?;
+        let problems = crate::db::catalog::clock_problems(&self.db, &jobs).await?;
         jobs = keep_valid(jobs, problems, &mut rejected);
         if jobs.is_empty() {
             let errors: Vec<&str> = rejected.iter().map(|r| r.error.as_str()).collect();

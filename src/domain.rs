@@ -259,6 +259,23 @@ impl ItemState {
     }
 }
 
+/// An error in what the user asked for or configured: exit 2, nothing deleted.
+#[derive(Debug)]
+pub struct ConfigError(anyhow::Error);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Marks an error as the user's configuration's: the process exits 2.
+pub fn config_error(e: anyhow::Error) -> anyhow::Error {
+    anyhow::anyhow!(ConfigError(e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

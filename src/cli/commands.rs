@@ -1,7 +1,7 @@
 //! The commands that set up and run jobs: `demo`, `migrate`, `check`, `plan`, `run`.
 
 use super::records::audit_verify;
-use super::{config, outln};
+use super::{config, load_jobs, outln, ready_jobs};
 use crate::config::Settings;
 use crate::context::Context;
 use crate::db::{self, holds};
@@ -93,21 +93,6 @@ pub(super) async fn demo_cmd(dir: &std::path::Path) -> Result<u8> {
         demo.report.display()
     )?;
     Ok(ran.max(verified))
-}
-
-/// Jobs loaded and validated, with lethe's schema current: the precondition of plan and run.
-pub(super) async fn ready_jobs(ctx: &Context) -> Result<Vec<Job>> {
-    config(db::require_current_schema(&ctx.db).await)?;
-    load_jobs(ctx).await
-}
-
-/// The jobs, each spec left out by --keep-going said once on stderr.
-async fn load_jobs(ctx: &Context) -> Result<Vec<Job>> {
-    let jobs = config(ctx.load_jobs().await)?;
-    for r in ctx.rejected() {
-        eprintln!("left out (--keep-going): {}", r.error);
-    }
-    Ok(jobs)
 }
 
 pub(super) fn select(all: &[Job], names: &[String], everything: bool) -> Result<Vec<Job>> {

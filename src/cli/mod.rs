@@ -17,7 +17,7 @@ mod commands;
 mod records;
 
 use args::{AuditCommand, Cli, ClockCommand, Command};
-use commands::{check, demo_cmd, migrate, plan_cmd, ready_jobs, run_cmd, select};
+use commands::{check, demo_cmd, migrate, plan_cmd, run_cmd, select};
 use records::{audit_verify, hold_cmd, report_cmd};
 
 /// `println!` that answers a closed pipe (`lethe check | head -1`) with an error, which ends the
@@ -226,4 +226,19 @@ async fn command(ctx: &Context, command: Command) -> Result<u8> {
             }
         }
     }
+}
+
+/// Jobs loaded and validated, with lethe's schema current: the precondition of plan and run.
+async fn ready_jobs(ctx: &Context) -> Result<Vec<crate::spec::Job>> {
+    config(db::require_current_schema(&ctx.db).await)?;
+    load_jobs(ctx).await
+}
+
+/// The jobs, each spec left out by --keep-going said once on stderr.
+async fn load_jobs(ctx: &Context) -> Result<Vec<crate::spec::Job>> {
+    let jobs = config(ctx.load_jobs().await)?;
+    for r in ctx.rejected() {
+        eprintln!("left out (--keep-going): {}", r.error);
+    }
+    Ok(jobs)
 }

@@ -1,7 +1,7 @@
 //! The commands over lethe's records: `hold`, `report`, `audit verify`.
 
 use super::args::{HoldCommand, ReportArgs};
-use super::commands::ready_jobs;
+use super::ready_jobs;
 use super::{config, outln};
 use crate::context::Context;
 use crate::db::{self, holds};

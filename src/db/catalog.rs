@@ -212,6 +212,37 @@ pub async fn check_literals(db: &Db, jobs: &[crate::spec::Job]) -> Result<()> {
     crate::spec::validate::all_or_nothing(literal_problems(db, jobs).await?)
 }
 
+/// Each job's clock problem, index for index: the job's clock read in its `clock_kind` gives
+/// times before 2000 or after 2200 for most of its subjects (the unit is wrong). One such
+/// subject among plausible ones fails alone in the pipeline; this stops the job.
+pub async fn clock_problems(db: &Db, jobs: &[crate::spec::Job]) -> Result<Vec<Vec<String>>> {
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let (subjects, implausible, sample): (i64, i64, Option<String>) =
+            super::platform::clock_census(job)
+                .fetch_one(db)
+                .await
+                .with_context(|| format!("sampling the clock of job `{}`", job.name))?;
+        if implausible * 2 <= subjects {
+            out.push(Vec::new());
+            continue;
+        }
+        out.push(vec![format!(
+            "{}:{}: job `{}`: clock `{}` read as {} gives times before 2000 or after 2200 for \
+             {implausible} of its {subjects} subjects ({}): a clock in another unit than its \
+             clock_kind makes every subject eligible at once, or never: check clock_kind, or \
+             correct those rows; nothing was deleted",
+            job.file.display(),
+            job.subject_line,
+            job.name,
+            job.clock,
+            job.clock_kind,
+            sample.unwrap_or_default()
+        )]);
+    }
+    Ok(out)
+}
+
 /// Each job's invalid filter literals, index for index.
 pub async fn literal_problems(db: &Db, jobs: &[crate::spec::Job]) -> Result<Vec<Vec<String>>> {
     let mut out = Vec::with_capacity(jobs.len());

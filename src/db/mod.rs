@@ -240,7 +240,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Db> {
     }
     let options = sqlx::postgres::PgConnectOptions::from_str(url)
         .map_err(|e| {
-            crate::config::config_error(anyhow::anyhow!(
+            crate::domain::config_error(anyhow::anyhow!(
                 "DATABASE_URL `{}` is not a valid postgres:// URL: {e}",
                 redact_url(url)
             ))
@@ -286,7 +286,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Db> {
             redact_url(url)
         );
         return Err(if settled {
-            crate::config::config_error(e)
+            crate::domain::config_error(e)
         } else {
             e
         });
@@ -338,7 +338,7 @@ async fn owns_its_session(mut a: sqlx::PgConnection, pool: &PgPool) -> Result<()
     let _ = a.close().await;
     drop(b);
     if pooled {
-        return Err(crate::config::config_error(anyhow::anyhow!(
+        return Err(crate::domain::config_error(anyhow::anyhow!(
             "the connection does not keep its database session: a pooler in transaction or \
              statement mode (PgBouncer's pool_mode = transaction) is in between, where lethe's \
              run lock would neither hold nor keep other runs out: connect lethe directly to \

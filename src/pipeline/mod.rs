@@ -311,36 +311,7 @@ pub(crate) fn implausible_clock(clock_at: DateTime<Utc>) -> Option<String> {
 /// none ever). A few such clocks among plausible ones are those rows' problem, not the job's:
 /// one before 2000 fails its own subject when it comes up, one in the future waits.
 pub async fn check_clocks(ctx: &Context, jobs: &[Job]) -> Result<()> {
-    crate::spec::validate::all_or_nothing(clock_problems(ctx, jobs).await?)
-}
-
-/// Each job's clock problem (`check_clocks`), index for index.
-pub async fn clock_problems(ctx: &Context, jobs: &[Job]) -> Result<Vec<Vec<String>>> {
-    let mut out = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let (subjects, implausible, sample): (i64, i64, Option<String>) =
-            platform::clock_census(job)
-                .fetch_one(&ctx.db)
-                .await
-                .with_context(|| format!("sampling the clock of job `{}`", job.name))?;
-        if implausible * 2 <= subjects {
-            out.push(Vec::new());
-            continue;
-        }
-        out.push(vec![format!(
-            "{}:{}: job `{}`: clock `{}` read as {} gives times before 2000 or after 2200 for \
-             {implausible} of its {subjects} subjects ({}): a clock in another unit than its \
-             clock_kind makes every subject eligible at once, or never: check clock_kind, or \
-             correct those rows; nothing was deleted",
-            job.file.display(),
-            job.subject_line,
-            job.name,
-            job.clock,
-            job.clock_kind,
-            sample.unwrap_or_default()
-        )]);
-    }
-    Ok(out)
+    crate::spec::validate::all_or_nothing(crate::db::catalog::clock_problems(&ctx.db, jobs).await?)
 }
 
 /// Asks the store to delete, by version, a key that cannot exist (under `.lethe-probe/`, with a
