@@ -49,6 +49,9 @@ fi
 stage "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
+stage "the crate's layers: every import points down (scripts/layers.sh)"
+bash scripts/layers.sh
+
 stage "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 

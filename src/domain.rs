@@ -229,6 +229,14 @@ pub fn check_bucket(bucket: &str) -> Result<(), String> {
     }
 }
 
+/// Which SQL the platform database speaks (its SQL is `db`'s: `Dialect::t`, `Dialect::now`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Dialect {
+    #[default]
+    Postgres,
+    Sqlite,
+}
+
 /// The error class of a subject failed because the object store keeps one of its names
 /// differently than it was written (`storage::NAME_KEPT_DIFFERENTLY`): work lethe cannot do as
 /// things are, shown apart by `plan`, `report --summary` and the daemon's metrics.

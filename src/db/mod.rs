@@ -27,13 +27,7 @@ use sqlx::{PgPool, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Which SQL the platform database speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Dialect {
-    #[default]
-    Postgres,
-    Sqlite,
-}
+pub use crate::domain::Dialect;
 
 /// The platform database, where lethe's own state lives too: PostgreSQL (schema `lethe`) or a
 /// SQLite file (tables `lethe_*`).

@@ -51,7 +51,7 @@ pub struct Job {
     /// Types of the columns values are cast to, keyed by (node, column); filled by `validate`.
     pub types: std::collections::HashMap<(usize, String), String>,
     /// The dialect of the database the job was validated against; filled by `validate`.
-    pub dialect: crate::db::Dialect,
+    pub dialect: crate::domain::Dialect,
     /// What `lethe check` should tell about the job beyond errors (links the database clears
     /// itself); filled by `validate`.
     pub notes: Vec<String>,

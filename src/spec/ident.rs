@@ -134,9 +134,11 @@ impl TableName {
 
     /// As `quoted`, for a dialect: SQLite's tables live in its `main` file, where the default
     /// schema `public` does not exist.
-    pub fn quoted_in(&self, dialect: crate::db::Dialect) -> String {
+    pub fn quoted_in(&self, dialect: crate::domain::Dialect) -> String {
         match dialect {
-            crate::db::Dialect::Sqlite if self.schema.as_str() == "public" => self.table.quoted(),
+            crate::domain::Dialect::Sqlite if self.schema.as_str() == "public" => {
+                self.table.quoted()
+            }
             _ => self.quoted(),
         }
     }

@@ -84,7 +84,7 @@ pub struct Catalog {
     /// index or constraint without a predicate.
     pub unique: HashMap<TableName, Vec<Vec<String>>>,
     /// Which database the catalog was read from.
-    pub dialect: crate::db::Dialect,
+    pub dialect: crate::domain::Dialect,
 }
 
 impl Catalog {
@@ -245,7 +245,7 @@ fn check_job(job: &Job, cat: &Catalog, errors: &mut Vec<String>) {
     if let Some(ty) = cat.column_type(&subject.table, job.clock.as_str()) {
         // SQLite has declared types only: a timestamp is text SQLite's date functions read
         // (UTC when it names no zone), an epoch a number.
-        let lite = cat.dialect == crate::db::Dialect::Sqlite;
+        let lite = cat.dialect == crate::domain::Dialect::Sqlite;
         let lower = ty.to_ascii_lowercase();
         let ok = match job.clock_kind {
             ClockKind::Timestamptz if lite => {

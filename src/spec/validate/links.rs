@@ -451,7 +451,7 @@ mod tests {
                 fk("s_t", "spans", "trace_id", "traces", OnDelete::Cascade),
             ],
             unique: [(t("experiments"), vec![vec!["id".to_string()]])].into(),
-            dialect: crate::db::Dialect::Postgres,
+            dialect: crate::domain::Dialect::Postgres,
         }
     }
 

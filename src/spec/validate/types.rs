@@ -4,7 +4,7 @@
 //! holds for every row. A SQLite type is taken only as a plain type name.
 
 use super::{Catalog, Filter, Job};
-use crate::db::Dialect;
+use crate::domain::Dialect;
 use std::collections::HashMap;
 
 /// The types of every column the job's SQL casts values to: (node index, column) → type, and
