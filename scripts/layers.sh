@@ -2,7 +2,8 @@
 # The crate's layers (docs/decisions/0007-one-direction.md): every `crate::MODULE` a file of
 # src/ names is an arrow from its top-level module to that one. An arrow must point to a lower
 # layer (or stay inside its own module); an arrow up, or a circle between two top-level
-# modules, fails. Prints the arrows between modules with the files that make them.
+# modules, fails; so does sqlx used outside src/db/ (SQL lives there alone). Prints the arrows
+# between modules with the files that make them.
 #
 #   bash scripts/layers.sh          # check; exit 1 on an upward arrow
 #   bash scripts/layers.sh --graph  # also print every arrow
@@ -56,6 +57,17 @@ for (src, dst), files in sorted(arrows.items()):
         bad.append(f"{src} -> {dst} runs up ({where})")
     elif layer[dst] == layer[src] and (dst, src) in arrows:
         bad.append(f"{src} <-> {dst}: a circle inside one layer ({where})")
+
+# SQL lives under src/db/ alone: no other module names sqlx (tests aside).
+for f in sorted(pathlib.Path("src").rglob("*.rs")):
+    if f.parts[1] == "db" or f.name == "tests.rs":
+        continue
+    text = f.read_text()
+    cut = text.find("#[cfg(test)]\nmod tests")
+    if cut >= 0:
+        text = text[:cut]
+    if "sqlx::" in text:
+        bad.append(f"{f} uses sqlx: SQL belongs under src/db/, behind a function named for what it answers")
 
 if "--graph" in sys.argv:
     for (src, dst), files in sorted(arrows.items()):

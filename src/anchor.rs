@@ -182,17 +182,7 @@ impl Target {
 
 /// The chain head as stored (not re-verified): what an anchor records.
 pub async fn head(db: &crate::db::Db) -> Result<Option<Anchor>> {
-    let sql = db.t(&format!(
-        "SELECT seq, hash, {} FROM lethe.audit_log ORDER BY seq DESC LIMIT 1",
-        db.dialect().now()
-    ));
-    let row: Option<(i64, String, DateTime<Utc>)> = crate::on_db!(db, p => sqlx::query_as(
-        sqlx::AssertSqlSafe(sql)
-    )
-    .persistent(false)
-    .fetch_optional(p)
-    .await)
-    .context("reading the audit chain head")?;
+    let row = crate::db::audit::head(db).await?;
     Ok(row.map(|(seq, hash, at)| Anchor {
         seq,
         hash,

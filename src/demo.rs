@@ -89,41 +89,13 @@ pub async fn prepare(dir: &Path, base: &Settings) -> Result<Demo> {
     settings.object_root = Some(objects.clone());
     settings.clock_max_gap = None;
     let ctx = Context::build(&settings).await?;
-    let crate::db::Db::Lite(pool) = &ctx.db else {
-        unreachable!("a sqlite:// URL opens SQLite")
-    };
     let uri = format!("file://{}/{BUCKET}", objects.display());
-    // The bucket's URI goes in bound, never as SQL text: the directory's name may hold a quote.
-    let mut conn = pool.acquire().await?;
-    sqlx::raw_sql("CREATE TEMP TABLE demo_uri (uri TEXT NOT NULL)")
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("INSERT INTO temp.demo_uri VALUES ($1)")
-        .bind(&uri)
-        .execute(&mut *conn)
-        .await?;
-    let seed = SEED.replace("'{URI}", "(SELECT uri FROM temp.demo_uri) || '");
-    for sql in [SCHEMA.to_string(), seed] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&mut *conn)
-            .await
-            .context("creating the demo database")?;
-    }
-    drop(conn);
+    crate::db::demo::seed(&ctx.db, SCHEMA, SEED, &uri).await?;
     crate::db::migrate(&ctx.db).await?;
 
     let store = LocalStore::open(&objects).map_err(anyhow::Error::msg)?;
     store.create_bucket(BUCKET, Versioning::Unversioned).await?;
-    let keys: Vec<String> = sqlx::query_scalar(
-        "SELECT 'runs/' || id || '/output.txt' FROM runs
-         UNION ALL SELECT 'snaps/' || id || '/checkpoint.bin' FROM snapshots
-         UNION ALL SELECT 'accounts/' || id || '/profile.json' FROM accounts
-         UNION ALL SELECT substr(artifact_uri, length($1) + 2) || '/report.html' FROM runs
-                   WHERE artifact_uri IS NOT NULL",
-    )
-    .bind(&uri)
-    .fetch_all(pool)
-    .await?;
+    let keys = crate::db::demo::object_keys(&ctx.db, &uri).await?;
     let store: Arc<dyn ObjectStore> = Arc::new(store);
     for key in keys {
         store
@@ -159,15 +131,7 @@ fn sqlite_url(path: &Path) -> String {
 
 /// Rows and objects in the demo world now: (accounts, runs, snapshots, metrics, objects).
 pub async fn census(demo: &Demo) -> Result<(i64, i64, i64, i64, usize)> {
-    let crate::db::Db::Lite(pool) = &demo.ctx.db else {
-        unreachable!("the demo runs on SQLite")
-    };
-    let (a, r, s, m): (i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM runs),
-                (SELECT count(*) FROM snapshots), (SELECT count(*) FROM metrics)",
-    )
-    .fetch_one(pool)
-    .await?;
+    let (a, r, s, m) = crate::db::demo::census(&demo.ctx.db).await?;
     let files = walk(&demo.objects.join(BUCKET));
     Ok((a, r, s, m, files))
 }

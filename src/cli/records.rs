@@ -216,15 +216,7 @@ async fn reported_job(ctx: &Context, name: &str) -> Result<()> {
     if known_job(ctx, name).is_ok() {
         return Ok(());
     }
-    let sql = ctx
-        .db
-        .t("SELECT count(*) FROM (SELECT 1 FROM lethe.audit_log WHERE job = $1 LIMIT 1) e");
-    let seen: i64 = crate::on_db!(&ctx.db, p => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .bind(name)
-        .fetch_one(p)
-        .await)
-    .context("looking the job up in the audit log")?;
-    if seen > 0 {
+    if db::audit::has_job(&ctx.db, name).await? {
         return Ok(());
     }
     bail!(

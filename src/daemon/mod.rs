@@ -401,12 +401,7 @@ async fn catch_up_due(ctx: &Context, job: &Job) -> Result<bool> {
     let Some(last) = crate::db::runs::last_finished(&ctx.db, &job.name).await? else {
         return Ok(true);
     };
-    let sql = format!("SELECT {}", ctx.db.dialect().now());
-    let now: chrono::DateTime<Utc> = crate::on_db!(&ctx.db, p => sqlx::query_scalar(
-        sqlx::AssertSqlSafe(sql)
-    )
-    .fetch_one(p)
-    .await)?;
+    let now = crate::db::clock::now(&ctx.db).await?;
     Ok(match period(job, now) {
         Some(p) => now - last > p,
         None => false,

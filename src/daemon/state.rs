@@ -75,11 +75,11 @@ impl State {
     pub(super) async fn check_database(&self) {
         let pool = self.pool.lock().expect("pool lock").clone();
         let up = match pool {
-            Some(db) => tokio::time::timeout(DB_CHECK_TIMEOUT, async {
-                crate::on_db!(&db, p => sqlx::query("SELECT 1").execute(p).await.is_ok())
-            })
-            .await
-            .unwrap_or(false),
+            Some(db) => {
+                tokio::time::timeout(DB_CHECK_TIMEOUT, async { crate::db::ping(&db).await })
+                    .await
+                    .unwrap_or(false)
+            }
             None => false,
         };
         self.metrics().database_up = up;

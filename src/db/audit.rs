@@ -229,3 +229,28 @@ pub async fn page(db: &Db, after: i64, limit: i64) -> Result<Vec<(Entry, String)
         })
         .collect())
 }
+
+/// The chain's head as stored (not re-verified), with the database's clock now:
+/// `(seq, hash, now)`; `None` for an empty log.
+pub async fn head(db: &Db) -> Result<Option<(i64, String, DateTime<Utc>)>> {
+    let sql = db.t(&format!(
+        "SELECT seq, hash, {} FROM lethe.audit_log ORDER BY seq DESC LIMIT 1",
+        db.dialect().now()
+    ));
+    crate::on_db!(db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .persistent(false)
+        .fetch_optional(p)
+        .await)
+    .context("reading the audit chain head")
+}
+
+/// Whether the log has an entry of `job`.
+pub async fn has_job(db: &Db, job: &str) -> Result<bool> {
+    let sql = db.t("SELECT count(*) FROM (SELECT 1 FROM lethe.audit_log WHERE job = $1 LIMIT 1) e");
+    let n: i64 = crate::on_db!(db, p => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(job)
+        .fetch_one(p)
+        .await)
+    .context("looking the job up in the audit log")?;
+    Ok(n > 0)
+}

@@ -131,3 +131,13 @@ pub async fn confirm(db: &Db, by: &str) -> Result<(DateTime<Utc>, Option<DateTim
         .context("recording the clock confirmation")?;
     Ok((now, last))
 }
+
+/// The database's clock now.
+pub async fn now(db: &Db) -> Result<DateTime<Utc>> {
+    let sql = format!("SELECT {}", db.dialect().now());
+    Ok(
+        crate::on_db!(db, p => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_one(p)
+        .await)?,
+    )
+}

@@ -9,10 +9,12 @@
 pub mod audit;
 pub mod catalog;
 pub mod clock;
+pub mod demo;
 pub mod hold_ledger;
 pub mod holds;
 pub mod items;
 pub mod platform;
+pub mod report;
 pub mod runs;
 pub mod sql;
 pub mod url;
@@ -118,6 +120,20 @@ impl Dialect {
 }
 
 impl Tx {
+    /// PostgreSQL: how long a statement of this transaction waits for a row lock before it
+    /// fails. SQLite waits its busy timeout.
+    pub async fn set_lock_timeout(&mut self, timeout: Duration) -> Result<()> {
+        if let Tx::Pg(t) = self {
+            let ms = timeout.as_millis();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SET LOCAL lock_timeout = {ms}"
+            )))
+            .execute(&mut **t)
+            .await?;
+        }
+        Ok(())
+    }
+
     pub async fn commit(self) -> Result<()> {
         match self {
             Tx::Pg(t) => t.commit().await?,
@@ -132,6 +148,11 @@ impl Tx {
             Tx::Lite(_) => Dialect::Sqlite,
         }
     }
+}
+
+/// Whether the database answers a trivial query.
+pub async fn ping(db: &Db) -> bool {
+    on_db!(db, p => sqlx::query("SELECT 1").execute(p).await.is_ok())
 }
 
 /// A time as lethe stores it in SQLite: UTC text with milliseconds, which sorts as it compares.

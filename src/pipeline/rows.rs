@@ -112,17 +112,10 @@ async fn purge_batch(
     let started = std::time::Instant::now();
     let keys: Vec<String> = ready.iter().map(|r| r.key.clone()).collect();
     let mut tx = ctx.db.begin().await?;
-    if let crate::db::Tx::Pg(t) = &mut tx {
-        // A platform session holding a subject's row (or a child's) must not stall the purge
-        // indefinitely: give up on the batch, retry its subjects one by one, and leave the
-        // locked ones to the next run. (SQLite waits its busy timeout.)
-        let ms = ctx.settings.lock_timeout.as_millis();
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SET LOCAL lock_timeout = {ms}"
-        )))
-        .execute(&mut **t)
-        .await?;
-    }
+    // A platform session holding a subject's row (or a child's) must not stall the purge
+    // indefinitely: give up on the batch, retry its subjects one by one, and leave the locked
+    // ones to the next run. (SQLite waits its busy timeout.)
+    tx.set_lock_timeout(ctx.settings.lock_timeout).await?;
     let mut t = std::time::Instant::now();
     let mut lap = |what: &str| {
         tracing::debug!(

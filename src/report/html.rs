@@ -7,7 +7,7 @@ use super::summary::{self, Summary};
 use super::{COLUMNS, Filter, Row, for_each_row};
 use crate::context::Context;
 use crate::spec::Job;
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use chrono::NaiveDate;
 use std::io::Write;
 
@@ -25,31 +25,7 @@ fn esc(s: &str) -> String {
 
 /// Purges per UTC day: (day, met, breached).
 async fn per_day(ctx: &Context, filter: &Filter) -> Result<Vec<(NaiveDate, i64, i64)>> {
-    let lite = ctx.db.dialect() == crate::db::Dialect::Sqlite;
-    let day = if lite {
-        "date(at)"
-    } else {
-        "(at AT TIME ZONE 'UTC')::date"
-    };
-    let sql = super::summary::period_sql(
-        lite,
-        &format!(
-            "SELECT {day}, count(*) FILTER (WHERE MET), count(*) FILTER (WHERE LATE)
-             FROM lethe.audit_log WHERE event = 'purged' AND IN_PERIOD GROUP BY 1 ORDER BY 1"
-        ),
-    );
-    let bound = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(crate::db::lite_time);
-    let (subject_job, subject_key) = filter.subject.clone().unzip();
-    crate::on_db!(&ctx.db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(bound(filter.from))
-        .bind(bound(filter.to))
-        .bind(&filter.job)
-        .bind(&filter.account)
-        .bind(&subject_job)
-        .bind(&subject_key)
-        .fetch_all(p)
-        .await)
-    .context("counting purges per day")
+    crate::db::report::purges_per_day(&ctx.db, &filter.scope()).await
 }
 
 fn chart(days: &[(NaiveDate, i64, i64)]) -> String {

@@ -6,10 +6,9 @@
 pub mod html;
 pub mod summary;
 
-use crate::db::{Db, Dialect};
+use crate::db::Db;
 use anyhow::{Context as _, Result, bail};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
-use futures::TryStreamExt;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -29,6 +28,17 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// The scope as the database reads it.
+    pub fn scope(&self) -> crate::db::report::Scope {
+        crate::db::report::Scope {
+            from: self.from,
+            to: self.to,
+            job: self.job.clone(),
+            account: self.account.clone(),
+            subject: self.subject.clone(),
+        }
+    }
+
     /// Whether the report is about one account or one subject (a data-subject request): then
     /// every part of it is scoped, not only its rows.
     pub fn scoped(&self) -> bool {
@@ -144,19 +154,7 @@ fn detail_time(d: &serde_json::Value, k: &str) -> Option<DateTime<Utc>> {
     d.get(k)?.as_str()?.parse().ok()
 }
 
-type Raw = (
-    i64,
-    DateTime<Utc>,
-    Option<i64>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    String,
-    Option<i64>,
-    serde_json::Value,
-    Option<String>,
-    Option<String>,
-);
+use crate::db::report::Raw;
 
 impl Row {
     fn from_raw(r: Raw) -> Row {
@@ -273,44 +271,10 @@ pub async fn for_each_row(
     exceptions_only: bool,
     mut each: impl FnMut(Row) -> Result<()>,
 ) -> Result<u64> {
-    let (subject_job, subject_key) = filter.subject.clone().unzip();
-    // Bounds are bound as text: PostgreSQL casts them (and needs the parameters' type to test
-    // them for NULL), SQLite compares its canonical text.
-    let (t, at) = match db.dialect() {
-        Dialect::Postgres => ("::text", "::text::timestamptz"),
-        Dialect::Sqlite => ("", ""),
-    };
-    let sql = db.t(&format!(
-        "SELECT a.seq, a.at, a.run_id, a.job, a.subject_key, a.owner, a.event, a.hold_id, a.detail,
-                h.detail->>'reason', h.detail->>'by'
-         FROM lethe.audit_log a LEFT JOIN lethe.audit_log h ON a.hold_id IS NOT NULL
-              AND h.seq = (SELECT min(x.seq) FROM lethe.audit_log x
-                           WHERE x.hold_id = a.hold_id AND x.event = 'hold_placed')
-         WHERE a.event IN ('purged', 'held', 'failed') AND NOT ($7 AND a.event = 'purged')
-           AND ($1{t} IS NULL OR a.at >= $1{at}) AND ($2{t} IS NULL OR a.at < $2{at})
-           AND ($3{t} IS NULL OR a.job = $3) AND ($4{t} IS NULL OR a.owner = $4)
-           AND ($5{t} IS NULL OR (a.job = $5 AND a.subject_key = $6))
-         ORDER BY a.seq"
-    ));
-    let bound = |t: Option<DateTime<Utc>>| t.map(crate::db::lite_time);
-    let n = crate::on_db!(db, p => {
-        let mut rows = sqlx::query_as::<_, Raw>(sqlx::AssertSqlSafe(sql))
-            .bind(bound(filter.from))
-            .bind(bound(filter.to))
-            .bind(&filter.job)
-            .bind(&filter.account)
-            .bind(subject_job)
-            .bind(subject_key)
-            .bind(exceptions_only)
-            .fetch(p);
-        let mut n = 0;
-        while let Some(raw) = rows.try_next().await.context("reading the audit log")? {
-            each(Row::from_raw(raw))?;
-            n += 1;
-        }
-        n
-    });
-    Ok(n)
+    crate::db::report::for_each_outcome(db, &filter.scope(), exceptions_only, |raw| {
+        each(Row::from_raw(raw))
+    })
+    .await
 }
 
 /// Streams the report rows matching `filter`, in audit order, to `out`. Returns how many.

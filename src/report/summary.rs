@@ -6,7 +6,7 @@ use super::Filter;
 use crate::context::Context;
 use crate::db::holds;
 use crate::spec::Job;
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -51,7 +51,7 @@ pub struct Overdue {
     pub hold_id: Option<i64>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize)]
 pub struct RunLine {
     pub id: i64,
     pub job: String,
@@ -82,35 +82,13 @@ pub struct Summary {
 
 pub async fn build(ctx: &Context, all: &[Job], filter: &Filter) -> Result<Summary> {
     let db = &ctx.db;
-    let lite = db.dialect() == crate::db::Dialect::Sqlite;
-    let sql = format!("SELECT {}", db.dialect().now());
-    let generated_at: DateTime<Utc> =
-        crate::on_db!(db, p => sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(p).await)?;
-    let bound = |t: Option<DateTime<Utc>>| t.map(crate::db::lite_time);
+    let generated_at = crate::db::clock::now(db).await?;
     let mut jobs: BTreeMap<String, JobSummary> = all
         .iter()
         .filter(|j| filter.job.as_ref().is_none_or(|f| *f == j.name))
         .map(|j| (j.name.clone(), JobSummary::default()))
         .collect();
-    let sql = period_sql(
-        lite,
-        "SELECT job, event, count(*), count(*) FILTER (WHERE event = 'purged' AND MET)
-         FROM lethe.audit_log
-         WHERE event IN ('purged', 'held', 'failed') AND job IS NOT NULL AND IN_PERIOD
-         GROUP BY 1, 2",
-    );
-    let (subject_job, subject_key) = filter.subject.clone().unzip();
-    let counts: Vec<(String, String, i64, i64)> =
-        crate::on_db!(db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(bound(filter.from))
-            .bind(bound(filter.to))
-            .bind(&filter.job)
-            .bind(&filter.account)
-            .bind(&subject_job)
-            .bind(&subject_key)
-            .fetch_all(p)
-            .await)
-        .context("counting outcomes")?;
+    let counts = crate::db::report::outcomes(db, &filter.scope()).await?;
     for (job, event, n, met) in counts {
         let s = jobs.entry(job).or_default();
         match event.as_str() {
@@ -210,24 +188,17 @@ pub async fn build(ctx: &Context, all: &[Job], filter: &Filter) -> Result<Summar
             released_at: h.released_at,
         })
         .collect();
-    let sql = if lite {
-        "SELECT id, job, started_at, finished_at, status FROM lethe_job_runs
-         WHERE NOT dry_run AND ($1 IS NULL OR finished_at IS NULL OR finished_at >= $1)
-           AND ($2 IS NULL OR started_at < $2) AND ($3 IS NULL OR job = $3)
-         ORDER BY id"
-    } else {
-        "SELECT id, job, started_at, finished_at, status FROM lethe.job_runs
-         WHERE NOT dry_run AND ($1::text IS NULL OR coalesce(finished_at, 'infinity') >= $1::text::timestamptz)
-           AND ($2::text IS NULL OR started_at < $2::text::timestamptz) AND ($3::text IS NULL OR job = $3)
-         ORDER BY id"
-    };
-    let mut runs: Vec<RunLine> = crate::on_db!(db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(bound(filter.from))
-        .bind(bound(filter.to))
-        .bind(&filter.job)
-        .fetch_all(p)
-        .await)
-    .context("listing runs")?;
+    let mut runs: Vec<RunLine> = crate::db::report::runs(db, &filter.scope())
+        .await?
+        .into_iter()
+        .map(|(id, job, started_at, finished_at, status)| RunLine {
+            id,
+            job,
+            started_at,
+            finished_at,
+            status,
+        })
+        .collect();
     if filter.scoped() {
         // Only the runs that recorded something of the account or subject.
         let mut ids = std::collections::HashSet::new();
@@ -260,39 +231,6 @@ async fn scoped_hold_ids(
     })
     .await?;
     Ok(ids)
-}
-
-/// An audit query over a period, in a dialect: `IN_PERIOD` becomes the period filter on `at`
-/// (bounds `$1` and `$2` bound as text, the job as `$3`, the account as `$4`, a subject's job
-/// and key as `$5` and `$6`), `MET` and `LATE` whether a purge
-/// kept its recorded deadline. SQLite compares times as numbers, since the deadline in an entry's
-/// detail has another precision than `at`.
-pub(super) fn period_sql(lite: bool, sql: &str) -> String {
-    let (period, met, late) = if lite {
-        (
-            "($1 IS NULL OR at >= $1) AND ($2 IS NULL OR at < $2) AND ($3 IS NULL OR job = $3) \
-             AND ($4 IS NULL OR owner = $4) AND ($5 IS NULL OR (job = $5 AND subject_key = $6))",
-            "unixepoch(at, 'subsec') <= unixepoch(detail->>'deadline_at', 'subsec')",
-            "unixepoch(at, 'subsec') > unixepoch(detail->>'deadline_at', 'subsec')",
-        )
-    } else {
-        (
-            "($1::text IS NULL OR at >= $1::text::timestamptz) AND ($2::text IS NULL OR at < $2::text::timestamptz) \
-             AND ($3::text IS NULL OR job = $3) AND ($4::text IS NULL OR owner = $4) \
-             AND ($5::text IS NULL OR (job = $5 AND subject_key = $6))",
-            "at <= (detail->>'deadline_at')::timestamptz",
-            "at > (detail->>'deadline_at')::timestamptz",
-        )
-    };
-    let sql = sql
-        .replace("IN_PERIOD", period)
-        .replace("MET", met)
-        .replace("LATE", late);
-    if lite {
-        sql.replace("lethe.", "lethe_")
-    } else {
-        sql
-    }
 }
 
 fn t(d: DateTime<Utc>) -> String {
