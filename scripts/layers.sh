@@ -2,8 +2,9 @@
 # The crate's layers (docs/decisions/0007-one-direction.md): every `crate::MODULE` a file of
 # src/ names is an arrow from its top-level module to that one. An arrow must point to a lower
 # layer (or stay inside its own module); an arrow up, or a circle between two top-level
-# modules, fails; so does sqlx used outside src/db/ (SQL lives there alone). Prints the arrows
-# between modules with the files that make them.
+# modules, fails; so do sqlx used outside src/db/ (SQL lives there alone), a file of src/ over
+# 500 lines, and one without a module doc comment. Prints the arrows between modules with the
+# files that make them.
 #
 #   bash scripts/layers.sh          # check; exit 1 on an upward arrow
 #   bash scripts/layers.sh --graph  # also print every arrow
@@ -68,6 +69,15 @@ for f in sorted(pathlib.Path("src").rglob("*.rs")):
         text = text[:cut]
     if "sqlx::" in text:
         bad.append(f"{f} uses sqlx: SQL belongs under src/db/, behind a function named for what it answers")
+
+# No file of src/ needs two sittings: 500 lines at most, each opening with what it owns.
+for f in sorted(pathlib.Path("src").rglob("*.rs")):
+    text = f.read_text()
+    n = text.count("\n")
+    if n > 500:
+        bad.append(f"{f} has {n} lines: split it (at most 500)")
+    if f.name != "tests.rs" and not text.startswith("//!"):
+        bad.append(f"{f} does not open with a module doc comment (what it owns, what it must not do)")
 
 if "--graph" in sys.argv:
     for (src, dst), files in sorted(arrows.items()):

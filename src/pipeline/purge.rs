@@ -5,15 +5,18 @@
 use super::manifest::{self, Manifest};
 use super::objects::{self, Buckets, Tally};
 use super::rows::{self, RowOutcome};
-use super::{JobReport, Ready, hold_map, ownership, verify};
+use super::{JobReport, Ready, hold_map, ownership};
 use super::{lease, locks};
 use crate::context::Context;
 use crate::db::{items, platform};
-use crate::domain::{ItemState, STORE_NAME};
+use crate::domain::ItemState;
 use crate::spec::Job;
 use anyhow::{Context as _, Result};
 use std::collections::HashMap;
 use std::sync::Arc;
+
+mod record;
+mod verified;
 
 /// Takes one batch of discovered subjects through every step; each subject's outcome (purged,
 /// held, failed, busy) is counted in `report` and recorded in the work items and the audit log.
@@ -375,73 +378,6 @@ impl<'a> Batch<'a> {
         Ok(purged)
     }
 
-    /// Step 5, verification: each location asked of the store on its own. Leftovers (a listing
-    /// that surprised us) are purged again, each directory listed on its own by its own prefix,
-    /// and verified again, for as long as a pass still deletes something; a subject with
-    /// anything left fails with its rows kept. The rest move to `verified`.
-    async fn verify(&self, purged: Vec<Ready>, report: &mut JobReport) -> Result<Vec<Ready>> {
-        let mut purged = purged;
-        let to_verify: Vec<_> = purged.iter().map(|r| self.locations(r)).collect();
-        let mut checks = verify::verify(self.ctx, self.buckets, &to_verify).await;
-        for pass in 1..=CAREFUL_PASSES {
-            let again: Vec<usize> = checks
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.is_err())
-                .map(|(i, _)| i)
-                .collect();
-            if again.is_empty() {
-                break;
-            }
-            tracing::warn!(
-                subjects = again.len(),
-                pass,
-                "leftovers after the purge; purging those again, directory by directory"
-            );
-            let locs: Vec<_> = again.iter().map(|&i| to_verify[i].clone()).collect();
-            let owners: Vec<&Ready> = again.iter().map(|&i| &purged[i]).collect();
-            let extra =
-                objects::purge(self.ctx, self.buckets, &locs, true, self.lease(&owners)).await;
-            let rechecks = verify::verify(self.ctx, self.buckets, &locs).await;
-            let mut progress = false;
-            for ((&i, t), c) in again.iter().zip(extra).zip(rechecks) {
-                let r = &mut purged[i];
-                progress |= t.versions + t.delete_markers + t.uploads_aborted > 0;
-                r.tally.add_counts(&t);
-                r.tally.held_by = r.tally.held_by.or(t.held_by);
-                report.count_objects(&t);
-                checks[i] = match (t.failed, t.denied) {
-                    (Some(e), _) => Err(e),
-                    (None, Some(d)) => Err(format!("refused by the store on a later pass: {d}")),
-                    (None, None) => c,
-                };
-            }
-            if !progress {
-                break;
-            }
-        }
-        let mut verified = Vec::new();
-        for (r, check) in purged.into_iter().zip(checks) {
-            match (r.tally.held_by, check) {
-                (Some(hold), _) => {
-                    self.held_mid_purge(&r, hold).await?;
-                    report.held += 1;
-                }
-                (None, Ok(())) => verified.push(r),
-                (None, Err(e)) => self.fail(&r, "verification", &e, report).await?,
-            }
-        }
-        let fenced: Vec<(i64, i64)> = verified
-            .iter()
-            .filter(|r| self.has_objects(r))
-            .map(|r| (r.id, r.epoch))
-            .collect();
-        if !fenced.is_empty() {
-            advance(self.ctx, self.run_id, &fenced, ItemState::Verified).await?;
-        }
-        Ok(verified)
-    }
-
     /// Step 6, rows and audit: one transaction re-checks holds and eligibility with the subject
     /// rows locked, deletes children before parents and the subject row last, marks the items
     /// done and appends the `purged` entries.
@@ -481,48 +417,6 @@ impl<'a> Batch<'a> {
         }
         Ok(())
     }
-
-    /// Records a subject whose purge a hold stopped part way: the deletes sent before the hold
-    /// committed happened, none after.
-    async fn held_mid_purge(&self, r: &Ready, hold: i64) -> Result<()> {
-        tracing::info!(subject = %r.key, hold, "a hold placed during the purge stopped it");
-        let mut d = r.detail();
-        d["placed_during_purge"] = true.into();
-        let s = r.subject(self.job, self.run_id, &self.ctx.settings.actor);
-        items::mark_held(&self.ctx.db, &s, Some(hold), self.prev_hold[&r.id], d)
-            .await
-            .map(|_| ())
-    }
-
-    /// Records a subject held by the object store (Object Lock), with the store's evidence.
-    async fn held_by_storage(&self, r: &Ready, evidence: String) -> Result<()> {
-        tracing::info!(subject = %r.key, %evidence, "held by the object store");
-        let mut d = r.detail();
-        d["source"] = "storage".into();
-        d["evidence"] = evidence.into();
-        let s = r.subject(self.job, self.run_id, &self.ctx.settings.actor);
-        items::mark_held(&self.ctx.db, &s, None, self.prev_hold[&r.id], d)
-            .await
-            .map(|_| ())
-    }
-
-    async fn fail(&self, r: &Ready, class: &str, msg: &str, report: &mut JobReport) -> Result<()> {
-        // A name the store keeps differently is said apart: `plan`, `report --summary` and the
-        // metrics count these subjects as ones lethe cannot purge as they are.
-        let class = if msg.contains(crate::storage::NAME_KEPT_DIFFERENTLY) {
-            STORE_NAME
-        } else {
-            class
-        };
-        // Said once: `lethe run` prints the run's failures in its summary, the daemon logs them
-        // after the run.
-        tracing::debug!(subject = %r.key, class, error = msg, "subject failed");
-        let s = r.subject(self.job, self.run_id, &self.ctx.settings.actor);
-        items::mark_failed(&self.ctx.db, &s, class, msg, r.detail()).await?;
-        report.failed += 1;
-        report.error(format!("{}: {class}: {msg}", r.key));
-        Ok(())
-    }
 }
 
 /// Moves fenced items to `to` in a transaction of their own; answers the ids that moved.
@@ -537,10 +431,6 @@ async fn advance(
     tx.commit().await?;
     Ok(moved)
 }
-
-/// Purges after the first, each directory listed on its own, while verification still finds
-/// leftovers and the previous pass deleted something.
-const CAREFUL_PASSES: usize = 3;
 
 /// Wall time per pipeline stage of one batch, for the `batch done` log line.
 struct Stages {

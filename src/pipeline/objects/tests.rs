@@ -1,6 +1,6 @@
 use super::*;
 use crate::storage::memory::MemoryStore;
-use crate::storage::{Page, PageToken, Upload};
+use crate::storage::{KeyOutcome, Page, PageToken, Upload};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 /// An unversioned one-bucket store that lists 1,000 keys at a time at once and deletes
