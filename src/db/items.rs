@@ -396,16 +396,20 @@ pub async fn mark_held_many(db: &Db, held: Vec<Held<'_>>) -> Result<usize> {
 /// the next run takes it again, at once after its first two attempts (most failures pass: a
 /// throttled store, a lost lease), then only after `retry_at`, 1 minute after the third,
 /// doubling up to an hour, so a subject that keeps failing is not re-claimed and re-audited by
-/// every run.
+/// every run. Without `backoff` (a failure of the run's, not the subject's: a lost database
+/// session, a lease that could not be confirmed) the next run takes it at once whatever its
+/// attempts: a failover must not make every subject it touched wait.
 pub async fn mark_failed(
     db: &Db,
     s: &Subject<'_>,
     class: &str,
     message: &str,
     detail: serde_json::Value,
+    backoff: bool,
 ) -> Result<bool> {
     let mut tx = db.begin().await?;
     let wait = match db.dialect() {
+        _ if !backoff => db.dialect().now(),
         super::Dialect::Postgres => {
             "now() + CASE WHEN attempts < 3 THEN 0 \
              ELSE least(3600, 60 * power(2, least(attempts - 3, 10))) END * interval '1 second'"

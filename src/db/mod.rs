@@ -13,6 +13,7 @@ pub mod demo;
 pub mod hold_ledger;
 pub mod holds;
 pub mod items;
+pub mod plan;
 pub mod platform;
 pub mod report;
 pub mod runs;

@@ -84,87 +84,11 @@ struct SubjectLine<'a> {
     held_by_storage: bool,
 }
 
-/// One subject with a clock, as the plan sees it now.
-pub struct PlanSubject {
-    pub key: String,
-    pub owner: Option<String>,
-    pub clock_at: DateTime<Utc>,
-    pub eligible_at: DateTime<Utc>,
-    pub deadline_at: DateTime<Utc>,
-    /// The lowest active hold covering it.
-    pub hold_id: Option<i64>,
-    /// The last run found it held by the object store (S3 Object Lock).
-    pub storage_held: bool,
-    /// Past its grace.
-    pub eligible: bool,
-    /// Past its deadline.
-    pub overdue: bool,
-    /// Its clock is in the future, by the database's clock.
-    pub future_clock: bool,
-    /// The last run failed it: the store keeps one of its names differently.
-    pub store_name: bool,
-}
-
-type PlanRow = (
-    String,
-    Option<String>,
-    DateTime<Utc>,
-    DateTime<Utc>,
-    DateTime<Utc>,
-    Option<i64>,
-    bool,
-    bool,
-    bool,
-    bool,
-    bool,
-);
-
-/// Calls `each` with every subject of `job` that has a clock, streaming from the database.
-pub async fn each_subject(
-    ctx: &Context,
-    job: &Job,
-    all: &[Job],
-    mut each: impl FnMut(PlanSubject) -> Result<()>,
-) -> Result<()> {
-    let sql = platform::plan_rows(job, all);
-    sql.for_each::<PlanRow>(
-        &ctx.db,
-        |(
-            key,
-            owner,
-            clock_at,
-            eligible_at,
-            deadline_at,
-            hold_id,
-            storage_held,
-            eligible,
-            overdue,
-            future_clock,
-            store_name,
-        )| {
-            each(PlanSubject {
-                key,
-                owner,
-                clock_at,
-                eligible_at,
-                deadline_at,
-                hold_id,
-                storage_held,
-                eligible,
-                overdue,
-                future_clock,
-                store_name,
-            })
-        },
-    )
-    .await
-    .with_context(|| format!("listing the subjects of job `{}`", job.name))?;
-    Ok(())
-}
+pub use crate::db::plan::{PlanSubject, each_subject};
 
 /// Streams one JSON line per subject with a clock, in constant memory.
 pub async fn subjects(ctx: &Context, job: &Job, all: &[Job], out: &mut dyn Write) -> Result<()> {
-    each_subject(ctx, job, all, |p| {
+    each_subject(&ctx.db, job, all, |p| {
         let held = p.hold_id.is_some() || p.storage_held;
         let status = match (held, p.eligible, p.overdue) {
             (true, true, _) => "held",

@@ -108,7 +108,7 @@ pub async fn build(ctx: &Context, all: &[Job], filter: &Filter) -> Result<Summar
         let Some(s) = jobs.get_mut(&job.name) else {
             continue;
         };
-        crate::pipeline::plan::each_subject(ctx, job, all, |p| {
+        crate::db::plan::each_subject(&ctx.db, job, all, |p| {
             if !p.overdue || !filter.covers(&job.name, &p.key, p.owner.as_deref()) {
                 return Ok(());
             }

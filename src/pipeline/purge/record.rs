@@ -8,6 +8,24 @@ use crate::domain::STORE_NAME;
 use crate::pipeline::{JobReport, Ready};
 use anyhow::Result;
 
+/// Whether a failure is the run's rather than the subject's: its lease or its database session
+/// was lost (a failover, `pg_terminate_backend`, a pool that timed out). Such a subject is not
+/// made to wait out a retry backoff.
+fn of_the_run(msg: &str) -> bool {
+    [
+        crate::pipeline::lease::LOST,
+        "cannot confirm the lease",
+        "terminating connection",
+        "connection closed",
+        "error communicating with database",
+        "pool timed out",
+        "broken pipe",
+        "connection reset",
+    ]
+    .iter()
+    .any(|s| msg.contains(s))
+}
+
 impl Batch<'_> {
     /// Records a subject whose purge a hold stopped part way: the deletes sent before the hold
     /// committed happened, none after.
@@ -51,7 +69,8 @@ impl Batch<'_> {
         // after the run.
         tracing::debug!(subject = %r.key, class, error = msg, "subject failed");
         let s = r.subject(self.job, self.run_id, &self.ctx.settings.actor);
-        items::mark_failed(&self.ctx.db, &s, class, msg, r.detail()).await?;
+        let backoff = !of_the_run(msg);
+        items::mark_failed(&self.ctx.db, &s, class, msg, r.detail(), backoff).await?;
         report.failed += 1;
         report.error(format!("{}: {class}: {msg}", r.key));
         Ok(())
