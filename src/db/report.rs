@@ -80,6 +80,11 @@ pub async fn outcomes(db: &Db, s: &Scope) -> Result<Vec<(String, String, i64, i6
          WHERE event IN ('purged', 'held', 'failed') AND job IS NOT NULL AND IN_PERIOD
          GROUP BY 1, 2",
     );
+    scoped(db, sql, s).await.context("counting outcomes")
+}
+
+/// Runs a `period_sql` query with the scope bound as its `$1`..`$6`.
+async fn scoped<T: super::sql::AnyRow>(db: &Db, sql: String, s: &Scope) -> sqlx::Result<Vec<T>> {
     let (subject_job, subject_key) = s.subject.clone().unzip();
     crate::on_db!(db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(bound(s.from))
@@ -90,7 +95,6 @@ pub async fn outcomes(db: &Db, s: &Scope) -> Result<Vec<(String, String, i64, i6
         .bind(&subject_key)
         .fetch_all(p)
         .await)
-    .context("counting outcomes")
 }
 
 /// Purges per UTC day: `(day, deadline met, deadline breached)`.
@@ -108,17 +112,7 @@ pub async fn purges_per_day(db: &Db, s: &Scope) -> Result<Vec<(NaiveDate, i64, i
              FROM lethe.audit_log WHERE event = 'purged' AND IN_PERIOD GROUP BY 1 ORDER BY 1"
         ),
     );
-    let (subject_job, subject_key) = s.subject.clone().unzip();
-    crate::on_db!(db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(bound(s.from))
-        .bind(bound(s.to))
-        .bind(&s.job)
-        .bind(&s.account)
-        .bind(&subject_job)
-        .bind(&subject_key)
-        .fetch_all(p)
-        .await)
-    .context("counting purges per day")
+    scoped(db, sql, s).await.context("counting purges per day")
 }
 
 /// The real (not dry) runs that overlap the period: `(id, job, started_at, finished_at,
