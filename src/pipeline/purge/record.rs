@@ -76,3 +76,28 @@ impl Batch<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::of_the_run;
+
+    #[test]
+    fn only_a_lost_session_or_lease_is_the_runs_failure() {
+        for run in [
+            crate::pipeline::lease::LOST,
+            "cannot confirm the lease and holds, so nothing was deleted: pool timed out",
+            "deleting rows: error returned from database: terminating connection due to administrator command",
+            "error communicating with database: connection reset by peer",
+        ] {
+            assert!(of_the_run(run), "{run}");
+        }
+        for subject in [
+            "s3://b/runs/1/x: AccessDenied (after 3 attempts)",
+            "verification found object versions left (first: s3://b/runs/1/x)",
+            "a name the object store keeps differently: …",
+            "its location s3://b/runs/1/ holds what 1 row(s) of runs.artifact_uri point at",
+        ] {
+            assert!(!of_the_run(subject), "{subject}");
+        }
+    }
+}
