@@ -231,12 +231,11 @@ pub async fn findings(db: &Db) -> Result<Vec<Finding>> {
 }
 
 fn scope_text(r: &Recorded) -> String {
-    match (&r.account, &r.job, &r.subject_key) {
-        (Some(a), _, _) => format!("account {a}"),
-        (None, Some(j), Some(k)) => format!("subject {j}:{k}"),
-        (None, Some(j), None) => format!("job {j}"),
-        _ => "?".into(),
-    }
+    holds::scope_words(
+        r.account.as_deref(),
+        r.job.as_deref(),
+        r.subject_key.as_deref(),
+    )
 }
 
 /// Before a run: records the holds placed outside lethe, and refuses (`HoldsTampered`) when the

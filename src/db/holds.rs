@@ -48,12 +48,21 @@ pub struct Hold {
 
 impl Hold {
     pub fn scope_text(&self) -> String {
-        match (&self.account, &self.job, &self.subject_key) {
-            (Some(a), _, _) => format!("account {a}"),
-            (None, Some(j), Some(k)) => format!("subject {j}:{k}"),
-            (None, Some(j), None) => format!("job {j}"),
-            _ => "?".into(),
-        }
+        scope_words(
+            self.account.as_deref(),
+            self.job.as_deref(),
+            self.subject_key.as_deref(),
+        )
+    }
+}
+
+/// A hold's scope from its columns: `account 7`, `subject deleted-runs:42`, `job x`.
+pub fn scope_words(account: Option<&str>, job: Option<&str>, key: Option<&str>) -> String {
+    match (account, job, key) {
+        (Some(a), _, _) => format!("account {a}"),
+        (None, Some(j), Some(k)) => format!("subject {j}:{k}"),
+        (None, Some(j), None) => format!("job {j}"),
+        _ => "?".into(),
     }
 }
 

@@ -64,26 +64,17 @@ fn is_secret(name: &str) -> bool {
 /// every parameter whose decoded name names a secret (`password=***`). Works on any text,
 /// parseable or not.
 pub fn redact_url(url: &str) -> String {
-    let (scheme, rest) = match url.find("://") {
-        Some(i) => (&url[..i + 3], &url[i + 3..]),
-        None => ("", url),
-    };
-    let (user, rest) = match rest.rfind('@') {
+    let (head, query) = split_query(url);
+    let from = head.find("://").map_or(0, |i| i + 3);
+    let mut out = match head[from..].rfind('@') {
         Some(at) => {
-            let info = &rest[..at];
-            let shown = match info.find(':') {
-                Some(c) => format!("{}:***@", &info[..c]),
-                None => format!("{info}@"),
-            };
-            (shown, &rest[at + 1..])
+            let info = &head[from..from + at];
+            let shown = info.find(':').map_or(info, |c| &info[..c]);
+            let masked = if shown.len() < info.len() { ":***" } else { "" };
+            format!("{}{shown}{masked}{}", &head[..from], &head[from + at..])
         }
-        None => (String::new(), rest),
+        None => head.to_string(),
     };
-    let (base, query) = match rest.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (rest, None),
-    };
-    let mut out = format!("{scheme}{user}{base}");
     if let Some(query) = query {
         let params: Vec<String> = query
             .split('&')

@@ -9,7 +9,7 @@ use crate::spec::Job;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 
 /// Overdue subjects listed per job (all are counted).
@@ -150,10 +150,11 @@ pub async fn build(ctx: &Context, all: &[Job], filter: &Filter) -> Result<Summar
     }
     // Scoped to an account or a subject, the report names only the holds that named it, or
     // held one of its subjects (a job hold that kept it), never another account's.
-    let held_ids = match filter.scoped() {
-        true => Some(scoped_hold_ids(db, filter).await?),
+    let scoped = match filter.scoped() {
+        true => Some(scoped_ids(db, filter).await?),
         false => None,
     };
+    let held_ids = scoped.as_ref().map(|(holds, _)| holds);
     let chain = crate::db::hold_ledger::recorded(db).await?;
     let holds = holds::list(db, true)
         .await?
@@ -199,15 +200,9 @@ pub async fn build(ctx: &Context, all: &[Job], filter: &Filter) -> Result<Summar
             status,
         })
         .collect();
-    if filter.scoped() {
+    if let Some((_, run_ids)) = &scoped {
         // Only the runs that recorded something of the account or subject.
-        let mut ids = std::collections::HashSet::new();
-        super::for_each_row(db, filter, false, |r| {
-            ids.insert(r.run_id);
-            Ok(())
-        })
-        .await?;
-        runs.retain(|r| ids.contains(&Some(r.id)));
+        runs.retain(|r| run_ids.contains(&r.id));
     }
     Ok(Summary {
         generated_at,
@@ -219,18 +214,17 @@ pub async fn build(ctx: &Context, all: &[Job], filter: &Filter) -> Result<Summar
     })
 }
 
-/// The holds that kept one of the account's (or the subject's) subjects, as its entries say.
-async fn scoped_hold_ids(
-    db: &crate::db::Db,
-    filter: &Filter,
-) -> Result<std::collections::HashSet<i64>> {
-    let mut ids = std::collections::HashSet::new();
-    super::for_each_row(db, filter, true, |r| {
-        ids.extend(r.hold_id);
+/// From the account's (or the subject's) entries, in one pass: the holds that kept one of its
+/// subjects, and the runs that recorded something of it.
+async fn scoped_ids(db: &crate::db::Db, filter: &Filter) -> Result<(HashSet<i64>, HashSet<i64>)> {
+    let (mut holds, mut runs) = (HashSet::new(), HashSet::new());
+    super::for_each_row(db, filter, false, |r| {
+        holds.extend(r.hold_id);
+        runs.extend(r.run_id);
         Ok(())
     })
     .await?;
-    Ok(ids)
+    Ok((holds, runs))
 }
 
 fn t(d: DateTime<Utc>) -> String {
