@@ -23,6 +23,14 @@ pub mod event {
     pub const HOLD_CONFIRMED: &str = "hold_confirmed";
     /// An operator vouched for the database clock after the clock guard tripped.
     pub const CLOCK_CONFIRMED: &str = "clock_confirmed";
+    /// A data-subject erasure request was recorded (`detail.request` is its id).
+    pub const REQUEST_PLACED: &str = "request_placed";
+    /// Every subject an erasure request covers is purged (`detail.state` `fulfilled`), or
+    /// purged or held (`partly`, with the holds in `detail.holds`).
+    pub const REQUEST_CLOSED: &str = "request_closed";
+    /// An account or subject was exported (`detail.manifest_sha256` fingerprints what was
+    /// written).
+    pub const EXPORTED: &str = "exported";
 }
 
 /// One audit entry. Ids, counts, times and outcomes only: never row or object content.

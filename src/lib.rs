@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod db;
 pub mod demo;
 pub mod domain;
+pub mod export;
 pub mod pipeline;
 pub mod report;
 pub mod spec;

@@ -97,6 +97,10 @@ pub(super) enum Command {
     /// Place, release and list legal or compliance holds.
     #[command(subcommand, after_help = ENV_COMMON)]
     Hold(HoldCommand),
+    /// Data-subject requests: erase an account (or one subject) now, export everything an
+    /// account owns, list them with their due dates. `lethe report --request ID` proves each.
+    #[command(subcommand, after_help = ENV_COMMON)]
+    Request(RequestCommand),
     /// The audit log: verify its hash chain, anchor its head.
     #[command(subcommand, after_help = ENV_COMMON)]
     Audit(AuditCommand),
@@ -194,8 +198,71 @@ pub(super) enum HoldCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub(super) enum RequestCommand {
+    /// Record an erasure request: every subject it covers, in every job whose spec says
+    /// `[requests] erase = true`, becomes eligible now, whatever its window, clock and filter;
+    /// the next run (or daemon tick) purges it first. Holds still win: a held subject stays and
+    /// the request is recorded as partly fulfilled. Prints the request's id on stdout and what
+    /// it covers on stderr. Exactly one of --account, --subject.
+    Erase {
+        /// Everything this account owns.
+        #[arg(long, group = "scope")]
+        account: Option<String>,
+        /// One subject: JOB:KEY.
+        #[arg(long, group = "scope")]
+        subject: Option<String>,
+        /// Why: the ticket or letter (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+        /// Who records it (recorded in the audit log). Default: LETHE_ACTOR, else the OS user.
+        #[arg(long)]
+        by: Option<String>,
+        /// When it must be done, from now: `30d` (the GDPR's month), `72h`.
+        #[arg(long, default_value = "30d", value_name = "DURATION")]
+        due: String,
+        /// Say what it would cover, record nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Record it even when it covers nothing now.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Export everything an account owns, now: every row each job's graph reaches, one JSON
+    /// Lines file per table, and every object under its locations (keys kept, version ids
+    /// recorded), with MANIFEST.json listing each file's sha256. Recorded in the audit log with
+    /// the manifest's hash. Deletes nothing.
+    Export {
+        /// The account.
+        #[arg(long)]
+        account: String,
+        /// A new (or empty) directory, or s3://BUCKET/PREFIX/.
+        #[arg(long, value_name = "DIR|S3_URI")]
+        out: String,
+        /// Why: the ticket or letter (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+        /// Who records it (recorded in the audit log). Default: LETHE_ACTOR, else the OS user.
+        #[arg(long)]
+        by: Option<String>,
+        /// Export even when the account owns nothing now.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Requests open, partly fulfilled under holds, or closed in the last 30 days, newest
+    /// first, with their due dates (`--all`: every one).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+}
+
 #[derive(Args, Debug)]
 pub(super) struct ReportArgs {
+    /// The proof of one data-subject request: the request, its due date, a one-line verdict,
+    /// then every outcome since it was placed for what it covers (CSV, JSON Lines or HTML).
+    #[arg(long, value_name = "ID", conflicts_with_all = ["from", "to", "job", "account", "subject", "summary"])]
+    pub(super) request: Option<i64>,
     /// Entries recorded at or after this date (2026-11-01, UTC) or time (RFC 3339).
     #[arg(long)]
     pub(super) from: Option<String>,

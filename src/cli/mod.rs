@@ -15,6 +15,7 @@ use std::process::ExitCode;
 mod args;
 mod commands;
 mod records;
+mod requests;
 
 use args::{AuditCommand, Cli, ClockCommand, Command};
 use commands::{check, demo_cmd, migrate, plan_cmd, run_cmd, select};
@@ -60,7 +61,9 @@ pub fn main() -> ExitCode {
                 2
             } else if e.downcast_ref::<db::clock::ClockJump>().is_some() {
                 4
-            } else if e.downcast_ref::<db::hold_ledger::HoldsTampered>().is_some() {
+            } else if e.downcast_ref::<db::hold_ledger::HoldsTampered>().is_some()
+                || e.downcast_ref::<db::requests::RequestsTampered>().is_some()
+            {
                 5
             } else {
                 1
@@ -186,6 +189,7 @@ async fn command(ctx: &Context, command: Command) -> Result<u8> {
         }
         Command::Daemon { .. } | Command::Demo { .. } => unreachable!("handled before connecting"),
         Command::Hold(h) => hold_cmd(ctx, h).await,
+        Command::Request(r) => requests::request_cmd(ctx, r).await,
         Command::Report(args) => report_cmd(ctx, args).await,
         Command::Clock(ClockCommand::Confirm { by }) => {
             let by = by.unwrap_or_else(|| ctx.settings.actor.clone());

@@ -288,6 +288,9 @@ pub(super) fn known_job(ctx: &Context, name: &str) -> Result<()> {
 pub(super) async fn report_cmd(ctx: &Context, args: ReportArgs) -> Result<u8> {
     use crate::report::{Filter, Format, parse_bound};
     config(db::require_current_schema(&ctx.db).await)?;
+    if let Some(id) = args.request {
+        return request_report(ctx, id, &args).await;
+    }
     let bound = |t: &Option<String>, end: bool, flag: &str| -> Result<_> {
         t.as_deref()
             .map(|t| parse_bound(t, end).with_context(|| format!("--{flag}")))
@@ -369,6 +372,26 @@ pub(super) async fn report_cmd(ctx: &Context, args: ReportArgs) -> Result<u8> {
         }
     };
     eprintln!("report: {n} rows");
+    Ok(0)
+}
+
+/// `report --request ID`: the proof of one request.
+async fn request_report(ctx: &Context, id: i64, args: &ReportArgs) -> Result<u8> {
+    let Some(r) = db::requests::get(&ctx.db, id).await? else {
+        return config(Err(anyhow!(
+            "there is no request {id}: see `lethe request list`"
+        )));
+    };
+    let all = ready_jobs(ctx).await?;
+    let (proof, rows) = crate::report::request::build(ctx, &all, r).await?;
+    let mut out: Box<dyn Write> = match &args.out {
+        Some(path) => Box::new(std::io::BufWriter::new(config(create_out(
+            path, args.force,
+        ))?)),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    crate::report::request::write(&proof, &rows, &args.format, &mut out)?;
+    eprintln!("request {id}: {}", proof.verdict);
     Ok(0)
 }
 

@@ -16,6 +16,7 @@ pub mod items;
 pub mod plan;
 pub mod platform;
 pub mod report;
+pub mod requests;
 pub mod runs;
 pub mod sql;
 pub mod url;

@@ -8,6 +8,7 @@ use super::purge::purge_batch;
 use super::{JobReport, RunOptions, dry_run};
 use crate::context::Context;
 use crate::db::platform;
+use crate::db::sql::Sql;
 use crate::spec::Job;
 use anyhow::{Context as _, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,12 +39,29 @@ pub(super) async fn run_batches(
     let discovery = async move {
         let mut cursor: platform::Cursor = None;
         let mut offset = 0;
+        // Subjects of open erasure requests first (the user asked, and their due date is
+        // nearer), then those the job selects by its clock and window.
+        let mut pass = if job.erase_on_request {
+            Pass::Requested
+        } else {
+            Pass::Clock
+        };
         while !stopped.load(Ordering::Relaxed) {
             if let Some(why) = opts.halt_reason() {
                 *halted_at = Some(why);
                 break;
             }
-            match next_page(ctx, job, all, budget, &mut cursor, &mut offset, backed).await? {
+            let page = next_page(
+                ctx,
+                job,
+                all,
+                pass,
+                budget,
+                &mut cursor,
+                &mut offset,
+                backed,
+            );
+            match page.await? {
                 Next::Page(mut page) => {
                     while !page.is_empty() {
                         let rest = page.split_off(page.len().min(ctx.settings.batch_subjects));
@@ -51,6 +69,12 @@ pub(super) async fn run_batches(
                             return Ok(false);
                         }
                     }
+                }
+                Next::End {
+                    left_by_limit: false,
+                } if pass == Pass::Requested => {
+                    pass = Pass::Clock;
+                    cursor = None;
                 }
                 Next::End { left_by_limit } => return Ok(left_by_limit),
             }
@@ -117,6 +141,24 @@ pub(super) async fn run_batches(
 /// anything is deleted, so a page going stale costs nothing but a skip.
 const DISCOVERY_PAGE_BATCHES: u64 = 8;
 
+/// Which subjects a discovery pass walks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Those an open erasure request covers, in key order.
+    Requested,
+    /// Those the job selects by its clock and window, oldest clock first.
+    Clock,
+}
+
+/// The next page of `pass` after `cursor`.
+fn discovery(job: &Job, all: &[Job], pass: Pass, cursor: &platform::Cursor, n: i64) -> Sql {
+    match pass {
+        Pass::Requested => platform::discover_requested(job, all, cursor, n)
+            .expect("the requested pass runs only for jobs that take erasure requests"),
+        Pass::Clock => platform::discover(job, all, cursor, n),
+    }
+}
+
 enum Next {
     Page(Vec<platform::Candidate>),
     /// No more: everything was discovered, or the budget is spent (and unheld subjects were
@@ -146,10 +188,12 @@ async fn without_waiting(
 
 /// The next page of eligible subjects after `cursor`, within the budget (an empty page when
 /// every subject on it waits).
+#[allow(clippy::too_many_arguments)]
 async fn next_page(
     ctx: &Context,
     job: &Job,
     all: &[Job],
+    pass: Pass,
     budget: &mut Option<u64>,
     cursor: &mut platform::Cursor,
     offset: &mut u64,
@@ -159,10 +203,10 @@ async fn next_page(
         Some(0) => {
             // Only unheld subjects count as left undone; held ones are exceptions.
             loop {
-                let more: Vec<platform::Candidate> =
-                    platform::discover(job, all, cursor, ctx.settings.batch_subjects as i64)
-                        .fetch_all(&ctx.db)
-                        .await?;
+                let n = ctx.settings.batch_subjects as i64;
+                let more: Vec<platform::Candidate> = discovery(job, all, pass, cursor, n)
+                    .fetch_all(&ctx.db)
+                    .await?;
                 let Some(last) = more.last() else {
                     return Ok(Next::End {
                         left_by_limit: false,
@@ -181,14 +225,14 @@ async fn next_page(
         // the budget would make a backlog of held subjects cost one scan per budget's worth.
         _ => ctx.settings.batch_subjects as u64 * DISCOVERY_PAGE_BATCHES,
     };
-    let query = if crate::controls::on("offset-pagination") {
+    let query = if crate::controls::on("offset-pagination") && pass == Pass::Clock {
         // Negative control: an OFFSET over a set that shrinks as subjects are purged.
         let mut q = platform::discover(job, all, &None, want as i64);
         q.push(&format!(" OFFSET {offset}"));
         *offset += want;
         q
     } else {
-        platform::discover(job, all, cursor, want as i64)
+        discovery(job, all, pass, cursor, want as i64)
     };
     let batch: Vec<platform::Candidate> = query
         .fetch_all(&ctx.db)

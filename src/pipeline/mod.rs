@@ -18,6 +18,7 @@ mod ownership;
 pub mod plan;
 mod preflight;
 mod purge;
+pub mod requests;
 use preflight::max_gap;
 pub use preflight::{check_clocks, preflight, store_answers};
 pub mod ranges;
@@ -254,6 +255,8 @@ pub async fn run_all(
     // The holds table against the audit chain: a hold lifted, deleted or narrowed outside
     // lethe stops every run until an operator confirms it; one placed outside is recorded.
     crate::db::hold_ledger::check_before_run(&ctx.db, opts.dry_run).await?;
+    // An erasure request makes data eligible now: one the chain does not record stops every run.
+    crate::db::requests::check_before_run(&ctx.db).await?;
     if !opts.dry_run {
         let store = ctx.store.clock().map(|c| c.now());
         let mut witnesses = vec![("the host clock", Utc::now())];
@@ -280,6 +283,9 @@ pub async fn run_all(
         let report = run_job(ctx, job, all, &job_opts, &mut budget).await;
         runs::unlock_job(lock, &job.name).await;
         summary.reports.push(report?);
+    }
+    if !opts.dry_run {
+        requests::settle(ctx, all).await?;
     }
     Ok(summary)
 }

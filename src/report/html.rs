@@ -279,3 +279,86 @@ pub async fn write(
     out.flush()?;
     Ok(n)
 }
+
+/// The proof of one request as a self-contained page: the verdict, the request, the holds that
+/// kept anything, and its outcome rows.
+pub fn write_request(
+    p: &super::request::Proof,
+    rows: &[Row],
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let r = &p.request;
+    write!(
+        out,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>lethe: request {id}\
+         </title><style>body{{font-family:sans-serif;margin:2em}}td,th{{border:1px solid #ccc;\
+         padding:2px 6px;font-size:13px}}table{{border-collapse:collapse}}#verdict{{font-size:1.2em;\
+         font-weight:bold}}</style></head><body><h1>Request {id}: {kind} {scope}</h1>\
+         <p id=\"verdict\">{verdict}</p><table id=\"request\">",
+        id = r.id,
+        kind = esc(&r.kind),
+        scope = esc(&r.scope_text()),
+        verdict = esc(&p.verdict),
+    )?;
+    let facts = [
+        ("reason", r.reason.clone()),
+        ("requested by", r.requested_by.clone()),
+        ("requested at", r.requested_at.to_rfc3339()),
+        ("due at", r.due_at.to_rfc3339()),
+        ("state", r.state.clone()),
+        (
+            "closed at",
+            r.closed_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+        ),
+        ("subjects purged", p.subjects_purged.to_string()),
+        ("subjects held", p.subjects_held.to_string()),
+        ("subjects failed", p.subjects_failed.to_string()),
+        ("subjects left", p.subjects_left.to_string()),
+        (
+            "rows deleted",
+            p.rows_by_table
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        (
+            "object versions deleted",
+            p.object_versions_deleted.to_string(),
+        ),
+        ("every purge verified", p.all_verified.to_string()),
+    ];
+    for (k, v) in facts {
+        write!(out, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(&v))?;
+    }
+    write!(
+        out,
+        "</table><h2>Holds that kept part of it</h2><ul id=\"holds\">"
+    )?;
+    if p.holds.is_empty() {
+        write!(out, "<li>none</li>")?;
+    }
+    for h in &p.holds {
+        write!(
+            out,
+            "<li>hold {}: {} (placed by {}) {}</li>",
+            h.hold_id,
+            esc(h.reason.as_deref().unwrap_or("")),
+            esc(h.placed_by.as_deref().unwrap_or("")),
+            esc(&h.subjects.join(", "))
+        )?;
+    }
+    write!(out, "</ul><h2>Outcomes</h2><table id=\"rows\"><tr>")?;
+    for c in COLUMNS {
+        write!(out, "<th>{c}</th>")?;
+    }
+    write!(out, "</tr>")?;
+    for row in rows {
+        write!(out, "<tr>")?;
+        for f in row.csv_fields() {
+            write!(out, "<td>{}</td>", esc(&f))?;
+        }
+        write!(out, "</tr>")?;
+    }
+    writeln!(out, "</table></body></html>")
+}

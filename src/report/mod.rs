@@ -4,6 +4,7 @@
 //! stays flat however long the log is.
 
 pub mod html;
+pub mod request;
 pub mod summary;
 
 use crate::db::Db;
@@ -257,7 +258,7 @@ fn csv_field(f: &str) -> String {
     }
 }
 
-fn write_csv_line(out: &mut dyn Write, fields: &[String]) -> std::io::Result<()> {
+pub(crate) fn write_csv_line(out: &mut dyn Write, fields: &[String]) -> std::io::Result<()> {
     let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
     out.write_all(line.join(",").as_bytes())?;
     out.write_all(b"\r\n")

@@ -46,6 +46,12 @@ pub struct Job {
     pub objects: Vec<ObjectSource>,
     /// URI columns of other tables whose rows claim what they point at or into.
     pub protects: Vec<Protect>,
+    /// Whether an erasure request makes this job's subjects eligible now (`[requests] erase`).
+    pub erase_on_request: bool,
+    /// Columns an export never writes: `(table, column)`.
+    pub leave_out: Vec<(TableName, Ident)>,
+    /// Line of the `[requests]` table (else the subject's), for validation errors.
+    pub requests_line: usize,
     /// Line of the subject table, for validation errors.
     pub subject_line: usize,
     /// Types of the columns values are cast to, keyed by (node, column); filled by `validate`.
@@ -269,6 +275,16 @@ pub fn parse_job(text: &str, path: &Path) -> Result<Job> {
             line: line_of(text, p.span().start),
         })
         .collect();
+    let (erase_on_request, leave_out, requests_line) = match &spec.requests {
+        None => (false, Vec::new(), nodes[0].line),
+        Some(r) => {
+            let mut leave_out = Vec::new();
+            for c in &r.get_ref().export_leave_out {
+                leave_out.push(leave_out_column(c).map_err(|m| at(r.span(), "requests", m))?);
+            }
+            (r.get_ref().erase, leave_out, line_of(text, r.span().start))
+        }
+    };
     Ok(Job {
         name,
         file: path.to_path_buf(),
@@ -282,12 +298,24 @@ pub fn parse_job(text: &str, path: &Path) -> Result<Job> {
         windows,
         objects,
         protects,
+        erase_on_request,
+        leave_out,
+        requests_line,
         subject_line: nodes[0].line,
         types: Default::default(),
         dialect: Default::default(),
         notes: Vec::new(),
         nodes,
     })
+}
+
+/// `table.column` (or `schema.table.column`) of `export_leave_out`.
+fn leave_out_column(text: &str) -> Result<(TableName, Ident), String> {
+    let bad = || format!("export_leave_out: `{text}` is not `table.column`");
+    let (table, column) = text.rsplit_once('.').ok_or_else(bad)?;
+    let table = TableName::parse(table).map_err(|e| format!("export_leave_out: `{text}`: {e}"))?;
+    let column = Ident::new(column).map_err(|e| format!("export_leave_out: `{text}`: {e}"))?;
+    Ok((table, column))
 }
 
 /// Parses a cron expression: 5 fields (minute first) or 6 (seconds first), always UTC.

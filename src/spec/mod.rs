@@ -55,6 +55,24 @@ pub struct JobSpec {
     /// fails its subject, in every loaded job.
     #[serde(default)]
     pub protects: Vec<Spanned<ProtectsSpec>>,
+    /// What data-subject requests may do through this job: `[requests]`. Default: an erasure
+    /// request cannot reach it; an export writes every column.
+    pub requests: Option<Spanned<RequestsSpec>>,
+}
+
+/// How data-subject requests reach a job's subjects.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RequestsSpec {
+    /// An erasure request (`lethe request erase`) makes the subjects it names eligible now,
+    /// whatever their window, clock and filter: every subject its account owns (`owner`), or
+    /// the one subject it names. At most one job per subject table. Default: false.
+    #[serde(default)]
+    pub erase: bool,
+    /// Columns an export never writes, as `table.column` (`api_keys.key_hash`): secrets and
+    /// internal values. The table must be one of the job's. Default: none.
+    #[serde(default)]
+    pub export_leave_out: Vec<String>,
 }
 
 /// A column holding URIs that claim the objects they point at or into.

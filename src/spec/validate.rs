@@ -369,6 +369,22 @@ fn check_job(job: &Job, cat: &Catalog, errors: &mut Vec<String>) {
             );
         }
     }
+    for (table, column) in &job.leave_out {
+        if !job.nodes.iter().any(|n| &n.table == table) {
+            err(
+                job.requests_line,
+                format!(
+                    "requests: export_leave_out names `{table}.{column}`, but `{table}` is not \
+                     one of this job's tables (its subject table or a [[rows]] table)"
+                ),
+            );
+        } else if cat.column_type(table, column.as_str()).is_none() {
+            err(
+                job.requests_line,
+                format!("requests: export_leave_out: table `{table}` has no column `{column}`"),
+            );
+        }
+    }
     check_foreign_keys(job, cat, &mut err);
     check_links_follow_the_graph(job, cat, &mut err);
 }
@@ -390,6 +406,19 @@ fn check_overlaps_of(a: &Job, earlier: &[Job], errors: &mut Vec<String>) {
         for b in earlier {
             if a.nodes[0].table != b.nodes[0].table {
                 continue;
+            }
+            if a.erase_on_request && b.erase_on_request {
+                // A request sets every filter aside: both jobs would take the same subjects.
+                errors.push(format!(
+                    "{}:{}: `[requests] erase = true` here and in job `{}` ({}), whose subject \
+                     table `{}` is the same: an erasure request sets both filters aside, so both \
+                     would take the same subjects. Let one of them take erasure requests",
+                    a.file.display(),
+                    a.requests_line,
+                    b.name,
+                    b.file.display(),
+                    a.nodes[0].table,
+                ));
             }
             let pins = |j: &Job| j.nodes[0].filter.as_ref().map(pinned).unwrap_or_default();
             let (pa, pb) = (pins(a), pins(b));

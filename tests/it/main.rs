@@ -25,6 +25,7 @@ mod permissions;
 mod pgbouncer;
 mod pipeline;
 mod report;
+mod requests;
 mod security;
 mod specs;
 mod starvation;

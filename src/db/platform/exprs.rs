@@ -264,14 +264,45 @@ pub(super) fn scope(
     let (tables, mut conds) = chain(job, i, sql);
     conds.push(keys_match(job, keys, sql));
     if i == 0 {
-        // The subject row itself goes only while it is what the job selects: its filter, a
-        // clock, past its grace. Never by key alone.
-        let base = subject_base(job, sql);
-        let eligible = clock_plus(job, Which::Grace, sql);
-        conds.push(base);
-        conds.push(format!("{eligible} <= {}", now(job)));
+        // The subject row itself goes only while it is what the job selects (its filter, a
+        // clock, past its grace) or an open erasure request covers it. Never by key alone.
+        conds.push(eligible_now(job, sql));
     }
     (tables, conds, format!("n0.{}", job.key.quoted()))
+}
+
+/// Whether subject row `n0` may be purged now: the job selects it (its filter, a clock, past
+/// its grace), or an erasure request not yet fulfilled covers it.
+pub(super) fn eligible_now(job: &Job, sql: &mut Sql) -> String {
+    let base = subject_base(job, sql);
+    let eligible = clock_plus(job, Which::Grace, sql);
+    let selected = format!("({base} AND {eligible} <= {})", now(job));
+    match request_expr(job, sql) {
+        Some(r) => format!("({selected} OR {r} IS NOT NULL)"),
+        None => selected,
+    }
+}
+
+/// An expression giving the lowest erasure request (not yet fulfilled) covering subject row
+/// `n0`, or NULL: one on its owner's account, or one naming it. `None` when the job does not
+/// take erasure requests (`[requests] erase`).
+pub(super) fn request_expr(job: &Job, sql: &mut Sql) -> Option<String> {
+    if !job.erase_on_request {
+        return None;
+    }
+    let job_name = sql.bind(Bind::Text(job.name.clone()));
+    let owner = match &job.owner {
+        Some(o) => format!(
+            "(r.account IS NOT NULL AND r.account = {}) OR ",
+            as_text(job, &format!("n0.{}", o.quoted()))
+        ),
+        None => String::new(),
+    };
+    Some(job.dialect.t(&format!(
+        "(SELECT min(r.id) FROM lethe.requests r WHERE r.kind = 'erase' AND r.state <> 'fulfilled' \
+         AND ({owner}(r.job = {job_name} AND r.subject_key = {})))",
+        as_text(job, &format!("n0.{}", job.key.quoted()))
+    )))
 }
 
 /// The base condition for a subject row: it has a clock and passes the job's filter.
@@ -368,6 +399,38 @@ pub(super) fn hold_expr(job: &Job, all: &[Job], sql: &mut Sql) -> String {
             ));
         }
     }
+    // Upward: this subject row is a row another job deletes with one of its subjects (a
+    // snapshot of a run): a job or subject hold on that subject, or an account hold on its
+    // owner, keeps this row too.
+    for other in all.iter().filter(|o| o.name != job.name) {
+        for (k, node) in other.nodes.iter().enumerate().skip(1) {
+            if &node.table != job.subject_table() {
+                continue;
+            }
+            let other_name = sql.bind(Bind::Text(other.name.clone()));
+            let (tables, conds) = chain(other, k, sql);
+            let mut where_: Vec<String> = conds.iter().map(|c| upalias(c)).collect();
+            let tables: Vec<String> = tables.iter().map(|t| t.replace(" n", " u")).collect();
+            where_.push(format!("u{k}.{key} = n0.{key}", key = job.key.quoted()));
+            let account = match &other.owner {
+                Some(o) => format!(
+                    " OR (h.account IS NOT NULL AND h.account = {})",
+                    as_text(job, &format!("u0.{}", o.quoted()))
+                ),
+                None => String::new(),
+            };
+            where_.push(format!(
+                "h.released_at IS NULL AND ((h.job = {other_name} AND (h.subject_key IS NULL OR h.subject_key = {})){account})",
+                as_text(job, &format!("u0.{}", other.key.quoted()))
+            ));
+            parts.push(format!(
+                "(SELECT min(h.id) FROM {}, {} h WHERE {})",
+                tables.join(", "),
+                job.dialect.t("lethe.holds"),
+                where_.join(" AND ")
+            ));
+        }
+    }
     if parts.len() == 1 {
         parts.remove(0)
     } else if lite(job) {
@@ -383,9 +446,18 @@ pub(super) fn hold_expr(job: &Job, all: &[Job], sql: &mut Sql) -> String {
     }
 }
 
+/// Renames the `n{j}.` aliases of an expression to `u{j}.`, as `realias` does to `c{j}.`.
+fn upalias(expr: &str) -> String {
+    realias_to(expr, 'u')
+}
+
 /// Renames the `n{j}.` aliases of an expression to `c{j}.`, leaving quoted identifiers and
 /// literals alone.
 pub(super) fn realias(expr: &str) -> String {
+    realias_to(expr, 'c')
+}
+
+fn realias_to(expr: &str, to: char) -> String {
     let mut out = String::with_capacity(expr.len());
     let mut quote: Option<char> = None;
     let mut prev: Option<char> = None;
@@ -398,8 +470,8 @@ pub(super) fn realias(expr: &str) -> String {
             None => {
                 let starts_word = !prev.is_some_and(|p| p.is_ascii_alphanumeric() || p == '_');
                 if ch == 'n' && starts_word && chars.peek().is_some_and(char::is_ascii_digit) {
-                    out.push('c');
-                    prev = Some('c');
+                    out.push(to);
+                    prev = Some(to);
                     continue;
                 }
             }

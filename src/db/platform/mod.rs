@@ -15,8 +15,9 @@ pub use claims::{Claim, ClaimRow, Places, claims, fetch_claims};
 use crate::spec::{Ident, Job};
 use chrono::{DateTime, Utc};
 use exprs::{
-    Which, as_text, cast_bind, chain, clock_plus, clock_ts, correlated_chain, hold_expr,
-    keys_match, lite, new_sql, now, null_text, scope, subject_base, time_out,
+    Which, as_text, cast_bind, chain, clock_plus, clock_ts, correlated_chain, eligible_now,
+    hold_expr, keys_match, lite, new_sql, now, null_text, request_expr, scope, subject_base,
+    time_out,
 };
 
 /// One subject found eligible by discovery.
@@ -69,6 +70,84 @@ pub fn discover(job: &Job, all: &[Job], cursor: &Cursor, limit: i64) -> Sql {
         job.subject_table().quoted_in(job.dialect)
     ));
     sql
+}
+
+/// Subjects an erasure request not yet fulfilled covers, after `cursor`'s key, in key order,
+/// whatever their clock, window and filter: each with the request's time as its clock and
+/// eligibility, its due date as its deadline, and the hold covering it if any. `None` when the
+/// job takes no erasure requests.
+pub fn discover_requested(job: &Job, all: &[Job], cursor: &Cursor, limit: i64) -> Option<Sql> {
+    let mut sql = new_sql(job);
+    let req = request_expr(job, &mut sql)?;
+    let held = hold_expr(job, all, &mut sql);
+    let key = format!("n0.{}", job.key.quoted());
+    let mut where_ = format!("{req} IS NOT NULL");
+    if let Some((_, k)) = cursor {
+        let k = cast_bind(job, 0, job.key.as_str(), k.clone(), &mut sql);
+        where_.push_str(&format!(" AND {key} > {k}"));
+    }
+    let limit = sql.bind(Bind::Int(limit));
+    sql.push(&job.dialect.t(&format!(
+        "SELECT s.key, s.owner, r.requested_at AS clock_at, r.requested_at AS eligible_at, \
+         r.due_at AS deadline_at, s.held FROM (SELECT {} AS key, {} AS owner, {held} AS held, \
+         {req} AS rq, {key} AS k FROM {} n0 WHERE {where_} ORDER BY {key} LIMIT {limit}) s \
+         JOIN lethe.requests r ON r.id = s.rq ORDER BY s.k",
+        as_text(job, &key),
+        owner_text(job),
+        job.subject_table().quoted_in(job.dialect)
+    )));
+    Some(sql)
+}
+
+/// `(request, subjects, held)`: per erasure request not yet fulfilled, how many subjects of
+/// this job it covers now and how many of those a hold keeps. `None` when the job takes no
+/// erasure requests.
+pub fn request_coverage(job: &Job, all: &[Job]) -> Option<Sql> {
+    let mut sql = new_sql(job);
+    let req = request_expr(job, &mut sql)?;
+    let held = hold_expr(job, all, &mut sql);
+    sql.push(&format!(
+        "SELECT rq, count(*), count(h) FROM (SELECT {req} AS rq, {held} AS h FROM {} n0) s \
+         WHERE rq IS NOT NULL GROUP BY rq",
+        job.subject_table().quoted_in(job.dialect)
+    ));
+    Some(sql)
+}
+
+/// `(subjects, held)`: how many subjects of the job an erasure request on `account` (or, with
+/// `key`, on that one subject) would cover now, and how many of them a hold keeps. `None` when
+/// the job takes no erasure requests, or the request is on an account and the job has no owner.
+pub fn erasure_reach(
+    job: &Job,
+    all: &[Job],
+    account: Option<&str>,
+    key: Option<&str>,
+) -> Option<Sql> {
+    if !job.erase_on_request {
+        return None;
+    }
+    let mut sql = new_sql(job);
+    let held = hold_expr(job, all, &mut sql);
+    let cond = match (account, key) {
+        (Some(a), _) => {
+            job.owner.as_ref()?;
+            let a = sql.bind(Bind::Text(a.to_string()));
+            format!("{} = {a}", owner_text(job))
+        }
+        (None, Some(k)) => {
+            let k = sql.bind(Bind::Text(k.to_string()));
+            format!(
+                "{} = {k}",
+                as_text(job, &format!("n0.{}", job.key.quoted()))
+            )
+        }
+        (None, None) => return None,
+    };
+    sql.push(&format!(
+        "SELECT count(*), count(h) FROM (SELECT {held} AS h FROM {} n0 WHERE {cond}) s",
+        job.subject_table().quoted_in(job.dialect)
+    ));
+    Some(sql)
 }
 
 /// The subject key as the database spells it (`42` for `042` on an integer key, lower case for
@@ -197,14 +276,12 @@ pub fn still_eligible(job: &Job, keys: &[String]) -> Sql {
 
 fn still_eligible_sql(job: &Job, keys: &[String], lock: &str) -> Sql {
     let mut sql = new_sql(job);
-    let base = subject_base(job, &mut sql);
-    let eligible = clock_plus(job, Which::Grace, &mut sql);
+    let eligible = eligible_now(job, &mut sql);
     let m = keys_match(job, keys, &mut sql);
     sql.push(&format!(
-        "SELECT {} FROM {} n0 WHERE {m} AND {base} AND {eligible} <= {}{lock}",
+        "SELECT {} FROM {} n0 WHERE {m} AND {eligible}{lock}",
         as_text(job, &format!("n0.{}", job.key.quoted())),
         job.subject_table().quoted_in(job.dialect),
-        now(job)
     ));
     sql
 }

@@ -1,0 +1,352 @@
+//! Data-subject requests (issue 32): an erasure takes an active account now, whatever its
+//! windows, except what a hold keeps; it is idempotent, proven by `report --request`, refused
+//! when it covers nothing, and refused by every run when the chain does not record it.
+
+use crate::behaviour::{LiteWorld, Platform};
+use crate::helpers::World;
+use lethe::storage::Versioning;
+
+fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+/// Account 7 is active: live runs 70, 71 and 72, run 73 deleted an hour ago (inside its restore
+/// window), live snapshots 700 (of run 70) and 720 (of run 72), an API key, objects of its own.
+/// Run 72 is held. Account 8 lives beside it. An erasure request on account 7 purges, in the
+/// next run, everything of 7 but the held run, what hangs under it, and the account row whose
+/// purge would take the held run with it; the request is partly fulfilled, naming the hold.
+/// Released, the rest goes and the request is fulfilled. Asked again, nothing new is recorded.
+async fn an_erasure_takes_an_active_account_now_except_what_a_hold_keeps(w: impl Platform) {
+    for (account, runs) in [(7, vec![70, 71, 72]), (8, vec![80])] {
+        w.account(account, "free", None).await;
+        for r in runs {
+            w.run_row(r, account, None).await;
+        }
+        w.put(&format!("accounts/{account}/profile.json")).await;
+    }
+    w.run_row(73, 7, Some(3600)).await;
+    w.snapshot(700, 70, 7, None).await;
+    w.snapshot(720, 72, 7, None).await;
+    w.snapshot(800, 80, 8, None).await;
+    let hold = w.hold(&["--subject", "deleted-runs:72"]);
+
+    let (code, out, err) = w.cli(&[
+        "request",
+        "erase",
+        "--account",
+        "7",
+        "--reason",
+        "DSR-1",
+        "--by",
+        "privacy",
+        "--dry-run",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("job deleted-runs: 4 row(s) of runs, 1 of them held"),
+        "the dry run says what it covers: {err}"
+    );
+    assert_eq!(
+        w.count("SELECT count(*) FROM lethe.requests").await,
+        0,
+        "a dry run records nothing"
+    );
+
+    let (code, out, err) = w.cli(&[
+        "request",
+        "erase",
+        "--account",
+        "7",
+        "--reason",
+        "DSR-1",
+        "--by",
+        "privacy",
+        "--due",
+        "30d",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let id: i64 = out.trim().parse().unwrap();
+    let (code, out, err) = w.cli(&["run", "--all"]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    for r in [70, 71, 73] {
+        assert_eq!(
+            w.rows_of_run(r).await,
+            0,
+            "run {r} erased, live or inside its window"
+        );
+        assert!(
+            w.keys(&format!("runs/{r}/")).await.is_empty(),
+            "run {r}'s objects"
+        );
+    }
+    assert_eq!(
+        w.count("SELECT count(*) FROM snapshots WHERE id = 700")
+            .await,
+        0
+    );
+    assert!(w.keys("snaps/700/").await.is_empty());
+    assert_eq!(w.rows_of_run(72).await, 7, "the held run is kept whole");
+    assert_eq!(w.keys("runs/72/").await.len(), 2);
+    assert_eq!(
+        w.count("SELECT count(*) FROM snapshots WHERE id = 720")
+            .await
+            + w.count("SELECT count(*) FROM snapshot_files WHERE snapshot_id = 720")
+                .await,
+        3,
+        "the held run's snapshot is kept: the hold on the run covers it"
+    );
+    assert_eq!(w.keys("snaps/720/").await.len(), 1);
+    assert_eq!(
+        w.count("SELECT count(*) FROM accounts WHERE id = 7").await,
+        1,
+        "the account row holds the held run"
+    );
+    for r in [80] {
+        assert_eq!(w.rows_of_run(r).await, 7, "the neighbour's run");
+    }
+    assert_eq!(w.keys("runs/80/").await.len(), 2);
+    assert_eq!(w.keys("snaps/800/").await.len(), 1);
+    assert_eq!(w.keys("accounts/8/").await.len(), 1);
+    assert_eq!(
+        w.count("SELECT count(*) FROM api_keys WHERE account_id = 8")
+            .await,
+        1
+    );
+    assert_eq!(
+        w.count(&format!(
+            "SELECT count(*) FROM lethe.requests WHERE id = {id} AND state = 'partly'"
+        ))
+        .await,
+        1,
+        "partly fulfilled"
+    );
+
+    let (code, out, err) = w.cli(&["report", "--request", &id.to_string(), "--format", "jsonl"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let lines = json_lines(&out);
+    let verdict = lines[0]["verdict"].as_str().unwrap();
+    assert!(
+        verdict.starts_with(&format!("partly fulfilled under hold {hold}")),
+        "{verdict}"
+    );
+    assert_eq!(lines[0]["holds"][0]["hold_id"], hold);
+    assert_eq!(lines[0]["holds"][0]["reason"], "litigation");
+    // Runs 70, 71 and 73; snapshot 700 goes with run 70, as one of its rows.
+    assert_eq!(lines[0]["subjects_purged"], 3, "{}", lines[0]);
+    assert_eq!(lines[0]["rows_by_table"]["metrics"], 9, "{}", lines[0]);
+    assert_eq!(lines[0]["rows_by_table"]["snapshots"], 1, "{}", lines[0]);
+    let purged: Vec<String> = lines[1..]
+        .iter()
+        .filter(|r| r["outcome"] == "purged")
+        .map(|r| {
+            format!(
+                "{}:{}",
+                r["job"].as_str().unwrap(),
+                r["subject_key"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for s in ["deleted-runs:70", "deleted-runs:71", "deleted-runs:73"] {
+        assert!(purged.contains(&s.to_string()), "{s} in {purged:?}");
+    }
+    assert!(
+        lines[1..]
+            .iter()
+            .any(|r| r["outcome"] == "held" && r["subject_key"] == "72" && r["hold_id"] == hold),
+        "the held run is named with its hold"
+    );
+    assert!(
+        lines[1..].iter().all(|r| r["owner"] == "7"),
+        "only account 7's outcomes"
+    );
+
+    // Asked again while partly fulfilled: the same request, nothing new.
+    let (code, out, err) = w.cli(&[
+        "request",
+        "erase",
+        "--account",
+        "7",
+        "--reason",
+        "DSR-1 again",
+        "--by",
+        "privacy",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.trim(), id.to_string(), "{err}");
+    assert_eq!(w.count("SELECT count(*) FROM lethe.requests").await, 1);
+
+    let (code, out, err) = w.cli(&[
+        "hold",
+        "release",
+        &hold.to_string(),
+        "--reason",
+        "case closed",
+        "--by",
+        "legal",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = w.cli(&["run", "--all"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(w.rows_of_run(72).await, 0);
+    assert!(w.keys("runs/72/").await.is_empty());
+    assert!(w.keys("snaps/720/").await.is_empty());
+    assert!(
+        w.keys("accounts/7/").await.is_empty(),
+        "the account's own objects"
+    );
+    assert_eq!(
+        w.count("SELECT count(*) FROM accounts WHERE id = 7").await
+            + w.count("SELECT count(*) FROM api_keys WHERE account_id = 7")
+                .await
+            + w.count("SELECT count(*) FROM snapshots WHERE account_id = 7")
+                .await,
+        0,
+        "nothing of account 7 is left"
+    );
+    assert_eq!(w.rows_of_run(80).await, 7, "the neighbour is untouched");
+    assert_eq!(w.keys("accounts/8/").await.len(), 1);
+    let (code, out, err) = w.cli(&["report", "--request", &id.to_string(), "--format", "jsonl"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let verdict = json_lines(&out)[0]["verdict"].as_str().unwrap().to_string();
+    assert!(verdict.starts_with("fulfilled in time"), "{verdict}");
+
+    // Erased twice: nothing is recorded, nothing fails.
+    let (code, out, err) = w.cli(&[
+        "request",
+        "erase",
+        "--account",
+        "7",
+        "--reason",
+        "DSR-1 again",
+        "--by",
+        "privacy",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains(&format!("was erased by request {id}")),
+        "{err}"
+    );
+    assert_eq!(w.count("SELECT count(*) FROM lethe.requests").await, 1);
+    let (code, out, err) = w.cli(&["run", "--all"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = w.cli(&["request", "list"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("account 7") && l.contains("fulfilled")),
+        "{out}"
+    );
+    let (code, out, err) = w.cli(&["report", "--request", &id.to_string(), "--format", "csv"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("request_id,kind,scope"), "{out}");
+    let (code, out, err) = w.cli(&["report", "--request", &id.to_string(), "--format", "html"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("fulfilled in time") && out.contains("deleted-runs"),
+        "{out}"
+    );
+    let (code, out, err) = w.cli(&["audit", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    w.finish().await;
+}
+
+/// A request nobody's data answers to is refused as a likely typo (exit 2, nothing recorded);
+/// with `--force` it is recorded, and the next run finds it fulfilled. A request row written
+/// with plain SQL, which the audit chain does not record, stops every run (exit 5) with
+/// nothing deleted.
+async fn a_request_that_covers_nothing_or_that_the_chain_does_not_know_is_refused(
+    w: impl Platform,
+) {
+    w.account(1, "free", None).await;
+    w.run_row(10, 1, None).await;
+    let (code, out, err) = w.cli(&[
+        "request",
+        "erase",
+        "--account",
+        "999",
+        "--reason",
+        "DSR-2",
+        "--by",
+        "privacy",
+    ]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("would cover nothing now"), "{err}");
+    assert_eq!(w.count("SELECT count(*) FROM lethe.requests").await, 0);
+    let (code, out, err) = w.cli(&[
+        "request",
+        "erase",
+        "--account",
+        "999",
+        "--reason",
+        "DSR-2",
+        "--by",
+        "privacy",
+        "--force",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let id = out.trim().to_string();
+    let (code, out, err) = w.cli(&["run", "--all"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        w.count(&format!(
+            "SELECT count(*) FROM lethe.requests WHERE id = {id} AND state = 'fulfilled'"
+        ))
+        .await,
+        1
+    );
+    let (code, out, err) = w.cli(&[
+        "request",
+        "erase",
+        "--subject",
+        "deleted-runs:10",
+        "--reason",
+        "x",
+        "--by",
+        "y",
+        "--dry-run",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    let (due, kind) = match w.dialect() {
+        lethe::domain::Dialect::Postgres => ("now() + interval '1 day'", "'erase'"),
+        lethe::domain::Dialect::Sqlite => {
+            ("strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+1 day')", "'erase'")
+        }
+    };
+    w.sql(&format!(
+        "INSERT INTO lethe.requests (kind, account, reason, requested_by, due_at) \
+         VALUES ({kind}, '1', 'forged', 'mallory', {due})"
+    ))
+    .await;
+    let (code, out, err) = w.cli(&["run", "--all"]);
+    assert_eq!(code, 5, "{out}{err}");
+    assert!(err.contains("no `request_placed` entry"), "{err}");
+    assert_eq!(w.rows_of_run(10).await, 7, "nothing deleted");
+    assert_eq!(w.keys("runs/10/").await.len(), 2);
+    w.finish().await;
+}
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::World::new(super::Versioning::Unversioned).await).await
+            })*
+        }
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::LiteWorld::new().await).await
+            })*
+        }
+    };
+}
+
+on_both!(
+    an_erasure_takes_an_active_account_now_except_what_a_hold_keeps,
+    a_request_that_covers_nothing_or_that_the_chain_does_not_know_is_refused,
+);
