@@ -17,7 +17,7 @@ import pathlib, re, sys
 # Highest first. A module may take from the layers below its own, never from above.
 LAYERS = [
     ["main", "lib", "cli"],
-    ["daemon", "report", "demo"],
+    ["daemon", "report", "demo", "export"],
     ["pipeline"],
     ["context"],
     ["anchor", "config"],

@@ -28,6 +28,9 @@ GRANT UPDATE (id) ON accounts, runs, snapshots TO :"role";
 
 GRANT USAGE ON SCHEMA lethe TO :"role";
 GRANT SELECT ON lethe._sqlx_migrations, lethe.holds, lethe.hold_changes TO :"role";
+-- Erasure requests are read, and closed once nothing they cover is left (`lethe request` runs
+-- under another role, like `lethe hold`).
+GRANT SELECT, UPDATE (state, closed_at) ON lethe.requests TO :"role";
 GRANT SELECT, INSERT, UPDATE ON lethe.work_items, lethe.job_runs TO :"role";
 GRANT USAGE ON SEQUENCE lethe.work_items_id_seq, lethe.job_runs_id_seq TO :"role";
 GRANT SELECT, INSERT ON lethe.audit_log TO :"role";

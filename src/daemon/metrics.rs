@@ -185,6 +185,20 @@ impl Metrics {
         }
     }
 
+    /// The request gauges from the live erasure requests, as of `at`.
+    pub fn requests(&mut self, live: &[crate::db::requests::Request], at: DateTime<Utc>) {
+        let open: Vec<_> = live.iter().filter(|r| r.state == "open").collect();
+        let e = &self.exported;
+        e.requests_open.set(open.len() as i64);
+        e.requests_partly
+            .set(live.iter().filter(|r| r.state == "partly").count() as i64);
+        let oldest = open.iter().map(|r| r.requested_at).min();
+        e.request_oldest_open_age
+            .set(oldest.map_or(0.0, |t| (at - t).num_milliseconds().max(0) as f64 / 1000.0));
+        e.request_next_due
+            .set(open.iter().map(|r| r.due_at).min().map_or(0.0, seconds));
+    }
+
     /// The exposition: OpenMetrics when the scraper asks for it (Prometheus does), else the
     /// classic Prometheus text format (curl, `promtool check metrics`, older scrapers).
     pub fn render(&self, openmetrics: bool) -> String {

@@ -15,6 +15,7 @@ mod locks;
 pub mod manifest;
 pub mod objects;
 mod ownership;
+pub use ownership::claimed_by_others;
 pub mod plan;
 mod preflight;
 mod purge;

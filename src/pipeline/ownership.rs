@@ -23,6 +23,27 @@ pub(super) async fn claimed(
     all: &[Job],
     subjects: &[(String, Vec<Location>)],
 ) -> HashMap<String, String> {
+    claimed_as(ctx, job, all, subjects, false).await
+}
+
+/// As `claimed`, with the subjects' own rows no claim whatever their state (live subjects too):
+/// whether anything else claims their objects, for an export.
+pub async fn claimed_by_others(
+    ctx: &Context,
+    job: &Job,
+    all: &[Job],
+    subjects: &[(String, Vec<Location>)],
+) -> HashMap<String, String> {
+    claimed_as(ctx, job, all, subjects, true).await
+}
+
+async fn claimed_as(
+    ctx: &Context,
+    job: &Job,
+    all: &[Job],
+    subjects: &[(String, Vec<Location>)],
+    whole: bool,
+) -> HashMap<String, String> {
     let mut why: HashMap<String, String> = HashMap::new();
     if subjects.is_empty() || crate::controls::on("no-ownership-proof") {
         return why;
@@ -53,7 +74,13 @@ pub(super) async fn claimed(
             }
         }
         if !places.is_empty() {
-            statements.push(platform::claims(job, &keys, &ask.claim, &Places(&places)));
+            statements.push(platform::claims(
+                job,
+                &keys,
+                &ask.claim,
+                &Places(&places),
+                whole,
+            ));
             asked.push((ask, owners));
         }
     }

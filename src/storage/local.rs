@@ -383,6 +383,41 @@ impl ObjectStore for LocalStore {
         Ok(None)
     }
 
+    async fn read(
+        &self,
+        bucket: &str,
+        item: &ObjectVersion,
+        each: &mut (dyn for<'b> FnMut(&'b [u8]) -> std::io::Result<()> + Send),
+    ) -> Result<u64, StoreError> {
+        use std::io::Read;
+        let what = || format!("reading {bucket}/{}", item.key);
+        let mut fd = self.bucket_dir(bucket)?;
+        let segs = segments(&item.key).map_err(StoreError::Other)?;
+        for seg in &segs[..segs.len() - 1] {
+            fd = open_dir(&fd, *seg).map_err(|e| io_error(&what(), e))?;
+        }
+        let file = rustix::fs::openat(
+            &fd,
+            *segs.last().expect("a key has a name"),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_error(&what(), e))?;
+        let mut file = std::fs::File::from(file);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut n = 0u64;
+        loop {
+            let got = file
+                .read(&mut buf)
+                .map_err(|e| StoreError::Other(format!("{}: {e}", what())))?;
+            if got == 0 {
+                return Ok(n);
+            }
+            each(&buf[..got]).map_err(|e| StoreError::Other(format!("{}: {e}", what())))?;
+            n += got as u64;
+        }
+    }
+
     async fn create_bucket(&self, bucket: &str, versioning: Versioning) -> Result<(), StoreError> {
         if versioning != Versioning::Unversioned {
             return Err(unsupported("versioning"));

@@ -217,6 +217,33 @@ pub trait ObjectStore: Send + Sync {
         body: Vec<u8>,
     ) -> Result<Option<String>, StoreError>;
 
+    /// Reads one object (the version named, else the current one) and hands its content to
+    /// `each` a chunk at a time, so memory stays flat however large it is. Answers its size.
+    /// For exports; the purge path never reads content.
+    async fn read(
+        &self,
+        bucket: &str,
+        item: &ObjectVersion,
+        each: &mut (dyn for<'b> FnMut(&'b [u8]) -> std::io::Result<()> + Send),
+    ) -> Result<u64, StoreError> {
+        let _ = (item, each);
+        Err(StoreError::Other(format!(
+            "this object store cannot read contents (bucket `{bucket}`)"
+        )))
+    }
+
+    /// Writes a local file as an object, streamed. For exports to a bucket.
+    async fn put_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &std::path::Path,
+    ) -> Result<(), StoreError> {
+        let body = std::fs::read(path)
+            .map_err(|e| StoreError::Other(format!("reading {}: {e}", path.display())))?;
+        self.put(bucket, key, body).await.map(|_| ())
+    }
+
     /// Creates a bucket (if missing) and sets its versioning. For tests, demo and benchmarks.
     async fn create_bucket(&self, bucket: &str, versioning: Versioning) -> Result<(), StoreError>;
 

@@ -242,6 +242,51 @@ impl ObjectStore for S3Store {
         Ok(out.version_id().map(String::from))
     }
 
+    async fn read(
+        &self,
+        bucket: &str,
+        item: &ObjectVersion,
+        each: &mut (dyn for<'b> FnMut(&'b [u8]) -> std::io::Result<()> + Send),
+    ) -> Result<u64, StoreError> {
+        let what = || format!("reading s3://{bucket}/{}", item.key);
+        let mut req = self.client.get_object().bucket(bucket).key(&item.key);
+        if let Some(v) = &item.version_id {
+            req = req.version_id(v);
+        }
+        let out = req.send().await.map_err(|e| classify(&what(), e))?;
+        let mut body = out.body;
+        let mut n = 0u64;
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| StoreError::Other(format!("{}: {e}", what())))?
+        {
+            each(&chunk).map_err(|e| StoreError::Other(format!("{}: {e}", what())))?;
+            n += chunk.len() as u64;
+        }
+        Ok(n)
+    }
+
+    async fn put_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &std::path::Path,
+    ) -> Result<(), StoreError> {
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|e| StoreError::Other(format!("reading {}: {e}", path.display())))?;
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| classify(&format!("writing s3://{bucket}/{key}"), e))?;
+        Ok(())
+    }
+
     async fn object_lock_enabled(&self, bucket: &str) -> Result<bool, StoreError> {
         match self
             .client

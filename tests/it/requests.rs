@@ -3,7 +3,7 @@
 //! when it covers nothing, and refused by every run when the chain does not record it.
 
 use crate::behaviour::{LiteWorld, Platform};
-use crate::helpers::World;
+use crate::helpers::{DAY, World};
 use lethe::storage::Versioning;
 
 fn json_lines(out: &str) -> Vec<serde_json::Value> {
@@ -68,6 +68,22 @@ async fn an_erasure_takes_an_active_account_now_except_what_a_hold_keeps(w: impl
     ]);
     assert_eq!(code, 0, "{out}{err}");
     let id: i64 = out.trim().parse().unwrap();
+    // One job alone: the request stays open while another job's subjects are left.
+    let (code, out, err) = w.cli(&["run", "--job", "deleted-snapshots"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        w.count("SELECT count(*) FROM snapshots WHERE id = 700")
+            .await,
+        0
+    );
+    assert_eq!(
+        w.count(&format!(
+            "SELECT count(*) FROM lethe.requests WHERE id = {id} AND state = 'open'"
+        ))
+        .await,
+        1,
+        "open while runs 70, 71 and 73 are left"
+    );
     let (code, out, err) = w.cli(&["run", "--all"]);
     assert_eq!(code, 0, "{out}{err}");
 
@@ -129,13 +145,19 @@ async fn an_erasure_takes_an_active_account_now_except_what_a_hold_keeps(w: impl
     let lines = json_lines(&out);
     let verdict = lines[0]["verdict"].as_str().unwrap();
     assert!(
-        verdict.starts_with(&format!("partly fulfilled under hold {hold}")),
+        verdict.starts_with(&format!("partly fulfilled under hold {hold}: ")),
         "{verdict}"
+    );
+    assert_eq!(
+        lines[0]["holds"].as_array().unwrap().len(),
+        1,
+        "{}",
+        lines[0]
     );
     assert_eq!(lines[0]["holds"][0]["hold_id"], hold);
     assert_eq!(lines[0]["holds"][0]["reason"], "litigation");
-    // Runs 70, 71 and 73; snapshot 700 goes with run 70, as one of its rows.
-    assert_eq!(lines[0]["subjects_purged"], 3, "{}", lines[0]);
+    // Snapshot 700 (by the snapshot job), then runs 70, 71 and 73.
+    assert_eq!(lines[0]["subjects_purged"], 4, "{}", lines[0]);
     assert_eq!(lines[0]["rows_by_table"]["metrics"], 9, "{}", lines[0]);
     assert_eq!(lines[0]["rows_by_table"]["snapshots"], 1, "{}", lines[0]);
     let purged: Vec<String> = lines[1..]
@@ -149,7 +171,12 @@ async fn an_erasure_takes_an_active_account_now_except_what_a_hold_keeps(w: impl
             )
         })
         .collect();
-    for s in ["deleted-runs:70", "deleted-runs:71", "deleted-runs:73"] {
+    for s in [
+        "deleted-runs:70",
+        "deleted-runs:71",
+        "deleted-runs:73",
+        "deleted-snapshots:700",
+    ] {
         assert!(purged.contains(&s.to_string()), "{s} in {purged:?}");
     }
     assert!(
@@ -349,4 +376,298 @@ macro_rules! on_both {
 on_both!(
     an_erasure_takes_an_active_account_now_except_what_a_hold_keeps,
     a_request_that_covers_nothing_or_that_the_chain_does_not_know_is_refused,
+    an_export_holds_the_account_and_nothing_else,
 );
+
+/// Every file of an export directory: relative path → content.
+fn files_under(root: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().to_string();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// An export of account 7 (a live run, a deleted run, a snapshot, an API key, objects of its
+/// own) holds exactly its rows, read back equal to the database's, without the left-out
+/// `api_keys.key_hash`, and exactly its objects byte for byte, each in the manifest with its
+/// sha256, whose own sha256 is in the audit log. A run of 7 whose URI points into neighbour 8's
+/// directory exports nothing of 8's (the ownership proof refuses it, named, exit 1). Into a
+/// directory that is not empty: refused, nothing written. Into a bucket: the same files.
+async fn an_export_holds_the_account_and_nothing_else(w: impl Platform) {
+    let store = &w.ctx().store;
+    for (account, run) in [(7, 70), (8, 80)] {
+        w.account(account, "team", None).await;
+        w.run_row(run, account, None).await;
+        store
+            .put(
+                w.bucket(),
+                &format!("accounts/{account}/profile.json"),
+                format!("profile of {account}").into_bytes(),
+            )
+            .await
+            .unwrap();
+    }
+    w.run_row(71, 7, Some(40 * DAY)).await;
+    w.snapshot(700, 70, 7, None).await;
+    store
+        .put(
+            w.bucket(),
+            "runs/70/odd name+%.txt",
+            vec![0u8, 255, 1, 2, 3],
+        )
+        .await
+        .unwrap();
+    let pointing = w.uri("runs/80/");
+    w.sql(&format!(
+        "UPDATE runs SET artifact_uri = '{pointing}' WHERE id = 71"
+    ))
+    .await;
+
+    let dir = std::env::temp_dir().join(crate::helpers::unique("lethe-export-"));
+    let dir_s = dir.to_string_lossy().to_string();
+    let (code, out, err) = w.cli(&[
+        "request",
+        "export",
+        "--account",
+        "7",
+        "--out",
+        &dir_s,
+        "--reason",
+        "DSR-3",
+        "--by",
+        "privacy",
+    ]);
+    assert_eq!(
+        code, 1,
+        "the refused location makes it incomplete: {out}{err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.contains("not exported: ") && l.contains("runs/80/")),
+        "{err}"
+    );
+    let id: i64 = out.trim().parse().unwrap();
+    let files = files_under(&dir);
+
+    // Rows, read back, equal the account's rows.
+    let rows = |table: &str| -> Vec<serde_json::Value> {
+        files
+            .get(&format!("rows/{table}.jsonl"))
+            .map(|b| json_lines(std::str::from_utf8(b).unwrap()))
+            .unwrap_or_default()
+    };
+    let mut run_ids: Vec<i64> = rows("runs")
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    run_ids.sort();
+    assert_eq!(run_ids, vec![70, 71]);
+    let keys = rows("api_keys");
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["account_id"], 7);
+    assert!(keys[0].get("key_hash").is_none(), "left out: {}", keys[0]);
+    assert_eq!(rows("accounts").len(), 1);
+    assert!(
+        rows("accounts")[0]["email"]
+            .as_str()
+            .unwrap()
+            .ends_with("7@example.com")
+    );
+    assert_eq!(rows("metrics").len(), 6, "3 per run");
+    assert!(
+        rows("metrics")
+            .iter()
+            .all(|m| [70, 71].contains(&m["run_id"].as_i64().unwrap()))
+    );
+    assert_eq!(rows("params").len(), 4);
+    assert_eq!(rows("snapshots").len(), 1);
+    assert_eq!(rows("snapshot_files").len(), 2);
+    assert_eq!(rows("links").len(), 2, "the two runs' links, once each");
+    if w.dialect() == lethe::domain::Dialect::Postgres {
+        for (table, filter) in [
+            ("runs", "account_id = 7"),
+            ("metrics", "run_id IN (70, 71)"),
+            ("snapshot_files", "snapshot_id = 700"),
+        ] {
+            let mut db: Vec<serde_json::Value> =
+                sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!(
+                    "SELECT to_jsonb(t)::text FROM {table} t WHERE {filter}"
+                )))
+                .fetch_all(match &w.ctx().db {
+                    lethe::db::Db::Pg(p) => p,
+                    _ => unreachable!(),
+                })
+                .await
+                .unwrap()
+                .iter()
+                .map(|s| serde_json::from_str(s).unwrap())
+                .collect();
+            let mut got = rows(table);
+            let key = |v: &serde_json::Value| v.to_string();
+            db.sort_by_key(key);
+            got.sort_by_key(key);
+            assert_eq!(got, db, "{table} read back equals the database");
+        }
+    }
+
+    // Objects: exactly the account's, byte for byte.
+    let objects: Vec<&String> = files.keys().filter(|k| k.starts_with("objects/")).collect();
+    let b = w.bucket();
+    let expect = [
+        (
+            format!("objects/{b}/accounts/7/profile.json~"),
+            b"profile of 7".to_vec(),
+        ),
+        (
+            format!("objects/{b}/runs/70/model.bin~"),
+            b"payload".to_vec(),
+        ),
+        (
+            format!("objects/{b}/runs/70/logs/0.txt~"),
+            b"payload".to_vec(),
+        ),
+        (
+            format!("objects/{b}/runs/70/odd%20name%2B%25.txt~"),
+            vec![0u8, 255, 1, 2, 3],
+        ),
+        (
+            format!("objects/{b}/runs/71/model.bin~"),
+            b"payload".to_vec(),
+        ),
+        (
+            format!("objects/{b}/runs/71/logs/0.txt~"),
+            b"payload".to_vec(),
+        ),
+        (
+            format!("objects/{b}/snaps/700/weights.pt~"),
+            b"payload".to_vec(),
+        ),
+    ];
+    assert_eq!(objects.len(), expect.len(), "{objects:?}");
+    for (path, body) in &expect {
+        assert_eq!(files.get(path), Some(body), "{path}");
+    }
+    assert!(
+        !files
+            .keys()
+            .any(|k| k.contains("/80/") || k.contains("accounts/8"))
+    );
+
+    // The manifest: every file with its sha256; its own hash is in the audit log.
+    let manifest = files.get("MANIFEST.jsonl").unwrap();
+    for entry in json_lines(std::str::from_utf8(manifest).unwrap()) {
+        if let Some(path) = entry["path"].as_str() {
+            assert_eq!(
+                entry["sha256"].as_str().unwrap(),
+                sha256_hex(&files[path]),
+                "{path}"
+            );
+        }
+    }
+    assert!(
+        json_lines(std::str::from_utf8(manifest).unwrap())
+            .iter()
+            .any(|e| e["key"] == "runs/70/odd name+%.txt")
+    );
+    let recorded = w
+        .count(&format!(
+            "SELECT count(*) FROM lethe.audit_log WHERE event = 'exported' AND owner = '7' AND detail LIKE '%{}%'",
+            sha256_hex(manifest)
+        ).replace("detail LIKE", if w.dialect() == lethe::domain::Dialect::Postgres { "detail::text LIKE" } else { "detail LIKE" }))
+        .await;
+    assert_eq!(recorded, 1, "the manifest's hash is in the audit log");
+    let (code, out, err) = w.cli(&["report", "--request", &id.to_string(), "--format", "jsonl"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        json_lines(&out)[0]["verdict"]
+            .as_str()
+            .unwrap()
+            .starts_with("exported"),
+        "{out}"
+    );
+
+    // Not into a directory that holds anything.
+    let (code, out, err) = w.cli(&[
+        "request",
+        "export",
+        "--account",
+        "7",
+        "--out",
+        &dir_s,
+        "--reason",
+        "DSR-3",
+        "--by",
+        "privacy",
+    ]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("is not empty"), "{err}");
+    assert_eq!(files_under(&dir), files, "nothing written");
+
+    // Into a bucket: the same files under the prefix.
+    let (code, out, err) = w.cli(&[
+        "request",
+        "export",
+        "--account",
+        "7",
+        "--out",
+        &format!("s3://{b}/exports/7/"),
+        "--reason",
+        "DSR-3",
+        "--by",
+        "privacy",
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    let keys = w.keys("exports/7/").await;
+    assert!(
+        keys.contains(&"exports/7/MANIFEST.jsonl".to_string()),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&format!("exports/7/objects/{b}/runs/70/model.bin~")),
+        "{keys:?}"
+    );
+    assert_eq!(keys.len(), files.len(), "{keys:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+    w.finish().await;
+}
+
+/// An export of an account nothing covers is refused (exit 2), nothing written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_of_nobody_is_refused() {
+    let w = World::new(Versioning::Unversioned).await;
+    let dir = std::env::temp_dir().join(crate::helpers::unique("lethe-export-"));
+    let (code, out, err) = w.cli(&[
+        "request",
+        "export",
+        "--account",
+        "404",
+        "--out",
+        &dir.to_string_lossy(),
+        "--reason",
+        "x",
+        "--by",
+        "y",
+    ]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("owns no subject"), "{err}");
+    assert!(!dir.exists(), "nothing written");
+    w.cleanup().await;
+}

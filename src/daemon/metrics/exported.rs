@@ -94,6 +94,10 @@ pub(super) struct Exported {
     pub(super) next_deadline: PerJob<FloatGauge>,
     pub(super) invalid_specs: Gauge,
     pub(super) start_time: FloatGauge,
+    pub(super) requests_open: Gauge,
+    pub(super) requests_partly: Gauge,
+    pub(super) request_oldest_open_age: FloatGauge,
+    pub(super) request_next_due: FloatGauge,
 }
 
 impl Default for Exported {
@@ -128,6 +132,10 @@ impl Default for Exported {
             next_deadline: Family::default(),
             invalid_specs: Gauge::default(),
             start_time: FloatGauge::default(),
+            requests_open: Gauge::default(),
+            requests_partly: Gauge::default(),
+            request_oldest_open_age: FloatGauge::default(),
+            request_next_due: FloatGauge::default(),
         };
         let r = &mut registry;
         r.register(
@@ -276,6 +284,26 @@ impl Default for Exported {
             "lethe_start_time_seconds",
             "When the daemon started (Unix time)",
             e.start_time.clone(),
+        );
+        r.register(
+            "lethe_requests_open",
+            "Erasure requests recorded and not yet fulfilled (subjects they cover are still to purge)",
+            e.requests_open.clone(),
+        );
+        r.register(
+            "lethe_requests_partly_fulfilled",
+            "Erasure requests fulfilled but for what holds keep (it goes when the hold is released)",
+            e.requests_partly.clone(),
+        );
+        r.register(
+            "lethe_request_oldest_open_age_seconds",
+            "Age of the oldest open erasure request (0 when none is open)",
+            e.request_oldest_open_age.clone(),
+        );
+        r.register(
+            "lethe_request_next_due_timestamp_seconds",
+            "Due date of the open erasure request due first (Unix time; 0 when none is open)",
+            e.request_next_due.clone(),
         );
         let build: Family<BuildLabel, Gauge> = Family::default();
         build

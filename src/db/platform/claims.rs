@@ -7,7 +7,7 @@
 //! It must not decide anything: the pipeline says which locations to ask about and what a claim
 //! means for the subject.
 
-use super::exprs::{as_text, chain, lite, new_sql, null_text, realias, scope};
+use super::exprs::{as_text, chain, lite, new_sql, null_text, realias, scope_of};
 use crate::db::sql::{Bind, Sql};
 use crate::db::{Db, Tx};
 use crate::spec::TemplatePart as Part;
@@ -45,12 +45,14 @@ impl Claim<'_> {
 pub struct Places<'a>(pub &'a [String]);
 
 /// `(place index, rows, one claiming value, that row's name)` for each place in `places` that
-/// a row of `claim` points at or inside, leaving out the rows `current` purges for `keys`.
+/// a row of `claim` points at or inside, leaving out the rows `current` purges for `keys` (with
+/// `whole`, the subjects' rows and their trees whatever their state: for an export, where the
+/// question is whether anything but the subjects themselves claims the place).
 ///
 /// PostgreSQL compares in the `C` collation (a prefix is a byte range whatever the database's
 /// collation) and joins each directory place on the claim's first characters, so one pass over
 /// the table serves a whole batch; SQLite compares text bytewise by default.
-pub fn claims(current: &Job, keys: &[String], claim: &Claim, places: &Places) -> Sql {
+pub fn claims(current: &Job, keys: &[String], claim: &Claim, places: &Places, whole: bool) -> Sql {
     let mut sql = new_sql(current);
     let (tables, mut conds, row, value, name) = match claim {
         Claim::Uri {
@@ -85,7 +87,7 @@ pub fn claims(current: &Job, keys: &[String], claim: &Claim, places: &Places) ->
         if node.table != *claim.table() {
             continue;
         }
-        let (t, c, _) = scope(current, i, keys, &mut sql);
+        let (t, c, _) = scope_of(current, i, keys, &mut sql, !whole);
         let same = if lite(current) {
             format!("n{i}.rowid = m.rid")
         } else {

@@ -241,6 +241,17 @@ pub(super) fn scope(
     keys: &[String],
     sql: &mut Sql,
 ) -> (Vec<String>, Vec<String>, String) {
+    scope_of(job, i, keys, sql, true)
+}
+
+/// As `scope`; without `eligible_only`, the subject rows of `keys` whatever their state.
+pub(super) fn scope_of(
+    job: &Job,
+    i: usize,
+    keys: &[String],
+    sql: &mut Sql,
+    eligible_only: bool,
+) -> (Vec<String>, Vec<String>, String) {
     let node = &job.nodes[i];
     if let Some((column, _)) = node
         .link
@@ -263,7 +274,7 @@ pub(super) fn scope(
     }
     let (tables, mut conds) = chain(job, i, sql);
     conds.push(keys_match(job, keys, sql));
-    if i == 0 {
+    if i == 0 && eligible_only {
         // The subject row itself goes only while it is what the job selects (its filter, a
         // clock, past its grace) or an open erasure request covers it. Never by key alone.
         conds.push(eligible_now(job, sql));

@@ -8,9 +8,11 @@
 use super::sql::{Bind, Sql};
 
 mod claims;
+mod export;
 mod exprs;
 
 pub use claims::{Claim, ClaimRow, Places, claims, fetch_claims};
+pub use export::{export_rows, owned_keys};
 
 use crate::spec::{Ident, Job};
 use chrono::{DateTime, Utc};
@@ -99,16 +101,16 @@ pub fn discover_requested(job: &Job, all: &[Job], cursor: &Cursor, limit: i64) -
     Some(sql)
 }
 
-/// `(request, subjects, held)`: per erasure request not yet fulfilled, how many subjects of
-/// this job it covers now and how many of those a hold keeps. `None` when the job takes no
-/// erasure requests.
+/// `(request, hold, subjects)`: per erasure request not yet fulfilled and per hold keeping
+/// some of them (NULL: unheld), how many subjects of this job it covers now. `None` when the
+/// job takes no erasure requests.
 pub fn request_coverage(job: &Job, all: &[Job]) -> Option<Sql> {
     let mut sql = new_sql(job);
     let req = request_expr(job, &mut sql)?;
     let held = hold_expr(job, all, &mut sql);
     sql.push(&format!(
-        "SELECT rq, count(*), count(h) FROM (SELECT {req} AS rq, {held} AS h FROM {} n0) s \
-         WHERE rq IS NOT NULL GROUP BY rq",
+        "SELECT rq, h, count(*) FROM (SELECT {req} AS rq, {held} AS h FROM {} n0) s \
+         WHERE rq IS NOT NULL GROUP BY rq, h",
         job.subject_table().quoted_in(job.dialect)
     ));
     Some(sql)

@@ -156,6 +156,7 @@ async fn runs_of(w: &World, job: &str) -> i64 {
 
 mod guards;
 mod monitoring;
+mod requests;
 mod schedule;
 
 /// Run 1, eligible, with 4,000 more objects: with one delete request at a time its purge takes
