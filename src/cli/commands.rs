@@ -276,14 +276,26 @@ pub(super) async fn plan_cmd(
         "job", "eligible", "held", "waiting", "overdue", "future clock", "store name"
     )?;
     let mut unnamed = 0;
+    let mut requested = Vec::new();
     for job in selected {
         let c = plan::counts(ctx, job, all).await?;
         unnamed += c.store_name;
+        let (unheld, held) = pipeline::requests::covered_in(ctx, job, all).await?;
+        if unheld + held > 0 {
+            requested.push(format!("job {}: {unheld} ({held} more held)", job.name));
+        }
         writeln!(
             out,
             "{:<28} {:>10} {:>10} {:>10} {:>10} {:>12} {:>10}",
             c.job, c.eligible, c.held, c.waiting, c.overdue, c.future_clock, c.store_name
         )?;
+    }
+    if !requested.is_empty() {
+        eprintln!(
+            "erasure requests cover subjects the next run purges first, whatever their window \
+             and filter (`lethe request list`): {}",
+            requested.join(", ")
+        );
     }
     if unnamed > 0 {
         eprintln!(

@@ -41,6 +41,21 @@ pub async fn left(ctx: &Context, all: &[Job]) -> Result<BTreeMap<i64, Left>> {
     Ok(out)
 }
 
+/// `(unheld, held)`: the subjects of `job` that live erasure requests cover now.
+pub async fn covered_in(ctx: &Context, job: &Job, all: &[Job]) -> Result<(i64, i64)> {
+    let Some(sql) = platform::request_coverage(job, all) else {
+        return Ok((0, 0));
+    };
+    let rows: Vec<(i64, Option<i64>, i64)> = sql.fetch_all(&ctx.db).await?;
+    Ok(rows.iter().fold((0, 0), |(u, h), (_, hold, n)| {
+        if hold.is_some() {
+            (u, h + n)
+        } else {
+            (u + n, h)
+        }
+    }))
+}
+
 /// Closes the erasure requests nothing unheld is left of. Skipped when a job spec did not
 /// load: what a request covers in it is unknown.
 pub async fn settle(ctx: &Context, all: &[Job]) -> Result<()> {

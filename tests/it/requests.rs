@@ -68,6 +68,12 @@ async fn an_erasure_takes_an_active_account_now_except_what_a_hold_keeps(w: impl
     ]);
     assert_eq!(code, 0, "{out}{err}");
     let id: i64 = out.trim().parse().unwrap();
+    let (code, out, err) = w.cli(&["plan"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("job deleted-runs: 3 (1 more held)"),
+        "plan says what the request makes eligible: {err}"
+    );
     // One job alone: the request stays open while another job's subjects are left.
     let (code, out, err) = w.cli(&["run", "--job", "deleted-snapshots"]);
     assert_eq!(code, 0, "{out}{err}");
