@@ -172,6 +172,19 @@ pub(super) async fn check(ctx: &Context) -> Result<u8> {
                  (add `owner` under [subject] if they belong to an account)"
             )?;
         }
+        if job.erase_on_request {
+            writeln!(
+                out,
+                "  erasure requests: take its subjects now, whatever their window and filter{}",
+                if job.leave_out.is_empty() {
+                    String::new()
+                } else {
+                    let cols: Vec<String> =
+                        job.leave_out.iter().map(|(t, c)| format!("{t}.{c}")).collect();
+                    format!("; exports leave out {}", cols.join(", "))
+                }
+            )?;
+        }
         if let Some(r) = &job.windows.from_row {
             writeln!(
                 out,

@@ -29,6 +29,15 @@ enum Target {
     S3 { bucket: String, prefix: String },
 }
 
+/// The local copy of an export to a bucket, removed when dropped.
+struct Staged(PathBuf);
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn target(out: &str) -> Result<Target> {
     match out.strip_prefix("s3://") {
         Some(rest) => {
@@ -138,6 +147,8 @@ pub async fn run(
             d
         }
     };
+    // A bucket export's local copy holds the account's data: gone however the export ends.
+    let _staged = matches!(target, Target::S3 { .. }).then(|| Staged(staging.clone()));
     let mut progress = Progress {
         rows: 0,
         objects: 0,
@@ -171,7 +182,6 @@ pub async fn run(
     let files = row_counts.len() as u64 + objects;
     if let Target::S3 { bucket, prefix } = &target {
         upload(ctx, &staging, bucket, prefix).await?;
-        let _ = std::fs::remove_dir_all(&staging);
     }
     let now = crate::db::clock::now(&ctx.db).await?;
     let detail = serde_json::json!({
