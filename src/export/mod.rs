@@ -102,7 +102,7 @@ pub async fn run(
     // The subjects it owns, per job.
     let mut owned: Vec<(&Job, Vec<String>)> = Vec::new();
     for job in jobs {
-        let Some(sql) = platform::owned_keys(job, account) else {
+        let Some(sql) = platform::owned_keys(job, jobs, account) else {
             continue;
         };
         let keys: Vec<(String,)> = sql.fetch_all(&ctx.db).await.with_context(|| {
@@ -252,7 +252,7 @@ async fn export_rows(
             .get(table)
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default();
-        let sql = platform::export_rows(table, reached, account, &columns, &left);
+        let sql = platform::export_rows(table, jobs, reached, account, &columns, &left);
         let rel = format!("rows/{table}.jsonl");
         let mut file = Hashed::create(&staging.join(&rel))?;
         let mut n = 0u64;

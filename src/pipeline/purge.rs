@@ -202,7 +202,7 @@ impl<'a> Batch<'a> {
             .map(|r| r.key.clone())
             .collect();
         let held = hold_map(ctx, job, self.all, &keys).await?;
-        let still: std::collections::HashSet<String> = platform::still_eligible(job, &keys)
+        let still: std::collections::HashSet<String> = platform::still_eligible(job, self.all, &keys)
             .fetch_all::<(String,)>(&ctx.db)
             .await
             .context("re-checking eligibility")?

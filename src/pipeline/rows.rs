@@ -126,7 +126,7 @@ async fn purge_batch(
         t = std::time::Instant::now();
     };
     holds::lock_shared(&mut tx).await?;
-    let still: HashSet<String> = platform::lock_still_eligible(job, &keys)
+    let still: HashSet<String> = platform::lock_still_eligible(job, all, &keys)
         .fetch_all_tx::<(String,)>(&mut tx)
         .await
         .context("re-checking eligibility")?

@@ -18,6 +18,7 @@ fn json_lines(out: &str) -> Vec<serde_json::Value> {
 /// next run, everything of 7 but the held run, what hangs under it, and the account row whose
 /// purge would take the held run with it; the request is partly fulfilled, naming the hold.
 /// Released, the rest goes and the request is fulfilled. Asked again, nothing new is recorded.
+/// A snapshot of account 8's run whose own `account_id` says 7 is not taken: the claims disagree.
 async fn an_erasure_takes_an_active_account_now_except_what_a_hold_keeps(w: impl Platform) {
     for (account, runs) in [(7, vec![70, 71, 72]), (8, vec![80])] {
         w.account(account, "free", None).await;
@@ -30,6 +31,9 @@ async fn an_erasure_takes_an_active_account_now_except_what_a_hold_keeps(w: impl
     w.snapshot(700, 70, 7, None).await;
     w.snapshot(720, 72, 7, None).await;
     w.snapshot(800, 80, 8, None).await;
+    // A snapshot whose own column says account 7, under a run of account 8: the claims
+    // disagree, so a request on 7 does not take it.
+    w.snapshot(900, 80, 7, None).await;
     let hold = w.hold(&["--subject", "deleted-runs:72"]);
 
     let (code, out, err) = w.cli(&[
@@ -234,12 +238,18 @@ async fn an_erasure_takes_an_active_account_now_except_what_a_hold_keeps(w: impl
         w.count("SELECT count(*) FROM accounts WHERE id = 7").await
             + w.count("SELECT count(*) FROM api_keys WHERE account_id = 7")
                 .await
-            + w.count("SELECT count(*) FROM snapshots WHERE account_id = 7")
+            + w.count("SELECT count(*) FROM snapshots WHERE account_id = 7 AND id <> 900")
                 .await,
         0,
         "nothing of account 7 is left"
     );
     assert_eq!(w.rows_of_run(80).await, 7, "the neighbour is untouched");
+    assert_eq!(
+        w.count("SELECT count(*) FROM snapshot_files WHERE snapshot_id = 900").await,
+        2,
+        "a snapshot under the neighbour's run stays, whatever its own column says"
+    );
+    assert_eq!(w.keys("snaps/900/").await.len(), 1);
     assert_eq!(w.keys("accounts/8/").await.len(), 1);
     let (code, out, err) = w.cli(&["report", "--request", &id.to_string(), "--format", "jsonl"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -433,6 +443,7 @@ async fn an_export_holds_the_account_and_nothing_else(w: impl Platform) {
     }
     w.run_row(71, 7, Some(40 * DAY)).await;
     w.snapshot(700, 70, 7, None).await;
+    w.snapshot(900, 80, 7, None).await;
     store
         .put(
             w.bucket(),
@@ -574,7 +585,8 @@ async fn an_export_holds_the_account_and_nothing_else(w: impl Platform) {
     assert!(
         !files
             .keys()
-            .any(|k| k.contains("/80/") || k.contains("accounts/8"))
+            .any(|k| k.contains("/80/") || k.contains("accounts/8") || k.contains("/900/")),
+        "nothing of account 8's, nor the snapshot under its run"
     );
 
     // The manifest: every file with its sha256; its own hash is in the audit log.

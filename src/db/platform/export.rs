@@ -3,18 +3,20 @@
 //! without the columns specs leave out.
 
 use super::super::sql::{Bind, Sql};
-use super::exprs::{as_text, chain, lite, new_sql};
+use super::exprs::{as_text, chain, lite, new_sql, other_owners};
 use super::owner_text;
 use crate::spec::{Ident, Job, TableName};
 
-/// The keys of the job's subjects that `account` owns, whatever their state. `None` when the
-/// job has no owner column.
-pub fn owned_keys(job: &Job, account: &str) -> Option<Sql> {
+/// The keys of the job's subjects that `account` owns, whatever their state, unless the row
+/// also hangs under another job's subject owned by another account (the claims disagree).
+/// `None` when the job has no owner column.
+pub fn owned_keys(job: &Job, all: &[Job], account: &str) -> Option<Sql> {
     job.owner.as_ref()?;
     let mut sql = new_sql(job);
     let a = sql.bind(Bind::Text(account.to_string()));
+    let disputed = undisputed(job, all, &mut sql, &a);
     sql.push(&format!(
-        "SELECT {} FROM {} n0 WHERE {} = {a} ORDER BY n0.{}",
+        "SELECT {} FROM {} n0 WHERE {} = {a}{disputed} ORDER BY n0.{}",
         as_text(job, &format!("n0.{}", job.key.quoted())),
         job.subject_table().quoted_in(job.dialect),
         owner_text(job),
@@ -23,11 +25,21 @@ pub fn owned_keys(job: &Job, account: &str) -> Option<Sql> {
     Some(sql)
 }
 
+/// ` AND NOT EXISTS (...)` for every other job whose subject owned by another account than
+/// `a` holds the subject row `n0`.
+fn undisputed(job: &Job, all: &[Job], sql: &mut Sql, a: &str) -> String {
+    other_owners(job, all, sql, a)
+        .iter()
+        .map(|d| format!(" AND NOT EXISTS ({d})"))
+        .collect()
+}
+
 /// Every row of `table` reached by one of `paths` (`(job, node)`, node `i` of the job being a
 /// `table` node) from a subject that `account` owns, once each, as JSON text without
 /// `leave_out`. `columns` are the table's columns (SQLite builds the object from them).
 pub fn export_rows(
     table: &TableName,
+    all: &[Job],
     paths: &[(&Job, usize)],
     account: &str,
     columns: &[String],
@@ -40,7 +52,8 @@ pub fn export_rows(
     for (job, i) in paths {
         let (tables, conds) = chain(job, *i, &mut sql);
         let mut conds: Vec<String> = conds.iter().map(|c| to_outer(c, *i)).collect();
-        conds.push(to_outer(&format!("{} = {a}", owner_text(job)), *i));
+        let disputed = undisputed(job, all, &mut sql, &a);
+        conds.push(to_outer(&format!("{} = {a}{disputed}", owner_text(job)), *i));
         let rest: Vec<&String> = tables.iter().skip(1).collect();
         reached.push(if rest.is_empty() {
             format!("({})", conds.join(" AND "))

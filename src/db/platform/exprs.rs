@@ -277,18 +277,20 @@ pub(super) fn scope_of(
     if i == 0 && eligible_only {
         // The subject row itself goes only while it is what the job selects (its filter, a
         // clock, past its grace) or an open erasure request covers it. Never by key alone.
-        conds.push(eligible_now(job, sql));
+        // (The row transaction deletes only the keys its locked re-check found eligible,
+        // request disputes included; this condition guards the delete itself.)
+        conds.push(eligible_now(job, &[], sql));
     }
     (tables, conds, format!("n0.{}", job.key.quoted()))
 }
 
 /// Whether subject row `n0` may be purged now: the job selects it (its filter, a clock, past
 /// its grace), or an erasure request not yet fulfilled covers it.
-pub(super) fn eligible_now(job: &Job, sql: &mut Sql) -> String {
+pub(super) fn eligible_now(job: &Job, all: &[Job], sql: &mut Sql) -> String {
     let base = subject_base(job, sql);
     let eligible = clock_plus(job, Which::Grace, sql);
     let selected = format!("({base} AND {eligible} <= {})", now(job));
-    match request_expr(job, sql) {
+    match request_expr(job, all, sql) {
         Some(r) => format!("({selected} OR {r} IS NOT NULL)"),
         None => selected,
     }
@@ -297,16 +299,26 @@ pub(super) fn eligible_now(job: &Job, sql: &mut Sql) -> String {
 /// An expression giving the lowest erasure request (not yet fulfilled) covering subject row
 /// `n0`, or NULL: one on its owner's account, or one naming it. `None` when the job does not
 /// take erasure requests (`[requests] erase`).
-pub(super) fn request_expr(job: &Job, sql: &mut Sql) -> Option<String> {
+pub(super) fn request_expr(job: &Job, all: &[Job], sql: &mut Sql) -> Option<String> {
     if !job.erase_on_request {
         return None;
     }
     let job_name = sql.bind(Bind::Text(job.name.clone()));
     let owner = match &job.owner {
-        Some(o) => format!(
-            "(r.account IS NOT NULL AND r.account = {}) OR ",
-            as_text(job, &format!("n0.{}", o.quoted()))
-        ),
+        Some(o) => {
+            // The subject's owner column is one claim; when the row also hangs under another
+            // job's subject owned by another account (a snapshot saying account 7 under a run
+            // of account 8), the claims disagree and an account request does not take it.
+            let disputed = other_owners(job, all, sql, "r.account");
+            format!(
+                "(r.account IS NOT NULL AND r.account = {}{}) OR ",
+                as_text(job, &format!("n0.{}", o.quoted())),
+                disputed
+                    .iter()
+                    .map(|d| format!(" AND NOT EXISTS ({d})"))
+                    .collect::<String>()
+            )
+        }
         None => String::new(),
     };
     Some(job.dialect.t(&format!(
@@ -314,6 +326,35 @@ pub(super) fn request_expr(job: &Job, sql: &mut Sql) -> Option<String> {
          AND ({owner}(r.job = {job_name} AND r.subject_key = {})))",
         as_text(job, &format!("n0.{}", job.key.quoted()))
     )))
+}
+
+/// For each other job that deletes this job's subject table as one of its rows, with an owner
+/// column: a query finding the subject row `n0` under one of that job's subjects owned by an
+/// account other than `account` (an expression: the request `r`'s, or a bound value).
+pub(super) fn other_owners(job: &Job, all: &[Job], sql: &mut Sql, account: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for other in all.iter().filter(|o| o.name != job.name) {
+        let Some(o) = &other.owner else { continue };
+        for (k, node) in other.nodes.iter().enumerate().skip(1) {
+            if &node.table != job.subject_table() {
+                continue;
+            }
+            let (tables, conds) = chain(other, k, sql);
+            let mut where_: Vec<String> = conds.iter().map(|c| upalias(c)).collect();
+            let tables: Vec<String> = tables.iter().map(|t| t.replace(" n", " u")).collect();
+            where_.push(format!("u{k}.{key} = n0.{key}", key = job.key.quoted()));
+            where_.push(format!(
+                "{} <> {account}",
+                as_text(job, &format!("u0.{}", o.quoted()))
+            ));
+            out.push(format!(
+                "SELECT 1 FROM {} WHERE {}",
+                tables.join(", "),
+                where_.join(" AND ")
+            ));
+        }
+    }
+    out
 }
 
 /// The base condition for a subject row: it has a clock and passes the job's filter.

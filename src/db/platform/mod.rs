@@ -18,7 +18,8 @@ use crate::spec::{Ident, Job};
 use chrono::{DateTime, Utc};
 use exprs::{
     Which, as_text, cast_bind, chain, clock_plus, clock_ts, correlated_chain, eligible_now,
-    hold_expr, keys_match, lite, new_sql, now, null_text, request_expr, scope, subject_base,
+    hold_expr, keys_match, lite, new_sql, now, null_text, other_owners, request_expr, scope,
+    subject_base,
     time_out,
 };
 
@@ -80,7 +81,7 @@ pub fn discover(job: &Job, all: &[Job], cursor: &Cursor, limit: i64) -> Sql {
 /// job takes no erasure requests.
 pub fn discover_requested(job: &Job, all: &[Job], cursor: &Cursor, limit: i64) -> Option<Sql> {
     let mut sql = new_sql(job);
-    let req = request_expr(job, &mut sql)?;
+    let req = request_expr(job, all, &mut sql)?;
     let held = hold_expr(job, all, &mut sql);
     let key = format!("n0.{}", job.key.quoted());
     let mut where_ = format!("{req} IS NOT NULL");
@@ -106,7 +107,7 @@ pub fn discover_requested(job: &Job, all: &[Job], cursor: &Cursor, limit: i64) -
 /// job takes no erasure requests.
 pub fn request_coverage(job: &Job, all: &[Job]) -> Option<Sql> {
     let mut sql = new_sql(job);
-    let req = request_expr(job, &mut sql)?;
+    let req = request_expr(job, all, &mut sql)?;
     let held = hold_expr(job, all, &mut sql);
     sql.push(&format!(
         "SELECT rq, h, count(*) FROM (SELECT {req} AS rq, {held} AS h FROM {} n0) s \
@@ -134,7 +135,11 @@ pub fn erasure_reach(
         (Some(a), _) => {
             job.owner.as_ref()?;
             let a = sql.bind(Bind::Text(a.to_string()));
-            format!("{} = {a}", owner_text(job))
+            let disputed: String = other_owners(job, all, &mut sql, &a)
+                .iter()
+                .map(|d| format!(" AND NOT EXISTS ({d})"))
+                .collect();
+            format!("{} = {a}{disputed}", owner_text(job))
         }
         (None, Some(k)) => {
             let k = sql.bind(Bind::Text(k.to_string()));
@@ -267,18 +272,18 @@ pub fn clock_census(job: &Job) -> Sql {
 
 /// Of `keys`, those still eligible now, locked `FOR UPDATE` so a concurrent restore waits for
 /// us (on SQLite the row transaction already holds the only write lock).
-pub fn lock_still_eligible(job: &Job, keys: &[String]) -> Sql {
-    still_eligible_sql(job, keys, if lite(job) { "" } else { " FOR UPDATE OF n0" })
+pub fn lock_still_eligible(job: &Job, all: &[Job], keys: &[String]) -> Sql {
+    still_eligible_sql(job, all, keys, if lite(job) { "" } else { " FOR UPDATE OF n0" })
 }
 
 /// Of `keys`, those still eligible now (no lock: the row step checks again under one).
-pub fn still_eligible(job: &Job, keys: &[String]) -> Sql {
-    still_eligible_sql(job, keys, "")
+pub fn still_eligible(job: &Job, all: &[Job], keys: &[String]) -> Sql {
+    still_eligible_sql(job, all, keys, "")
 }
 
-fn still_eligible_sql(job: &Job, keys: &[String], lock: &str) -> Sql {
+fn still_eligible_sql(job: &Job, all: &[Job], keys: &[String], lock: &str) -> Sql {
     let mut sql = new_sql(job);
-    let eligible = eligible_now(job, &mut sql);
+    let eligible = eligible_now(job, all, &mut sql);
     let m = keys_match(job, keys, &mut sql);
     sql.push(&format!(
         "SELECT {} FROM {} n0 WHERE {m} AND {eligible}{lock}",
