@@ -179,8 +179,11 @@ pub(super) async fn check(ctx: &Context) -> Result<u8> {
                 if job.leave_out.is_empty() {
                     String::new()
                 } else {
-                    let cols: Vec<String> =
-                        job.leave_out.iter().map(|(t, c)| format!("{t}.{c}")).collect();
+                    let cols: Vec<String> = job
+                        .leave_out
+                        .iter()
+                        .map(|(t, c)| format!("{t}.{c}"))
+                        .collect();
                     format!("; exports leave out {}", cols.join(", "))
                 }
             )?;

@@ -11,6 +11,11 @@ use anyhow::{Result, anyhow};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+/// Locations listed at once.
+const LISTINGS_AT_ONCE: usize = 16;
+/// Objects copied at once.
+const COPIES_AT_ONCE: usize = 64;
+
 /// Writes the current version of every object under the account's locations; answers how many,
 /// and what could not be exported.
 pub(super) async fn export_objects(
@@ -78,7 +83,6 @@ pub(super) async fn export_objects(
         .map(|(_, w)| w)
         .collect();
     let mut versioning = BTreeMap::new();
-    let mut n = 0u64;
     for l in &exported {
         if !versioning.contains_key(&l.bucket) {
             let v = ctx
@@ -88,26 +92,49 @@ pub(super) async fn export_objects(
                 .map_err(|e| anyhow!("bucket `{}`: {e}", l.bucket))?;
             versioning.insert(l.bucket.clone(), v.keeps_versions());
         }
-        let versions = versioning[&l.bucket];
-        for item in current_objects(ctx, l, versions).await? {
-            let rel = Path::new("objects")
-                .join(&l.bucket)
-                .join(safe_path(&item.key));
-            let mut file = Hashed::create(&staging.join(&rel))?;
-            ctx.store
-                .read(&l.bucket, &item, &mut |b| file.write(b))
-                .await
-                .map_err(|e| anyhow!("{e}"))?;
-            let (sha, bytes) = file.finish()?;
-            line(serde_json::json!({
-                "path": rel.to_string_lossy(), "bucket": l.bucket, "key": item.key,
-                "version_id": item.version_id, "sha256": sha, "bytes": bytes,
-            }))?;
-            n += 1;
-            progress.objects += 1;
-            progress.bytes += bytes;
-            progress.tick();
-        }
+    }
+    // Locations are listed, and objects copied, many at a time (the store answers each
+    // request slowly, not each byte): files are independent, and manifest lines are written
+    // here, one at a time, as copies finish.
+    use futures::{StreamExt, TryStreamExt};
+    let versioning = &versioning;
+    let listed = futures::stream::iter(exported.iter())
+        .map(|l| async move {
+            let items = current_objects(ctx, l, versioning[&l.bucket]).await?;
+            Ok::<_, anyhow::Error>(futures::stream::iter(
+                items
+                    .into_iter()
+                    .map(move |item| Ok::<_, anyhow::Error>((l, item))),
+            ))
+        })
+        .buffer_unordered(LISTINGS_AT_ONCE)
+        .try_flatten();
+    let mut copies = std::pin::pin!(
+        listed
+            .map_ok(|(l, item)| async move {
+                let rel = Path::new("objects")
+                    .join(&l.bucket)
+                    .join(safe_path(&item.key));
+                let mut file = Hashed::create(&staging.join(&rel))?;
+                ctx.store
+                    .read(&l.bucket, &item, &mut |b| file.write(b))
+                    .await
+                    .map_err(|e| anyhow!("{e}"))?;
+                let (sha, bytes) = file.finish()?;
+                Ok::<_, anyhow::Error>((rel, l, item, sha, bytes))
+            })
+            .try_buffer_unordered(COPIES_AT_ONCE)
+    );
+    let mut n = 0u64;
+    while let Some((rel, l, item, sha, bytes)) = copies.try_next().await? {
+        line(serde_json::json!({
+            "path": rel.to_string_lossy(), "bucket": l.bucket, "key": item.key,
+            "version_id": item.version_id, "sha256": sha, "bytes": bytes,
+        }))?;
+        n += 1;
+        progress.objects += 1;
+        progress.bytes += bytes;
+        progress.tick();
     }
     Ok((n, problems))
 }

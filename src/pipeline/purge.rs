@@ -202,13 +202,14 @@ impl<'a> Batch<'a> {
             .map(|r| r.key.clone())
             .collect();
         let held = hold_map(ctx, job, self.all, &keys).await?;
-        let still: std::collections::HashSet<String> = platform::still_eligible(job, self.all, &keys)
-            .fetch_all::<(String,)>(&ctx.db)
-            .await
-            .context("re-checking eligibility")?
-            .into_iter()
-            .map(|r| r.0)
-            .collect();
+        let still: std::collections::HashSet<String> =
+            platform::still_eligible(job, self.all, &keys)
+                .fetch_all::<(String,)>(&ctx.db)
+                .await
+                .context("re-checking eligibility")?
+                .into_iter()
+                .map(|r| r.0)
+                .collect();
         let (mut go, mut held_now) = (Vec::new(), Vec::new());
         for r in claimed {
             if let Some(why) = super::implausible_clock(r.clock_at) {

@@ -245,7 +245,8 @@ async fn an_erasure_takes_an_active_account_now_except_what_a_hold_keeps(w: impl
     );
     assert_eq!(w.rows_of_run(80).await, 7, "the neighbour is untouched");
     assert_eq!(
-        w.count("SELECT count(*) FROM snapshot_files WHERE snapshot_id = 900").await,
+        w.count("SELECT count(*) FROM snapshot_files WHERE snapshot_id = 900")
+            .await,
         2,
         "a snapshot under the neighbour's run stays, whatever its own column says"
     );

@@ -53,7 +53,10 @@ pub fn export_rows(
         let (tables, conds) = chain(job, *i, &mut sql);
         let mut conds: Vec<String> = conds.iter().map(|c| to_outer(c, *i)).collect();
         let disputed = undisputed(job, all, &mut sql, &a);
-        conds.push(to_outer(&format!("{} = {a}{disputed}", owner_text(job)), *i));
+        conds.push(to_outer(
+            &format!("{} = {a}{disputed}", owner_text(job)),
+            *i,
+        ));
         let rest: Vec<&String> = tables.iter().skip(1).collect();
         reached.push(if rest.is_empty() {
             format!("({})", conds.join(" AND "))

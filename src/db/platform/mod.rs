@@ -19,8 +19,7 @@ use chrono::{DateTime, Utc};
 use exprs::{
     Which, as_text, cast_bind, chain, clock_plus, clock_ts, correlated_chain, eligible_now,
     hold_expr, keys_match, lite, new_sql, now, null_text, other_owners, request_expr, scope,
-    subject_base,
-    time_out,
+    subject_base, time_out,
 };
 
 /// One subject found eligible by discovery.
@@ -273,7 +272,12 @@ pub fn clock_census(job: &Job) -> Sql {
 /// Of `keys`, those still eligible now, locked `FOR UPDATE` so a concurrent restore waits for
 /// us (on SQLite the row transaction already holds the only write lock).
 pub fn lock_still_eligible(job: &Job, all: &[Job], keys: &[String]) -> Sql {
-    still_eligible_sql(job, all, keys, if lite(job) { "" } else { " FOR UPDATE OF n0" })
+    still_eligible_sql(
+        job,
+        all,
+        keys,
+        if lite(job) { "" } else { " FOR UPDATE OF n0" },
+    )
 }
 
 /// Of `keys`, those still eligible now (no lock: the row step checks again under one).
