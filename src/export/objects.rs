@@ -28,9 +28,18 @@ pub(super) async fn export_objects(
 ) -> Result<(u64, Vec<String>)> {
     let mut exported: BTreeSet<Location> = BTreeSet::new();
     let mut refused: BTreeMap<Location, String> = BTreeMap::new();
+    // Jobs with the most subjects first (the runs before the account that holds them all): a
+    // location one job's subject already settled is not asked again for another's, so the
+    // account's subject, which names every run's directory, asks only about its own.
+    let mut owned: Vec<&(&Job, Vec<String>)> = owned.iter().collect();
+    owned.sort_by_key(|(_, keys)| std::cmp::Reverse(keys.len()));
     for (job, keys) in owned {
         for chunk in keys.chunks(500) {
-            let manifests = crate::pipeline::manifest::build(ctx, job, chunk, false).await?;
+            let mut manifests = crate::pipeline::manifest::build(ctx, job, chunk, false).await?;
+            for m in manifests.values_mut() {
+                m.locations
+                    .retain(|l| !exported.contains(l) && !refused.contains_key(l));
+            }
             // Each location is asked about on its own (round r asks every subject's r-th), so a
             // claimed one keeps only itself out of the export.
             let most = manifests

@@ -997,6 +997,7 @@ macro_rules! on_both {
         }
     };
 }
+pub(crate) use on_both;
 
 on_both!(
     one_second_either_side_of_grace,

@@ -2,9 +2,25 @@
 //! windows, except what a hold keeps; it is idempotent, proven by `report --request`, refused
 //! when it covers nothing, and refused by every run when the chain does not record it.
 
-use crate::behaviour::{LiteWorld, Platform};
+use crate::behaviour::{LiteWorld, Platform, on_both};
 use crate::helpers::{DAY, World};
 use lethe::storage::Versioning;
+
+/// `lethe request erase --account ACCOUNT --reason REASON --by privacy` with `extra` arguments.
+fn erase(w: &impl Platform, account: &str, reason: &str, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec![
+        "request",
+        "erase",
+        "--account",
+        account,
+        "--reason",
+        reason,
+        "--by",
+        "privacy",
+    ];
+    args.extend_from_slice(extra);
+    w.cli(&args)
+}
 
 fn json_lines(out: &str) -> Vec<serde_json::Value> {
     out.lines()
@@ -36,17 +52,7 @@ async fn an_erasure_takes_an_active_account_now_except_what_a_hold_keeps(w: impl
     w.snapshot(900, 80, 7, None).await;
     let hold = w.hold(&["--subject", "deleted-runs:72"]);
 
-    let (code, out, err) = w.cli(&[
-        "request",
-        "erase",
-        "--account",
-        "7",
-        "--reason",
-        "DSR-1",
-        "--by",
-        "privacy",
-        "--dry-run",
-    ]);
+    let (code, out, err) = erase(&w, "7", "DSR-1", &["--dry-run"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         err.contains("job deleted-runs: 4 row(s) of runs, 1 of them held"),
@@ -58,18 +64,7 @@ async fn an_erasure_takes_an_active_account_now_except_what_a_hold_keeps(w: impl
         "a dry run records nothing"
     );
 
-    let (code, out, err) = w.cli(&[
-        "request",
-        "erase",
-        "--account",
-        "7",
-        "--reason",
-        "DSR-1",
-        "--by",
-        "privacy",
-        "--due",
-        "30d",
-    ]);
+    let (code, out, err) = erase(&w, "7", "DSR-1", &["--due", "30d"]);
     assert_eq!(code, 0, "{out}{err}");
     let id: i64 = out.trim().parse().unwrap();
     let (code, out, err) = w.cli(&["plan"]);
@@ -201,16 +196,7 @@ async fn an_erasure_takes_an_active_account_now_except_what_a_hold_keeps(w: impl
     );
 
     // Asked again while partly fulfilled: the same request, nothing new.
-    let (code, out, err) = w.cli(&[
-        "request",
-        "erase",
-        "--account",
-        "7",
-        "--reason",
-        "DSR-1 again",
-        "--by",
-        "privacy",
-    ]);
+    let (code, out, err) = erase(&w, "7", "DSR-1 again", &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(out.trim(), id.to_string(), "{err}");
     assert_eq!(w.count("SELECT count(*) FROM lethe.requests").await, 1);
@@ -258,16 +244,7 @@ async fn an_erasure_takes_an_active_account_now_except_what_a_hold_keeps(w: impl
     assert!(verdict.starts_with("fulfilled in time"), "{verdict}");
 
     // Erased twice: nothing is recorded, nothing fails.
-    let (code, out, err) = w.cli(&[
-        "request",
-        "erase",
-        "--account",
-        "7",
-        "--reason",
-        "DSR-1 again",
-        "--by",
-        "privacy",
-    ]);
+    let (code, out, err) = erase(&w, "7", "DSR-1 again", &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         err.contains(&format!("was erased by request {id}")),
@@ -306,30 +283,11 @@ async fn a_request_that_covers_nothing_or_that_the_chain_does_not_know_is_refuse
 ) {
     w.account(1, "free", None).await;
     w.run_row(10, 1, None).await;
-    let (code, out, err) = w.cli(&[
-        "request",
-        "erase",
-        "--account",
-        "999",
-        "--reason",
-        "DSR-2",
-        "--by",
-        "privacy",
-    ]);
+    let (code, out, err) = erase(&w, "999", "DSR-2", &[]);
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.contains("would cover nothing now"), "{err}");
     assert_eq!(w.count("SELECT count(*) FROM lethe.requests").await, 0);
-    let (code, out, err) = w.cli(&[
-        "request",
-        "erase",
-        "--account",
-        "999",
-        "--reason",
-        "DSR-2",
-        "--by",
-        "privacy",
-        "--force",
-    ]);
+    let (code, out, err) = erase(&w, "999", "DSR-2", &["--force"]);
     assert_eq!(code, 0, "{out}{err}");
     let id = out.trim().to_string();
     let (code, out, err) = w.cli(&["run", "--all"]);
@@ -371,23 +329,6 @@ async fn a_request_that_covers_nothing_or_that_the_chain_does_not_know_is_refuse
     assert_eq!(w.rows_of_run(10).await, 7, "nothing deleted");
     assert_eq!(w.keys("runs/10/").await.len(), 2);
     w.finish().await;
-}
-
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(super::World::new(super::Versioning::Unversioned).await).await
-            })*
-        }
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(super::LiteWorld::new().await).await
-            })*
-        }
-    };
 }
 
 on_both!(
