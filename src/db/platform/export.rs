@@ -3,8 +3,9 @@
 //! without the columns specs leave out.
 
 use super::super::sql::{Bind, Sql};
-use super::exprs::{as_text, chain, lite, new_sql, other_owners};
+use super::exprs::{as_text, chain, lite, new_sql};
 use super::owner_text;
+use super::reach::other_owners;
 use crate::spec::{Ident, Job, TableName};
 
 /// The keys of the job's subjects that `account` owns, whatever their state, unless the row
