@@ -18,9 +18,11 @@ const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 const PLAN_REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
 /// How often the erasure requests are read: a new one fires the jobs it reaches at once.
 const REQUESTS_CHECK_EVERY: Duration = Duration::from_secs(5);
-/// How often the jobs are fired again while a request stays open (a run that found a job busy
-/// or left a subject failing).
-const REQUESTS_REFIRE_EVERY: Duration = Duration::from_secs(15 * 60);
+/// How often the jobs are fired again while a request stays open (a run that found a job busy,
+/// or left a subject failing: the jobs a request fires run side by side, and two of them taking
+/// the same rows at once can deadlock in the database, which fails one subject until the next
+/// run). Cheap: subjects waiting out a retry backoff are skipped by discovery.
+const REQUESTS_REFIRE_EVERY: Duration = Duration::from_secs(30);
 
 /// Every `STORE_CHECK_EVERY`: whether the object store answers for the jobs' buckets; every
 /// `PLAN_REFRESH_EVERY`: every job's gauges, so a replica whose fires find the job locked still
