@@ -49,10 +49,7 @@ pub(super) fn other_owners(job: &Job, all: &[Job], sql: &mut Sql, account: &str)
             if &node.table != job.subject_table() {
                 continue;
             }
-            let (tables, conds) = chain(other, k, sql);
-            let mut where_: Vec<String> = conds.iter().map(|c| upalias(c)).collect();
-            let tables: Vec<String> = tables.iter().map(|t| t.replace(" n", " u")).collect();
-            where_.push(format!("u{k}.{key} = n0.{key}", key = job.key.quoted()));
+            let (tables, mut where_) = under(job, other, k, sql);
             where_.push(format!(
                 "{} <> {account}",
                 as_text(job, &format!("u0.{}", o.quoted()))
@@ -121,10 +118,7 @@ pub(super) fn hold_expr(job: &Job, all: &[Job], sql: &mut Sql) -> String {
                 continue;
             }
             let other_name = sql.bind(Bind::Text(other.name.clone()));
-            let (tables, conds) = chain(other, k, sql);
-            let mut where_: Vec<String> = conds.iter().map(|c| upalias(c)).collect();
-            let tables: Vec<String> = tables.iter().map(|t| t.replace(" n", " u")).collect();
-            where_.push(format!("u{k}.{key} = n0.{key}", key = job.key.quoted()));
+            let (tables, mut where_) = under(job, other, k, sql);
             let account = match &other.owner {
                 Some(o) => format!(
                     " OR (h.account IS NOT NULL AND h.account = {})",
@@ -157,4 +151,15 @@ pub(super) fn hold_expr(job: &Job, all: &[Job], sql: &mut Sql) -> String {
     } else {
         format!("LEAST({})", parts.join(", "))
     }
+}
+
+/// `(tables, conditions)` finding `other`'s subject (aliased `u0`) whose node `k` is the subject
+/// row `n0` of `job`: `other`'s chain from node `k` up, re-aliased `u{j}`, correlated on `job`'s
+/// key. Holds and requests both ask it of a row another job deletes with one of its subjects.
+fn under(job: &Job, other: &Job, k: usize, sql: &mut Sql) -> (Vec<String>, Vec<String>) {
+    let (tables, conds) = chain(other, k, sql);
+    let mut where_: Vec<String> = conds.iter().map(|c| upalias(c)).collect();
+    let tables: Vec<String> = tables.iter().map(|t| t.replace(" n", " u")).collect();
+    where_.push(format!("u{k}.{key} = n0.{key}", key = job.key.quoted()));
+    (tables, where_)
 }
