@@ -4,10 +4,11 @@
 //!   `runs/{i}/obj-{j}` for subjects 1..=SUBJECTS, deterministic, 64 writes in flight. With
 //!   `--versions`, the bucket is versioned and each key gets V versions; `--markers` adds a
 //!   delete marker on every key.
-//! - `ceiling BUCKET`: lists everything first (untimed), then deletes it with a tight loop of
-//!   concurrent DeleteObjects over the keys known in advance, and prints deletes/s
+//! - `floor BUCKET`: the server's own floor for a purge. Lists everything first (untimed), then
+//!   deletes it with a tight loop of concurrent DeleteObjects over the keys known in advance
 //!   (`LETHE_DELETE_BATCH` keys per request and `LETHE_DELETE_CONCURRENCY` requests in flight
-//!   set the shape, as for lethe; bench/run.sh uses the server's best measured shape).
+//!   set the shape, as for lethe; bench/run.sh uses the server's best measured shape) and lists
+//!   each location (`runs/{i}/`) once, as a verification must; prints the seconds.
 //! - `count BUCKET`: prints how many versions and delete markers are left.
 //!
 //! Endpoint and credentials come from the environment, as for lethe.
@@ -105,8 +106,28 @@ async fn main() {
                 started.elapsed().as_secs_f64()
             );
         }
-        Some("ceiling") => {
+        Some("floor") => {
+            // The server's own floor for a purge: everything under the bucket is listed first
+            // (untimed, so the keys are known in advance), then timed: the deletes by key in a
+            // tight loop of concurrent DeleteObjects (`LETHE_DELETE_BATCH` keys per request,
+            // `LETHE_DELETE_CONCURRENCY` in flight), then one listing of each location (the
+            // directory of each key, up to its second `/`: `runs/{i}/`), 32 in flight, as a
+            // verification must ask after the deletes.
             let items = all_versions(&store, &bucket).await;
+            let versioned = store
+                .versioning(&bucket)
+                .await
+                .expect("bucket exists")
+                .keeps_versions();
+            let mut dirs: Vec<String> = items
+                .iter()
+                .filter_map(|v| {
+                    let mut parts = v.key.splitn(3, '/');
+                    Some(format!("{}/{}/", parts.next()?, parts.next()?))
+                })
+                .collect();
+            dirs.sort();
+            dirs.dedup();
             let n = items.len();
             let started = Instant::now();
             let store = &store;
@@ -121,9 +142,22 @@ async fn main() {
                 .buffer_unordered(settings.delete_concurrency)
                 .fold(0, |a, b| async move { a + b })
                 .await;
+            let deletes = started.elapsed().as_secs_f64();
+            let left: usize = futures::stream::iter(dirs.iter())
+                .map(|d| async move {
+                    let page = store
+                        .list_page(bucket, d, versioned, None)
+                        .await
+                        .expect("listing");
+                    page.items.len()
+                })
+                .buffer_unordered(32)
+                .fold(0, |a, b| async move { a + b })
+                .await;
             let secs = started.elapsed().as_secs_f64();
             println!(
-                "{{\"deleted\": {n}, \"failed\": {failed}, \"seconds\": {secs:.3}, \"per_second\": {:.0}}}",
+                "{{\"deleted\": {n}, \"failed\": {failed}, \"listings\": {}, \"left\": {left}, \"seconds\": {secs:.3}, \"delete_seconds\": {deletes:.3}, \"per_second\": {:.0}}}",
+                dirs.len(),
                 n as f64 / secs
             );
         }
@@ -171,7 +205,7 @@ async fn main() {
             println!("{} {}", items.len() - markers, markers);
         }
         _ => {
-            eprintln!("usage: lethe-bench seed|ceiling|count BUCKET ...");
+            eprintln!("usage: lethe-bench seed|floor|lists|count BUCKET ...");
             std::process::exit(2);
         }
     }

@@ -8,11 +8,13 @@
 # Scenarios:
 #   objects    SUBJECTS x PER objects of 1 KiB (default 2,000 x 10) under runs/{id}/, unversioned
 #   versioned  VSUBJECTS x PER keys (default 1,000 x 10), 2 versions each + a delete marker
+#   onedir     one subject of ONEDIR objects (default 20,000) in one directory, unversioned
+#   onedir-versioned  one subject of ONEDIR / 2 keys (10,000), 2 versions each + a delete marker
 #   rows       ROW_SUBJECTS deleted runs (default 100,000), 20 child rows each, no objects
 #   memory     MEM objects (default "10000 1000000"), each over MEM_SUBJECTS (1,000) subjects
 #   scaling    SCALE subjects (default "1000 10000 100000") of one object each: time vs backlog
-# TOOLS (default "lethe s5cmd rclone boto3 aws-cli ceiling") picks the tools of the object
-# scenarios; `lethe:LETHE_DELETE_BATCH=250,LETHE_DELETE_CONCURRENCY=64` is lethe with those
+# TOOLS (default "lethe s5cmd rclone boto3 aws-cli floor") picks the tools of the object
+# scenarios; `floor` is the server's own floor for the same work (see below); `lethe:LETHE_DELETE_BATCH=250,LETHE_DELETE_CONCURRENCY=64` is lethe with those
 # settings, to compare settings with each other and with the peers in one run.
 # Every tool gets a fresh server holding an identical data set each round (ROUNDS, default 3); after
 # each, what is left under the prefix (all versions and markers) is counted. Results go to
@@ -28,7 +30,8 @@ PER="${PER:-10}"
 ROW_SUBJECTS="${ROW_SUBJECTS:-100000}"
 MEM="${MEM:-10000 1000000}"
 MEM_SUBJECTS="${MEM_SUBJECTS:-1000}"
-TOOLS="${TOOLS:-lethe s5cmd rclone boto3 aws-cli ceiling}"
+TOOLS="${TOOLS:-lethe s5cmd rclone boto3 aws-cli floor}"
+ONEDIR="${ONEDIR:-20000}"
 SCALE="${SCALE:-1000 10000 100000}"
 CEILING_SHAPE="${CEILING_SHAPE:-100x160}"
 scenarios=("$@")
@@ -121,19 +124,19 @@ jobs_for_bucket() {
     echo "$dir"
 }
 
-# object_round SCENARIO ROUND SUBJECTS SEED_ARGS...: one round of every tool on fresh data.
+# object_round SCENARIO ROUND SUBJECTS PER SEED_ARGS...: one round of every tool on fresh data.
 object_round() {
-    local scenario=$1 round=$2 subjects=$3
-    shift 3
+    local scenario=$1 round=$2 subjects=$3 per=$4
+    shift 4
     local versions_flag=() items
-    [[ $scenario == versioned ]] && versions_flag=(--all-versions)
+    [[ $scenario == *versioned ]] && versions_flag=(--all-versions)
     # Each round starts one tool later in the list, so no tool always goes first.
     local tools=($TOOLS) order=() k
     for k in "${!tools[@]}"; do order+=("${tools[(k + round - 1) % ${#tools[@]}]}"); done
     local b="bench-$scenario-$round-$RANDOM"
     say "seeding $scenario round $round"
     fresh_s3
-    "$TOOL" seed "$b" "$subjects" "$PER" "$@" >>"$LOG" 2>&1
+    "$TOOL" seed "$b" "$subjects" "$per" "$@" >>"$LOG" 2>&1
     read -r v m < <(count_left "$b")
     items=$((v + m))
     scripts/services.sh snapshot-s3 "$SNAPSHOT" >>"$LOG" 2>&1
@@ -156,24 +159,25 @@ object_round() {
                     ":s3,provider=Other,env_auth=true,endpoint='$E':$b/runs" ;;
             boto3) timed "$scenario" boto3 "$round" "$items" "$b" "$VENV/bin/python" bench/peers/boto3_rm.py "$b" runs/ ;;
             aws-cli) timed "$scenario" aws-cli "$round" "$items" "$b" "$VENV/bin/aws" --endpoint-url "$E" s3 rm --recursive --only-show-errors "s3://$b/runs/" ;;
-            ceiling)
-                # The server's own limit: deletes only, keys known in advance (listing untimed).
-                # CEILING_SHAPE is its keys per request and requests in flight, by default the
-                # fastest shape measured on SeaweedFS (100 x 160, against 1,000 x 16: 25% faster).
-                # Its server CPU counts the untimed listing too.
+            floor)
+                # The server's own floor for the same work: the same deletes by key (keys known
+                # in advance, listing untimed) in a tight loop, then one listing of each location,
+                # as lethe's verification asks. CEILING_SHAPE is its keys per request and requests
+                # in flight, by default the fastest shape measured on SeaweedFS (100 x 160,
+                # against 1,000 x 16: 25% faster). Its server CPU counts the untimed listing too.
                 quiesce
                 local ticks
                 ticks=$(server_ticks)
                 LETHE_DELETE_BATCH=${CEILING_SHAPE%x*} LETHE_DELETE_CONCURRENCY=${CEILING_SHAPE#*x} \
-                    "$TOOL" ceiling "$b" >"$OUT/ceiling.json" 2>>"$LOG"
+                    "$TOOL" floor "$b" >"$OUT/floor.json" 2>>"$LOG"
                 ticks=$(server_cpu_since "$ticks")
                 read -r -a left < <(count_left "$b")
-                python3 - "$OUT/ceiling.json" "$scenario" "$round" "$items" "${left[@]}" "$ticks" >>"$RESULTS" <<'PY'
+                python3 - "$OUT/floor.json" "$scenario" "$round" "$items" "${left[@]}" "$ticks" >>"$RESULTS" <<'PY'
 import json, sys
 c = json.load(open(sys.argv[1]))
-print("\t".join([sys.argv[2], "ceiling", sys.argv[3], sys.argv[4], f"{c['seconds']:.2f}", "-", sys.argv[5], sys.argv[6], "0", sys.argv[7]]))
+print("\t".join([sys.argv[2], "floor", sys.argv[3], sys.argv[4], f"{c['seconds']:.2f}", "-", sys.argv[5], sys.argv[6], "0", sys.argv[7]]))
 PY
-                say "$scenario ceiling round $round: $(cat "$OUT/ceiling.json"), S3 server CPU ${ticks}s with its listing" ;;
+                say "$scenario floor round $round: $(cat "$OUT/floor.json"), S3 server CPU ${ticks}s with its listing" ;;
         esac
     done
 }
@@ -233,15 +237,17 @@ memory_round() {
 
 for s in "${scenarios[@]}"; do
     case $s in
-        objects) for r in $(seq "$ROUNDS"); do object_round objects "$r" "$SUBJECTS"; done ;;
-        versioned) for r in $(seq "$ROUNDS"); do object_round versioned "$r" "$VSUBJECTS" --versions 2 --markers; done ;;
+        objects) for r in $(seq "$ROUNDS"); do object_round objects "$r" "$SUBJECTS" "$PER"; done ;;
+        versioned) for r in $(seq "$ROUNDS"); do object_round versioned "$r" "$VSUBJECTS" "$PER" --versions 2 --markers; done ;;
+        onedir) for r in $(seq "$ROUNDS"); do object_round onedir "$r" 1 "$ONEDIR"; done ;;
+        onedir-versioned) for r in $(seq "$ROUNDS"); do object_round onedir-versioned "$r" 1 $((ONEDIR / 2)) --versions 2 --markers; done ;;
         rows)
             say "building the row data set: $ROW_SUBJECTS runs x 20 child rows"
             make_run_db lethe_bench_rows_tpl "$ROW_SUBJECTS" yes
             for r in $(seq "$ROUNDS"); do rows_round "$r"; done ;;
         memory) for r in $(seq "$ROUNDS"); do memory_round "$r"; done ;;
         scaling) for r in $(seq "$ROUNDS"); do scaling_round "$r"; done ;;
-        *) echo "unknown scenario $s (objects, versioned, rows, memory, scaling)" >&2; exit 2 ;;
+        *) echo "unknown scenario $s (objects, versioned, onedir, onedir-versioned, rows, memory, scaling)" >&2; exit 2 ;;
     esac
 done
 

@@ -149,6 +149,20 @@ pub trait ObjectStore: Send + Sync {
         token: Option<PageToken>,
     ) -> Result<Page, StoreError>;
 
+    /// Whether anything at all may be stored under `prefix` (with `versions`, any version or
+    /// delete marker): asked with one request for the first page, no marker. Only a page that
+    /// is empty and not truncated answers `false`; anything listed, or an empty page marked
+    /// truncated, answers `true` (not known to be empty).
+    async fn anything_under(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        versions: bool,
+    ) -> Result<bool, StoreError> {
+        let page = self.list_page(bucket, prefix, versions, None).await?;
+        Ok(!page.items.is_empty() || page.next.is_some())
+    }
+
     /// Every version and delete marker of exactly `key` (with `versions`; else the object
     /// itself, if it exists), asked of the store about that key alone: never a page of a wider
     /// listing, never continued from a constructed marker. An absent key is an empty list.

@@ -177,6 +177,16 @@ impl ObjectStore for S3Store {
         listing::page(&self.lister, bucket, prefix, versions, token).await
     }
 
+    /// See `listing::anything_under`.
+    async fn anything_under(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        versions: bool,
+    ) -> Result<bool, StoreError> {
+        listing::anything_under(&self.lister, bucket, prefix, versions).await
+    }
+
     /// See `exact::exact_versions`.
     async fn exact_versions(
         &self,

@@ -31,3 +31,4 @@ mod specs;
 mod starvation;
 mod storage;
 mod tls;
+mod verify;

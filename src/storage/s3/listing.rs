@@ -109,6 +109,44 @@ pub(super) async fn page(
     Ok(Page { items, next })
 }
 
+/// Whether anything may be stored under `prefix`: one request for at most one entry, no
+/// marker, no continuation. Only an empty page not marked truncated says no. No page boundary
+/// falls inside an empty answer, which is where SeaweedFS's listings lose keys (a page ending
+/// on a key named like a directory; versions dropped between pages).
+pub(super) async fn anything_under(
+    lister: &Client,
+    bucket: &str,
+    prefix: &str,
+    versions: bool,
+) -> Result<bool, StoreError> {
+    let what = || format!("listing s3://{bucket}/{prefix}");
+    if versions {
+        let out = lister
+            .list_object_versions()
+            .bucket(bucket)
+            .prefix(prefix)
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| classify(&what(), e))?;
+        Ok(!out.versions().is_empty()
+            || !out.delete_markers().is_empty()
+            || out.is_truncated() != Some(false))
+    } else {
+        let out = lister
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| classify(&what(), e))?;
+        Ok(!out.contents().is_empty()
+            || out.key_count().is_some_and(|n| n > 0)
+            || out.is_truncated() != Some(false))
+    }
+}
+
 pub(super) async fn uploads(
     lister: &Client,
     bucket: &str,
