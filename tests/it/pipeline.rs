@@ -669,7 +669,7 @@ async fn range_listing_finds_every_directory(versioning: Versioning) {
 }
 
 /// The subjects verification fails, by index.
-async fn failed_subjects(
+pub(crate) async fn failed_subjects(
     w: &World,
     buckets: &lethe::pipeline::objects::Buckets,
     batch: &[Vec<lethe::domain::Location>],

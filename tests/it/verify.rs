@@ -5,20 +5,10 @@
 //! the shortcut leaves alone.
 
 use crate::helpers::World;
+use crate::pipeline::failed_subjects as failed;
 use lethe::domain::Location;
 use lethe::pipeline::objects::{self, Buckets};
 use lethe::storage::{ObjectVersion, Versioning};
-
-/// The subjects verification fails, by index.
-async fn failed(w: &World, buckets: &Buckets, batch: &[Vec<Location>]) -> Vec<usize> {
-    lethe::pipeline::verify::verify(&w.ctx, buckets, batch)
-        .await
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.is_err())
-        .map(|(i, _)| i)
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parent_settles_its_directories_only_when_nothing_is_under_it() {
