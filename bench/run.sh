@@ -14,8 +14,9 @@
 #   memory     MEM objects (default "10000 1000000"), each over MEM_SUBJECTS (1,000) subjects
 #   scaling    SCALE subjects (default "1000 10000 100000") of one object each: time vs backlog
 # TOOLS (default "lethe s5cmd rclone boto3 aws-cli floor") picks the tools of the object
-# scenarios; `floor` is the server's own floor for the same work (see below); `lethe:LETHE_DELETE_BATCH=250,LETHE_DELETE_CONCURRENCY=64` is lethe with those
-# settings, to compare settings with each other and with the peers in one run.
+# scenarios; `floor` is the server's own floor for the same work (see below);
+# `lethe:LETHE_DELETE_BATCH=250,LETHE_DELETE_CONCURRENCY=64` is lethe with those settings, to
+# compare settings with each other and with the peers in one run.
 # Every tool gets a fresh server holding an identical data set each round (ROUNDS, default 3); after
 # each, what is left under the prefix (all versions and markers) is counted. Results go to
 # target/bench/results.tsv and a table of medians and ratios is printed at the end.
@@ -33,7 +34,7 @@ MEM_SUBJECTS="${MEM_SUBJECTS:-1000}"
 TOOLS="${TOOLS:-lethe s5cmd rclone boto3 aws-cli floor}"
 ONEDIR="${ONEDIR:-20000}"
 SCALE="${SCALE:-1000 10000 100000}"
-CEILING_SHAPE="${CEILING_SHAPE:-100x160}"
+FLOOR_SHAPE="${FLOOR_SHAPE:-100x160}"
 scenarios=("$@")
 [[ ${#scenarios[@]} -gt 0 ]] || scenarios=(objects versioned rows)
 
@@ -162,13 +163,13 @@ object_round() {
             floor)
                 # The server's own floor for the same work: the same deletes by key (keys known
                 # in advance, listing untimed) in a tight loop, then one listing of each location,
-                # as lethe's verification asks. CEILING_SHAPE is its keys per request and requests
+                # as lethe's verification asks. FLOOR_SHAPE is its keys per request and requests
                 # in flight, by default the fastest shape measured on SeaweedFS (100 x 160,
                 # against 1,000 x 16: 25% faster). Its server CPU counts the untimed listing too.
                 quiesce
                 local ticks
                 ticks=$(server_ticks)
-                LETHE_DELETE_BATCH=${CEILING_SHAPE%x*} LETHE_DELETE_CONCURRENCY=${CEILING_SHAPE#*x} \
+                LETHE_DELETE_BATCH=${FLOOR_SHAPE%x*} LETHE_DELETE_CONCURRENCY=${FLOOR_SHAPE#*x} \
                     "$TOOL" floor "$b" >"$OUT/floor.json" 2>>"$LOG"
                 ticks=$(server_cpu_since "$ticks")
                 read -r -a left < <(count_left "$b")

@@ -86,8 +86,6 @@ pub async fn verify(
         .enumerate()
         .flat_map(|(i, locs)| locs.iter().filter_map(move |l| Some((i, l.as_slashes()?))))
         .collect();
-    // Collected first: a lazy iterator of closures here makes the future not `Send` for every
-    // lifetime (the daemon spawns runs).
     let started = std::time::Instant::now();
     let empty = empty_by_parent(ctx, buckets, locations).await;
     tracing::debug!(
@@ -95,44 +93,43 @@ pub async fn verify(
         directories = empty.len(),
         "verification: parents asked"
     );
-    let checks: Vec<(usize, &Location, bool, bool)> = locations
+    // Collected first: a lazy iterator of closures here makes the future not `Send` for every
+    // lifetime (the daemon spawns runs).
+    let checks: Vec<(usize, &Location, bool)> = locations
         .iter()
         .enumerate()
         .flat_map(|(i, locs)| locs.iter().map(move |l| (i, l, false)))
         .chain(slashed.iter().map(|(i, l)| (*i, l, true)))
-        .map(|(i, l, slashed)| (i, l, slashed, !slashed && empty.contains(&dir_of(l))))
         .collect();
     futures::stream::iter(checks)
-        .for_each_concurrent(
-            ctx.settings.list_concurrency,
-            |(i, loc, slashed, known_empty)| {
-                let flag = &flag;
-                async move {
-                    match left_at(store, buckets, loc, known_empty).await {
-                        Ok(None) => {}
-                        Ok(Some(o)) if slashed => flag(
-                            i,
-                            format!(
-                                "{}: the store holds s3://{}/{} where a store that reads a \
+        .for_each_concurrent(ctx.settings.list_concurrency, |(i, loc, slashed)| {
+            let flag = &flag;
+            let dir_empty = !slashed && empty.contains(&dir_of(loc));
+            async move {
+                match left_at(store, buckets, loc, dir_empty).await {
+                    Ok(None) => {}
+                    Ok(Some(o)) if slashed => flag(
+                        i,
+                        format!(
+                            "{}: the store holds s3://{}/{} where a store that reads a \
                              backslash as `/` (SeaweedFS) keeps this subject's objects named \
                              with one; they may be its own, or another's: its rows are kept",
-                                crate::storage::NAME_KEPT_DIFFERENTLY,
-                                loc.bucket,
-                                o.key.escape_debug(),
-                            ),
+                            crate::storage::NAME_KEPT_DIFFERENTLY,
+                            loc.bucket,
+                            o.key.escape_debug(),
                         ),
-                        Ok(Some(o)) => flag(
-                            i,
-                            format!(
-                                "verification found object versions left (first: s3://{}/{})",
-                                loc.bucket, o.key
-                            ),
+                    ),
+                    Ok(Some(o)) => flag(
+                        i,
+                        format!(
+                            "verification found object versions left (first: s3://{}/{})",
+                            loc.bucket, o.key
                         ),
-                        Err(e) => flag(i, format!("verifying {loc}: {e}")),
-                    }
+                    ),
+                    Err(e) => flag(i, format!("verifying {loc}: {e}")),
                 }
-            },
-        )
+            }
+        })
         .await;
     results.into_inner().expect("results")
 }
