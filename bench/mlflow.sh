@@ -4,14 +4,18 @@
 #
 #   bench/mlflow.sh                    # RUNS=2000 PURGE=470, ROUNDS=3, plain and versioned
 #   ROUNDS=5 bench/mlflow.sh plain     # one variant
+#   BASE_BIN=DIR bench/mlflow.sh       # also DIR/lethe (an older build), paired in each round
 #
 # The world (bench/peers/mlflow_world.py: MLflow's own schema from `mlflow db upgrade`, runs with
-# metrics, params, tags, inputs, and 5 artifacts each in MLflow's layout) is seeded once per
+# metrics, params, tags, inputs, and 5 artifacts each in MLflow's layout; then, through MLflow's
+# client, a deleted experiment with runs, models and traces, and logged models, some deleted, so
+# all three jobs of the pack have work) is seeded once per
 # variant; every timed command gets a copy of that database (CREATE DATABASE ... TEMPLATE) and a
 # fresh S3 server started from a copy of the seeded data directory, so both tools meet identical
 # state. The order alternates by round. After each command, what is left of the purged runs is
-# counted (rows in runs, metrics, inputs and input_tags; object versions and delete markers under
-# their directories). Results: target/bench/mlflow.tsv; medians and the paired ratio at the end.
+# counted (rows in runs, metrics, inputs and input_tags, logged models and their params, the
+# deleted experiment and its traces; object versions and delete markers under their
+# directories). Results: target/bench/mlflow.tsv; medians and the paired ratio at the end.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source bench/lib.sh
@@ -27,7 +31,7 @@ mkdir -p "$OUT"
 LOG="$OUT/mlflow.log"
 RESULTS="$OUT/mlflow.tsv"
 : >"$LOG"
-printf 'variant\ttool\tround\tseconds\tpeak_rss_kb\tleft_rows\tleft_versions\texit\n' >"$RESULTS"
+printf 'variant\ttool\tround\tseconds\tpeak_rss_kb\tleft_rows\tleft_versions\texit\tfirst_delete_ms\n' >"$RESULTS"
 say() { printf '==> %s\n' "$*" >&2; }
 
 trap 'scripts/services.sh stop >/dev/null 2>&1 || true' EXIT
@@ -51,9 +55,15 @@ left() {
         SELECT (SELECT count(*) FROM runs WHERE run_uuid IN (SELECT * FROM gone))
              + (SELECT count(*) FROM metrics WHERE run_uuid IN (SELECT * FROM gone))
              + (SELECT count(*) FROM inputs WHERE destination_id IN (SELECT * FROM gone))
-             + (SELECT count(*) FROM input_tags WHERE input_uuid IN (SELECT 'in' || run_uuid FROM gone))")
+             + (SELECT count(*) FROM input_tags WHERE input_uuid IN (SELECT 'in' || run_uuid FROM gone))
+             + (SELECT count(*) FROM logged_models WHERE model_id IN (SELECT model_id FROM lethe_bench_purged_models))
+             + (SELECT count(*) FROM logged_model_params WHERE model_id IN (SELECT model_id FROM lethe_bench_purged_models))
+             + (SELECT count(*) FROM experiments WHERE lifecycle_stage = 'deleted')
+             + (SELECT count(*) FROM trace_info WHERE experiment_id IN (SELECT experiment_id FROM lethe_bench_purged_experiments))")
     local versions
-    versions=$(psql -X -At "$(url "$1")" -c "SELECT experiment_id || '/' || run_uuid || '/' FROM lethe_bench_purged" |
+    versions=$(psql -X -At "$(url "$1")" -c "SELECT experiment_id || '/' || run_uuid || '/' FROM lethe_bench_purged
+        UNION ALL SELECT experiment_id || '/models/' || model_id || '/' FROM lethe_bench_purged_models
+        UNION ALL SELECT experiment_id || '/' FROM lethe_bench_purged_experiments" |
         "$MLVENV/bin/python" -c '
 import sys, boto3, os
 s3 = boto3.client("s3", endpoint_url=os.environ["MLFLOW_S3_ENDPOINT_URL"])
@@ -65,16 +75,36 @@ print(n)' "$2")
     echo "$rows $versions"
 }
 
+# first_delete FILE START_US: milliseconds from START_US (microseconds since the epoch) to the
+# first "purging objects" line of lethe's log in FILE (its timestamps are UTC), or "-".
+first_delete() {
+    python3 - "$1" "$2" <<'PY'
+import re, sys, datetime
+start = int(sys.argv[2]) / 1e6
+for line in open(sys.argv[1], errors="replace"):
+    m = re.match(r"(\S+Z)\s", line)
+    if m and "purging objects" in line:
+        t = datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp()
+        print(round((t - start) * 1000))
+        break
+else:
+    print("-")
+PY
+}
+
 # timed VARIANT TOOL ROUND DB BUCKET CMD...
 timed() {
-    local variant=$1 tool=$2 round=$3 db=$4 bucket=$5 code=0 secs rss
+    local variant=$1 tool=$2 round=$3 db=$4 bucket=$5 code=0 secs rss start first
     shift 5
     quiesce
-    /usr/bin/time -f '%e %M' -o "$OUT/time.txt" "$@" >>"$LOG" 2>&1 || code=$?
+    start=${EPOCHREALTIME/./}
+    /usr/bin/time -f '%e %M' -o "$OUT/time.txt" "$@" >"$OUT/mlflow-one.log" 2>&1 || code=$?
+    cat "$OUT/mlflow-one.log" >>"$LOG"
+    first=$(first_delete "$OUT/mlflow-one.log" "$start")
     read -r secs rss < <(tail -n 1 "$OUT/time.txt")
     read -r rows versions < <(left "$db" "$bucket")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$variant" "$tool" "$round" "$secs" "$rss" "$rows" "$versions" "$code" >>"$RESULTS"
-    say "$variant $tool round $round: ${secs}s, ${rss} KiB, left $rows rows and $versions versions, exit $code"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$variant" "$tool" "$round" "$secs" "$rss" "$rows" "$versions" "$code" "$first" >>"$RESULTS"
+    say "$variant $tool round $round: ${secs}s (first delete at ${first} ms), ${rss} KiB, left $rows rows and $versions versions, exit $code"
 }
 
 for variant in "${variants[@]}"; do
@@ -98,22 +128,30 @@ PY
     DATABASE_URL="$(url "$world")" "$LETHE" migrate >>"$LOG" 2>&1
     # What should go, kept in a table of its own so the count after each command can name it.
     pg "$(url "$world")" -c "CREATE TABLE lethe_bench_purged AS SELECT run_uuid, experiment_id FROM runs
-        WHERE lifecycle_stage = 'deleted' AND deleted_time < (extract(epoch FROM now()) * 1000)::bigint - 30::bigint * 86400000"
+        WHERE lifecycle_stage = 'deleted' AND deleted_time < (extract(epoch FROM now()) * 1000)::bigint - 30::bigint * 86400000" \
+        -c "CREATE TABLE lethe_bench_purged_experiments AS SELECT experiment_id FROM experiments WHERE lifecycle_stage = 'deleted'" \
+        -c "CREATE TABLE lethe_bench_purged_models AS SELECT model_id, experiment_id FROM logged_models
+        WHERE lifecycle_stage = 'deleted' OR experiment_id IN (SELECT experiment_id FROM lethe_bench_purged_experiments)"
     jobs="$OUT/mlflow-jobs-$variant"
     rm -rf "$jobs" && mkdir -p "$jobs"
     for f in jobs/packs/mlflow/*.toml; do sed "s/mlflow-artifacts/$bucket/g" "$f" >"$jobs/$(basename "$f")"; done
     scripts/services.sh snapshot-s3 "$SNAPSHOT" >>"$LOG" 2>&1
     for round in $(seq 1 "$ROUNDS"); do
-        order=(lethe gc)
-        ((round % 2 == 0)) && order=(gc lethe)
+        order=(lethe gc ${BASE_BIN:+base})
+        ((round % 2 == 0)) && order=(${BASE_BIN:+base} gc lethe)
         for tool in "${order[@]}"; do
             db="mlflow_bench_run"
             pg "$ADMIN" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db TEMPLATE $world"
+            # A database in use, as MLflow's is: the first session of a new database builds its
+            # catalog cache (about 40 ms here), which neither tool should be timed for.
+            pg "$(url "$db")" -c "SELECT count(*) FROM runs"
             scripts/services.sh restart-s3 "$SNAPSHOT" >>"$LOG" 2>&1
             case $tool in
-                lethe)
-                    timed "$variant" lethe "$round" "$db" "$bucket" env DATABASE_URL="$(url "$db")" \
-                        LETHE_JOBS_DIR="$jobs" LETHE_LOG=warn "$LETHE" run --all ;;
+                lethe | base)
+                    bin="$LETHE"
+                    [[ $tool == base ]] && bin="$BASE_BIN/lethe"
+                    timed "$variant" "$tool" "$round" "$db" "$bucket" env DATABASE_URL="$(url "$db")" \
+                        LETHE_JOBS_DIR="$jobs" LETHE_LOG=warn,lethe::pipeline=info NO_COLOR=1 "$bin" run --all ;;
                 gc)
                     sa="postgresql+psycopg://postgres@127.0.0.1:5432/$db"
                     timed "$variant" "mlflow gc" "$round" "$db" "$bucket" env MLFLOW_TRACKING_URI="$sa" \
@@ -128,11 +166,17 @@ import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 for variant in sorted({r["variant"] for r in rows}):
     by = lambda tool: {r["round"]: r for r in rows if r["variant"] == variant and r["tool"] == tool}
-    lethe, gc = by("lethe"), by("mlflow gc")
+    lethe, gc, base = by("lethe"), by("mlflow gc"), by("base")
     ratios = [float(gc[k]["seconds"]) / float(lethe[k]["seconds"]) for k in lethe if k in gc]
     med = lambda d: statistics.median(float(r["seconds"]) for r in d.values())
+    first = lambda d: statistics.median(int(r["first_delete_ms"]) for r in d.values() if r["first_delete_ms"] != "-")
     left = lambda d: sorted({(r["left_rows"], r["left_versions"]) for r in d.values()})
-    print(f"{variant}: lethe median {med(lethe):.2f} s (left rows, versions: {left(lethe)}), "
-          f"mlflow gc median {med(gc):.2f} s (left {left(gc)}); lethe is "
+    print(f"{variant}: lethe median {med(lethe):.2f} s, first delete at {first(lethe)} ms (left rows, versions: "
+          f"{left(lethe)}), mlflow gc median {med(gc):.2f} s (left {left(gc)}); lethe is "
           f"{statistics.median(ratios):.1f}x faster (per round: {', '.join(f'{x:.1f}' for x in ratios)})")
+    if base:
+        pair = [float(base[k]["seconds"]) / float(lethe[k]["seconds"]) for k in lethe if k in base]
+        print(f"{variant}: previous binary median {med(base):.2f} s, first delete at {first(base)} ms "
+              f"(left {left(base)}); this one is {statistics.median(pair):.2f}x its speed "
+              f"(per round: {', '.join(f'{x:.2f}' for x in pair)})")
 PY

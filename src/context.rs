@@ -23,13 +23,21 @@ impl Context {
     /// Connects to the database and sets up the object store (an S3 client connects lazily; a
     /// local root must exist).
     pub async fn build(settings: &Settings) -> Result<Self> {
-        let db = crate::db::connect(&settings.database_url, settings.db_connections).await?;
-        let store: Arc<dyn ObjectStore> = match &settings.object_root {
-            None => Arc::new(S3Store::connect(&settings.s3).await),
-            Some(root) => Arc::new(
-                LocalStore::open(root).map_err(|e| crate::config::config_error(anyhow!(e)))?,
-            ),
-        };
+        // Side by side: the S3 client's set-up (its credential chain and TLS roots) takes as
+        // long as the database's first connections.
+        let (db, store) = tokio::join!(
+            crate::db::connect(&settings.database_url, settings.db_connections),
+            async {
+                Ok::<Arc<dyn ObjectStore>, anyhow::Error>(match &settings.object_root {
+                    None => Arc::new(S3Store::connect(&settings.s3).await),
+                    Some(root) => Arc::new(
+                        LocalStore::open(root)
+                            .map_err(|e| crate::config::config_error(anyhow!(e)))?,
+                    ),
+                })
+            }
+        );
+        let (db, store) = (db?, store?);
         Ok(Context {
             settings: settings.clone(),
             db,
@@ -39,7 +47,7 @@ impl Context {
     }
 
     /// Makes sure the pool can serve `jobs_at_once` jobs side by side (the daemon runs every
-    /// job on its own schedule; `lethe run` one after another): each job runs
+    /// job on its own schedule; `lethe run` those that share no table): each job runs
     /// `LETHE_BATCH_CONCURRENCY` batches, and a batch may hold two connections at once (its
     /// work and its lease's checks), plus one for lethe's own checks. Run locks take
     /// connections of their own, outside the pool. An explicit `LETHE_DB_CONNECTIONS` that is
@@ -70,6 +78,13 @@ impl Context {
         let old = std::mem::replace(&mut self.db, db);
         crate::on_db!(&old, p => p.close().await);
         Ok(self)
+    }
+
+    /// How many jobs the pool serves at once (at least one): `run_all` runs no more side by
+    /// side, so an explicit `LETHE_DB_CONNECTIONS` that fits one job still runs them all.
+    pub fn jobs_fitting(&self) -> usize {
+        let per_job = self.settings.batch_concurrency * 2;
+        ((self.settings.db_connections as usize).saturating_sub(1) / per_job.max(1)).max(1)
     }
 
     /// With a given store (unit tests use the in-memory one).

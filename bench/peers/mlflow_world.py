@@ -8,7 +8,12 @@ DB_URL is postgresql://...; RUNS runs over 20 experiments, PURGE of them deleted
 (eligible for `mlflow gc --older-than 30d` and for lethe's pack), 30 more deleted 5 days ago
 (neither touches them), the rest active. Each run has 20 metric points, its latest metric, 5
 params, 3 tags, a dataset input with a tag, and 5 artifacts of 1 KiB under
-<experiment>/<run>/artifacts/; with --versioned each artifact is written twice. Prints counts.
+<experiment>/<run>/artifacts/; with --versioned each artifact is written twice.
+
+Then, through MLflow's own client (as the issue's world was built): experiment 21 with 25 runs
+(metrics, params, a logged artifact each), 3 logged models with artifacts and 2 traces, deleted
+40 days ago; and 2 logged models in each of experiments 1-20, one of them deleted 40 days ago.
+So all three jobs of the pack have work. Prints counts.
 """
 
 import concurrent.futures
@@ -98,6 +103,69 @@ def main():
     with concurrent.futures.ThreadPoolExecutor(32) as pool:
         list(pool.map(put, keys))
     print(f"seeded {runs} runs ({purge} to purge), {len(keys) * (2 if versioned else 1)} object versions")
+    through_client(db, bucket, [rid for rid in ids if state[rid][0] == "active"], exp_of)
+
+
+def through_client(db, bucket, active, exp_of):
+    """The deleted experiment, its traces and the logged models, made by MLflow's client."""
+    import tempfile
+
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.entities import LoggedModelStatus, Metric, Param
+
+    uri = db.replace("postgresql://", "postgresql+psycopg://", 1)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    tmp = tempfile.mkdtemp()
+    now = int(time.time() * 1000)
+
+    def model(exp, rid, name):
+        m = client.create_logged_model(exp, name=name, source_run_id=rid)
+        client.log_model_params(m.model_id, {"depth": "3"})
+        d = os.path.join(tmp, m.model_id)
+        os.makedirs(d)
+        with open(os.path.join(d, "MLmodel"), "w") as f:
+            f.write(f"name: {name}\n")
+        client.log_model_artifacts(m.model_id, d)
+        client.finalize_logged_model(m.model_id, LoggedModelStatus.READY)
+        return m.model_id
+
+    gone = client.create_experiment("bench-deleted", artifact_location=f"s3://{bucket}/{EXPERIMENTS + 1}")
+    exp_runs = []
+    for n in range(25):
+        rid = client.create_run(gone, run_name=f"gone-{n}").info.run_id
+        client.log_batch(rid, metrics=[Metric("loss", 1.0 / (s + 1), now + s, s) for s in range(20)],
+                         params=[Param("lr", "0.01")])
+        client.log_text(rid, "notes", "notes.txt")
+        exp_runs.append(rid)
+    for n in range(3):
+        model(gone, exp_runs[n], f"gone-model-{n}")
+    mlflow.set_experiment(experiment_id=gone)
+    for n in range(2):
+        with mlflow.start_span(f"predict-{n}") as span:
+            span.set_inputs({"q": n})
+            with mlflow.start_span("retrieve"):
+                pass
+    mlflow.flush_trace_async_logging()
+    client.delete_experiment(gone)
+    deleted_models = []
+    for e in range(1, EXPERIMENTS + 1):
+        mine = [rid for rid in active if exp_of[rid] == e][:2]
+        for n, rid in enumerate(mine):
+            mid = model(str(e), rid, f"model-{e}-{n}")
+            if n == 0:
+                client.delete_logged_model(mid)
+                deleted_models.append(mid)
+    old = now - 40 * DAY_MS
+    with psycopg.connect(db) as conn:
+        conn.execute("UPDATE experiments SET last_update_time = %s WHERE experiment_id = %s", (old, int(gone)))
+        conn.execute("UPDATE runs SET deleted_time = %s WHERE experiment_id = %s", (old, int(gone)))
+        conn.execute("UPDATE logged_models SET last_updated_timestamp_ms = %s WHERE model_id = ANY(%s)",
+                     (old, deleted_models))
+        conn.execute("ANALYZE")
+    print(f"through MLflow's client: experiment {gone} deleted with 25 runs, 3 models and 2 traces; "
+          f"{len(deleted_models)} of {2 * EXPERIMENTS} logged models deleted")
 
 
 if __name__ == "__main__":

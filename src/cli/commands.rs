@@ -55,7 +55,14 @@ pub(super) async fn demo_cmd(dir: &std::path::Path) -> Result<u8> {
     plan_cmd(ctx, &all, &all, "table").await?;
 
     step("lethe run --all: purge what is eligible and unheld");
-    let ran = run_cmd(ctx, &all, &all, &RunOptions::default()).await?;
+    let ran = run_cmd(
+        ctx,
+        &all,
+        &all,
+        &RunOptions::default(),
+        pipeline::Stages::start(),
+    )
+    .await?;
 
     step("lethe plan again: held and waiting subjects remain");
     plan_cmd(ctx, &all, &all, "table").await?;
@@ -329,8 +336,11 @@ pub(super) async fn run_cmd(
     all: &[Job],
     selected: &[Job],
     opts: &RunOptions,
+    mut stages: pipeline::Stages,
 ) -> Result<u8> {
     config(pipeline::preflight(ctx, selected, opts.dry_run).await)?;
+    stages.mark("preflight");
+    tracing::info!(stages_ms = %stages, "start-up done");
     let summary = pipeline::run_all(ctx, all, selected, opts).await?;
     for job in &summary.locked_out {
         eprintln!("job `{job}` is being run by another lethe process; skipped");

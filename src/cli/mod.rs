@@ -138,11 +138,30 @@ async fn dispatch(cli: Cli) -> Result<u8> {
         return crate::daemon::run(settings).await;
     }
     let create = matches!(cli.command, Command::Migrate { create: true, .. });
+    let mut stages = crate::pipeline::Stages::start();
     config(db::check_url(&settings.database_url, create))?;
     let mut ctx = config(Context::build(&settings).await)?;
-    if matches!(cli.command, Command::Run(_)) {
-        // `lethe run` runs its jobs one after another.
-        ctx = config(ctx.fit_pool(1).await)?;
+    stages.mark("connect");
+    if let Command::Run(args) = cli.command {
+        let all = ready_jobs(&ctx).await?;
+        let selected = config(select(&all, &args.jobs, args.all))?;
+        stages.mark("specs");
+        let opts = run_options(&ctx, &args);
+        // Jobs that share no table run side by side: the default pool grows to serve them all
+        // at once; an explicit size that fits fewer runs fewer at once (`run_all`).
+        let at_once = if crate::config::db_connections_given() {
+            1
+        } else {
+            crate::pipeline::at_once(&selected, &opts).len()
+        };
+        ctx = config(ctx.fit_pool(at_once).await)?;
+        stages.mark("pool");
+        let code = run_cmd(&ctx, &all, &selected, &opts, stages).await?;
+        return Ok(if code == 0 && !ctx.rejected().is_empty() {
+            1
+        } else {
+            code
+        });
     }
     let runs_jobs = matches!(
         cli.command,
@@ -166,28 +185,8 @@ async fn command(ctx: &Context, command: Command) -> Result<u8> {
             let selected = config(select(&all, &jobs, jobs.is_empty()))?;
             plan_cmd(ctx, &all, &selected, &format).await
         }
-        Command::Run(args) => {
-            let all = ready_jobs(ctx).await?;
-            let selected = config(select(&all, &args.jobs, args.all))?;
-            run_cmd(
-                ctx,
-                &all,
-                &selected,
-                &RunOptions {
-                    dry_run: args.dry_run,
-                    limit: args.limit.or(ctx.settings.max_subjects_per_run),
-                    deadline: ctx
-                        .settings
-                        .run_budget
-                        .map(|b| std::time::Instant::now() + b),
-                    stop: None,
-                    wait: args.wait,
-                    run_lock: None,
-                },
-            )
-            .await
-        }
         Command::Daemon { .. } | Command::Demo { .. } => unreachable!("handled before connecting"),
+        Command::Run(_) => unreachable!("handled in dispatch"),
         Command::Hold(h) => hold_cmd(ctx, h).await,
         Command::Request(r) => requests::request_cmd(ctx, r).await,
         Command::Report(args) => report_cmd(ctx, args).await,
@@ -229,6 +228,21 @@ async fn command(ctx: &Context, command: Command) -> Result<u8> {
                 }
             }
         }
+    }
+}
+
+/// What `lethe run` was asked to do, with the settings' limit and time budget.
+fn run_options(ctx: &Context, args: &args::RunArgs) -> RunOptions {
+    RunOptions {
+        dry_run: args.dry_run,
+        limit: args.limit.or(ctx.settings.max_subjects_per_run),
+        deadline: ctx
+            .settings
+            .run_budget
+            .map(|b| std::time::Instant::now() + b),
+        stop: None,
+        wait: args.wait,
+        run_lock: None,
     }
 }
 

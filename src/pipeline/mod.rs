@@ -24,6 +24,9 @@ use preflight::max_gap;
 pub use preflight::{check_clocks, preflight, store_answers};
 pub mod ranges;
 pub mod rows;
+pub mod side_by_side;
+mod stages;
+pub use stages::Stages;
 pub mod verify;
 
 use crate::context::Context;
@@ -243,13 +246,16 @@ pub(crate) fn implausible_clock(clock_at: DateTime<Utc>) -> Option<String> {
     })
 }
 
-/// Runs the selected jobs one after another, each under its run lock.
+/// Runs the selected jobs, each under its run lock: jobs that share no table side by side
+/// (`side_by_side`), the others one after another. With a limit (`--limit`, spent across jobs in
+/// their order) every job runs one after another; no more at once than the pool serves.
 pub async fn run_all(
     ctx: &Context,
     all: &[Job],
     selected: &[Job],
     opts: &RunOptions,
 ) -> Result<RunSummary> {
+    let started = std::time::Instant::now();
     // Holds are read on every run, not only when the specs were loaded (a daemon loads them
     // once): a hold placed since on a job that was left out stops this run too.
     ctx.holds_on_rejected(all, &ctx.rejected()).await?;
@@ -264,31 +270,85 @@ pub async fn run_all(
         witnesses.extend(store.map(|t| ("the object store's clock (its HTTP Date)", t)));
         crate::db::clock::check(&ctx.db, max_gap(ctx, all), &witnesses).await?;
     }
-    let mut budget = opts.limit;
+    tracing::debug!(ms = started.elapsed().as_millis(), "run guards checked");
+    use futures::StreamExt;
+    let groups = at_once(selected, opts);
+    let runs = groups
+        .into_iter()
+        .map(|group| run_group(ctx, all, selected, opts, group));
+    let mut done: Vec<(usize, Result<Option<JobReport>>)> = futures::stream::iter(runs)
+        .buffer_unordered(ctx.jobs_fitting())
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    done.sort_by_key(|(i, _)| *i);
     let mut summary = RunSummary::default();
-    for job in selected {
-        let lock = if opts.wait {
-            Some(
-                runs::lock_job_waiting(&ctx.db, &job.name, std::time::Duration::from_secs(1))
-                    .await?,
-            )
-        } else {
-            runs::try_lock_job(&ctx.db, &job.name).await?
-        };
-        let Some(lock) = lock else {
-            summary.locked_out.push(job.name.clone());
-            continue;
-        };
-        let mut job_opts = opts.clone();
-        job_opts.run_lock = Some(lock.checker());
-        let report = run_job(ctx, job, all, &job_opts, &mut budget).await;
-        runs::unlock_job(lock, &job.name).await;
-        summary.reports.push(report?);
+    for (i, outcome) in done {
+        match outcome? {
+            Some(report) => summary.reports.push(report),
+            None => summary.locked_out.push(selected[i].name.clone()),
+        }
     }
     if !opts.dry_run {
         requests::settle(ctx, all).await?;
     }
     Ok(summary)
+}
+
+/// Runs one group's jobs one after another (stopping at an error), each with its index.
+async fn run_group(
+    ctx: &Context,
+    all: &[Job],
+    selected: &[Job],
+    opts: &RunOptions,
+    group: Vec<usize>,
+) -> Vec<(usize, Result<Option<JobReport>>)> {
+    let mut budget = opts.limit;
+    let mut done = Vec::new();
+    for i in group {
+        let outcome = run_locked(ctx, &selected[i], all, opts, &mut budget).await;
+        let failed = outcome.is_err();
+        done.push((i, outcome));
+        if failed {
+            break;
+        }
+    }
+    done
+}
+
+/// The selected jobs' indices in the groups `run_all` runs side by side: one group when a limit
+/// is spent across jobs.
+pub fn at_once(selected: &[Job], opts: &RunOptions) -> Vec<Vec<usize>> {
+    if opts.limit.is_some() {
+        vec![(0..selected.len()).collect()]
+    } else {
+        side_by_side::groups(selected)
+    }
+}
+
+/// Runs one job under its run lock; `None` when another process holds it (and `wait` is off).
+async fn run_locked(
+    ctx: &Context,
+    job: &Job,
+    all: &[Job],
+    opts: &RunOptions,
+    budget: &mut Option<u64>,
+) -> Result<Option<JobReport>> {
+    let lock = if opts.wait {
+        Some(runs::lock_job_waiting(&ctx.db, &job.name, std::time::Duration::from_secs(1)).await?)
+    } else {
+        runs::try_lock_job(&ctx.db, &job.name).await?
+    };
+    let Some(lock) = lock else {
+        return Ok(None);
+    };
+    let mut job_opts = opts.clone();
+    job_opts.run_lock = Some(lock.checker());
+    let report = run_job(ctx, job, all, &job_opts, budget).await;
+    runs::unlock_job(lock, &job.name).await;
+    report.map(Some)
 }
 
 /// Runs one job to completion (or to the limit). The caller holds the job's run lock.
@@ -311,10 +371,10 @@ pub async fn run_job(
     };
     report.run_id = run_id;
     let span = tracing::info_span!("job", job = %job.name, run_id = run_id.unwrap_or(0), dry_run = opts.dry_run);
-    let _enter = span.enter();
     let buckets = Buckets::default();
     let result = {
         use futures::FutureExt;
+        use tracing::Instrument;
         // A panic in one job is that run's failure, not the process's: its items are released
         // below like after any other error.
         std::panic::AssertUnwindSafe(batches::run_batches(
@@ -328,6 +388,8 @@ pub async fn run_job(
             &mut report,
         ))
         .catch_unwind()
+        // Instrumented, not entered: jobs that share no table run side by side on one task.
+        .instrument(span.clone())
         .await
         .unwrap_or_else(|panic| {
             let msg = panic
@@ -356,12 +418,14 @@ pub async fn run_job(
         };
         runs::finish(&ctx.db, id, status, &serde_json::to_value(&report)?).await?;
     }
-    tracing::info!(
-        purged = report.purged,
-        held = report.held,
-        failed = report.failed,
-        "job finished"
-    );
+    span.in_scope(|| {
+        tracing::info!(
+            purged = report.purged,
+            held = report.held,
+            failed = report.failed,
+            "job finished"
+        )
+    });
     Ok(report)
 }
 

@@ -13,7 +13,17 @@ use anyhow::Result;
 /// (unless `dry_run`, which deletes nothing) they may not delete there, so a configuration
 /// mistake fails before anything is touched instead of failing every subject.
 pub async fn preflight(ctx: &Context, jobs: &[Job], dry_run: bool) -> Result<()> {
-    check_clocks(ctx, jobs).await?;
+    // The database's answers and the store's are independent: asked side by side, and the
+    // clocks' problem, when both fail, is the one reported.
+    let (clocks, buckets) =
+        tokio::join!(check_clocks(ctx, jobs), probe_buckets(ctx, jobs, dry_run));
+    clocks?;
+    buckets
+}
+
+/// The store's part of `preflight`: every named bucket answers, and (unless `dry_run`) lets our
+/// credentials delete.
+async fn probe_buckets(ctx: &Context, jobs: &[Job], dry_run: bool) -> Result<()> {
     if jobs.iter().any(|j| !j.objects.is_empty()) {
         ctx.store.ready().await.map_err(anyhow::Error::msg)?;
     }

@@ -5,7 +5,7 @@
 use super::manifest::{self, Manifest};
 use super::objects::{self, Buckets, Tally};
 use super::rows::{self, RowOutcome};
-use super::{JobReport, Ready, hold_map, ownership};
+use super::{JobReport, Ready, Stages, hold_map, ownership};
 use super::{lease, locks};
 use crate::context::Context;
 use crate::db::{items, platform};
@@ -431,36 +431,4 @@ async fn advance(
     let moved = items::advance(&mut tx, run_id, fenced, to, false).await?;
     tx.commit().await?;
     Ok(moved)
-}
-
-/// Wall time per pipeline stage of one batch, for the `batch done` log line.
-struct Stages {
-    last: std::time::Instant,
-    done: Vec<(&'static str, u128)>,
-}
-
-impl Stages {
-    fn start() -> Self {
-        Stages {
-            last: std::time::Instant::now(),
-            done: Vec::new(),
-        }
-    }
-
-    fn mark(&mut self, stage: &'static str) {
-        let now = std::time::Instant::now();
-        self.done.push((stage, (now - self.last).as_millis()));
-        self.last = now;
-    }
-}
-
-impl std::fmt::Display for Stages {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let parts: Vec<String> = self
-            .done
-            .iter()
-            .map(|(s, ms)| format!("{s}={ms}"))
-            .collect();
-        f.write_str(&parts.join(" "))
-    }
 }

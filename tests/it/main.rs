@@ -27,6 +27,7 @@ mod pipeline;
 mod report;
 mod requests;
 mod security;
+mod side_by_side;
 mod specs;
 mod starvation;
 mod storage;
