@@ -241,15 +241,38 @@ pub fn list_tasks(locations: &[Vec<Location>], parts: usize) -> Vec<ListTask> {
     tasks
 }
 
-/// Whether two directories share nothing beyond the parent directory of either
-/// (`runs/100000/` and `runs/98001/`; not `runs/1/a/` and `runs/10/`).
+/// Whether two neighbouring directories are to be listed apart: they share nothing beyond the
+/// parent directory of either (`runs/100000/` and `runs/98001/`; not `runs/1/a/` and
+/// `runs/10/`); or, under it, their names are numbers more than `NUMBERS_APART` apart
+/// (`runs/98002/` and `runs/99999/`), or other names sharing less than half of the shorter
+/// (`8/61d4…/` and `8/6eb2…/`, random run ids with room for thousands of other directories
+/// between them, which a range would read only to skip). Consecutive ids (`runs/109/`,
+/// `runs/110/`) stay in one range.
 fn apart(a: &str, b: &str) -> bool {
     let parent = |d: &str| {
         let d = d.strip_suffix('/').unwrap_or(d);
         d.rfind('/').map_or(0, |i| i + 1)
     };
-    super::ranges::common_prefix([a, b]).len() <= parent(a).min(parent(b))
+    let under = parent(a).min(parent(b));
+    let common = super::ranges::common_prefix([a, b]).len();
+    if common <= under {
+        return true;
+    }
+    let name = |d: &'_ str| -> String { d[under..].split('/').next().unwrap_or_default().into() };
+    let (x, y) = (name(a), name(b));
+    match (x.parse::<u128>(), y.parse::<u128>()) {
+        (Ok(m), Ok(n))
+            if x.bytes().all(|c| c.is_ascii_digit()) && y.bytes().all(|c| c.is_ascii_digit()) =>
+        {
+            m.abs_diff(n) > NUMBERS_APART
+        }
+        _ => (common - under) * 2 < x.len().min(y.len()),
+    }
 }
+
+/// Numbered directories further apart than this are listed apart (`apart`): a range between
+/// them may hold this many others, read only to be skipped.
+const NUMBERS_APART: u128 = 100;
 
 /// The uploads one listing found, or why it could not.
 type Listed = Result<Vec<crate::storage::Upload>, StoreError>;
@@ -358,8 +381,10 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                vec!["runs/1/", "runs/1/a/", "runs/10/", "runs/100000/"],
-                vec!["runs/98001/", "runs/98002/", "runs/99999/"],
+                vec!["runs/1/", "runs/1/a/", "runs/10/"],
+                vec!["runs/100000/"],
+                vec!["runs/98001/", "runs/98002/"],
+                vec!["runs/99999/"],
             ]
         );
         // Within the size of a part, the same split.
@@ -371,6 +396,31 @@ mod tests {
                 vec!["runs/2/", "runs/20/"],
                 vec!["runs/21/"]
             ]
+        );
+    }
+
+    #[test]
+    fn random_names_are_listed_each_on_its_own_consecutive_ids_together() {
+        // MLflow's run directories: random hex under an experiment's directory.
+        let got = ranges(
+            &[
+                "8/61d43c249e5a4034a8d4996fbcaf14aa/",
+                "8/6eb27ff30d4f4be9bdb83cd8b3d0be4b/",
+                "8/6eb2ffff0d4f4be9bdb83cd8b3d0be4b/",
+                "8/7b094457077d4792a4d8113a422ace2f/",
+            ],
+            1,
+        );
+        assert_eq!(got.len(), 4, "{got:?}");
+        let got = ranges(&["runs/1041/", "runs/1042/", "runs/1043/", "runs/1099/"], 1);
+        assert_eq!(
+            got,
+            vec![vec!["runs/1041/", "runs/1042/", "runs/1043/", "runs/1099/"]]
+        );
+        let got = ranges(&["runs/1099/", "runs/1100/", "runs/1301/"], 1);
+        assert_eq!(
+            got,
+            vec![vec!["runs/1099/", "runs/1100/"], vec!["runs/1301/"]]
         );
     }
 }
