@@ -187,8 +187,13 @@ impl ListTask {
 }
 
 /// Splits the batch's locations into listing tasks: per bucket, the sorted directories in up to
-/// `parts` contiguous runs (walked concurrently), and one task per exact object key.
-pub fn list_tasks(locations: &[Vec<Location>], parts: usize) -> Vec<ListTask> {
+/// `parts` contiguous runs (walked concurrently), and one task per exact object key. In the
+/// `versioned` buckets (whose listings read versions) sparse neighbours are listed apart.
+pub fn list_tasks(
+    locations: &[Vec<Location>],
+    parts: usize,
+    versioned: &std::collections::HashSet<&str>,
+) -> Vec<ListTask> {
     let mut by_bucket: std::collections::BTreeMap<&str, Vec<(String, usize)>> = Default::default();
     let mut tasks = Vec::new();
     for (i, locs) in locations.iter().enumerate() {
@@ -228,7 +233,10 @@ pub fn list_tasks(locations: &[Vec<Location>], parts: usize) -> Vec<ListTask> {
             while end < dirs.len() && dirs[end].0 == dirs[end - 1].0 {
                 end += 1;
             }
-            if let Some(gap) = (start + 1..end).find(|&k| apart(&dirs[k - 1].0, &dirs[k].0)) {
+            let sparse_apart = versioned.contains(bucket);
+            if let Some(gap) =
+                (start + 1..end).find(|&k| apart(&dirs[k - 1].0, &dirs[k].0, sparse_apart))
+            {
                 end = gap;
             }
             tasks.push(ListTask::Dirs {
@@ -243,12 +251,13 @@ pub fn list_tasks(locations: &[Vec<Location>], parts: usize) -> Vec<ListTask> {
 
 /// Whether two neighbouring directories are to be listed apart: they share nothing beyond the
 /// parent directory of either (`runs/100000/` and `runs/98001/`; not `runs/1/a/` and
-/// `runs/10/`); or, under it, their names are numbers more than `NUMBERS_APART` apart
-/// (`runs/98002/` and `runs/99999/`), or other names sharing less than half of the shorter
-/// (`8/61d4…/` and `8/6eb2…/`, random run ids with room for thousands of other directories
-/// between them, which a range would read only to skip). Consecutive ids (`runs/109/`,
-/// `runs/110/`) stay in one range.
-fn apart(a: &str, b: &str) -> bool {
+/// `runs/10/`). With `sparse` (a listing of versions, where a range reads every version and
+/// marker of every other directory between them only to skip it), also when, under that
+/// parent, their names are numbers more than `NUMBERS_APART` apart (`runs/98002/` and
+/// `runs/99999/`), or other names sharing less than half of the shorter (`8/61d4…/` and
+/// `8/6eb2…/`: MLflow's random run ids, with room for thousands of directories between them).
+/// Consecutive ids (`runs/109/`, `runs/110/`) stay in one range.
+fn apart(a: &str, b: &str, sparse: bool) -> bool {
     let parent = |d: &str| {
         let d = d.strip_suffix('/').unwrap_or(d);
         d.rfind('/').map_or(0, |i| i + 1)
@@ -257,6 +266,9 @@ fn apart(a: &str, b: &str) -> bool {
     let common = super::ranges::common_prefix([a, b]).len();
     if common <= under {
         return true;
+    }
+    if !sparse {
+        return false;
     }
     let name = |d: &'_ str| -> String { d[under..].split('/').next().unwrap_or_default().into() };
     let (x, y) = (name(a), name(b));
@@ -351,11 +363,17 @@ mod tests {
     use super::*;
 
     fn ranges(prefixes: &[&str], parts: usize) -> Vec<Vec<String>> {
+        ranges_in(prefixes, parts, false)
+    }
+
+    fn ranges_in(prefixes: &[&str], parts: usize, versioned: bool) -> Vec<Vec<String>> {
         let locations: Vec<Vec<Location>> = prefixes
             .iter()
             .map(|p| vec![Location::dir("bkt", p).unwrap()])
             .collect();
-        list_tasks(&locations, parts)
+        let buckets: std::collections::HashSet<&str> =
+            versioned.then_some("bkt").into_iter().collect();
+        list_tasks(&locations, parts, &buckets)
             .into_iter()
             .map(|t| match t {
                 ListTask::Dirs { dirs, .. } => dirs.into_iter().map(|d| d.0).collect(),
@@ -381,10 +399,8 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                vec!["runs/1/", "runs/1/a/", "runs/10/"],
-                vec!["runs/100000/"],
-                vec!["runs/98001/", "runs/98002/"],
-                vec!["runs/99999/"],
+                vec!["runs/1/", "runs/1/a/", "runs/10/", "runs/100000/"],
+                vec!["runs/98001/", "runs/98002/", "runs/99999/"],
             ]
         );
         // Within the size of a part, the same split.
@@ -400,27 +416,50 @@ mod tests {
     }
 
     #[test]
-    fn random_names_are_listed_each_on_its_own_consecutive_ids_together() {
+    fn where_listings_read_versions_sparse_neighbours_are_listed_apart() {
         // MLflow's run directories: random hex under an experiment's directory.
-        let got = ranges(
-            &[
-                "8/61d43c249e5a4034a8d4996fbcaf14aa/",
-                "8/6eb27ff30d4f4be9bdb83cd8b3d0be4b/",
-                "8/6eb2ffff0d4f4be9bdb83cd8b3d0be4b/",
-                "8/7b094457077d4792a4d8113a422ace2f/",
-            ],
+        let mlflow = [
+            "8/61d43c249e5a4034a8d4996fbcaf14aa/",
+            "8/6eb27ff30d4f4be9bdb83cd8b3d0be4b/",
+            "8/6eb2ffff0d4f4be9bdb83cd8b3d0be4b/",
+            "8/7b094457077d4792a4d8113a422ace2f/",
+        ];
+        assert_eq!(ranges_in(&mlflow, 1, true).len(), 4);
+        // A plain bucket walks each stretch that shares more than its parent as one range.
+        assert_eq!(ranges_in(&mlflow, 1, false).len(), 2);
+        let got = ranges_in(
+            &["runs/1041/", "runs/1042/", "runs/1043/", "runs/1099/"],
             1,
+            true,
         );
-        assert_eq!(got.len(), 4, "{got:?}");
-        let got = ranges(&["runs/1041/", "runs/1042/", "runs/1043/", "runs/1099/"], 1);
         assert_eq!(
             got,
             vec![vec!["runs/1041/", "runs/1042/", "runs/1043/", "runs/1099/"]]
         );
-        let got = ranges(&["runs/1099/", "runs/1100/", "runs/1301/"], 1);
+        let got = ranges_in(&["runs/1099/", "runs/1100/", "runs/1301/"], 1, true);
         assert_eq!(
             got,
             vec![vec!["runs/1099/", "runs/1100/"], vec!["runs/1301/"]]
+        );
+        let got = ranges_in(
+            &[
+                "runs/10/",
+                "runs/100000/",
+                "runs/98001/",
+                "runs/98002/",
+                "runs/99999/",
+            ],
+            1,
+            true,
+        );
+        assert_eq!(
+            got,
+            vec![
+                vec!["runs/10/"],
+                vec!["runs/100000/"],
+                vec!["runs/98001/", "runs/98002/"],
+                vec!["runs/99999/"],
+            ]
         );
     }
 }

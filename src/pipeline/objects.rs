@@ -132,16 +132,27 @@ pub async fn purge(
         let tallies = tallies.clone();
         let store = store.clone();
         let buckets = buckets.clone();
-        let tasks = list_tasks(
-            locations,
-            if careful {
-                usize::MAX
-            } else {
-                settings.list_ranges
-            },
-        );
+        let parts = if careful {
+            usize::MAX
+        } else {
+            settings.list_ranges
+        };
         async move {
             use futures::StreamExt;
+            // Buckets whose listings read versions: there a range reads every version and
+            // marker of the directories between a batch's, so sparse neighbours list apart.
+            let mut versioned = std::collections::HashSet::new();
+            for l in locations.iter().flatten() {
+                if !versioned.contains(l.bucket.as_str())
+                    && buckets
+                        .versioning(&*store, &l.bucket)
+                        .await
+                        .is_ok_and(|v| v.keeps_versions())
+                {
+                    versioned.insert(l.bucket.as_str());
+                }
+            }
+            let tasks = list_tasks(locations, parts, &versioned);
             futures::stream::iter(tasks)
                 .for_each_concurrent(settings.list_concurrency, |task| {
                     let tx = tx.clone();
