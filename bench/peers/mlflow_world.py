@@ -11,9 +11,10 @@ params, 3 tags, a dataset input with a tag, and 5 artifacts of 1 KiB under
 <experiment>/<run>/artifacts/; with --versioned each artifact is written twice.
 
 Then, through MLflow's own client (as the issue's world was built): experiment 21 with 25 runs
-(metrics, params, a logged artifact each), 3 logged models with artifacts and 2 traces, deleted
-40 days ago; and 2 logged models in each of experiments 1-20, one of them deleted 40 days ago.
-So all three jobs of the pack have work. Prints counts.
+(metrics, params, a logged artifact each), 3 logged models and 2 traces, deleted 40 days ago;
+and 2 logged models in each of experiments 1-20, one of them deleted 40 days ago. Each model
+has params, a metric, its run's output link and an artifact, made as tests/mlflow/world.py
+makes them. So all three jobs of the pack have work. Prints counts.
 """
 
 import concurrent.futures
@@ -112,7 +113,7 @@ def through_client(db, bucket, active, exp_of):
 
     import mlflow
     from mlflow import MlflowClient
-    from mlflow.entities import LoggedModelStatus, Metric, Param
+    from mlflow.entities import Metric, Param
 
     uri = db.replace("postgresql://", "postgresql+psycopg://", 1)
     mlflow.set_tracking_uri(uri)
@@ -120,16 +121,13 @@ def through_client(db, bucket, active, exp_of):
     tmp = tempfile.mkdtemp()
     now = int(time.time() * 1000)
 
+    # The pack's end-to-end test makes its models so: params, a metric, the run's output link,
+    # an artifact.
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests", "mlflow"))
+    from world import model_with_everything
+
     def model(exp, rid, name):
-        m = client.create_logged_model(exp, name=name, source_run_id=rid)
-        client.log_model_params(m.model_id, {"depth": "3"})
-        d = os.path.join(tmp, m.model_id)
-        os.makedirs(d)
-        with open(os.path.join(d, "MLmodel"), "w") as f:
-            f.write(f"name: {name}\n")
-        client.log_model_artifacts(m.model_id, d)
-        client.finalize_logged_model(m.model_id, LoggedModelStatus.READY)
-        return m.model_id
+        return model_with_everything(client, exp, rid, name, tmp)
 
     gone = client.create_experiment("bench-deleted", artifact_location=f"s3://{bucket}/{EXPERIMENTS + 1}")
     exp_runs = []
