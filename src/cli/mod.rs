@@ -142,32 +142,29 @@ async fn dispatch(cli: Cli) -> Result<u8> {
     config(db::check_url(&settings.database_url, create))?;
     let mut ctx = config(Context::build(&settings).await)?;
     stages.mark("connect");
-    if let Command::Run(args) = cli.command {
-        let all = ready_jobs(&ctx).await?;
-        let selected = config(select(&all, &args.jobs, args.all))?;
-        stages.mark("specs");
-        let opts = run_options(&ctx, &args);
-        // Jobs that share no table run side by side: the default pool grows to serve them all
-        // at once; an explicit size that fits fewer runs fewer at once (`run_all`).
-        let at_once = if crate::config::db_connections_given() {
-            1
-        } else {
-            crate::pipeline::at_once(&selected, &opts).len()
-        };
-        ctx = config(ctx.fit_pool(at_once).await)?;
-        stages.mark("pool");
-        let code = run_cmd(&ctx, &all, &selected, &opts, stages).await?;
-        return Ok(if code == 0 && !ctx.rejected().is_empty() {
-            1
-        } else {
-            code
-        });
-    }
     let runs_jobs = matches!(
         cli.command,
         Command::Run(_) | Command::Plan { .. } | Command::Check
     );
-    let code = command(&ctx, cli.command).await?;
+    let code = match cli.command {
+        Command::Run(args) => {
+            let all = ready_jobs(&ctx).await?;
+            let selected = config(select(&all, &args.jobs, args.all))?;
+            stages.mark("specs");
+            let opts = run_options(&ctx, &args);
+            // Jobs that share no table run side by side: the default pool grows to serve them
+            // all at once; an explicit size that fits fewer runs fewer at once (`run_all`).
+            let at_once = if crate::config::db_connections_given() {
+                1
+            } else {
+                crate::pipeline::at_once(&selected, &opts).len()
+            };
+            ctx = config(ctx.fit_pool(at_once).await)?;
+            stages.mark("pool");
+            run_cmd(&ctx, &all, &selected, &opts, stages).await?
+        }
+        other => command(&ctx, other).await?,
+    };
     // A spec left out by --keep-going is work undone: never a clean exit (a hold placed or a
     // report written is done whatever the specs).
     if code == 0 && runs_jobs && !ctx.rejected().is_empty() {

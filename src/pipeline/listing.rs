@@ -270,8 +270,7 @@ fn apart(a: &str, b: &str, sparse: bool) -> bool {
     if !sparse {
         return false;
     }
-    let name = |d: &'_ str| -> String { d[under..].split('/').next().unwrap_or_default().into() };
-    let (x, y) = (name(a), name(b));
+    let (x, y) = (first_name(a, under), first_name(b, under));
     match (x.parse::<u128>(), y.parse::<u128>()) {
         (Ok(m), Ok(n))
             if x.bytes().all(|c| c.is_ascii_digit()) && y.bytes().all(|c| c.is_ascii_digit()) =>
@@ -280,6 +279,11 @@ fn apart(a: &str, b: &str, sparse: bool) -> bool {
         }
         _ => (common - under) * 2 < x.len().min(y.len()),
     }
+}
+
+/// The first path segment of `dir` from byte `at` (a segment's start).
+fn first_name(dir: &str, at: usize) -> &str {
+    dir[at..].split('/').next().unwrap_or_default()
 }
 
 /// Numbered directories further apart than this are listed apart (`apart`): a range between

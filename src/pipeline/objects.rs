@@ -141,15 +141,19 @@ pub async fn purge(
             use futures::StreamExt;
             // Buckets whose listings read versions: there a range reads every version and
             // marker of the directories between a batch's, so sparse neighbours list apart.
+            let named: std::collections::BTreeSet<&str> = locations
+                .iter()
+                .flatten()
+                .map(|l| l.bucket.as_str())
+                .collect();
             let mut versioned = std::collections::HashSet::new();
-            for l in locations.iter().flatten() {
-                if !versioned.contains(l.bucket.as_str())
-                    && buckets
-                        .versioning(&*store, &l.bucket)
-                        .await
-                        .is_ok_and(|v| v.keeps_versions())
+            for bucket in named {
+                if buckets
+                    .versioning(&*store, bucket)
+                    .await
+                    .is_ok_and(|v| v.keeps_versions())
                 {
-                    versioned.insert(l.bucket.as_str());
+                    versioned.insert(bucket);
                 }
             }
             let tasks = list_tasks(locations, parts, &versioned);
