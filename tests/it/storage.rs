@@ -111,8 +111,15 @@ impl Backend {
         }
     }
 
-    /// Deletes in batches of `MAX_BATCH`, asserting one `Deleted` per entry.
+    /// Deletes in batches of `MAX_BATCH`, asserting one `Deleted` per entry. Versions go oldest
+    /// first, as the purge sends them: SeaweedFS moves a key's "latest version" pointer at every
+    /// delete of its newest version, so 1,100 versions of one key deleted newest first took 6.0 s
+    /// against 0.6 s oldest first, and over 30 s (the attempt timeout) on a loaded CI machine.
     async fn delete_all(&self, items: &[ObjectVersion]) {
+        let mut items = items.to_vec();
+        if items.iter().any(|v| v.version_id.is_some()) {
+            items.reverse();
+        }
         for chunk in items.chunks(MAX_BATCH) {
             let out = self.s().delete_batch(&self.bucket, chunk).await.unwrap();
             assert_eq!(
