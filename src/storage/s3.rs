@@ -96,6 +96,7 @@ pub struct S3Store {
 impl S3Store {
     pub async fn connect(s: &S3Settings) -> Self {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(https_client())
             .region(Region::new(s.region.clone()));
         if let Some(ep) = &s.endpoint {
             loader = loader.endpoint_url(ep);
@@ -117,15 +118,27 @@ impl S3Store {
                     .build(),
             )
             .build();
-        // Each client built without an explicit HTTP client gets its own default one, and so
-        // its own connection pool.
+        // Each client gets an HTTP client of its own, and so its own connection pool: listings
+        // do not wait behind deletes for a connection.
         S3Store {
-            client: Client::from_conf(conf.clone()),
-            lister: Client::from_conf(conf),
+            client: Client::from_conf(conf.to_builder().http_client(https_client()).build()),
+            lister: Client::from_conf(conf.to_builder().http_client(https_client()).build()),
             credentials,
             clock,
         }
     }
+}
+
+/// An HTTPS client (plain HTTP too, for endpoints that ask for it) on rustls with ring, the
+/// crypto provider sqlx uses: aws-lc's generator, the SDK's default, seeds itself from CPU
+/// jitter for 30-60 ms at the first TLS session.
+fn https_client() -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::tls;
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
 }
 
 #[async_trait]
