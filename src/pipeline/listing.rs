@@ -187,13 +187,9 @@ impl ListTask {
 }
 
 /// Splits the batch's locations into listing tasks: per bucket, the sorted directories in up to
-/// `parts` contiguous runs (walked concurrently), and one task per exact object key. In the
-/// `versioned` buckets (whose listings read versions) sparse neighbours are listed apart.
-pub fn list_tasks(
-    locations: &[Vec<Location>],
-    parts: usize,
-    versioned: &std::collections::HashSet<&str>,
-) -> Vec<ListTask> {
+/// `parts` contiguous runs (walked concurrently), and one task per exact object key. Sparse
+/// neighbours are listed apart (`apart`).
+pub fn list_tasks(locations: &[Vec<Location>], parts: usize) -> Vec<ListTask> {
     let mut by_bucket: std::collections::BTreeMap<&str, Vec<(String, usize)>> = Default::default();
     let mut tasks = Vec::new();
     for (i, locs) in locations.iter().enumerate() {
@@ -224,19 +220,15 @@ pub fn list_tasks(
         }
         let chunk = dirs.len().div_ceil(parts.max(1)).max(1);
         // Keep equal prefixes in one task so no directory is listed twice, and end a task
-        // between neighbours that share nothing beyond their parent directory (`runs/100000/`,
-        // `runs/98001/`): any number of other directories may lie between them (SeaweedFS walks
-        // every emptied one), and each side lists under a longer prefix of its own.
+        // between sparse neighbours (`apart`): any number of other directories may lie between
+        // them, and each side lists under a longer prefix of its own.
         let mut start = 0;
         while start < dirs.len() {
             let mut end = (start + chunk).min(dirs.len());
             while end < dirs.len() && dirs[end].0 == dirs[end - 1].0 {
                 end += 1;
             }
-            let sparse_apart = versioned.contains(bucket);
-            if let Some(gap) =
-                (start + 1..end).find(|&k| apart(&dirs[k - 1].0, &dirs[k].0, sparse_apart))
-            {
+            if let Some(gap) = (start + 1..end).find(|&k| apart(&dirs[k - 1].0, &dirs[k].0)) {
                 end = gap;
             }
             tasks.push(ListTask::Dirs {
@@ -249,15 +241,21 @@ pub fn list_tasks(
     tasks
 }
 
-/// Whether two neighbouring directories are to be listed apart: they share nothing beyond the
-/// parent directory of either (`runs/100000/` and `runs/98001/`; not `runs/1/a/` and
-/// `runs/10/`). With `sparse` (a listing of versions, where a range reads every version and
-/// marker of every other directory between them only to skip it), also when, under that
-/// parent, their names are numbers more than `NUMBERS_APART` apart (`runs/98002/` and
-/// `runs/99999/`), or other names sharing less than half of the shorter (`8/61d4…/` and
-/// `8/6eb2…/`: MLflow's random run ids, with room for thousands of directories between them).
-/// Consecutive ids (`runs/109/`, `runs/110/`) stay in one range.
-fn apart(a: &str, b: &str, sparse: bool) -> bool {
+/// Whether two neighbouring directories are to be listed apart, because a range from one to the
+/// other may read any number of other directories only to skip them: they share nothing beyond
+/// the parent directory of either (`runs/100000/` and `runs/98001/`; not `runs/1/a/` and
+/// `runs/10/`), or, under that parent, their names are numbers more than `NUMBERS_APART` apart
+/// (`runs/98002/` and `runs/99999/`), or other names sharing less than half of the shorter
+/// (`8/61d4…/` and `8/6eb2…/`: MLflow's random run ids, with room for thousands of directories
+/// between them). Consecutive ids (`runs/109/`, `runs/110/`) stay in one range.
+///
+/// What a skipped directory costs depends on the server: SeaweedFS walks each directory a
+/// listing passes (about 1 ms of its CPU for a 5-object MLflow run, and every emptied one
+/// too), so reading others' keys is not cheap there even on a plain bucket; on the MLflow
+/// world, ranges read 480 live runs to find 470 deleted ones, and listing apart took 14% less
+/// of the server's CPU (docs/performance.md). A range still serves consecutive ids, where it
+/// reads few others and saves requests.
+fn apart(a: &str, b: &str) -> bool {
     let parent = |d: &str| {
         let d = d.strip_suffix('/').unwrap_or(d);
         d.rfind('/').map_or(0, |i| i + 1)
@@ -266,9 +264,6 @@ fn apart(a: &str, b: &str, sparse: bool) -> bool {
     let common = super::ranges::common_prefix([a, b]).len();
     if common <= under {
         return true;
-    }
-    if !sparse {
-        return false;
     }
     let (x, y) = (first_name(a, under), first_name(b, under));
     match (x.parse::<u128>(), y.parse::<u128>()) {
@@ -367,17 +362,11 @@ mod tests {
     use super::*;
 
     fn ranges(prefixes: &[&str], parts: usize) -> Vec<Vec<String>> {
-        ranges_in(prefixes, parts, false)
-    }
-
-    fn ranges_in(prefixes: &[&str], parts: usize, versioned: bool) -> Vec<Vec<String>> {
         let locations: Vec<Vec<Location>> = prefixes
             .iter()
             .map(|p| vec![Location::dir("bkt", p).unwrap()])
             .collect();
-        let buckets: std::collections::HashSet<&str> =
-            versioned.then_some("bkt").into_iter().collect();
-        list_tasks(&locations, parts, &buckets)
+        list_tasks(&locations, parts)
             .into_iter()
             .map(|t| match t {
                 ListTask::Dirs { dirs, .. } => dirs.into_iter().map(|d| d.0).collect(),
@@ -387,7 +376,7 @@ mod tests {
     }
 
     #[test]
-    fn a_range_never_spans_neighbours_that_share_only_their_parent() {
+    fn a_range_never_spans_neighbours_that_share_only_their_parent_or_are_far_apart() {
         let got = ranges(
             &[
                 "runs/98001/",
@@ -403,8 +392,10 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                vec!["runs/1/", "runs/1/a/", "runs/10/", "runs/100000/"],
-                vec!["runs/98001/", "runs/98002/", "runs/99999/"],
+                vec!["runs/1/", "runs/1/a/", "runs/10/"],
+                vec!["runs/100000/"],
+                vec!["runs/98001/", "runs/98002/"],
+                vec!["runs/99999/"],
             ]
         );
         // Within the size of a part, the same split.
@@ -420,7 +411,7 @@ mod tests {
     }
 
     #[test]
-    fn where_listings_read_versions_sparse_neighbours_are_listed_apart() {
+    fn sparse_neighbours_are_listed_apart() {
         // MLflow's run directories: random hex under an experiment's directory.
         let mlflow = [
             "8/61d43c249e5a4034a8d4996fbcaf14aa/",
@@ -428,24 +419,18 @@ mod tests {
             "8/6eb2ffff0d4f4be9bdb83cd8b3d0be4b/",
             "8/7b094457077d4792a4d8113a422ace2f/",
         ];
-        assert_eq!(ranges_in(&mlflow, 1, true).len(), 4);
-        // A plain bucket walks each stretch that shares more than its parent as one range.
-        assert_eq!(ranges_in(&mlflow, 1, false).len(), 2);
-        let got = ranges_in(
-            &["runs/1041/", "runs/1042/", "runs/1043/", "runs/1099/"],
-            1,
-            true,
-        );
+        assert_eq!(ranges(&mlflow, 1).len(), 4);
+        let got = ranges(&["runs/1041/", "runs/1042/", "runs/1043/", "runs/1099/"], 1);
         assert_eq!(
             got,
             vec![vec!["runs/1041/", "runs/1042/", "runs/1043/", "runs/1099/"]]
         );
-        let got = ranges_in(&["runs/1099/", "runs/1100/", "runs/1301/"], 1, true);
+        let got = ranges(&["runs/1099/", "runs/1100/", "runs/1301/"], 1);
         assert_eq!(
             got,
             vec![vec!["runs/1099/", "runs/1100/"], vec!["runs/1301/"]]
         );
-        let got = ranges_in(
+        let got = ranges(
             &[
                 "runs/10/",
                 "runs/100000/",
@@ -454,7 +439,6 @@ mod tests {
                 "runs/99999/",
             ],
             1,
-            true,
         );
         assert_eq!(
             got,

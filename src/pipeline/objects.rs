@@ -139,24 +139,7 @@ pub async fn purge(
         };
         async move {
             use futures::StreamExt;
-            // Buckets whose listings read versions: there a range reads every version and
-            // marker of the directories between a batch's, so sparse neighbours list apart.
-            let named: std::collections::BTreeSet<&str> = locations
-                .iter()
-                .flatten()
-                .map(|l| l.bucket.as_str())
-                .collect();
-            let mut versioned = std::collections::HashSet::new();
-            for bucket in named {
-                if buckets
-                    .versioning(&*store, bucket)
-                    .await
-                    .is_ok_and(|v| v.keeps_versions())
-                {
-                    versioned.insert(bucket);
-                }
-            }
-            let tasks = list_tasks(locations, parts, &versioned);
+            let tasks = list_tasks(locations, parts);
             futures::stream::iter(tasks)
                 .for_each_concurrent(settings.list_concurrency, |task| {
                     let tx = tx.clone();

@@ -206,7 +206,6 @@ async fn a_walk_never_continues_from_a_key_named_like_a_directory_to_come() {
             })
             .collect::<Vec<_>>(),
         1,
-        &Default::default(),
     );
     assert_eq!(task.len(), 1);
     let (tx, mut rx) = tokio::sync::mpsc::channel(100);
