@@ -166,6 +166,7 @@ async fn main() {
             let n: usize = arg(&args, 3, "directories");
             let mode: String = arg(&args, 4, "mode: plain, max1 or delimiter");
             let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .http_client(lethe::storage::s3::https_client())
                 .endpoint_url(settings.s3.endpoint.clone().expect("an endpoint"))
                 .region(aws_config::Region::new("us-east-1"))
                 .load()

@@ -131,8 +131,9 @@ impl S3Store {
 
 /// An HTTPS client (plain HTTP too, for endpoints that ask for it) on rustls with ring, the
 /// crypto provider sqlx uses: aws-lc's generator, the SDK's default, seeds itself from CPU
-/// jitter for 30-60 ms at the first TLS session.
-fn https_client() -> aws_sdk_s3::config::SharedHttpClient {
+/// jitter for 30-60 ms at the first TLS session. The SDK is built without a default client, so
+/// every S3 client (tests' and benchmarks' too) and the credential chain are given one of these.
+pub fn https_client() -> aws_sdk_s3::config::SharedHttpClient {
     use aws_smithy_http_client::tls;
     aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(

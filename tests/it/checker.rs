@@ -317,6 +317,7 @@ pub async fn client() -> Client {
     let endpoint =
         std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:8333".into());
     let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(lethe::storage::s3::https_client())
         .region(aws_sdk_s3::config::Region::new("us-east-1"))
         .endpoint_url(endpoint)
         .load()
