@@ -244,8 +244,9 @@ pub fn list_tasks(locations: &[Vec<Location>], parts: usize) -> Vec<ListTask> {
 /// Whether two neighbouring directories are to be listed apart, because a range from one to the
 /// other may read any number of other directories only to skip them: they share nothing beyond
 /// the parent directory of either (`runs/100000/` and `runs/98001/`; not `runs/1/a/` and
-/// `runs/10/`), or, under that parent, their names are numbers more than `NUMBERS_APART` apart
-/// (`runs/98002/` and `runs/99999/`), or other names sharing less than half of the shorter
+/// `runs/10/`), or, under that parent, their names are numbers with room for more than
+/// `NUMBERS_APART` others between them in byte order (`runs/98002/` and `runs/99999/`; not
+/// `runs/1009/` and `runs/101/`, neighbours in any listing), or other names sharing less than half of the shorter
 /// (`8/61d4…/` and `8/6eb2…/`: MLflow's random run ids, with room for thousands of directories
 /// between them). Consecutive ids (`runs/109/`, `runs/110/`) stay in one range.
 ///
@@ -266,14 +267,33 @@ fn apart(a: &str, b: &str) -> bool {
         return true;
     }
     let (x, y) = (first_name(a, under), first_name(b, under));
-    match (x.parse::<u128>(), y.parse::<u128>()) {
-        (Ok(m), Ok(n))
-            if x.bytes().all(|c| c.is_ascii_digit()) && y.bytes().all(|c| c.is_ascii_digit()) =>
-        {
-            m.abs_diff(n) > NUMBERS_APART
-        }
-        _ => (common - under) * 2 < x.len().min(y.len()),
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+    if digits(x) && digits(y) {
+        return numbers_between(x, y).is_none_or(|n| n > NUMBERS_APART);
     }
+    (common - under) * 2 < x.len().min(y.len())
+}
+
+/// How many other numbers, written with no more digits than the longer of `x` and `y`, sort
+/// strictly between them in byte order, the order a listing walks: none between `1009` and
+/// `101` (neighbours in a listing of ids 1-2,000), 2,215 between `98002` and `99999`, 3 between
+/// `10` and `100000` (`100`, `1000`, `10000`). `None` for numbers too long to count.
+fn numbers_between(x: &str, y: &str) -> Option<u128> {
+    let len = x.len().max(y.len());
+    // Strings of at most `k` digits, the empty one included: (10^(k+1) - 1) / 9.
+    let up_to = |k: usize| -> Option<u128> {
+        Some((10u128.checked_pow(u32::try_from(k).ok()? + 1)? - 1) / 9)
+    };
+    // Strings of at most `len` digits sorting before `s`: each proper prefix of `s`, and at
+    // each position the strings that branch off there with a smaller digit.
+    let before = |s: &str| -> Option<u128> {
+        s.bytes().enumerate().try_fold(0u128, |n, (i, d)| {
+            n.checked_add(1)?
+                .checked_add(u128::from(d - b'0').checked_mul(up_to(len - 1 - i)?)?)
+        })
+    };
+    let (p, q) = (before(x)?, before(y)?);
+    Some(p.abs_diff(q).saturating_sub(1))
 }
 
 /// The first path segment of `dir` from byte `at` (a segment's start).
@@ -281,8 +301,8 @@ fn first_name(dir: &str, at: usize) -> &str {
     dir[at..].split('/').next().unwrap_or_default()
 }
 
-/// Numbered directories further apart than this are listed apart (`apart`): a range between
-/// them may hold this many others, read only to be skipped.
+/// Numbered directories with more possible others than this between them in a listing
+/// (`numbers_between`) are listed apart (`apart`): a range may read them all only to skip them.
 const NUMBERS_APART: u128 = 100;
 
 /// The uploads one listing found, or why it could not.
@@ -392,8 +412,7 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                vec!["runs/1/", "runs/1/a/", "runs/10/"],
-                vec!["runs/100000/"],
+                vec!["runs/1/", "runs/1/a/", "runs/10/", "runs/100000/"],
                 vec!["runs/98001/", "runs/98002/"],
                 vec!["runs/99999/"],
             ]
@@ -443,11 +462,32 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                vec!["runs/10/"],
-                vec!["runs/100000/"],
+                vec!["runs/10/", "runs/100000/"],
                 vec!["runs/98001/", "runs/98002/"],
                 vec!["runs/99999/"],
             ]
         );
+        // Ids 1-2,000 in byte order jump numerically (`runs/1009/`, `runs/101/`) with nothing
+        // between them: one range per first digit (`runs/1999/` and `runs/2/` share only
+        // their parent).
+        let dense: Vec<String> = (1..=2000).map(|i| format!("runs/{i}/")).collect();
+        let dense: Vec<&str> = dense.iter().map(String::as_str).collect();
+        let got = ranges(&dense, 1);
+        assert_eq!(got.len(), 9);
+        assert_eq!(got[0].len(), 1111, "runs/1/ to runs/1999/ in one range");
+    }
+
+    #[test]
+    fn numbers_between_counts_what_a_listing_walks_past() {
+        assert_eq!(numbers_between("1009", "101"), Some(0));
+        assert_eq!(numbers_between("101", "1009"), Some(0));
+        assert_eq!(numbers_between("100", "1000"), Some(0));
+        assert_eq!(numbers_between("10", "100000"), Some(3));
+        assert_eq!(numbers_between("7", "7"), Some(0));
+        // 98003-99998, and 9801-9999, 981-999, 99 with fewer digits.
+        assert_eq!(numbers_between("98002", "99999"), Some(2215));
+        // 1044-1098, and 105-109 of three digits.
+        assert_eq!(numbers_between("1043", "1099"), Some(60));
+        assert_eq!(numbers_between(&"9".repeat(40), "1"), None);
     }
 }
