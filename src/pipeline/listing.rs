@@ -246,9 +246,10 @@ pub fn list_tasks(locations: &[Vec<Location>], parts: usize) -> Vec<ListTask> {
 /// the parent directory of either (`runs/100000/` and `runs/98001/`; not `runs/1/a/` and
 /// `runs/10/`), or, under that parent, their names are numbers with room for more than
 /// `NUMBERS_APART` others between them in byte order (`runs/98002/` and `runs/99999/`; not
-/// `runs/1009/` and `runs/101/`, neighbours in any listing), or other names sharing less than half of the shorter
-/// (`8/61d4…/` and `8/6eb2…/`: MLflow's random run ids, with room for thousands of directories
-/// between them). Consecutive ids (`runs/109/`, `runs/110/`) stay in one range.
+/// `runs/1009/` and `runs/101/`, neighbours in any listing), or other names sharing less than
+/// half of the shorter (`8/61d4…/` and `8/6eb2…/`: MLflow's random run ids, with room for
+/// thousands of directories between them). Consecutive ids (`runs/109/`, `runs/110/`) stay in
+/// one range.
 ///
 /// What a skipped directory costs depends on the server: SeaweedFS walks each directory a
 /// listing passes (about 1 ms of its CPU for a 5-object MLflow run, and every emptied one
