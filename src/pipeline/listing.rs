@@ -254,9 +254,9 @@ pub fn list_tasks(locations: &[Vec<Location>], parts: usize) -> Vec<ListTask> {
 /// What a skipped directory costs depends on the server: SeaweedFS walks each directory a
 /// listing passes (about 1 ms of its CPU for a 5-object MLflow run, and every emptied one
 /// too), so reading others' keys is not cheap there even on a plain bucket; on the MLflow
-/// world, ranges read 480 live runs to find 470 deleted ones, and listing apart took 14% less
-/// of the server's CPU (docs/performance.md). A range still serves consecutive ids, where it
-/// reads few others and saves requests.
+/// world, ranges read 480 live runs to find 470 deleted ones, and listing apart took 9-14% less
+/// of the server's CPU in two sets of paired runs (docs/performance.md). A range still serves
+/// consecutive ids, where it reads few others and saves requests.
 fn apart(a: &str, b: &str) -> bool {
     let parent = |d: &str| {
         let d = d.strip_suffix('/').unwrap_or(d);
