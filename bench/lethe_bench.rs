@@ -9,6 +9,8 @@
 //!   (`LETHE_DELETE_BATCH` keys per request and `LETHE_DELETE_CONCURRENCY` requests in flight
 //!   set the shape, as for lethe; bench/run.sh uses the server's best measured shape) and lists
 //!   each location (`runs/{i}/`) once, as a verification must; prints the seconds.
+//!   `floor BUCKET --prefixes FILE`: the same for what lies under the prefixes in FILE (one a
+//!   line), each prefix listed once after the deletes.
 //! - `count BUCKET`: prints how many versions and delete markers are left.
 //!
 //! Endpoint and credentials come from the environment, as for lethe.
@@ -25,6 +27,11 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> T {
 }
 
 async fn all_versions(store: &dyn ObjectStore, bucket: &str) -> Vec<ObjectVersion> {
+    versions_under(store, bucket, "").await
+}
+
+/// Every version and delete marker under `prefix`.
+async fn versions_under(store: &dyn ObjectStore, bucket: &str, prefix: &str) -> Vec<ObjectVersion> {
     let versioned = store
         .versioning(bucket)
         .await
@@ -34,7 +41,7 @@ async fn all_versions(store: &dyn ObjectStore, bucket: &str) -> Vec<ObjectVersio
     let mut token = None;
     loop {
         let page = store
-            .list_page(bucket, "", versioned, token)
+            .list_page(bucket, prefix, versioned, token)
             .await
             .expect("listing");
         out.extend(page.items);
@@ -113,21 +120,47 @@ async fn main() {
             // `LETHE_DELETE_CONCURRENCY` in flight), then one listing of each location (the
             // directory of each key, up to its second `/`: `runs/{i}/`), 32 in flight, as a
             // verification must ask after the deletes.
-            let items = all_versions(&store, &bucket).await;
             let versioned = store
                 .versioning(&bucket)
                 .await
                 .expect("bucket exists")
                 .keeps_versions();
-            let mut dirs: Vec<String> = items
-                .iter()
-                .filter_map(|v| {
-                    let mut parts = v.key.splitn(3, '/');
-                    Some(format!("{}/{}/", parts.next()?, parts.next()?))
-                })
-                .collect();
-            dirs.sort();
-            dirs.dedup();
+            let (items, dirs) = match args.iter().position(|a| a == "--prefixes") {
+                // Only what lies under the prefixes listed in FILE, one a line (the purged
+                // directories of a world that keeps others), each listed once afterwards.
+                Some(i) => {
+                    let file: String = arg(&args, i + 1, "a file of prefixes");
+                    let text = std::fs::read_to_string(&file).expect("prefix file");
+                    let mut dirs: Vec<String> = text.split_whitespace().map(String::from).collect();
+                    dirs.sort();
+                    dirs.dedup();
+                    // Prefixes may nest (a deleted experiment's directory holds deleted runs):
+                    // each version once, in listing order.
+                    let mut seen = std::collections::HashSet::new();
+                    let mut items = Vec::new();
+                    for d in &dirs {
+                        for v in versions_under(&store, &bucket, d).await {
+                            if seen.insert((v.key.clone(), v.version_id.clone())) {
+                                items.push(v);
+                            }
+                        }
+                    }
+                    (items, dirs)
+                }
+                None => {
+                    let items = all_versions(&store, &bucket).await;
+                    let mut dirs: Vec<String> = items
+                        .iter()
+                        .filter_map(|v| {
+                            let mut parts = v.key.splitn(3, '/');
+                            Some(format!("{}/{}/", parts.next()?, parts.next()?))
+                        })
+                        .collect();
+                    dirs.sort();
+                    dirs.dedup();
+                    (items, dirs)
+                }
+            };
             let n = items.len();
             let started = Instant::now();
             let store = &store;

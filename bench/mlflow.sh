@@ -6,6 +6,11 @@
 #   ROUNDS=5 bench/mlflow.sh plain     # one variant
 #   BASE_BIN=DIR bench/mlflow.sh       # also DIR/lethe (an older build), paired in each round
 #
+# Each round also times the S3 server's own floor for the objects of the same purge
+# (`lethe-bench floor --prefixes`: the purged directories' versions listed untimed, then the same
+# deletes by key and one listing of each directory, from a tight client; no database work), so
+# the figures read as a share of what the server can do.
+#
 # The world (bench/peers/mlflow_world.py: MLflow's own schema from `mlflow db upgrade`, runs with
 # metrics, params, tags, inputs, and 5 artifacts each in MLflow's layout; then, through MLflow's
 # client, a deleted experiment with runs, models and traces, and logged models, some deleted, so
@@ -40,12 +45,20 @@ eval "$(scripts/services.sh env)"
 MLVENV="$(bash scripts/mlflow-env.sh)"
 export MLFLOW_S3_ENDPOINT_URL="$AWS_ENDPOINT_URL" MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
 say "building lethe (release)"
-cargo build --release --quiet --bin lethe
+cargo build --release --quiet --bin lethe --example lethe-bench
 LETHE="$CARGO_TARGET_DIR/release/lethe"
+TOOL="$CARGO_TARGET_DIR/release/examples/lethe-bench"
 ADMIN="postgres://postgres@127.0.0.1:5432/postgres"
 SNAPSHOT="$PWD/$OUT/mlflow-s3-snapshot"
 pg() { psql -X -q -v ON_ERROR_STOP=1 "$@" >>"$LOG" 2>&1; }
 url() { echo "postgres://postgres@127.0.0.1:5432/$1"; }
+
+# purged_prefixes DB: the directories of everything the purge must remove, one a line.
+purged_prefixes() {
+    psql -X -At "$(url "$1")" -c "SELECT experiment_id || '/' || run_uuid || '/' FROM lethe_bench_purged
+        UNION ALL SELECT experiment_id || '/models/' || model_id || '/' FROM lethe_bench_purged_models
+        UNION ALL SELECT experiment_id || '/' FROM lethe_bench_purged_experiments"
+}
 
 # left DB BUCKET: rows and object versions (with markers) of the purged runs still there.
 left() {
@@ -61,9 +74,7 @@ left() {
              + (SELECT count(*) FROM experiments WHERE lifecycle_stage = 'deleted')
              + (SELECT count(*) FROM trace_info WHERE experiment_id IN (SELECT experiment_id FROM lethe_bench_purged_experiments))")
     local versions
-    versions=$(psql -X -At "$(url "$1")" -c "SELECT experiment_id || '/' || run_uuid || '/' FROM lethe_bench_purged
-        UNION ALL SELECT experiment_id || '/models/' || model_id || '/' FROM lethe_bench_purged_models
-        UNION ALL SELECT experiment_id || '/' FROM lethe_bench_purged_experiments" |
+    versions=$(purged_prefixes "$1" |
         "$MLVENV/bin/python" -c '
 import sys, boto3, os
 s3 = boto3.client("s3", endpoint_url=os.environ["MLFLOW_S3_ENDPOINT_URL"])
@@ -137,8 +148,8 @@ PY
     for f in jobs/packs/mlflow/*.toml; do sed "s/mlflow-artifacts/$bucket/g" "$f" >"$jobs/$(basename "$f")"; done
     scripts/services.sh snapshot-s3 "$SNAPSHOT" >>"$LOG" 2>&1
     for round in $(seq 1 "$ROUNDS"); do
-        order=(lethe gc ${BASE_BIN:+base})
-        ((round % 2 == 0)) && order=(${BASE_BIN:+base} gc lethe)
+        order=(lethe gc ${BASE_BIN:+base} floor)
+        ((round % 2 == 0)) && order=(floor ${BASE_BIN:+base} gc lethe)
         for tool in "${order[@]}"; do
             db="mlflow_bench_run"
             pg "$ADMIN" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db TEMPLATE $world"
@@ -152,6 +163,14 @@ PY
                     [[ $tool == base ]] && bin="$BASE_BIN/lethe"
                     timed "$variant" "$tool" "$round" "$db" "$bucket" env DATABASE_URL="$(url "$db")" \
                         LETHE_JOBS_DIR="$jobs" LETHE_LOG=warn,lethe::pipeline=info NO_COLOR=1 "$bin" run --all ;;
+                floor)
+                    purged_prefixes "$db" >"$OUT/mlflow-prefixes.txt"
+                    quiesce
+                    "$TOOL" floor "$bucket" --prefixes "$OUT/mlflow-prefixes.txt" >"$OUT/floor.json" 2>>"$LOG"
+                    secs=$(python3 -c 'import json,sys; print(f"{json.load(open(sys.argv[1]))[\"seconds\"]:.2f}")' "$OUT/floor.json")
+                    read -r rows versions < <(left "$db" "$bucket")
+                    printf '%s\tfloor\t%s\t%s\t-\t-\t%s\t0\t-\n' "$variant" "$round" "$secs" "$versions" >>"$RESULTS"
+                    say "$variant floor round $round: $(cat "$OUT/floor.json")" ;;
                 gc)
                     sa="postgresql+psycopg://postgres@127.0.0.1:5432/$db"
                     timed "$variant" "mlflow gc" "$round" "$db" "$bucket" env MLFLOW_TRACKING_URI="$sa" \
@@ -166,7 +185,7 @@ import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 for variant in sorted({r["variant"] for r in rows}):
     by = lambda tool: {r["round"]: r for r in rows if r["variant"] == variant and r["tool"] == tool}
-    lethe, gc, base = by("lethe"), by("mlflow gc"), by("base")
+    lethe, gc, base, floor = by("lethe"), by("mlflow gc"), by("base"), by("floor")
     ratios = [float(gc[k]["seconds"]) / float(lethe[k]["seconds"]) for k in lethe if k in gc]
     med = lambda d: statistics.median(float(r["seconds"]) for r in d.values())
     first = lambda d: statistics.median(int(r["first_delete_ms"]) for r in d.values() if r["first_delete_ms"] != "-")
@@ -174,6 +193,13 @@ for variant in sorted({r["variant"] for r in rows}):
     print(f"{variant}: lethe median {med(lethe):.2f} s, first delete at {first(lethe)} ms (left rows, versions: "
           f"{left(lethe)}), mlflow gc median {med(gc):.2f} s (left {left(gc)}); lethe is "
           f"{statistics.median(ratios):.1f}x faster (per round: {', '.join(f'{x:.1f}' for x in ratios)})")
+    if floor:
+        share = [float(floor[k]["seconds"]) / float(lethe[k]["seconds"]) for k in lethe if k in floor]
+        bound = [float(gc[k]["seconds"]) / float(floor[k]["seconds"]) for k in gc if k in floor]
+        print(f"{variant}: the S3 server's floor for the same objects median {med(floor):.2f} s "
+              f"(left {sorted({r['left_versions'] for r in floor.values()})} versions); lethe reaches "
+              f"{statistics.median(share):.2f} of it (per round: {', '.join(f'{x:.2f}' for x in share)}); "
+              f"gc / floor, the most any tool could be ahead of gc here: {statistics.median(bound):.1f}x")
     if base:
         pair = [float(base[k]["seconds"]) / float(lethe[k]["seconds"]) for k in lethe if k in base]
         print(f"{variant}: previous binary median {med(base):.2f} s, first delete at {first(base)} ms "
