@@ -167,7 +167,7 @@ PY
                     purged_prefixes "$db" >"$OUT/mlflow-prefixes.txt"
                     quiesce
                     "$TOOL" floor "$bucket" --prefixes "$OUT/mlflow-prefixes.txt" >"$OUT/floor.json" 2>>"$LOG"
-                    secs=$(python3 -c 'import json,sys; print(f"{json.load(open(sys.argv[1]))[\"seconds\"]:.2f}")' "$OUT/floor.json")
+                    secs=$(python3 -c 'import json, sys; print("%.2f" % json.load(open(sys.argv[1]))["seconds"])' "$OUT/floor.json")
                     read -r rows versions < <(left "$db" "$bucket")
                     printf '%s\tfloor\t%s\t%s\t-\t-\t%s\t0\t-\n' "$variant" "$round" "$secs" "$versions" >>"$RESULTS"
                     say "$variant floor round $round: $(cat "$OUT/floor.json")" ;;
