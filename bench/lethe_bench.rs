@@ -136,10 +136,10 @@ async fn main() {
                     let mut dirs: Vec<String> = text.split_whitespace().map(String::from).collect();
                     dirs.sort();
                     dirs.dedup();
-                    // Prefixes may nest (a deleted experiment's directory holds deleted runs):
-                    // each version once, in listing order.
                     // Listed 32 at a time and timed apart: what a purge that does not know the
-                    // keys must ask first (`list_seconds`, not part of `seconds`).
+                    // keys must ask first (`list_seconds`, not part of `seconds`). Prefixes may
+                    // nest (a deleted experiment's directory holds deleted runs): each version
+                    // is kept once, in listing order.
                     let listed = Instant::now();
                     let pages: Vec<Vec<ObjectVersion>> = futures::stream::iter(dirs.iter())
                         .map(|d| versions_under(&store, &bucket, d))
